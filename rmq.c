@@ -1,0 +1,2296 @@
+/*
+** rmq.c -- the public API and the broker core: validation, message encoding,
+** producers, consumer offsets, consumer groups and queue allocation, push and
+** pull consumers, the service thread. It turns API calls into store calls
+** (rmq_store.c) and filter calls (rmq_filter.c); the store never calls back.
+**
+** Threads: callers' threads send and pull. The broker may own one service
+** thread (flushes, offset persistence, async completions under SYNC_FLUSH).
+** Each push consumer owns a pull thread and a pool of consume threads.
+*/
+#include "rmq_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ======================================================================= */
+/* Version, errors, memory, log, clock                                     */
+/* ======================================================================= */
+
+RMQ_API const char *rmq_libversion(void) { return RMQ_VERSION; }
+RMQ_API int rmq_libversion_number(void) { return RMQ_VERSION_NUMBER; }
+
+RMQ_API const char *rmq_errstr(int code)
+{
+  switch (code) {
+  case RMQ_OK: return "OK";
+  case RMQ_EINVAL: return "invalid argument";
+  case RMQ_ENOMEM: return "out of memory";
+  case RMQ_EIO: return "I/O error";
+  case RMQ_ENOSPC: return "no space left on device";
+  case RMQ_EBUSY: return "store directory is locked by another open";
+  case RMQ_ETIMEDOUT: return "timed out";
+  case RMQ_ECORRUPT: return "store or config file is damaged";
+  case RMQ_ENOTFOUND: return "not found";
+  case RMQ_ESTATE: return "handle is in the wrong state for this call";
+  case RMQ_ETOPIC: return "invalid topic name";
+  case RMQ_EGROUP: return "invalid group name";
+  case RMQ_ENOBODY: return "message body is null or empty";
+  case RMQ_EMSGSIZE: return "message body too large";
+  case RMQ_EPROPERTY: return "invalid property name or value";
+  case RMQ_ERESERVED: return "property name is reserved for the system";
+  case RMQ_EPROPSIZE: return "message properties too large";
+  case RMQ_EFORBIDDEN: return "sending to this topic is forbidden";
+  case RMQ_ENOTOPIC: return "topic does not exist";
+  case RMQ_EQUEUE: return "queue id or queue count out of range";
+  case RMQ_EEXPR: return "invalid subscription expression";
+  case RMQ_ENOTSUP: return "feature disabled";
+  default: return "unknown error";
+  }
+}
+
+static _Thread_local char tls_errmsg[512];
+
+RMQ_API const char *rmq_errmsg(void) { return tls_errmsg; }
+
+RMQI_FUNC int rmqi_err(int code, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(tls_errmsg, sizeof tls_errmsg, fmt, ap);
+  va_end(ap);
+  return code;
+}
+
+RMQI_FUNC int rmqi_errno(int err, const char *call, const char *path)
+{
+  int code = RMQ_EIO;
+  if (err == ENOSPC || err == EDQUOT) code = RMQ_ENOSPC;
+  else if (err == ENOMEM) code = RMQ_ENOMEM;
+  return rmqi_err(code, "%s: %s: %s", path, call, strerror(err));
+}
+
+static void *default_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+  (void)ud;
+  (void)osize;
+  if (nsize == 0) { free(ptr); return NULL; }
+  return realloc(ptr, nsize);
+}
+
+static rmq_alloc_fn g_alloc = default_alloc;
+static void *g_alloc_ud;
+
+RMQ_API void rmq_config_allocator(rmq_alloc_fn fn, void *ud)
+{
+  g_alloc = fn ? fn : default_alloc;
+  g_alloc_ud = fn ? ud : NULL;
+}
+
+RMQI_FUNC void *rmqi_malloc(size_t n) { return g_alloc(g_alloc_ud, NULL, 0, n ? n : 1); }
+RMQI_FUNC void *rmqi_calloc(size_t n, size_t size)
+{
+  if (size && n > SIZE_MAX / size) return NULL;
+  size_t total = n * size;
+  void *p = rmqi_malloc(total);
+  if (p) memset(p, 0, total ? total : 1);
+  return p;
+}
+RMQI_FUNC void *rmqi_realloc(void *p, size_t osize, size_t nsize)
+{
+  return g_alloc(g_alloc_ud, p, p ? osize : 0, nsize ? nsize : 1);
+}
+RMQI_FUNC void rmqi_free(void *p, size_t size)
+{
+  if (p) g_alloc(g_alloc_ud, p, size ? size : 1, 0);
+}
+RMQI_FUNC char *rmqi_strdup(const char *s)
+{
+  if (!s) return NULL;
+  size_t n = strlen(s) + 1;
+  char *d = rmqi_malloc(n);
+  if (d) memcpy(d, s, n);
+  return d;
+}
+RMQI_FUNC void rmqi_strfree(char *s)
+{
+  if (s) rmqi_free(s, strlen(s) + 1);
+}
+
+RMQI_FUNC void rmqi_log(const rmqi_env *e, int level, const char *fmt, ...)
+{
+  if (level > e->log_level) return;
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (e->log) {
+    e->log(e->log_ctx, level, msg);
+  } else {
+    static const char *names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
+    fprintf(stderr, "rmq %s: %s\n", names[level & 3], msg);
+  }
+}
+
+static int64_t system_clock(void *ctx)
+{
+  (void)ctx;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+RMQI_FUNC int64_t rmqi_mono_us(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void deadline_ms(struct timespec *ts, int64_t ms)
+{
+  clock_gettime(CLOCK_MONOTONIC, ts);
+  ts->tv_sec += ms / 1000;
+  ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (ts->tv_nsec >= 1000000000L) { ts->tv_sec++; ts->tv_nsec -= 1000000000L; }
+}
+
+static void cond_init_mono(pthread_cond_t *c)
+{
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(c, &ca);
+  pthread_condattr_destroy(&ca);
+}
+
+/* ======================================================================= */
+/* Names and validation (RocketMQ's Validators / TopicValidator)           */
+/* ======================================================================= */
+
+static int name_chars_ok(const char *s, char *bad)
+{
+  for (; *s; s++) {
+    char c = *s;
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '%' || c == '|' ||
+          c == '_' || c == '-')) {
+      *bad = c;
+      return 0;
+    }
+  }
+  return 1;
+}
+
+static int check_topic(const char *topic)
+{
+  if (!topic || !*topic) return rmqi_err(RMQ_ETOPIC, "The specified topic is blank");
+  size_t n = strlen(topic);
+  if (n > RMQ_TOPIC_MAX_LEN)
+    return rmqi_err(RMQ_ETOPIC, "The specified topic is longer than topic max length %d (%zu bytes)", RMQ_TOPIC_MAX_LEN, n);
+  char bad;
+  if (!name_chars_ok(topic, &bad)) {
+    if ((unsigned char)bad >= 0x20 && (unsigned char)bad < 0x7f)
+      return rmqi_err(RMQ_ETOPIC, "The specified topic[%s] contains illegal character '%c', allowing only ^[%%|a-zA-Z0-9_-]+$", topic, bad);
+    return rmqi_err(RMQ_ETOPIC, "The specified topic contains illegal byte 0x%02x, allowing only ^[%%|a-zA-Z0-9_-]+$", (unsigned char)bad);
+  }
+  return RMQ_OK;
+}
+
+static const char *const k_system_topics[] = {
+  "TBW102", "SCHEDULE_TOPIC_XXXX", "BenchmarkTest", "RMQ_SYS_TRANS_HALF_TOPIC", "RMQ_SYS_TRACE_TOPIC",
+  "RMQ_SYS_TRANS_OP_HALF_TOPIC", "TRANS_CHECK_MAX_TIME_TOPIC", "SELF_TEST_TOPIC", "OFFSET_MOVED_EVENT",
+  "CHECKPOINT_TOPIC", NULL,
+};
+static const char *const k_send_forbidden[] = {
+  "SCHEDULE_TOPIC_XXXX", "RMQ_SYS_TRANS_HALF_TOPIC", "RMQ_SYS_TRANS_OP_HALF_TOPIC",
+  "TRANS_CHECK_MAX_TIME_TOPIC", "SELF_TEST_TOPIC", "OFFSET_MOVED_EVENT", NULL,
+};
+
+static int in_list(const char *const *l, const char *s)
+{
+  for (; *l; l++)
+    if (!strcmp(*l, s)) return 1;
+  return 0;
+}
+
+static int is_system_topic(const char *t) { return in_list(k_system_topics, t) || !strncmp(t, "rmq_sys_", 8); }
+
+static int check_group(const char *group)
+{
+  if (!group || !*group) return rmqi_err(RMQ_EGROUP, "the specified group is blank");
+  size_t n = strlen(group);
+  if (n > RMQ_GROUP_MAX_LEN)
+    return rmqi_err(RMQ_EGROUP, "the specified group[%s] is longer than group max length: %d.", group, RMQ_GROUP_MAX_LEN);
+  char bad;
+  if (!name_chars_ok(group, &bad))
+    return rmqi_err(RMQ_EGROUP, "the specified group[%s] contains illegal characters, allowing only ^[%%|a-zA-Z0-9_-]+$", group);
+  return RMQ_OK;
+}
+
+/* MessageConst.STRING_HASH_SET: names users may not set. */
+static const char *const k_reserved_props[] = {
+  "KEYS", "TAGS", "WAIT", "DELAY", "RETRY_TOPIC", "REAL_TOPIC", "REAL_QID", "TRAN_MSG", "PGROUP", "MIN_OFFSET",
+  "MAX_OFFSET", "BUYER_ID", "ORIGIN_MESSAGE_ID", "TRANSFER_FLAG", "CORRECTION_FLAG", "MQ2_FLAG",
+  "RECONSUME_TIME", "MSG_REGION", "TRACE_ON", "UNIQ_KEY", "EXTEND_UNIQ_INFO", "MAX_RECONSUME_TIMES",
+  "CONSUME_START_TIME", "TRAN_PREPARED_QUEUE_OFFSET", "DUP_INFO", "INSTANCE_ID", "CORRELATION_ID",
+  "REPLY_TO_CLIENT", "TTL", "ARRIVE_TIME", "PUSH_REPLY_TIME", "CLUSTER", "MSG_TYPE", "POP_CK", "POP_CK_OFFSET",
+  "1ST_POP_TIME", "TIMER_DELAY_SEC", "TIMER_DELIVER_MS", "TIMER_DELAY_MS", "TIMER_ENQUEUE_MS",
+  "TIMER_DEQUEUE_MS", "TIMER_ROLL_TIMES", "TIMER_OUT_MS", "TIMER_DEL_UNIQKEY", "TIMER_DELAY_LEVEL",
+  "__BORNHOST", "BORN_TIMESTAMP", "__CRC32#", "DLQ_ORIGIN_TOPIC", "DLQ_ORIGIN_MESSAGE_ID", NULL,
+};
+
+static int blank(const char *s)
+{
+  for (; *s; s++)
+    if (*s != ' ' && *s != '\t' && *s != '\n' && *s != '\r' && *s != '\f' && *s != '\v') return 0;
+  return 1;
+}
+
+/* A property name or value: non-blank UTF-8 without the separators. */
+static int check_prop_text(const char *what, const char *name, const char *s)
+{
+  if (blank(s)) return rmqi_err(RMQ_EPROPERTY, "The name or value of property can not be null or blank string! (%s of '%s')", what, name);
+  size_t n = strlen(s);
+  if (memchr(s, 1, n) || memchr(s, 2, n))
+    return rmqi_err(RMQ_EPROPERTY, "property %s of '%s' contains a 0x01/0x02 separator byte", what, name);
+  if (!rmqi_utf8_valid(s, n)) return rmqi_err(RMQ_EPROPERTY, "property %s of '%s' is not valid UTF-8", what, name);
+  return RMQ_OK;
+}
+
+/* ======================================================================= */
+/* Messages to send                                                        */
+/* ======================================================================= */
+
+typedef struct prop {
+  char *name, *value;
+  size_t ncap, vcap;
+} prop;
+
+struct rmq_msg {
+  char *topic;
+  size_t topic_cap;
+  uint8_t *body;
+  size_t body_len, body_cap;
+  int32_t flag;
+  prop *props;
+  int nprops, pcap;
+};
+
+/* Copies s into *dst, reusing its buffer when it fits. */
+static int str_set(char **dst, size_t *cap, const char *s)
+{
+  size_t n = strlen(s) + 1;
+  if (n > *cap) {
+    char *p = rmqi_realloc(*dst, *cap, n);
+    if (!p) return rmqi_err(RMQ_ENOMEM, "out of memory");
+    *dst = p;
+    *cap = n;
+  }
+  memcpy(*dst, s, n);
+  return RMQ_OK;
+}
+
+static prop *msg_prop(const rmq_msg *m, const char *name)
+{
+  for (int i = 0; i < m->nprops; i++)
+    if (!strcmp(m->props[i].name, name)) return &m->props[i];
+  return NULL;
+}
+
+static int msg_prop_set(rmq_msg *m, const char *name, const char *value)
+{
+  prop *p = msg_prop(m, name);
+  if (!value) {
+    if (p) {
+      int i = (int)(p - m->props);
+      prop t = *p;
+      memmove(p, p + 1, (size_t)(m->nprops - i - 1) * sizeof *p);
+      m->props[--m->nprops] = t; /* keep its buffers for reuse */
+    }
+    return RMQ_OK;
+  }
+  if (!p) {
+    if (m->nprops == m->pcap) {
+      int ncap = m->pcap ? m->pcap * 2 : 8;
+      prop *np = rmqi_realloc(m->props, (size_t)m->pcap * sizeof *np, (size_t)ncap * sizeof *np);
+      if (!np) return rmqi_err(RMQ_ENOMEM, "out of memory");
+      memset(np + m->pcap, 0, (size_t)(ncap - m->pcap) * sizeof *np);
+      m->props = np;
+      m->pcap = ncap;
+    }
+    p = &m->props[m->nprops];
+    if (str_set(&p->name, &p->ncap, name)) return RMQ_ENOMEM;
+    if (str_set(&p->value, &p->vcap, value)) return RMQ_ENOMEM;
+    m->nprops++;
+    return RMQ_OK;
+  }
+  return str_set(&p->value, &p->vcap, value);
+}
+
+RMQ_API int rmq_msg_create(rmq_msg **out, const char *topic, const char *tags, const void *body, size_t body_len)
+{
+  if (!out) return rmqi_err(RMQ_EINVAL, "rmq_msg_create: out is NULL");
+  rmq_msg *m = rmqi_calloc(1, sizeof *m);
+  if (!m) return rmqi_err(RMQ_ENOMEM, "out of memory creating a message");
+  int rc = msg_prop_set(m, "WAIT", "true");
+  if (!rc && topic) rc = rmq_msg_set_topic(m, topic);
+  if (!rc && tags) rc = rmq_msg_set_tags(m, tags);
+  if (!rc && body) rc = rmq_msg_set_body(m, body, body_len);
+  if (rc) { rmq_msg_free(m); return rc; }
+  *out = m;
+  return RMQ_OK;
+}
+
+RMQ_API void rmq_msg_free(rmq_msg *m)
+{
+  if (!m) return;
+  for (int i = 0; i < m->pcap; i++) {
+    rmqi_free(m->props[i].name, m->props[i].ncap);
+    rmqi_free(m->props[i].value, m->props[i].vcap);
+  }
+  rmqi_free(m->props, (size_t)m->pcap * sizeof *m->props);
+  rmqi_free(m->topic, m->topic_cap);
+  rmqi_free(m->body, m->body_cap);
+  rmqi_free(m, sizeof *m);
+}
+
+RMQ_API int rmq_msg_set_topic(rmq_msg *m, const char *topic)
+{
+  if (!m || !topic) return rmqi_err(RMQ_EINVAL, "rmq_msg_set_topic: NULL argument");
+  return str_set(&m->topic, &m->topic_cap, topic);
+}
+
+RMQ_API int rmq_msg_set_tags(rmq_msg *m, const char *tags)
+{
+  if (!m) return rmqi_err(RMQ_EINVAL, "rmq_msg_set_tags: message is NULL");
+  if (!tags || !*tags) return msg_prop_set(m, "TAGS", NULL);
+  int rc = check_prop_text("value", "TAGS", tags);
+  return rc ? rc : msg_prop_set(m, "TAGS", tags);
+}
+
+RMQ_API int rmq_msg_set_keys(rmq_msg *m, const char *keys)
+{
+  if (!m) return rmqi_err(RMQ_EINVAL, "rmq_msg_set_keys: message is NULL");
+  if (!keys || !*keys) return msg_prop_set(m, "KEYS", NULL);
+  int rc = check_prop_text("value", "KEYS", keys);
+  return rc ? rc : msg_prop_set(m, "KEYS", keys);
+}
+
+RMQ_API int rmq_msg_set_body(rmq_msg *m, const void *body, size_t len)
+{
+  if (!m) return rmqi_err(RMQ_EINVAL, "rmq_msg_set_body: message is NULL");
+  if (!body) len = 0;
+  if (len > m->body_cap) {
+    uint8_t *p = rmqi_realloc(m->body, m->body_cap, len);
+    if (!p) return rmqi_err(RMQ_ENOMEM, "out of memory copying a %zu-byte body", len);
+    m->body = p;
+    m->body_cap = len;
+  }
+  if (len) memcpy(m->body, body, len);
+  m->body_len = len;
+  return RMQ_OK;
+}
+
+RMQ_API int rmq_msg_set_flag(rmq_msg *m, int32_t flag)
+{
+  if (!m) return rmqi_err(RMQ_EINVAL, "rmq_msg_set_flag: message is NULL");
+  m->flag = flag;
+  return RMQ_OK;
+}
+
+RMQ_API int rmq_msg_set_delay_time_level(rmq_msg *m, int level)
+{
+  if (!m) return rmqi_err(RMQ_EINVAL, "rmq_msg_set_delay_time_level: message is NULL");
+  if (level < 0) return rmqi_err(RMQ_EINVAL, "delay level %d is negative", level);
+  if (level == 0) return msg_prop_set(m, "DELAY", NULL);
+  char v[16];
+  snprintf(v, sizeof v, "%d", level);
+  return msg_prop_set(m, "DELAY", v);
+}
+
+RMQ_API int rmq_msg_set_wait_store_msg_ok(rmq_msg *m, int wait)
+{
+  if (!m) return rmqi_err(RMQ_EINVAL, "rmq_msg_set_wait_store_msg_ok: message is NULL");
+  return msg_prop_set(m, "WAIT", wait ? "true" : "false");
+}
+
+RMQ_API int rmq_msg_put_user_property(rmq_msg *m, const char *name, const char *value)
+{
+  if (!m || !name || !value) return rmqi_err(RMQ_EPROPERTY, "The name or value of property can not be null or blank string!");
+  int rc = check_prop_text("name", name, name);
+  if (rc) return rc;
+  if (in_list(k_reserved_props, name))
+    return rmqi_err(RMQ_ERESERVED, "The Property<%s> is used by system, input another please", name);
+  rc = check_prop_text("value", name, value);
+  return rc ? rc : msg_prop_set(m, name, value);
+}
+
+RMQ_API const char *rmq_msg_get_property(const rmq_msg *m, const char *name)
+{
+  if (!m || !name) return NULL;
+  prop *p = msg_prop(m, name);
+  return p ? p->value : NULL;
+}
+
+/* ======================================================================= */
+/* Broker                                                                  */
+/* ======================================================================= */
+
+/* Consumer offsets of one "topic@group": next offset to consume per queue,
+** -1 = none. Entries live until close; consumers keep pointers to them. */
+typedef struct offent {
+  char *topic, *group;
+  _Atomic int64_t off[RMQ_MAX_QUEUE_NUMS];
+} offent;
+
+typedef struct async_ent {
+  int64_t end;
+  rmq_send_callback cb;
+  void *ctx;
+  struct rmq_producer *p;
+  rmq_send_result r;
+} async_ent;
+
+struct rmq_push_consumer;
+
+struct rmq_broker {
+  rmqi_store *st;
+  rmqi_env env;
+  rmq_broker_options o;
+  char *broker_name, *store_host;
+  uint8_t store_ip[4];
+  atomic_int nhandles;        /* producers and consumers alive */
+  atomic_uint next_instance;
+
+  /* svc_lock: service thread sleep/stop. */
+  pthread_t svc;
+  int svc_started, svc_stop;
+  pthread_mutex_t svc_lock;
+  pthread_cond_t svc_cond;
+
+  /* async_lock: the ring of SYNC_FLUSH async sends awaiting their flush. */
+  pthread_mutex_t async_lock;
+  pthread_cond_t async_cond;
+  async_ent *aring;
+  size_t acap, ahead, acount;
+
+  /* off_lock: the offset table's entry list and persistence. Values are
+  ** atomics written without it. */
+  pthread_mutex_t off_lock;
+  offent **offs;
+  int noffs, offcap;
+  atomic_int off_dirty;
+  int64_t next_off_persist;
+
+  /* group_lock: the list of started clustering push consumers and
+  ** rebalancing. Taken before a consumer's mu; never under store locks. */
+  pthread_mutex_t group_lock;
+  struct rmq_push_consumer *consumers;
+};
+
+RMQ_API void rmq_broker_options_init(rmq_broker_options *o)
+{
+  if (!o) return;
+  memset(o, 0, sizeof *o);
+  o->flush_disk_type = RMQ_ASYNC_FLUSH;
+  o->flush_interval_commit_log = 500;
+  o->flush_commit_log_least_pages = 4;
+  o->flush_commit_log_thorough_interval = 10000;
+  o->flush_interval_consume_queue = 1000;
+  o->sync_flush_timeout = 5000;
+  o->mapped_file_size_commit_log = 64 << 20;
+  o->mapped_file_size_consume_queue = 300000 * 20;
+  o->max_message_size = 4194304;
+  o->default_topic_queue_nums = 8;
+  o->auto_create_topic_enable = 1;
+  o->check_crc_on_recover = 1;
+  o->flush_consumer_offset_interval = 5000;
+  o->service_thread = 1;
+  o->group_commit_gather_us = 200;
+  o->broker_name = "rmq-broker";
+  o->store_host = "127.0.0.1";
+  o->store_port = 10911;
+  o->log_level = RMQ_LOG_WARN;
+}
+
+static int parse_ipv4(const char *s, uint8_t ip[4])
+{
+  unsigned a, b, c, d;
+  char tail;
+  if (!s || sscanf(s, "%u.%u.%u.%u%c", &a, &b, &c, &d, &tail) != 4 || a > 255 || b > 255 || c > 255 || d > 255)
+    return 0;
+  ip[0] = (uint8_t)a; ip[1] = (uint8_t)b; ip[2] = (uint8_t)c; ip[3] = (uint8_t)d;
+  return 1;
+}
+
+static int check_broker_options(const rmq_broker_options *o)
+{
+  if (o->flush_disk_type != RMQ_ASYNC_FLUSH && o->flush_disk_type != RMQ_SYNC_FLUSH)
+    return rmqi_err(RMQ_EINVAL, "flush_disk_type %d is neither RMQ_ASYNC_FLUSH nor RMQ_SYNC_FLUSH", o->flush_disk_type);
+  if (o->mapped_file_size_commit_log < 65536 || o->mapped_file_size_commit_log % 4096)
+    return rmqi_err(RMQ_EINVAL, "mapped_file_size_commit_log %" PRId64 " must be a multiple of 4096 and at least 65536",
+                    o->mapped_file_size_commit_log);
+  if (o->mapped_file_size_consume_queue < 20 * 64 || o->mapped_file_size_consume_queue % 20)
+    return rmqi_err(RMQ_EINVAL, "mapped_file_size_consume_queue %d must be a multiple of 20 and at least 1280",
+                    o->mapped_file_size_consume_queue);
+  if (o->max_message_size < 1) return rmqi_err(RMQ_EINVAL, "max_message_size %d must be positive", o->max_message_size);
+  if (o->flush_interval_commit_log < 1 || o->flush_interval_consume_queue < 1 || o->sync_flush_timeout < 1 ||
+      o->flush_consumer_offset_interval < 1 || o->flush_commit_log_thorough_interval < 1)
+    return rmqi_err(RMQ_EINVAL, "flush intervals and timeouts must be positive");
+  if (o->default_topic_queue_nums < 1 || o->default_topic_queue_nums > RMQ_MAX_QUEUE_NUMS)
+    return rmqi_err(RMQ_EINVAL, "default_topic_queue_nums %d out of range 1..%d", o->default_topic_queue_nums, RMQ_MAX_QUEUE_NUMS);
+  if (o->store_port < 0 || o->store_port > 65535) return rmqi_err(RMQ_EINVAL, "store_port %d out of range", o->store_port);
+  uint8_t ip[4];
+  if (o->store_host && !parse_ipv4(o->store_host, ip))
+    return rmqi_err(RMQ_EINVAL, "store_host '%s' is not a dotted IPv4 address", o->store_host);
+  if (o->broker_name && (!*o->broker_name || strlen(o->broker_name) >= 64))
+    return rmqi_err(RMQ_EINVAL, "broker_name must be 1..63 characters");
+  return RMQ_OK;
+}
+
+static int offsets_load(rmq_broker *b);
+static int offsets_persist(rmq_broker *b);
+static int async_drain(rmq_broker *b);
+static void *service_main(void *arg);
+
+RMQ_API int rmq_broker_open(const char *dir, const rmq_broker_options *opts, rmq_broker **out)
+{
+  if (!dir || !*dir || !out) return rmqi_err(RMQ_EINVAL, "rmq_broker_open: dir and out are required");
+  rmq_broker_options o;
+  if (opts) o = *opts;
+  else rmq_broker_options_init(&o);
+  int rc = check_broker_options(&o);
+  if (rc) return rc;
+  rmq_broker *b = rmqi_calloc(1, sizeof *b);
+  if (!b) return rmqi_err(RMQ_ENOMEM, "out of memory opening %s", dir);
+  b->broker_name = rmqi_strdup(o.broker_name ? o.broker_name : "rmq-broker");
+  b->store_host = rmqi_strdup(o.store_host ? o.store_host : "127.0.0.1");
+  if (!b->broker_name || !b->store_host) { rc = rmqi_err(RMQ_ENOMEM, "out of memory"); goto out_free; }
+  o.broker_name = b->broker_name;
+  o.store_host = b->store_host;
+  parse_ipv4(b->store_host, b->store_ip);
+  b->o = o;
+  b->env.clock = o.clock ? o.clock : system_clock;
+  b->env.clock_ctx = o.clock_ctx;
+  b->env.log = o.log;
+  b->env.log_ctx = o.log_ctx;
+  b->env.log_level = o.log_level;
+  pthread_mutex_init(&b->svc_lock, NULL);
+  cond_init_mono(&b->svc_cond);
+  pthread_mutex_init(&b->async_lock, NULL);
+  cond_init_mono(&b->async_cond);
+  pthread_mutex_init(&b->off_lock, NULL);
+  pthread_mutex_init(&b->group_lock, NULL);
+  rc = rmqi_store_open(dir, &b->o, &b->env, &b->st);
+  if (rc) goto out_free;
+  rc = offsets_load(b);
+  if (rc) goto out_store;
+  b->next_off_persist = rmqi_now(&b->env) + o.flush_consumer_offset_interval;
+  if (o.service_thread) {
+    if (pthread_create(&b->svc, NULL, service_main, b) != 0) {
+      rc = rmqi_err(RMQ_ENOMEM, "cannot start the service thread");
+      goto out_store;
+    }
+    b->svc_started = 1;
+  }
+  *out = b;
+  return RMQ_OK;
+out_store:
+  rmqi_store_close(b->st);
+out_free:
+  rmqi_strfree(b->broker_name);
+  rmqi_strfree(b->store_host);
+  rmqi_free(b, sizeof *b);
+  return rc;
+}
+
+static int broker_due(rmq_broker *b, int64_t *next_ms)
+{
+  int64_t now = rmqi_now(&b->env);
+  int64_t next = 1000;
+  int rc = rmqi_store_run_due(b->st, now, &next);
+  int rc2 = RMQ_OK;
+  pthread_mutex_lock(&b->off_lock);
+  int due = now >= b->next_off_persist;
+  if (due) b->next_off_persist = now + b->o.flush_consumer_offset_interval;
+  int64_t left = b->next_off_persist - now;
+  pthread_mutex_unlock(&b->off_lock);
+  if (due && atomic_load(&b->off_dirty)) rc2 = offsets_persist(b);
+  if (left < next) next = left;
+  int rc3 = async_drain(b);
+  if (next_ms) *next_ms = next < 0 ? 0 : next;
+  return rc ? rc : rc2 ? rc2 : rc3;
+}
+
+static void *service_main(void *arg)
+{
+  rmq_broker *b = arg;
+  pthread_mutex_lock(&b->svc_lock);
+  while (!b->svc_stop) {
+    pthread_mutex_unlock(&b->svc_lock);
+    int64_t next = 1000;
+    int rc = broker_due(b, &next);
+    if (rc) rmqi_log(&b->env, RMQ_LOG_ERROR, "service: %s", rmq_errmsg());
+    if (next > 1000) next = 1000;
+    if (next < 1) next = 1;
+    pthread_mutex_lock(&b->svc_lock);
+    if (b->svc_stop) break;
+    pthread_mutex_lock(&b->async_lock);
+    int pending = b->acount > 0;
+    pthread_mutex_unlock(&b->async_lock);
+    if (pending) continue;
+    struct timespec dl;
+    deadline_ms(&dl, next);
+    pthread_cond_timedwait(&b->svc_cond, &b->svc_lock, &dl);
+  }
+  pthread_mutex_unlock(&b->svc_lock);
+  return NULL;
+}
+
+RMQ_API int rmq_broker_run_due(rmq_broker *b, int64_t *next_due_ms)
+{
+  if (!b) return rmqi_err(RMQ_EINVAL, "rmq_broker_run_due: broker is NULL");
+  return broker_due(b, next_due_ms);
+}
+
+RMQ_API int rmq_broker_flush(rmq_broker *b)
+{
+  if (!b) return rmqi_err(RMQ_EINVAL, "rmq_broker_flush: broker is NULL");
+  int rc = rmqi_store_flush_all(b->st);
+  int rc2 = offsets_persist(b);
+  int rc3 = async_drain(b);
+  return rc ? rc : rc2 ? rc2 : rc3;
+}
+
+RMQ_API int rmq_broker_recovery_info(rmq_broker *b, rmq_recovery_info *out)
+{
+  if (!b || !out) return rmqi_err(RMQ_EINVAL, "rmq_broker_recovery_info: NULL argument");
+  rmqi_store_recovery_info(b->st, out);
+  return RMQ_OK;
+}
+
+static void offsets_free(rmq_broker *b);
+
+RMQ_API int rmq_broker_close(rmq_broker *b)
+{
+  if (!b) return RMQ_OK;
+  int n = atomic_load(&b->nhandles);
+  if (n > 0)
+    return rmqi_err(RMQ_ESTATE, "rmq_broker_close: %d producer(s)/consumer(s) still exist; destroy them first", n);
+  if (b->svc_started) {
+    pthread_mutex_lock(&b->svc_lock);
+    b->svc_stop = 1;
+    pthread_cond_signal(&b->svc_cond);
+    pthread_mutex_unlock(&b->svc_lock);
+    pthread_join(b->svc, NULL);
+  }
+  int rc = async_drain(b);
+  int rc2 = offsets_persist(b);
+  if (!rc) rc = rc2;
+  char msg[512];
+  snprintf(msg, sizeof msg, "%s", rmq_errmsg());
+  int rc3 = rmqi_store_close(b->st);
+  if (!rc) rc = rc3;
+  else rmqi_err(rc, "%s", msg);
+  offsets_free(b);
+  rmqi_free(b->aring, b->acap * sizeof *b->aring);
+  pthread_mutex_destroy(&b->svc_lock);
+  pthread_cond_destroy(&b->svc_cond);
+  pthread_mutex_destroy(&b->async_lock);
+  pthread_cond_destroy(&b->async_cond);
+  pthread_mutex_destroy(&b->off_lock);
+  pthread_mutex_destroy(&b->group_lock);
+  rmqi_strfree(b->broker_name);
+  rmqi_strfree(b->store_host);
+  rmqi_free(b, sizeof *b);
+  return rc;
+}
+
+/* ======================================================================= */
+/* Topics                                                                  */
+/* ======================================================================= */
+
+static void rebalance_all(rmq_broker *b);
+
+RMQ_API int rmq_topic_create(rmq_broker *b, const char *topic, int queue_nums)
+{
+  if (!b) return rmqi_err(RMQ_EINVAL, "rmq_topic_create: broker is NULL");
+  int rc = check_topic(topic);
+  if (rc) return rc;
+  if (is_system_topic(topic)) return rmqi_err(RMQ_EFORBIDDEN, "The topic[%s] is conflict with system topic.", topic);
+  if (queue_nums < 1 || queue_nums > RMQ_MAX_QUEUE_NUMS)
+    return rmqi_err(RMQ_EQUEUE, "queue_nums %d for topic %s out of range 1..%d", queue_nums, topic, RMQ_MAX_QUEUE_NUMS);
+  rmqi_topic *t = rmqi_topic_find(b->st, topic);
+  int old = t ? rmqi_topic_nqueues(t) : 0;
+  rc = rmqi_topic_create(b->st, topic, queue_nums, NULL);
+  if (!rc && old && old != queue_nums) rebalance_all(b);
+  return rc;
+}
+
+RMQ_API int rmq_topic_list(rmq_broker *b, rmq_topic_info *out, size_t cap, size_t *n)
+{
+  if (!b || !n || (!out && cap)) return rmqi_err(RMQ_EINVAL, "rmq_topic_list: NULL argument");
+  return rmqi_topic_list(b->st, out, cap, n);
+}
+
+static int find_queue(rmq_broker *b, const char *topic, int queue_id, rmqi_queue **q)
+{
+  if (!topic) return rmqi_err(RMQ_EINVAL, "topic is NULL");
+  rmqi_topic *t = rmqi_topic_find(b->st, topic);
+  if (!t) return rmqi_err(RMQ_ENOTOPIC, "topic %s does not exist", topic);
+  if (queue_id < 0 || queue_id >= rmqi_topic_nqueues(t))
+    return rmqi_err(RMQ_EQUEUE, "queue %d of topic %s does not exist (it has %d)", queue_id, topic, rmqi_topic_nqueues(t));
+  *q = rmqi_topic_queue(t, queue_id);
+  if (!*q) return rmqi_err(RMQ_EQUEUE, "queue %d of topic %s does not exist", queue_id, topic);
+  return RMQ_OK;
+}
+
+RMQ_API int rmq_topic_queue_offsets(rmq_broker *b, const char *topic, int queue_id, int64_t *min_offset, int64_t *max_offset)
+{
+  if (!b) return rmqi_err(RMQ_EINVAL, "rmq_topic_queue_offsets: broker is NULL");
+  rmqi_queue *q;
+  int rc = find_queue(b, topic, queue_id, &q);
+  if (rc) return rc;
+  if (min_offset) *min_offset = rmqi_queue_min_offset(q);
+  if (max_offset) *max_offset = rmqi_queue_max_offset(q);
+  return RMQ_OK;
+}
+
+/* ======================================================================= */
+/* Consumer offsets (config/consumerOffset.json)                           */
+/* ======================================================================= */
+
+/* off_lock held. */
+static offent *off_find_locked(rmq_broker *b, const char *topic, const char *group, int create)
+{
+  for (int i = 0; i < b->noffs; i++)
+    if (!strcmp(b->offs[i]->topic, topic) && !strcmp(b->offs[i]->group, group)) return b->offs[i];
+  if (!create) return NULL;
+  if (b->noffs == b->offcap) {
+    int ncap = b->offcap ? b->offcap * 2 : 16;
+    offent **n = rmqi_realloc(b->offs, (size_t)b->offcap * sizeof *n, (size_t)ncap * sizeof *n);
+    if (!n) return NULL;
+    b->offs = n;
+    b->offcap = ncap;
+  }
+  offent *e = rmqi_calloc(1, sizeof *e);
+  if (!e) return NULL;
+  e->topic = rmqi_strdup(topic);
+  e->group = rmqi_strdup(group);
+  if (!e->topic || !e->group) {
+    rmqi_strfree(e->topic);
+    rmqi_strfree(e->group);
+    rmqi_free(e, sizeof *e);
+    return NULL;
+  }
+  for (int i = 0; i < RMQ_MAX_QUEUE_NUMS; i++) atomic_store(&e->off[i], -1);
+  b->offs[b->noffs++] = e;
+  return e;
+}
+
+static offent *off_find(rmq_broker *b, const char *topic, const char *group, int create)
+{
+  pthread_mutex_lock(&b->off_lock);
+  offent *e = off_find_locked(b, topic, group, create);
+  pthread_mutex_unlock(&b->off_lock);
+  if (!e && create) rmqi_err(RMQ_ENOMEM, "out of memory creating offsets of %s@%s", topic, group);
+  return e;
+}
+
+static void off_set(rmq_broker *b, offent *e, int qid, int64_t off)
+{
+  if (atomic_exchange(&e->off[qid], off) != off) atomic_store(&b->off_dirty, 1);
+}
+
+static int offsets_load(rmq_broker *b)
+{
+  char *text;
+  size_t len;
+  int rc = rmqi_store_read_config(b->st, "consumerOffset.json", &text, &len);
+  if (rc == RMQ_ENOTFOUND) return RMQ_OK;
+  if (rc) return rc;
+  int prc;
+  rmqi_json *j = rmqi_json_parse(text, len, &prc);
+  rmqi_free(text, len + 1);
+  if (!j) {
+    /* Offsets are a convenience over the store: losing them re-delivers,
+    ** it never loses a message. Start over rather than refuse to open. */
+    if (prc == RMQ_ENOMEM) return rmqi_err(RMQ_ENOMEM, "out of memory reading consumerOffset.json");
+    rmqi_log(&b->env, RMQ_LOG_ERROR, "config/consumerOffset.json is damaged; consumer offsets start over");
+    return RMQ_OK;
+  }
+  const rmqi_json *tab = rmqi_json_get(j, "offsetTable");
+  for (const rmqi_json *e = tab ? tab->child : NULL; e; e = e->next) {
+    const char *at = e->key ? strchr(e->key, '@') : NULL;
+    if (!at || at == e->key || !at[1] || e->type != RMQI_JOBJ) continue;
+    char topic[256];
+    size_t tl = (size_t)(at - e->key);
+    if (tl >= sizeof topic) continue;
+    memcpy(topic, e->key, tl);
+    topic[tl] = 0;
+    offent *oe = off_find(b, topic, at + 1, 1);
+    if (!oe) { rc = RMQ_ENOMEM; break; }
+    for (const rmqi_json *q = e->child; q; q = q->next) {
+      long qid = q->key ? strtol(q->key, NULL, 10) : -1;
+      if (qid < 0 || qid >= RMQ_MAX_QUEUE_NUMS || q->type != RMQI_JNUM || q->inum < 0) continue;
+      atomic_store(&oe->off[qid], q->inum);
+    }
+  }
+  rmqi_json_free(j);
+  return rc;
+}
+
+static int offsets_persist(rmq_broker *b)
+{
+  rmqi_buf buf = {0};
+  atomic_store(&b->off_dirty, 0);
+  pthread_mutex_lock(&b->off_lock);
+  rmqi_buf_puts(&buf, "{\"offsetTable\":{");
+  int first = 1;
+  for (int i = 0; i < b->noffs; i++) {
+    offent *e = b->offs[i];
+    int any = 0;
+    for (int q = 0; q < RMQ_MAX_QUEUE_NUMS; q++) {
+      int64_t v = atomic_load(&e->off[q]);
+      if (v < 0) continue;
+      if (!any) {
+        if (!first) rmqi_buf_puts(&buf, ",");
+        first = 0;
+        char key[512];
+        snprintf(key, sizeof key, "%s@%s", e->topic, e->group);
+        rmqi_buf_json_str(&buf, key);
+        rmqi_buf_puts(&buf, ":{");
+      } else {
+        rmqi_buf_puts(&buf, ",");
+      }
+      any = 1;
+      rmqi_buf_printf(&buf, "%d:%" PRId64, q, v);
+    }
+    if (any) rmqi_buf_puts(&buf, "}");
+  }
+  pthread_mutex_unlock(&b->off_lock);
+  rmqi_buf_puts(&buf, "}}");
+  int rc;
+  if (buf.oom) rc = rmqi_err(RMQ_ENOMEM, "out of memory writing consumerOffset.json");
+  else rc = rmqi_store_write_config(b->st, "consumerOffset.json", buf.p, buf.len);
+  if (rc) atomic_store(&b->off_dirty, 1);
+  rmqi_buf_free(&buf);
+  return rc;
+}
+
+static void offsets_free(rmq_broker *b)
+{
+  for (int i = 0; i < b->noffs; i++) {
+    rmqi_strfree(b->offs[i]->topic);
+    rmqi_strfree(b->offs[i]->group);
+    rmqi_free(b->offs[i], sizeof *b->offs[i]);
+  }
+  rmqi_free(b->offs, (size_t)b->offcap * sizeof *b->offs);
+}
+
+/* ======================================================================= */
+/* Delivered messages                                                      */
+/* ======================================================================= */
+
+static const char k_hex[] = "0123456789ABCDEF";
+
+static void hex_id(char *out, const uint8_t *bytes, int n)
+{
+  for (int i = 0; i < n; i++) {
+    out[2 * i] = k_hex[bytes[i] >> 4];
+    out[2 * i + 1] = k_hex[bytes[i] & 15];
+  }
+  out[2 * n] = 0;
+}
+
+/* offsetMsgId: store host address + port + commitlog offset. */
+static void offset_msg_id(char *out, const uint8_t *host, int host_len, int32_t port, int64_t phys)
+{
+  uint8_t b[28];
+  memcpy(b, host, (size_t)host_len);
+  rmqi_put32(b + host_len, (uint32_t)port);
+  rmqi_put64(b + host_len + 4, (uint64_t)phys);
+  hex_id(out, b, host_len + 12);
+}
+
+/* Fills a view from the record at rec. */
+static int ext_fill(rmq_message_ext *e, const uint8_t *rec, int32_t size, const char *topic, const char *broker_name)
+{
+  rmqi_record r;
+  if (rmqi_record_decode(rec, (size_t)size, 0, &r) != RMQ_OK) return RMQ_ECORRUPT;
+  e->topic = topic;
+  e->broker_name = broker_name;
+  e->queue_id = r.queue_id;
+  e->store_size = (int32_t)r.total;
+  e->queue_offset = r.queue_offset;
+  e->sys_flag = r.sys_flag;
+  e->flag = r.flag;
+  e->born_timestamp = r.born_ts;
+  e->store_timestamp = r.store_ts;
+  memcpy(e->born_host, r.born_host, (size_t)r.born_host_len);
+  e->born_host_len = r.born_host_len;
+  e->born_port = (int32_t)rmqi_get32(r.born_host + r.born_host_len);
+  memcpy(e->store_host, r.store_host, (size_t)r.store_host_len);
+  e->store_host_len = r.store_host_len;
+  e->store_port = (int32_t)rmqi_get32(r.store_host + r.store_host_len);
+  e->reconsume_times = r.reconsume_times;
+  e->prepared_transaction_offset = r.prepared_tx_offset;
+  e->commit_log_offset = r.phys_offset;
+  e->body_crc = r.body_crc;
+  e->body = r.body;
+  e->body_len = r.body_len;
+  e->properties = r.props;
+  e->properties_len = r.props_len;
+  const char *v;
+  size_t vl;
+  e->tags = NULL; e->tags_len = 0;
+  e->keys = NULL; e->keys_len = 0;
+  if (rmqi_props_find(r.props, (size_t)r.props_len, "TAGS", 4, &v, &vl)) { e->tags = v; e->tags_len = (int32_t)vl; }
+  if (rmqi_props_find(r.props, (size_t)r.props_len, "KEYS", 4, &v, &vl)) { e->keys = v; e->keys_len = (int32_t)vl; }
+  offset_msg_id(e->offset_msg_id, r.store_host, r.store_host_len, e->store_port, r.phys_offset);
+  if (rmqi_props_find(r.props, (size_t)r.props_len, "UNIQ_KEY", 8, &v, &vl) && vl < RMQ_MSG_ID_SIZE) {
+    memcpy(e->msg_id, v, vl);
+    e->msg_id[vl] = 0;
+  } else {
+    memcpy(e->msg_id, e->offset_msg_id, sizeof e->msg_id);
+  }
+  e->min_offset = e->max_offset = e->consume_start_time = 0;
+  return RMQ_OK;
+}
+
+RMQ_API int rmq_message_ext_property(const rmq_message_ext *m, const char *name, const char **value, size_t *len)
+{
+  if (!m || !name || !value || !len) return rmqi_err(RMQ_EINVAL, "rmq_message_ext_property: NULL argument");
+  if (rmqi_props_find(m->properties, (size_t)m->properties_len, name, strlen(name), value, len)) return RMQ_OK;
+  return rmqi_err(RMQ_ENOTFOUND, "message has no property %s", name);
+}
+
+/* The owned copy keeps everything in one block after the struct. */
+RMQ_API int rmq_message_ext_copy(const rmq_message_ext *m, rmq_message_ext **out)
+{
+  if (!m || !out) return rmqi_err(RMQ_EINVAL, "rmq_message_ext_copy: NULL argument");
+  size_t tl = strlen(m->topic) + 1, bl = strlen(m->broker_name ? m->broker_name : "") + 1;
+  size_t total = sizeof *m + (size_t)m->body_len + (size_t)m->properties_len + tl + bl + sizeof(size_t);
+  uint8_t *blk = rmqi_malloc(total);
+  if (!blk) return rmqi_err(RMQ_ENOMEM, "out of memory copying a message");
+  memcpy(blk, &total, sizeof total);
+  rmq_message_ext *c = (rmq_message_ext *)(void *)(blk + sizeof(size_t));
+  *c = *m;
+  uint8_t *p = (uint8_t *)(c + 1);
+  memcpy(p, m->body, (size_t)m->body_len);
+  c->body = p;
+  p += m->body_len;
+  memcpy(p, m->properties, (size_t)m->properties_len);
+  c->properties = (const char *)p;
+  if (m->tags) c->tags = (const char *)p + (m->tags - m->properties);
+  if (m->keys) c->keys = (const char *)p + (m->keys - m->properties);
+  p += m->properties_len;
+  memcpy(p, m->topic, tl);
+  c->topic = (const char *)p;
+  p += tl;
+  memcpy(p, m->broker_name ? m->broker_name : "", bl);
+  c->broker_name = (const char *)p;
+  *out = c;
+  return RMQ_OK;
+}
+
+RMQ_API void rmq_message_ext_free(rmq_message_ext *m)
+{
+  if (!m) return;
+  uint8_t *blk = (uint8_t *)m - sizeof(size_t);
+  size_t total;
+  memcpy(&total, blk, sizeof total);
+  rmqi_free(blk, total);
+}
+
+typedef struct fmt {
+  char *buf;
+  size_t cap, len;
+} fmt;
+
+static void fmt_add(fmt *f, const char *s, ...) __attribute__((format(printf, 2, 3)));
+static void fmt_add(fmt *f, const char *s, ...)
+{
+  va_list ap;
+  va_start(ap, s);
+  char *dst = f->len < f->cap ? f->buf + f->len : NULL;
+  size_t room = f->len < f->cap ? f->cap - f->len : 0;
+  int n = vsnprintf(dst, room, s, ap);
+  va_end(ap);
+  if (n > 0) f->len += (size_t)n;
+}
+
+static void fmt_host(fmt *f, const uint8_t *h, int len, int32_t port)
+{
+  if (len == 4) fmt_add(f, "/%u.%u.%u.%u:%d", h[0], h[1], h[2], h[3], port);
+  else {
+    fmt_add(f, "/");
+    for (int i = 0; i < 16; i += 2) fmt_add(f, "%s%x", i ? ":" : "", (h[i] << 8) | h[i + 1]);
+    fmt_add(f, ":%d", port);
+  }
+}
+
+RMQ_API int rmq_message_ext_format(const rmq_message_ext *m, char *buf, size_t cap)
+{
+  if (!m || (!buf && cap)) return rmqi_err(RMQ_EINVAL, "rmq_message_ext_format: NULL argument");
+  fmt f = {buf, cap, 0};
+  if (cap) buf[0] = 0;
+  fmt_add(&f, "MessageExt [brokerName=%s, queueId=%d, storeSize=%d, queueOffset=%" PRId64 ", sysFlag=%d, bornTimestamp=%" PRId64 ", bornHost=",
+          m->broker_name ? m->broker_name : "", m->queue_id, m->store_size, m->queue_offset, m->sys_flag, m->born_timestamp);
+  fmt_host(&f, m->born_host, m->born_host_len, m->born_port);
+  fmt_add(&f, ", storeTimestamp=%" PRId64 ", storeHost=", m->store_timestamp);
+  fmt_host(&f, m->store_host, m->store_host_len, m->store_port);
+  fmt_add(&f, ", msgId=%s, commitLogOffset=%" PRId64 ", bodyCRC=%d, reconsumeTimes=%d, preparedTransactionOffset=%" PRId64
+          ", toString()=Message{topic='%s', flag=%d, properties={",
+          m->offset_msg_id, m->commit_log_offset, m->body_crc, m->reconsume_times, m->prepared_transaction_offset,
+          m->topic, m->flag);
+  fmt_add(&f, "MIN_OFFSET=%" PRId64 ", MAX_OFFSET=%" PRId64, m->min_offset, m->max_offset);
+  if (m->consume_start_time) fmt_add(&f, ", CONSUME_START_TIME=%" PRId64, m->consume_start_time);
+  const char *p = m->properties, *end = m->properties + m->properties_len;
+  while (p < end) {
+    const char *e = memchr(p, 2, (size_t)(end - p));
+    if (!e) e = end;
+    const char *sep = memchr(p, 1, (size_t)(e - p));
+    if (sep && sep > p && sep < e - 1)
+      fmt_add(&f, ", %.*s=%.*s", (int)(sep - p), p, (int)(e - sep - 1), sep + 1);
+    p = e + 1;
+  }
+  fmt_add(&f, "}, body=[");
+  const int8_t *bd = m->body;
+  for (int i = 0; i < m->body_len; i++) fmt_add(&f, "%s%d", i ? ", " : "", bd[i]);
+  fmt_add(&f, "], transactionId='null'}]");
+  return (int)f.len;
+}
+
+RMQ_API int rmq_send_result_format(const rmq_send_result *r, char *buf, size_t cap)
+{
+  if (!r || (!buf && cap)) return rmqi_err(RMQ_EINVAL, "rmq_send_result_format: NULL argument");
+  static const char *st[] = {"SEND_OK", "FLUSH_DISK_TIMEOUT", "FLUSH_SLAVE_TIMEOUT", "SLAVE_NOT_AVAILABLE"};
+  fmt f = {buf, cap, 0};
+  if (cap) buf[0] = 0;
+  fmt_add(&f, "SendResult [sendStatus=%s, msgId=%s, offsetMsgId=%s, messageQueue=MessageQueue [topic=%s, brokerName=%s, queueId=%d], queueOffset=%" PRId64 "]",
+          st[r->send_status & 3], r->msg_id, r->offset_msg_id, r->message_queue.topic, r->message_queue.broker_name,
+          r->message_queue.queue_id, r->queue_offset);
+  return (int)f.len;
+}
+
+/* ======================================================================= */
+/* Producer                                                                */
+/* ======================================================================= */
+
+struct rmq_producer {
+  rmq_broker *b;
+  char *group;
+  rmq_producer_options o;
+  uint8_t born_ip[4];
+  int32_t born_port;
+  uint8_t *buf;              /* the record being encoded */
+  size_t buf_cap;
+  uint32_t rr;               /* round-robin counter */
+  rmqi_topic *last_topic;    /* cache: the topic of the previous send */
+  atomic_int pending_async;
+};
+
+RMQ_API void rmq_producer_options_init(rmq_producer_options *o)
+{
+  if (!o) return;
+  memset(o, 0, sizeof *o);
+  o->send_msg_timeout = 3000;
+  o->default_topic_queue_nums = 4;
+  o->max_message_size = 4194304;
+  o->born_host = "127.0.0.1";
+}
+
+RMQ_API int rmq_producer_create(rmq_broker *b, const char *group, const rmq_producer_options *opts, rmq_producer **out)
+{
+  if (!b || !out) return rmqi_err(RMQ_EINVAL, "rmq_producer_create: broker and out are required");
+  if (!group) group = "DEFAULT_PRODUCER";
+  int rc = check_group(group);
+  if (rc) return rc;
+  rmq_producer_options o;
+  if (opts) o = *opts;
+  else rmq_producer_options_init(&o);
+  uint8_t ip[4] = {127, 0, 0, 1};
+  if (o.born_host && !parse_ipv4(o.born_host, ip))
+    return rmqi_err(RMQ_EINVAL, "born_host '%s' is not a dotted IPv4 address", o.born_host);
+  if (o.send_msg_timeout < 1 || o.max_message_size < 1 || o.default_topic_queue_nums < 1 ||
+      o.default_topic_queue_nums > RMQ_MAX_QUEUE_NUMS || o.born_port < 0 || o.born_port > 65535)
+    return rmqi_err(RMQ_EINVAL, "producer options out of range");
+  rmq_producer *p = rmqi_calloc(1, sizeof *p);
+  if (!p) return rmqi_err(RMQ_ENOMEM, "out of memory creating a producer");
+  p->group = rmqi_strdup(group);
+  if (!p->group) { rmqi_free(p, sizeof *p); return rmqi_err(RMQ_ENOMEM, "out of memory"); }
+  p->b = b;
+  p->o = o;
+  p->o.born_host = NULL;
+  memcpy(p->born_ip, ip, 4);
+  p->born_port = o.born_port ? o.born_port : (int32_t)(10000 + getpid() % 50000);
+  atomic_fetch_add(&b->nhandles, 1);
+  *out = p;
+  return RMQ_OK;
+}
+
+RMQ_API void rmq_producer_destroy(rmq_producer *p)
+{
+  if (!p) return;
+  rmq_broker *b = p->b;
+  async_drain(b);
+  pthread_mutex_lock(&b->async_lock);
+  while (atomic_load(&p->pending_async) > 0) {
+    pthread_mutex_unlock(&b->async_lock);
+    async_drain(b);
+    pthread_mutex_lock(&b->async_lock);
+    if (atomic_load(&p->pending_async) > 0) {
+      struct timespec dl;
+      deadline_ms(&dl, 10);
+      pthread_cond_timedwait(&b->async_cond, &b->async_lock, &dl);
+    }
+  }
+  pthread_mutex_unlock(&b->async_lock);
+  rmqi_free(p->buf, p->buf_cap);
+  rmqi_strfree(p->group);
+  rmqi_free(p, sizeof *p);
+  atomic_fetch_sub(&b->nhandles, 1);
+}
+
+/* MessageClientIDSetter: IPv4 | pid low 16 bits | a per-process int | ms
+** since the start of this month (local time) | counter low 16 bits. */
+static pthread_once_t uniq_once = PTHREAD_ONCE_INIT;
+static uint8_t uniq_fixed[10];
+static atomic_uint uniq_counter;
+static _Atomic int64_t uniq_month_start, uniq_next_month;
+static pthread_mutex_t uniq_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void uniq_init(void)
+{
+  uniq_fixed[0] = 127; uniq_fixed[1] = 0; uniq_fixed[2] = 0; uniq_fixed[3] = 1;
+  rmqi_put16(uniq_fixed + 4, (uint16_t)getpid());
+  uint32_t r = (uint32_t)rmqi_mono_us() ^ ((uint32_t)getpid() << 16) ^ (uint32_t)(uintptr_t)&uniq_fixed;
+  rmqi_put32(uniq_fixed + 6, r);
+}
+
+static void month_bounds(int64_t now_ms)
+{
+  time_t t = (time_t)(now_ms / 1000);
+  struct tm tm;
+  localtime_r(&t, &tm);
+  tm.tm_mday = 1; tm.tm_hour = 0; tm.tm_min = 0; tm.tm_sec = 0; tm.tm_isdst = -1;
+  int64_t start = (int64_t)mktime(&tm) * 1000;
+  tm.tm_mon += 1;
+  tm.tm_isdst = -1;
+  int64_t next = (int64_t)mktime(&tm) * 1000;
+  atomic_store(&uniq_month_start, start);
+  atomic_store(&uniq_next_month, next);
+}
+
+static void uniq_key(rmq_broker *b, char out[RMQ_MSG_ID_SIZE])
+{
+  pthread_once(&uniq_once, uniq_init);
+  int64_t now = rmqi_now(&b->env);
+  if (now >= atomic_load(&uniq_next_month) || now < atomic_load(&uniq_month_start)) {
+    pthread_mutex_lock(&uniq_lock);
+    if (now >= atomic_load(&uniq_next_month) || now < atomic_load(&uniq_month_start)) month_bounds(now);
+    pthread_mutex_unlock(&uniq_lock);
+  }
+  uint8_t id[16];
+  memcpy(id, uniq_fixed, 10);
+  rmqi_put32(id + 10, (uint32_t)(now - atomic_load(&uniq_month_start)));
+  rmqi_put16(id + 14, (uint16_t)atomic_fetch_add(&uniq_counter, 1));
+  hex_id(out, id, 16);
+}
+
+/* Validates m for a send and returns its topic. */
+static int check_msg(rmq_producer *p, const rmq_msg *m)
+{
+  if (!m) return rmqi_err(RMQ_ENOBODY, "the message is null");
+  int rc = check_topic(m->topic);
+  if (rc) return rc;
+  if (in_list(k_send_forbidden, m->topic)) return rmqi_err(RMQ_EFORBIDDEN, "Sending message to topic[%s] is forbidden.", m->topic);
+  if (m->body_len == 0) return rmqi_err(RMQ_ENOBODY, "the message body length is zero");
+  int max = p->o.max_message_size < p->b->o.max_message_size ? p->o.max_message_size : p->b->o.max_message_size;
+  if (m->body_len > (size_t)max)
+    return rmqi_err(RMQ_EMSGSIZE, "the message body size over max value, MAX: %d (body is %zu bytes)", max, m->body_len);
+  return RMQ_OK;
+}
+
+static int producer_topic(rmq_producer *p, const char *name, rmqi_topic **out)
+{
+  rmqi_topic *t = p->last_topic;
+  if (t && !strcmp(rmqi_topic_name(t), name)) { *out = t; return RMQ_OK; }
+  t = rmqi_topic_find(p->b->st, name);
+  if (!t) {
+    if (!p->b->o.auto_create_topic_enable)
+      return rmqi_err(RMQ_ENOTOPIC, "topic %s does not exist and auto_create_topic_enable is off", name);
+    if (is_system_topic(name)) return rmqi_err(RMQ_EFORBIDDEN, "The topic[%s] is conflict with system topic.", name);
+    int nq = p->o.default_topic_queue_nums < p->b->o.default_topic_queue_nums ? p->o.default_topic_queue_nums
+                                                                              : p->b->o.default_topic_queue_nums;
+    int rc = rmqi_topic_create(p->b->st, name, nq, &t);
+    if (rc) return rc;
+  }
+  p->last_topic = t;
+  *out = t;
+  return RMQ_OK;
+}
+
+/* Encodes the v1 record (v2 for topics over 127 bytes) into p->buf. */
+static int encode(rmq_producer *p, const rmq_msg *m, int qid, const char *uniq, uint32_t *size)
+{
+  size_t tl = strlen(m->topic);
+  int v2 = tl > 127;
+  size_t plen = 0;
+  for (int i = 0; i < m->nprops; i++) plen += strlen(m->props[i].name) + strlen(m->props[i].value) + 2;
+  if (uniq) plen += 8 + 32 + 2;
+  if (plen > RMQ_PROPERTIES_MAX_LEN)
+    return rmqi_err(RMQ_EPROPSIZE, "message properties take %zu bytes, over the limit of %d", plen, RMQ_PROPERTIES_MAX_LEN);
+  size_t total = 91 + (size_t)v2 + m->body_len + tl + plen;
+  if (total > p->buf_cap) {
+    uint8_t *nb = rmqi_realloc(p->buf, p->buf_cap, total);
+    if (!nb) return rmqi_err(RMQ_ENOMEM, "out of memory encoding a %zu-byte record", total);
+    p->buf = nb;
+    p->buf_cap = total;
+  }
+  uint8_t *b = p->buf;
+  rmqi_put32(b + 0, (uint32_t)total);
+  rmqi_put32(b + 4, v2 ? RMQI_MAGIC_V2 : RMQI_MAGIC_V1);
+  rmqi_put32(b + 8, rmqi_crc32(m->body, m->body_len) & 0x7FFFFFFF);
+  rmqi_put32(b + 12, (uint32_t)qid);
+  rmqi_put32(b + 16, (uint32_t)m->flag);
+  rmqi_put64(b + 20, 0);                     /* QUEUEOFFSET: store */
+  rmqi_put64(b + 28, 0);                     /* PHYSICALOFFSET: store */
+  rmqi_put32(b + 36, 0);                     /* SYSFLAG */
+  rmqi_put64(b + 40, (uint64_t)rmqi_now(&p->b->env));
+  memcpy(b + 48, p->born_ip, 4);
+  rmqi_put32(b + 52, (uint32_t)p->born_port);
+  rmqi_put64(b + 56, 0);                     /* STORETIMESTAMP: store */
+  memcpy(b + 64, p->b->store_ip, 4);
+  rmqi_put32(b + 68, (uint32_t)p->b->o.store_port);
+  rmqi_put32(b + 72, 0);                     /* RECONSUMETIMES */
+  rmqi_put64(b + 76, 0);                     /* PREPARED_TX_OFFSET */
+  rmqi_put32(b + 84, (uint32_t)m->body_len);
+  uint8_t *w = b + 88;
+  memcpy(w, m->body, m->body_len);
+  w += m->body_len;
+  if (v2) { rmqi_put16(w, (uint16_t)tl); w += 2; }
+  else *w++ = (uint8_t)tl;
+  memcpy(w, m->topic, tl);
+  w += tl;
+  rmqi_put16(w, (uint16_t)plen);
+  w += 2;
+  for (int i = 0; i < m->nprops; i++) {
+    size_t nl = strlen(m->props[i].name), vl = strlen(m->props[i].value);
+    memcpy(w, m->props[i].name, nl); w += nl; *w++ = 1;
+    memcpy(w, m->props[i].value, vl); w += vl; *w++ = 2;
+  }
+  if (uniq) {
+    memcpy(w, "UNIQ_KEY", 8); w += 8; *w++ = 1;
+    memcpy(w, uniq, 32); w += 32; *w++ = 2;
+  }
+  *size = (uint32_t)total;
+  return RMQ_OK;
+}
+
+enum { SEND_SYNC, SEND_ASYNC, SEND_ONEWAY };
+
+static void result_fill(rmq_producer *p, rmqi_topic *t, int qid, const char *uniq, const rmqi_put *put, rmq_send_result *r)
+{
+  r->send_status = RMQ_SEND_OK;
+  memcpy(r->msg_id, uniq, RMQ_MSG_ID_SIZE);
+  offset_msg_id(r->offset_msg_id, p->b->store_ip, 4, p->b->o.store_port, put->phys_offset);
+  snprintf(r->message_queue.topic, sizeof r->message_queue.topic, "%s", rmqi_topic_name(t));
+  snprintf(r->message_queue.broker_name, sizeof r->message_queue.broker_name, "%s", p->b->broker_name);
+  r->message_queue.queue_id = qid;
+  r->queue_offset = put->queue_offset;
+  r->commit_log_offset = put->phys_offset;
+  r->store_size = (int32_t)put->size;
+  r->store_timestamp = put->store_ts;
+}
+
+static int async_enqueue(rmq_broker *b, rmq_producer *p, int64_t end, rmq_send_callback cb, void *ctx, const rmq_send_result *r)
+{
+  pthread_mutex_lock(&b->async_lock);
+  if (b->acount == b->acap) {
+    size_t ncap = b->acap ? b->acap * 2 : 256;
+    async_ent *n = rmqi_malloc(ncap * sizeof *n);
+    if (!n) { pthread_mutex_unlock(&b->async_lock); return rmqi_err(RMQ_ENOMEM, "out of memory queueing an async send"); }
+    for (size_t i = 0; i < b->acount; i++) n[i] = b->aring[(b->ahead + i) % b->acap];
+    rmqi_free(b->aring, b->acap * sizeof *n);
+    b->aring = n;
+    b->acap = ncap;
+    b->ahead = 0;
+  }
+  async_ent *e = &b->aring[(b->ahead + b->acount) % b->acap];
+  e->end = end;
+  e->cb = cb;
+  e->ctx = ctx;
+  e->p = p;
+  e->r = *r;
+  b->acount++;
+  atomic_fetch_add(&p->pending_async, 1);
+  pthread_mutex_unlock(&b->async_lock);
+  if (b->svc_started) {
+    pthread_mutex_lock(&b->svc_lock);
+    pthread_cond_signal(&b->svc_cond);
+    pthread_mutex_unlock(&b->svc_lock);
+  }
+  return RMQ_OK;
+}
+
+/* Flushes and completes the async sends the flush covered, in order. */
+static int async_drain(rmq_broker *b)
+{
+  pthread_mutex_lock(&b->async_lock);
+  size_t n = b->acount;
+  pthread_mutex_unlock(&b->async_lock);
+  if (!n) return RMQ_OK;
+  int rc = rmqi_store_flush_commitlog(b->st);
+  int64_t flushed = rmqi_store_flushed(b->st);
+  for (;;) {
+    pthread_mutex_lock(&b->async_lock);
+    if (!b->acount || (rc == RMQ_OK && b->aring[b->ahead].end > flushed)) {
+      pthread_cond_broadcast(&b->async_cond);
+      pthread_mutex_unlock(&b->async_lock);
+      break;
+    }
+    async_ent e = b->aring[b->ahead];
+    b->ahead = (b->ahead + 1) % b->acap;
+    b->acount--;
+    pthread_mutex_unlock(&b->async_lock);
+    if (e.cb) {
+      if (rc == RMQ_OK) e.cb(e.ctx, RMQ_OK, &e.r);
+      else e.cb(e.ctx, rc, NULL);
+    }
+    atomic_fetch_sub(&e.p->pending_async, 1);
+  }
+  return rc;
+}
+
+static int send_impl(rmq_producer *p, const rmq_msg *m, int queue_id, int mode, rmq_send_callback cb, void *ctx,
+                     rmq_send_result *r)
+{
+  if (!p) return rmqi_err(RMQ_EINVAL, "producer is NULL");
+  rmq_broker *b = p->b;
+  int rc = check_msg(p, m);
+  if (rc) return rc;
+  rmqi_topic *t = NULL;
+  rc = producer_topic(p, m->topic, &t);
+  if (rc) return rc;
+  int nq = rmqi_topic_nqueues(t);
+  int qid;
+  if (queue_id >= 0) {
+    if (queue_id >= nq) return rmqi_err(RMQ_EQUEUE, "queue %d of topic %s does not exist (it has %d)", queue_id, m->topic, nq);
+    qid = queue_id;
+  } else {
+    qid = (int)(p->rr++ % (uint32_t)nq);
+  }
+  char uniq[RMQ_MSG_ID_SIZE];
+  prop *up = msg_prop(m, "UNIQ_KEY");
+  if (up) snprintf(uniq, sizeof uniq, "%s", up->value);
+  else uniq_key(b, uniq);
+  rmqi_put put = {0};
+  rc = encode(p, m, qid, up ? NULL : uniq, &put.size);
+  if (rc) return rc;
+  put.rec = p->buf;
+  put.q = rmqi_topic_queue(t, qid);
+  prop *tags = msg_prop(m, "TAGS");
+  put.tags_code = tags ? rmqi_jhash(tags->value, strlen(tags->value)) : 0;
+  prop *wait = msg_prop(m, "WAIT");
+  int sync_wait = b->o.flush_disk_type == RMQ_SYNC_FLUSH && !(wait && !strcmp(wait->value, "false"));
+  if (sync_wait && mode == SEND_SYNC) rmqi_store_sender_enter(b->st);
+  rc = rmqi_store_put(b->st, &put, 1);
+  if (sync_wait && mode == SEND_SYNC) rmqi_store_sender_leave(b->st);
+  if (rc) return rc;
+  rmq_send_result local;
+  if (!r) r = &local;
+  result_fill(p, t, qid, uniq, &put, r);
+  int64_t end = put.phys_offset + put.size;
+  if (mode == SEND_SYNC && sync_wait) {
+    int timeout = b->o.sync_flush_timeout;
+    rc = rmqi_store_wait_flushed(b->st, end, timeout);
+    if (rc == RMQ_ETIMEDOUT) {
+      rmqi_log(&b->env, RMQ_LOG_WARN, "send: flush of offset %" PRId64 " took over %d ms", end, timeout);
+      r->send_status = RMQ_FLUSH_DISK_TIMEOUT;
+      rc = RMQ_OK;
+    }
+    return rc;
+  }
+  if (mode == SEND_ASYNC) {
+    if (sync_wait) return async_enqueue(b, p, end, cb, ctx, r);
+    if (cb) cb(ctx, RMQ_OK, r);
+  }
+  return RMQ_OK;
+}
+
+RMQ_API int rmq_producer_send(rmq_producer *p, const rmq_msg *m, rmq_send_result *r)
+{
+  return send_impl(p, m, -1, SEND_SYNC, NULL, NULL, r);
+}
+
+RMQ_API int rmq_producer_send_to_queue(rmq_producer *p, const rmq_msg *m, int queue_id, rmq_send_result *r)
+{
+  if (queue_id < 0) return rmqi_err(RMQ_EQUEUE, "queue id %d is negative", queue_id);
+  return send_impl(p, m, queue_id, SEND_SYNC, NULL, NULL, r);
+}
+
+RMQ_API int rmq_producer_send_async(rmq_producer *p, const rmq_msg *m, rmq_send_callback cb, void *ctx)
+{
+  rmq_send_result r;
+  return send_impl(p, m, -1, SEND_ASYNC, cb, ctx, &r);
+}
+
+RMQ_API int rmq_producer_send_oneway(rmq_producer *p, const rmq_msg *m)
+{
+  return send_impl(p, m, -1, SEND_ONEWAY, NULL, NULL, NULL);
+}
+
+/* ======================================================================= */
+/* Queue allocation (AllocateMessageQueueAveragely)                        */
+/* ======================================================================= */
+
+/* Queues [*start, *start + *count) of n go to client i of c. */
+static void allocate_averagely(int n, int c, int i, int *start, int *count)
+{
+  if (i < 0 || i >= c || n <= 0) { *start = 0; *count = 0; return; }
+  int mod = n % c;
+  int avg = n <= c ? 1 : (mod > 0 && i < mod ? n / c + 1 : n / c);
+  int st = (mod > 0 && i < mod) ? i * avg : i * avg + mod;
+  int cnt = n - st < avg ? n - st : avg;
+  *start = st;
+  *count = cnt < 0 ? 0 : cnt;
+}
+
+/* ======================================================================= */
+/* Push consumer                                                           */
+/* ======================================================================= */
+
+typedef struct sub {
+  char *topic;
+  char *expr;
+  rmqi_tag_filter tf;
+  offent *offs;
+} sub;
+
+struct pq;
+
+typedef struct req {
+  struct req *next;
+  struct pq *pq;
+  int first;               /* slot index */
+  int n;
+  int64_t due_us;          /* redelivery time (monotonic), 0 = now */
+} req;
+
+/* A queue this consumer holds: a ring of message slots in flight. */
+typedef struct pq {
+  struct pq *next;
+  sub *sb;
+  rmqi_queue *q;
+  int qid;
+  int64_t pull_offset;     /* pull thread: next unit to read */
+  int cap;
+  rmq_message_ext *slots;
+  uint8_t *done;           /* mu */
+  req *reqs;               /* reqs[i]: the request starting at slot i */
+  const rmq_message_ext **ptrs;
+  int head, count;         /* mu */
+  int inflight;            /* mu: requests queued or running */
+  int dropped;             /* mu */
+} pq;
+
+typedef struct assign {
+  sub *sb;
+  int qid;
+} assign;
+
+struct rmq_push_consumer {
+  rmq_broker *b;
+  char *group;
+  char client_id[160];
+  rmq_push_consumer_options o;
+  sub *subs;
+  int nsubs;
+  rmq_listener_concurrently listener;
+  void *listener_ctx;
+  int started, stopped;
+  struct rmq_push_consumer *next_member; /* group_lock */
+
+  /* mu: process queues, the request queue, assignment hand-over. */
+  pthread_mutex_t mu;
+  pthread_cond_t work_cond;    /* consume threads: work queued, or stop */
+  pthread_cond_t gen_cond;     /* rebalance: assignment applied */
+  req *work_head, *work_tail;  /* due now */
+  req *later;                  /* redeliveries, sorted by due_us */
+  pq *pqs;                     /* pull thread's list (pull thread writes, under mu) */
+  pq *graveyard;               /* dropped, awaiting idle */
+  assign *target;
+  int ntarget;
+  unsigned target_gen, applied_gen;
+  int stop;
+  atomic_int throttled;       /* pull thread found a queue full */
+
+  pthread_t puller;
+  pthread_t *workers;
+  int nworkers;
+};
+
+RMQ_API void rmq_push_consumer_options_init(rmq_push_consumer_options *o)
+{
+  if (!o) return;
+  memset(o, 0, sizeof *o);
+  o->message_model = RMQ_CLUSTERING;
+  o->consume_from_where = RMQ_CONSUME_FROM_LAST_OFFSET;
+  o->consume_thread_min = 20;
+  o->consume_thread_max = 20;
+  o->pull_batch_size = 32;
+  o->consume_message_batch_max_size = 1;
+  o->pull_threshold_for_queue = 1000;
+  o->max_reconsume_times = -1;
+  o->persist_consumer_offset_interval = 5000;
+  o->reconsume_delay_ms = 1000;
+}
+
+RMQ_API int rmq_push_consumer_create(rmq_broker *b, const char *group, const rmq_push_consumer_options *opts,
+                                     rmq_push_consumer **out)
+{
+  if (!b || !out) return rmqi_err(RMQ_EINVAL, "rmq_push_consumer_create: broker and out are required");
+  int rc = check_group(group);
+  if (rc) return rc;
+  rmq_push_consumer_options o;
+  if (opts) o = *opts;
+  else rmq_push_consumer_options_init(&o);
+  if (o.message_model != RMQ_CLUSTERING && o.message_model != RMQ_BROADCASTING)
+    return rmqi_err(RMQ_EINVAL, "message_model %d is neither RMQ_CLUSTERING nor RMQ_BROADCASTING", o.message_model);
+  if (o.consume_from_where < RMQ_CONSUME_FROM_LAST_OFFSET || o.consume_from_where > RMQ_CONSUME_FROM_TIMESTAMP)
+    return rmqi_err(RMQ_EINVAL, "consume_from_where %d out of range", o.consume_from_where);
+  if (o.consume_thread_min < 1 || o.consume_thread_min > 1000 || o.consume_thread_max > 1000)
+    return rmqi_err(RMQ_EINVAL, "consume_thread_min %d out of range 1..1000", o.consume_thread_min);
+  if (o.pull_batch_size < 1 || o.pull_batch_size > 1024)
+    return rmqi_err(RMQ_EINVAL, "pull_batch_size %d out of range 1..1024", o.pull_batch_size);
+  if (o.consume_message_batch_max_size < 1 || o.consume_message_batch_max_size > 1024)
+    return rmqi_err(RMQ_EINVAL, "consume_message_batch_max_size %d out of range 1..1024", o.consume_message_batch_max_size);
+  if (o.pull_threshold_for_queue < 1 || o.pull_threshold_for_queue > 65535)
+    return rmqi_err(RMQ_EINVAL, "pull_threshold_for_queue %d out of range 1..65535", o.pull_threshold_for_queue);
+  if (o.reconsume_delay_ms < 0) return rmqi_err(RMQ_EINVAL, "reconsume_delay_ms is negative");
+  if (o.instance_name && (!*o.instance_name || strlen(o.instance_name) > 100))
+    return rmqi_err(RMQ_EINVAL, "instance_name must be 1..100 characters");
+  rmq_push_consumer *c = rmqi_calloc(1, sizeof *c);
+  if (!c) return rmqi_err(RMQ_ENOMEM, "out of memory creating a push consumer");
+  c->group = rmqi_strdup(group);
+  if (!c->group) { rmqi_free(c, sizeof *c); return rmqi_err(RMQ_ENOMEM, "out of memory"); }
+  c->b = b;
+  c->o = o;
+  if (o.instance_name) snprintf(c->client_id, sizeof c->client_id, "127.0.0.1@%s", o.instance_name);
+  else snprintf(c->client_id, sizeof c->client_id, "127.0.0.1@%d#%u", (int)getpid(), atomic_fetch_add(&b->next_instance, 1));
+  c->o.instance_name = NULL;
+  pthread_mutex_init(&c->mu, NULL);
+  cond_init_mono(&c->work_cond);
+  cond_init_mono(&c->gen_cond);
+  atomic_fetch_add(&b->nhandles, 1);
+  *out = c;
+  return RMQ_OK;
+}
+
+RMQ_API int rmq_push_consumer_subscribe(rmq_push_consumer *c, const char *topic, const char *expression)
+{
+  if (!c) return rmqi_err(RMQ_EINVAL, "rmq_push_consumer_subscribe: consumer is NULL");
+  if (c->started) return rmqi_err(RMQ_ESTATE, "subscribe before rmq_push_consumer_start");
+  int rc = check_topic(topic);
+  if (rc) return rc;
+  rmqi_tag_filter tf;
+  rc = rmqi_tag_filter_compile(expression, &tf);
+  if (rc) return rc;
+  for (int i = 0; i < c->nsubs; i++)
+    if (!strcmp(c->subs[i].topic, topic)) {
+      char *e = rmqi_strdup(expression ? expression : "*");
+      if (!e) { rmqi_tag_filter_free(&tf); return rmqi_err(RMQ_ENOMEM, "out of memory"); }
+      rmqi_tag_filter_free(&c->subs[i].tf);
+      rmqi_strfree(c->subs[i].expr);
+      c->subs[i].tf = tf;
+      c->subs[i].expr = e;
+      return RMQ_OK;
+    }
+  sub *ns = rmqi_realloc(c->subs, (size_t)c->nsubs * sizeof *ns, (size_t)(c->nsubs + 1) * sizeof *ns);
+  if (!ns) { rmqi_tag_filter_free(&tf); return rmqi_err(RMQ_ENOMEM, "out of memory"); }
+  c->subs = ns;
+  sub *s = &c->subs[c->nsubs];
+  memset(s, 0, sizeof *s);
+  s->topic = rmqi_strdup(topic);
+  s->expr = rmqi_strdup(expression ? expression : "*");
+  s->tf = tf;
+  if (!s->topic || !s->expr) {
+    rmqi_strfree(s->topic);
+    rmqi_strfree(s->expr);
+    rmqi_tag_filter_free(&tf);
+    return rmqi_err(RMQ_ENOMEM, "out of memory");
+  }
+  c->nsubs++;
+  return RMQ_OK;
+}
+
+RMQ_API int rmq_push_consumer_register_listener_concurrently(rmq_push_consumer *c, rmq_listener_concurrently fn, void *ctx)
+{
+  if (!c || !fn) return rmqi_err(RMQ_EINVAL, "rmq_push_consumer_register_listener_concurrently: NULL argument");
+  if (c->started) return rmqi_err(RMQ_ESTATE, "register the listener before rmq_push_consumer_start");
+  c->listener = fn;
+  c->listener_ctx = ctx;
+  return RMQ_OK;
+}
+
+/* The first offset to consume from when the group has none stored. */
+static int64_t initial_offset(rmq_push_consumer *c, rmqi_queue *q)
+{
+  int64_t min = rmqi_queue_min_offset(q), max = rmqi_queue_max_offset(q);
+  switch (c->o.consume_from_where) {
+  case RMQ_CONSUME_FROM_FIRST_OFFSET: return min;
+  case RMQ_CONSUME_FROM_TIMESTAMP: {
+    int64_t ts = c->o.consume_timestamp ? c->o.consume_timestamp : rmqi_now(&c->b->env) - 30 * 60 * 1000;
+    return rmqi_queue_offset_by_time(c->b->st, q, ts);
+  }
+  default:
+    /* RocketMQ's broker answers 0 for a new group while the queue still
+    ** holds offset 0 in memory; an embedded store always does. */
+    return min == 0 ? 0 : max;
+  }
+}
+
+static pq *pq_new(rmq_push_consumer *c, sub *sb, rmqi_queue *q)
+{
+  pq *p = rmqi_calloc(1, sizeof *p);
+  if (!p) return NULL;
+  p->cap = c->o.pull_threshold_for_queue;
+  p->slots = rmqi_calloc((size_t)p->cap, sizeof *p->slots);
+  p->done = rmqi_calloc((size_t)p->cap, 1);
+  p->reqs = rmqi_calloc((size_t)p->cap, sizeof *p->reqs);
+  p->ptrs = rmqi_calloc((size_t)p->cap, sizeof *p->ptrs);
+  if (!p->slots || !p->done || !p->reqs || !p->ptrs) {
+    rmqi_free(p->slots, (size_t)p->cap * sizeof *p->slots);
+    rmqi_free(p->done, (size_t)p->cap);
+    rmqi_free(p->reqs, (size_t)p->cap * sizeof *p->reqs);
+    rmqi_free(p->ptrs, (size_t)p->cap * sizeof *p->ptrs);
+    rmqi_free(p, sizeof *p);
+    return NULL;
+  }
+  p->sb = sb;
+  p->q = q;
+  p->qid = rmqi_queue_id(q);
+  int64_t stored = sb->offs ? atomic_load(&sb->offs->off[p->qid]) : -1;
+  int64_t off = stored >= 0 ? stored : initial_offset(c, q);
+  int64_t min = rmqi_queue_min_offset(q), max = rmqi_queue_max_offset(q);
+  if (off < min) off = min;
+  if (off > max) off = max;
+  p->pull_offset = off;
+  return p;
+}
+
+static void pq_free(pq *p)
+{
+  rmqi_free(p->slots, (size_t)p->cap * sizeof *p->slots);
+  rmqi_free(p->done, (size_t)p->cap);
+  rmqi_free(p->reqs, (size_t)p->cap * sizeof *p->reqs);
+  rmqi_free(p->ptrs, (size_t)p->cap * sizeof *p->ptrs);
+  rmqi_free(p, sizeof *p);
+}
+
+/* mu held. The group's next offset for this queue: the oldest message still
+** in flight, or where pulling continues when none is. */
+static void pq_commit(rmq_push_consumer *c, pq *p)
+{
+  if (p->dropped || !p->sb->offs) return;
+  int64_t off = p->count ? p->slots[p->head].queue_offset : p->pull_offset;
+  off_set(c->b, p->sb->offs, p->qid, off);
+}
+
+/* Pull thread: applies a new assignment. mu held. */
+static void apply_assignment(rmq_push_consumer *c)
+{
+  /* Drop queues no longer assigned. */
+  for (pq **pp = &c->pqs; *pp;) {
+    pq *p = *pp;
+    int keep = 0;
+    for (int i = 0; i < c->ntarget; i++)
+      if (c->target[i].sb == p->sb && c->target[i].qid == p->qid) keep = 1;
+    if (keep) { pp = &p->next; continue; }
+    pq_commit(c, p);
+    p->dropped = 1;
+    *pp = p->next;
+    p->next = c->graveyard;
+    c->graveyard = p;
+  }
+  /* Add newly assigned queues. */
+  for (int i = 0; i < c->ntarget; i++) {
+    int have = 0;
+    for (pq *p = c->pqs; p; p = p->next)
+      if (p->sb == c->target[i].sb && p->qid == c->target[i].qid) have = 1;
+    if (have) continue;
+    rmqi_topic *t = rmqi_topic_find(c->b->st, c->target[i].sb->topic);
+    rmqi_queue *q = t ? rmqi_topic_queue(t, c->target[i].qid) : NULL;
+    if (!q) continue;
+    pq *p = pq_new(c, c->target[i].sb, q);
+    if (!p) {
+      rmqi_log(&c->b->env, RMQ_LOG_ERROR, "consumer %s: out of memory taking queue %s/%d", c->client_id,
+               c->target[i].sb->topic, c->target[i].qid);
+      continue;
+    }
+    p->next = c->pqs;
+    c->pqs = p;
+  }
+  c->applied_gen = c->target_gen;
+  pthread_cond_broadcast(&c->gen_cond);
+}
+
+static int client_cmp(const void *a, const void *b)
+{
+  return strcmp((*(rmq_push_consumer *const *)a)->client_id, (*(rmq_push_consumer *const *)b)->client_id);
+}
+
+/* group_lock held. Recomputes the assignment of every started consumer of
+** `group` and waits (bounded) until each has applied it, so no queue is
+** pulled by two members after this returns. */
+static void rebalance_group(rmq_broker *b, const char *group)
+{
+  rmq_push_consumer *mem[256];
+  int n = 0;
+  for (rmq_push_consumer *c = b->consumers; c && n < 256; c = c->next_member)
+    if (!strcmp(c->group, group)) mem[n++] = c;
+  int nclust = 0;
+  rmq_push_consumer *clust[256];
+  for (int i = 0; i < n; i++)
+    if (mem[i]->o.message_model == RMQ_CLUSTERING) clust[nclust++] = mem[i];
+  qsort(clust, (size_t)nclust, sizeof *clust, client_cmp);
+  for (int i = 0; i < n; i++) {
+    rmq_push_consumer *c = mem[i];
+    int idx = -1;
+    for (int k = 0; k < nclust; k++)
+      if (clust[k] == c) idx = k;
+    /* Count first, so the block is exactly ntarget long (freed with that size). */
+    int na = 0;
+    for (int pass = 0; pass < 2; pass++) {
+      if (pass == 1) {
+        assign *a = rmqi_calloc((size_t)(na ? na : 1), sizeof *a);
+        if (!a) { rmqi_log(&b->env, RMQ_LOG_ERROR, "rebalance of %s: out of memory", c->client_id); break; }
+        pthread_mutex_lock(&c->mu);
+        rmqi_free(c->target, (size_t)(c->ntarget ? c->ntarget : 1) * sizeof *c->target);
+        c->target = a;
+        c->ntarget = na;
+        pthread_mutex_unlock(&c->mu);
+      }
+      int k = 0;
+      for (int s = 0; s < c->nsubs; s++) {
+        rmqi_topic *t = rmqi_topic_find(b->st, c->subs[s].topic);
+        int nq = t ? rmqi_topic_nqueues(t) : 0;
+        int st = 0, cnt = nq;
+        if (c->o.message_model == RMQ_CLUSTERING) allocate_averagely(nq, nclust, idx, &st, &cnt);
+        for (int q = st; q < st + cnt; q++) {
+          if (pass == 1 && k < na) { c->target[k].sb = &c->subs[s]; c->target[k].qid = q; }
+          k++;
+        }
+      }
+      if (pass == 0) na = k;
+    }
+    pthread_mutex_lock(&c->mu);
+    c->target_gen++;
+    pthread_mutex_unlock(&c->mu);
+  }
+  rmqi_store_wake(b->st);
+  for (int i = 0; i < n; i++) {
+    rmq_push_consumer *c = mem[i];
+    struct timespec dl;
+    deadline_ms(&dl, 5000);
+    pthread_mutex_lock(&c->mu);
+    while (c->applied_gen != c->target_gen && !c->stop)
+      if (pthread_cond_timedwait(&c->gen_cond, &c->mu, &dl) == ETIMEDOUT) break;
+    pthread_mutex_unlock(&c->mu);
+  }
+}
+
+static void rebalance_all(rmq_broker *b)
+{
+  pthread_mutex_lock(&b->group_lock);
+  for (rmq_push_consumer *c = b->consumers; c; c = c->next_member) {
+    int first = 1;
+    for (rmq_push_consumer *d = b->consumers; d != c; d = d->next_member)
+      if (!strcmp(d->group, c->group)) first = 0;
+    if (first) rebalance_group(b, c->group);
+  }
+  pthread_mutex_unlock(&b->group_lock);
+}
+
+/* mu held. Queues a request for slots [first, first+n). */
+static void work_push(rmq_push_consumer *c, pq *p, int first, int n)
+{
+  req *r = &p->reqs[first];
+  r->next = NULL;
+  r->pq = p;
+  r->first = first;
+  r->n = n;
+  r->due_us = 0;
+  p->inflight++;
+  if (c->work_tail) c->work_tail->next = r;
+  else c->work_head = r;
+  c->work_tail = r;
+}
+
+/* Pull thread: reads up to a batch of units of p into free slots and queues
+** them. Returns how many units were read. */
+static int pull_queue(rmq_push_consumer *c, pq *p)
+{
+  pthread_mutex_lock(&c->mu);
+  int free_slots = p->cap - p->count;
+  int tail = (p->head + p->count) % p->cap;
+  pthread_mutex_unlock(&c->mu);
+  int want = c->o.pull_batch_size < free_slots ? c->o.pull_batch_size : free_slots;
+  if (want <= 0) { atomic_store(&c->throttled, 1); return 0; }
+  int n = want;
+  const uint8_t *u = rmqi_queue_units(p->q, p->pull_offset, &n);
+  if (!u) return 0;
+  int64_t min = rmqi_queue_min_offset(p->q), max = rmqi_queue_max_offset(p->q);
+  int got = 0;
+  for (int i = 0; i < n; i++, u += RMQI_CQ_UNIT) {
+    int64_t phys = (int64_t)rmqi_get64(u);
+    int32_t size = (int32_t)rmqi_get32(u + 8);
+    int64_t code = (int64_t)rmqi_get64(u + 12);
+    if (size == INT32_MAX || !rmqi_tag_filter_code(&p->sb->tf, code)) continue;
+    const uint8_t *rec = rmqi_store_record(c->b->st, phys, size);
+    int slot = (tail + got) % p->cap;
+    rmq_message_ext *e = &p->slots[slot];
+    if (!rec || ext_fill(e, rec, size, rmqi_topic_name(rmqi_queue_topic(p->q)), c->b->broker_name) != RMQ_OK) {
+      rmqi_log(&c->b->env, RMQ_LOG_ERROR, "consumer %s: unreadable record at %" PRId64 " (%s/%d offset %" PRId64 "); skipped",
+               c->client_id, phys, p->sb->topic, p->qid, p->pull_offset + i);
+      continue;
+    }
+    if (!rmqi_tag_filter_tags(&p->sb->tf, e->tags, (size_t)e->tags_len)) continue;
+    e->min_offset = min;
+    e->max_offset = max;
+    p->done[slot] = 0;
+    got++;
+  }
+  pthread_mutex_lock(&c->mu);
+  p->pull_offset += n;
+  int bmax = c->o.consume_message_batch_max_size;
+  for (int k = 0; k < got;) {
+    int first = (tail + k) % p->cap;
+    int len = got - k;
+    if (len > bmax) len = bmax;
+    if (first + len > p->cap) len = p->cap - first; /* a batch never wraps */
+    work_push(c, p, first, len);
+    k += len;
+  }
+  p->count += got;
+  if (p->count == 0) pq_commit(c, p);
+  if (got) pthread_cond_broadcast(&c->work_cond);
+  pthread_mutex_unlock(&c->mu);
+  return n;
+}
+
+static void *puller_main(void *arg)
+{
+  rmq_push_consumer *c = arg;
+  rmqi_store *st = c->b->st;
+  for (;;) {
+    uint64_t seq = rmqi_store_seq(st);
+    pthread_mutex_lock(&c->mu);
+    if (c->stop) { pthread_mutex_unlock(&c->mu); break; }
+    if (c->applied_gen != c->target_gen) apply_assignment(c);
+    /* Free dropped queues nobody works on any more. */
+    for (pq **pp = &c->graveyard; *pp;) {
+      pq *p = *pp;
+      if (p->inflight == 0) { *pp = p->next; pq_free(p); }
+      else pp = &p->next;
+    }
+    pthread_mutex_unlock(&c->mu);
+    int progress = 0;
+    atomic_store(&c->throttled, 0);
+    for (pq *p = c->pqs; p; p = p->next) progress += pull_queue(c, p);
+    if (!progress) rmqi_store_wait(st, seq, atomic_load(&c->throttled) ? 10 : 1000);
+  }
+  return NULL;
+}
+
+/* mu held. Moves due redeliveries onto the work queue; returns the wait (ms)
+** until the next one, or -1. */
+static int64_t later_due(rmq_push_consumer *c)
+{
+  int64_t now = rmqi_mono_us();
+  while (c->later && c->later->due_us <= now) {
+    req *r = c->later;
+    c->later = r->next;
+    r->next = NULL;
+    if (c->work_tail) c->work_tail->next = r;
+    else c->work_head = r;
+    c->work_tail = r;
+  }
+  return c->later ? (c->later->due_us - now) / 1000 + 1 : -1;
+}
+
+static void *worker_main(void *arg)
+{
+  rmq_push_consumer *c = arg;
+  int max_re = c->o.max_reconsume_times < 0 ? 16 : c->o.max_reconsume_times;
+  pthread_mutex_lock(&c->mu);
+  for (;;) {
+    if (c->stop) break;
+    int64_t wait = later_due(c);
+    req *r = c->work_head;
+    if (!r) {
+      if (wait < 0) pthread_cond_wait(&c->work_cond, &c->mu);
+      else {
+        struct timespec dl;
+        deadline_ms(&dl, wait);
+        pthread_cond_timedwait(&c->work_cond, &c->mu, &dl);
+      }
+      continue;
+    }
+    c->work_head = r->next;
+    if (!c->work_head) c->work_tail = NULL;
+    pq *p = r->pq;
+    int dropped = p->dropped;
+    pthread_mutex_unlock(&c->mu);
+
+    int64_t now = rmqi_now(&c->b->env);
+    for (int i = 0; i < r->n; i++) {
+      p->slots[r->first + i].consume_start_time = now;
+      p->ptrs[r->first + i] = &p->slots[r->first + i];
+    }
+    rmq_consume_concurrently_context cc = {p->sb->topic, p->qid, 0, r->n - 1};
+    int status = dropped ? RMQ_CONSUME_SUCCESS : c->listener(c->listener_ctx, &p->ptrs[r->first], (size_t)r->n, &cc);
+    int ok = status == RMQ_CONSUME_SUCCESS ? (cc.ack_index < r->n - 1 ? cc.ack_index + 1 : r->n) : 0;
+    if (ok < 0) ok = 0;
+
+    pthread_mutex_lock(&c->mu);
+    int retry = 0;
+    for (int i = 0; i < r->n; i++) {
+      rmq_message_ext *e = &p->slots[r->first + i];
+      if (i < ok || p->dropped) { p->done[r->first + i] = 1; continue; }
+      if (e->reconsume_times >= max_re) {
+        rmqi_log(&c->b->env, RMQ_LOG_WARN, "consumer %s: message %s failed %d times; giving it up", c->client_id, e->msg_id,
+                 e->reconsume_times + 1);
+        p->done[r->first + i] = 1;
+        continue;
+      }
+      e->reconsume_times++;
+      retry = 1;
+    }
+    if (retry) {
+      /* Redeliver the failed part of the batch after the back-off. */
+      int first_fail = r->first;
+      while (first_fail < r->first + r->n && p->done[first_fail]) first_fail++;
+      r->n -= first_fail - r->first;
+      r->first = first_fail;
+      r->due_us = rmqi_mono_us() + (int64_t)c->o.reconsume_delay_ms * 1000;
+      /* The request keeps its slot index; re-home it at reqs[first]. */
+      req *nr = &p->reqs[r->first];
+      if (nr != r) { *nr = *r; r = nr; }
+      req **pp = &c->later;
+      while (*pp && (*pp)->due_us <= r->due_us) pp = &(*pp)->next;
+      r->next = *pp;
+      *pp = r;
+    } else {
+      p->inflight--;
+    }
+    while (p->count && p->done[p->head]) {
+      p->done[p->head] = 0;
+      p->head = (p->head + 1) % p->cap;
+      p->count--;
+    }
+    pq_commit(c, p);
+    if (atomic_load(&c->throttled)) rmqi_store_wake(c->b->st);
+  }
+  pthread_mutex_unlock(&c->mu);
+  return NULL;
+}
+
+static void consumer_stop_threads(rmq_push_consumer *c)
+{
+  pthread_mutex_lock(&c->mu);
+  c->stop = 1;
+  pthread_cond_broadcast(&c->work_cond);
+  pthread_cond_broadcast(&c->gen_cond);
+  pthread_mutex_unlock(&c->mu);
+  rmqi_store_wake(c->b->st);
+  pthread_join(c->puller, NULL);
+  for (int i = 0; i < c->nworkers; i++) pthread_join(c->workers[i], NULL);
+  rmqi_free(c->workers, (size_t)c->nworkers * sizeof *c->workers);
+  c->workers = NULL;
+  c->nworkers = 0;
+}
+
+RMQ_API int rmq_push_consumer_start(rmq_push_consumer *c)
+{
+  if (!c) return rmqi_err(RMQ_EINVAL, "rmq_push_consumer_start: consumer is NULL");
+  if (c->started) return rmqi_err(RMQ_ESTATE, "consumer %s is already started", c->client_id);
+  if (!c->listener) return rmqi_err(RMQ_ESTATE, "register a listener before starting consumer %s", c->client_id);
+  if (c->nsubs == 0) return rmqi_err(RMQ_ESTATE, "subscribe a topic before starting consumer %s", c->client_id);
+  rmq_broker *b = c->b;
+  for (int i = 0; i < c->nsubs; i++) {
+    if (!rmqi_topic_find(b->st, c->subs[i].topic)) {
+      /* RocketMQ lets a consumer subscribe a topic that does not exist yet;
+      ** here the topic is made so its queues can be shared out. */
+      if (!b->o.auto_create_topic_enable)
+        return rmqi_err(RMQ_ENOTOPIC, "topic %s does not exist and auto_create_topic_enable is off", c->subs[i].topic);
+      int rc = rmqi_topic_create(b->st, c->subs[i].topic, b->o.default_topic_queue_nums < 4 ? b->o.default_topic_queue_nums : 4, NULL);
+      if (rc) return rc;
+    }
+    if (c->o.message_model == RMQ_CLUSTERING) {
+      c->subs[i].offs = off_find(b, c->subs[i].topic, c->group, 1);
+      if (!c->subs[i].offs) return RMQ_ENOMEM;
+    }
+  }
+  int nw = c->o.consume_thread_max > c->o.consume_thread_min ? c->o.consume_thread_max : c->o.consume_thread_min;
+  c->workers = rmqi_calloc((size_t)nw, sizeof *c->workers);
+  if (!c->workers) return rmqi_err(RMQ_ENOMEM, "out of memory starting consumer %s", c->client_id);
+  c->stop = 0;
+  if (pthread_create(&c->puller, NULL, puller_main, c) != 0) {
+    rmqi_free(c->workers, (size_t)nw * sizeof *c->workers);
+    c->workers = NULL;
+    return rmqi_err(RMQ_ENOMEM, "cannot start the pull thread of consumer %s", c->client_id);
+  }
+  for (int i = 0; i < nw; i++) {
+    if (pthread_create(&c->workers[i], NULL, worker_main, c) != 0) break;
+    c->nworkers++;
+  }
+  if (c->nworkers == 0) {
+    c->nworkers = 0;
+    consumer_stop_threads(c);
+    return rmqi_err(RMQ_ENOMEM, "cannot start the consume threads of consumer %s", c->client_id);
+  }
+  c->started = 1;
+  pthread_mutex_lock(&b->group_lock);
+  c->next_member = b->consumers;
+  b->consumers = c;
+  rebalance_group(b, c->group);
+  pthread_mutex_unlock(&b->group_lock);
+  return RMQ_OK;
+}
+
+RMQ_API void rmq_push_consumer_shutdown(rmq_push_consumer *c)
+{
+  if (!c || !c->started || c->stopped) return;
+  rmq_broker *b = c->b;
+  consumer_stop_threads(c);
+  pthread_mutex_lock(&c->mu);
+  for (pq *p = c->pqs; p; p = p->next) pq_commit(c, p);
+  pthread_mutex_unlock(&c->mu);
+  /* Offsets go to disk before the queues move to other members. */
+  if (offsets_persist(b) != RMQ_OK)
+    rmqi_log(&b->env, RMQ_LOG_ERROR, "consumer %s: persisting offsets failed: %s", c->client_id, rmq_errmsg());
+  pthread_mutex_lock(&b->group_lock);
+  for (rmq_push_consumer **pp = &b->consumers; *pp; pp = &(*pp)->next_member)
+    if (*pp == c) { *pp = c->next_member; break; }
+  rebalance_group(b, c->group);
+  pthread_mutex_unlock(&b->group_lock);
+  c->stopped = 1;
+}
+
+RMQ_API void rmq_push_consumer_destroy(rmq_push_consumer *c)
+{
+  if (!c) return;
+  rmq_push_consumer_shutdown(c);
+  for (pq *p = c->pqs, *n; p; p = n) { n = p->next; pq_free(p); }
+  for (pq *p = c->graveyard, *n; p; p = n) { n = p->next; pq_free(p); }
+  for (int i = 0; i < c->nsubs; i++) {
+    rmqi_strfree(c->subs[i].topic);
+    rmqi_strfree(c->subs[i].expr);
+    rmqi_tag_filter_free(&c->subs[i].tf);
+  }
+  rmqi_free(c->subs, (size_t)c->nsubs * sizeof *c->subs);
+  rmqi_free(c->target, (size_t)(c->ntarget ? c->ntarget : 1) * sizeof *c->target);
+  pthread_mutex_destroy(&c->mu);
+  pthread_cond_destroy(&c->work_cond);
+  pthread_cond_destroy(&c->gen_cond);
+  atomic_fetch_sub(&c->b->nhandles, 1);
+  rmqi_strfree(c->group);
+  rmqi_free(c, sizeof *c);
+}
+
+/* ======================================================================= */
+/* Pull consumer                                                           */
+/* ======================================================================= */
+
+struct rmq_pull_consumer {
+  rmq_broker *b;
+  char *group;
+  rmq_message_ext *msgs;
+  int msgs_cap;
+  char *expr;              /* the last expression, compiled in tf */
+  rmqi_tag_filter tf;
+  int have_tf;
+};
+
+RMQ_API int rmq_pull_consumer_create(rmq_broker *b, const char *group, rmq_pull_consumer **out)
+{
+  if (!b || !out) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_create: broker and out are required");
+  int rc = check_group(group);
+  if (rc) return rc;
+  rmq_pull_consumer *c = rmqi_calloc(1, sizeof *c);
+  if (!c) return rmqi_err(RMQ_ENOMEM, "out of memory creating a pull consumer");
+  c->group = rmqi_strdup(group);
+  if (!c->group) { rmqi_free(c, sizeof *c); return rmqi_err(RMQ_ENOMEM, "out of memory"); }
+  c->b = b;
+  atomic_fetch_add(&b->nhandles, 1);
+  *out = c;
+  return RMQ_OK;
+}
+
+RMQ_API void rmq_pull_consumer_destroy(rmq_pull_consumer *c)
+{
+  if (!c) return;
+  if (atomic_load(&c->b->off_dirty) && offsets_persist(c->b) != RMQ_OK)
+    rmqi_log(&c->b->env, RMQ_LOG_ERROR, "pull consumer %s: persisting offsets failed: %s", c->group, rmq_errmsg());
+  rmqi_free(c->msgs, (size_t)c->msgs_cap * sizeof *c->msgs);
+  if (c->have_tf) rmqi_tag_filter_free(&c->tf);
+  rmqi_strfree(c->expr);
+  rmqi_strfree(c->group);
+  atomic_fetch_sub(&c->b->nhandles, 1);
+  rmqi_free(c, sizeof *c);
+}
+
+RMQ_API int rmq_pull_consumer_fetch_subscribe_message_queues(rmq_pull_consumer *c, const char *topic,
+                                                             rmq_message_queue *out, size_t cap, size_t *n)
+{
+  if (!c || !n || (!out && cap)) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_fetch_subscribe_message_queues: NULL argument");
+  int rc = check_topic(topic);
+  if (rc) return rc;
+  rmqi_topic *t = rmqi_topic_find(c->b->st, topic);
+  if (!t) return rmqi_err(RMQ_ENOTOPIC, "topic %s does not exist", topic);
+  int nq = rmqi_topic_nqueues(t);
+  for (int i = 0; i < nq && (size_t)i < cap; i++) {
+    snprintf(out[i].topic, sizeof out[i].topic, "%s", topic);
+    snprintf(out[i].broker_name, sizeof out[i].broker_name, "%s", c->b->broker_name);
+    out[i].queue_id = i;
+  }
+  *n = (size_t)nq;
+  return RMQ_OK;
+}
+
+static int pull_filter(rmq_pull_consumer *c, const char *expr)
+{
+  if (!expr) expr = "*";
+  if (c->have_tf && !strcmp(c->expr, expr)) return RMQ_OK;
+  rmqi_tag_filter tf;
+  int rc = rmqi_tag_filter_compile(expr, &tf);
+  if (rc) return rc;
+  char *e = rmqi_strdup(expr);
+  if (!e) { rmqi_tag_filter_free(&tf); return rmqi_err(RMQ_ENOMEM, "out of memory"); }
+  if (c->have_tf) rmqi_tag_filter_free(&c->tf);
+  rmqi_strfree(c->expr);
+  c->tf = tf;
+  c->expr = e;
+  c->have_tf = 1;
+  return RMQ_OK;
+}
+
+/* RocketMQ scans at most max(16000 bytes of units, max_nums units) per pull. */
+#define PULL_SCAN_UNITS 800
+
+RMQ_API int rmq_pull_consumer_pull(rmq_pull_consumer *c, const rmq_message_queue *mq, const char *expression,
+                                   int64_t offset, int max_nums, rmq_pull_result *r)
+{
+  if (!c || !mq || !r) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_pull: NULL argument");
+  memset(r, 0, sizeof *r);
+  if (max_nums < 1 || max_nums > 1024) return rmqi_err(RMQ_EINVAL, "max_nums %d out of range 1..1024", max_nums);
+  rmqi_queue *q;
+  int rc = find_queue(c->b, mq->topic, mq->queue_id, &q);
+  if (rc) return rc;
+  rc = pull_filter(c, expression);
+  if (rc) return rc;
+  if (max_nums > c->msgs_cap) {
+    rmq_message_ext *nm = rmqi_realloc(c->msgs, (size_t)c->msgs_cap * sizeof *nm, (size_t)max_nums * sizeof *nm);
+    if (!nm) return rmqi_err(RMQ_ENOMEM, "out of memory for %d pulled messages", max_nums);
+    c->msgs = nm;
+    c->msgs_cap = max_nums;
+  }
+  int64_t min = rmqi_queue_min_offset(q), max = rmqi_queue_max_offset(q);
+  r->min_offset = min;
+  r->max_offset = max;
+  r->msgs = c->msgs;
+  if (offset < min || offset > max) {
+    r->pull_status = RMQ_PULL_OFFSET_ILLEGAL;
+    r->next_begin_offset = offset < min ? min : max;
+    return RMQ_OK;
+  }
+  if (offset == max) {
+    r->pull_status = RMQ_PULL_NO_NEW_MSG;
+    r->next_begin_offset = offset;
+    return RMQ_OK;
+  }
+  int scan_max = max_nums > PULL_SCAN_UNITS ? max_nums : PULL_SCAN_UNITS;
+  int64_t off = offset;
+  size_t got = 0;
+  const char *topic = rmqi_topic_name(rmqi_queue_topic(q));
+  while (got < (size_t)max_nums && off - offset < scan_max) {
+    int n = (int)(scan_max - (off - offset));
+    const uint8_t *u = rmqi_queue_units(q, off, &n);
+    if (!u) break;
+    int i;
+    for (i = 0; i < n && got < (size_t)max_nums; i++, u += RMQI_CQ_UNIT) {
+      int32_t size = (int32_t)rmqi_get32(u + 8);
+      if (size == INT32_MAX || !rmqi_tag_filter_code(&c->tf, (int64_t)rmqi_get64(u + 12))) continue;
+      const uint8_t *rec = rmqi_store_record(c->b->st, (int64_t)rmqi_get64(u), size);
+      rmq_message_ext *e = &c->msgs[got];
+      if (!rec || ext_fill(e, rec, size, topic, c->b->broker_name) != RMQ_OK) continue;
+      if (!rmqi_tag_filter_tags(&c->tf, e->tags, (size_t)e->tags_len)) continue;
+      e->min_offset = min;
+      e->max_offset = max;
+      got++;
+    }
+    off += i;
+  }
+  r->n = got;
+  r->next_begin_offset = off;
+  r->pull_status = got ? RMQ_PULL_FOUND : RMQ_PULL_NO_MATCHED_MSG;
+  return RMQ_OK;
+}
+
+RMQ_API int rmq_pull_consumer_pull_block_if_not_found(rmq_pull_consumer *c, const rmq_message_queue *mq,
+                                                      const char *expression, int64_t offset, int max_nums,
+                                                      int timeout_ms, rmq_pull_result *r)
+{
+  if (!c) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_pull_block_if_not_found: consumer is NULL");
+  int64_t until = rmqi_mono_us() + (int64_t)(timeout_ms < 0 ? 0 : timeout_ms) * 1000;
+  for (;;) {
+    uint64_t seq = rmqi_store_seq(c->b->st);
+    int rc = rmq_pull_consumer_pull(c, mq, expression, offset, max_nums, r);
+    if (rc || r->pull_status != RMQ_PULL_NO_NEW_MSG) return rc;
+    int64_t left = (until - rmqi_mono_us()) / 1000;
+    if (left <= 0) return RMQ_OK;
+    rmqi_store_wait(c->b->st, seq, (int)(left > 1000 ? 1000 : left));
+  }
+}
+
+static int pull_offent(rmq_pull_consumer *c, const rmq_message_queue *mq, int create, offent **e)
+{
+  if (!c || !mq) return rmqi_err(RMQ_EINVAL, "NULL argument");
+  rmqi_queue *q;
+  int rc = find_queue(c->b, mq->topic, mq->queue_id, &q);
+  if (rc) return rc;
+  *e = off_find(c->b, mq->topic, c->group, create);
+  if (!*e) return create ? RMQ_ENOMEM : rmqi_err(RMQ_ENOTFOUND, "group %s has no offset for %s/%d", c->group, mq->topic, mq->queue_id);
+  return RMQ_OK;
+}
+
+RMQ_API int rmq_pull_consumer_update_consume_offset(rmq_pull_consumer *c, const rmq_message_queue *mq, int64_t offset)
+{
+  if (offset < 0) return rmqi_err(RMQ_EINVAL, "offset %" PRId64 " is negative", offset);
+  offent *e;
+  int rc = pull_offent(c, mq, 1, &e);
+  if (rc) return rc;
+  off_set(c->b, e, mq->queue_id, offset);
+  return RMQ_OK;
+}
+
+RMQ_API int rmq_pull_consumer_fetch_consume_offset(rmq_pull_consumer *c, const rmq_message_queue *mq, int64_t *offset)
+{
+  if (!offset) return rmqi_err(RMQ_EINVAL, "offset is NULL");
+  offent *e;
+  int rc = pull_offent(c, mq, 0, &e);
+  if (rc) return rc;
+  int64_t v = atomic_load(&e->off[mq->queue_id]);
+  if (v < 0) return rmqi_err(RMQ_ENOTFOUND, "group %s has no offset for %s/%d", c->group, mq->topic, mq->queue_id);
+  *offset = v;
+  return RMQ_OK;
+}

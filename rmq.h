@@ -1,0 +1,647 @@
+/*
+** rmq.h -- the whole public API of rmq, Apache RocketMQ's message model as an
+** embeddable C library.
+**
+** One process opens a store directory (rmq_broker_open) and gets topics with
+** message queues, producers, push and pull consumers in consumer groups, and a
+** CommitLog + ConsumeQueue store in RocketMQ's own on-disk format. There is no
+** NameServer, no broker process and no network.
+**
+** Conventions that hold for every function below unless its comment says
+** otherwise:
+**
+**   - Calls that can fail return int: RMQ_OK (0) or a negative RMQ_E* code.
+**     rmq_errstr(code) names the code; rmq_errmsg() gives the calling thread's
+**     message for its last failed call (which argument, which limit, which
+**     file). Results come back through out-parameters.
+**   - A NULL handle or a NULL required pointer argument is RMQ_EINVAL.
+**   - Strings passed in are NUL-terminated UTF-8 and are copied: the caller
+**     keeps ownership and may free them when the call returns.
+**   - Options structs are filled with defaults by their *_options_init
+**     function; passing NULL options means all defaults.
+**   - Callbacks take the caller's `void *ctx` as their first argument.
+**   - Thread safety is stated in fixed words: "any thread" (may be called
+**     concurrently with any call on the same handle), "one thread at a time
+**     per handle", "callback only".
+**
+** Memory: rmq allocates through one pair of functions, libc's by default,
+** replaceable once before first use with rmq_config_allocator(). No heap
+** allocation happens per message on the send and consume paths.
+*/
+#ifndef RMQ_H
+#define RMQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifndef RMQ_API
+#  if defined(__GNUC__) && !defined(RMQ_AMALGAMATION)
+#    define RMQ_API __attribute__((visibility("default")))
+#  else
+#    define RMQ_API
+#  endif
+#endif
+
+/* ------------------------------------------------------------------------- */
+/* Version                                                                    */
+/* ------------------------------------------------------------------------- */
+
+#define RMQ_VERSION_MAJOR 0
+#define RMQ_VERSION_MINOR 1
+#define RMQ_VERSION_PATCH 0
+#define RMQ_VERSION "0.1.0"
+/* MAJOR*1000000 + MINOR*1000 + PATCH, SQLite's formula. */
+#define RMQ_VERSION_NUMBER \
+  (RMQ_VERSION_MAJOR * 1000000 + RMQ_VERSION_MINOR * 1000 + RMQ_VERSION_PATCH)
+
+/* The library's RMQ_VERSION string, so a program can compare it with the
+** header it was compiled against. Static storage. Any thread. */
+RMQ_API const char *rmq_libversion(void);
+/* The library's RMQ_VERSION_NUMBER. Any thread. */
+RMQ_API int rmq_libversion_number(void);
+
+/* ------------------------------------------------------------------------- */
+/* Errors                                                                     */
+/* ------------------------------------------------------------------------- */
+
+#define RMQ_OK            0
+#define RMQ_EINVAL       -1  /* an argument is NULL, out of range or malformed */
+#define RMQ_ENOMEM       -2  /* an allocation failed */
+#define RMQ_EIO          -3  /* a file operation failed (the message names file and call) */
+#define RMQ_ENOSPC       -4  /* the disk is full */
+#define RMQ_EBUSY        -5  /* the store directory is locked by another open */
+#define RMQ_ETIMEDOUT    -6  /* a wait ran out of time */
+#define RMQ_ECORRUPT     -7  /* a store or config file is damaged beyond repair */
+#define RMQ_ENOTFOUND    -8  /* no such topic, queue, offset or message */
+#define RMQ_ESTATE       -9  /* the handle is in the wrong state for this call */
+#define RMQ_ETOPIC      -10  /* topic name blank, too long or with illegal characters */
+#define RMQ_EGROUP      -11  /* group name blank, too long or with illegal characters */
+#define RMQ_ENOBODY     -12  /* message body NULL or empty */
+#define RMQ_EMSGSIZE    -13  /* message body over max_message_size */
+#define RMQ_EPROPERTY   -14  /* property name or value blank, not UTF-8, or holding 0x01/0x02 */
+#define RMQ_ERESERVED   -15  /* property name reserved for the system */
+#define RMQ_EPROPSIZE   -16  /* encoded properties over 32767 bytes */
+#define RMQ_EFORBIDDEN  -17  /* sending to this system topic is forbidden */
+#define RMQ_ENOTOPIC    -18  /* topic does not exist and auto-create is off */
+#define RMQ_EQUEUE      -19  /* queue id or queue count out of range */
+#define RMQ_EEXPR       -20  /* subscription expression invalid */
+#define RMQ_ENOTSUP     -21  /* feature disabled by an option */
+
+/* A static, never NULL, English description of any code (unknown codes get
+** a generic text). Any thread. */
+RMQ_API const char *rmq_errstr(int code);
+
+/* The calling thread's message for its most recent failed rmq call, e.g.
+** "topic 'a/b': illegal character '/' (allowed: ^[%|a-zA-Z0-9_-]+$)". Owned by
+** rmq, valid until this thread's next rmq call. "" when no call failed yet.
+** Any thread (each thread has its own message). */
+RMQ_API const char *rmq_errmsg(void);
+
+/* ------------------------------------------------------------------------- */
+/* Allocation                                                                 */
+/* ------------------------------------------------------------------------- */
+
+/* lua_Alloc's shape: nsize == 0 frees ptr and returns NULL; otherwise
+** (re)allocates ptr (NULL = new) of osize bytes to nsize bytes and returns
+** it, or NULL on failure (ptr untouched). */
+typedef void *(*rmq_alloc_fn)(void *ud, void *ptr, size_t osize, size_t nsize);
+
+/* Replaces the allocator rmq uses for everything it allocates. Call it before
+** any other rmq call, or when no rmq object exists; NULL restores libc's.
+** The function must be thread-safe. Not thread-safe itself. */
+RMQ_API void rmq_config_allocator(rmq_alloc_fn fn, void *ud);
+
+/* ------------------------------------------------------------------------- */
+/* Constants                                                                  */
+/* ------------------------------------------------------------------------- */
+
+/* flushDiskType */
+#define RMQ_ASYNC_FLUSH 0
+#define RMQ_SYNC_FLUSH  1
+
+/* SendStatus */
+#define RMQ_SEND_OK                0
+#define RMQ_FLUSH_DISK_TIMEOUT     1
+#define RMQ_FLUSH_SLAVE_TIMEOUT    2
+#define RMQ_SLAVE_NOT_AVAILABLE    3
+
+/* PullStatus */
+#define RMQ_PULL_FOUND             0
+#define RMQ_PULL_NO_NEW_MSG        1
+#define RMQ_PULL_NO_MATCHED_MSG    2
+#define RMQ_PULL_OFFSET_ILLEGAL    3
+
+/* ConsumeConcurrentlyStatus */
+#define RMQ_CONSUME_SUCCESS        0
+#define RMQ_RECONSUME_LATER        1
+
+/* ConsumeFromWhere */
+#define RMQ_CONSUME_FROM_LAST_OFFSET   0
+#define RMQ_CONSUME_FROM_FIRST_OFFSET  1
+#define RMQ_CONSUME_FROM_TIMESTAMP     2
+
+/* MessageModel */
+#define RMQ_CLUSTERING    0
+#define RMQ_BROADCASTING  1
+
+/* Log levels, most severe first. */
+#define RMQ_LOG_ERROR 0
+#define RMQ_LOG_WARN  1
+#define RMQ_LOG_INFO  2
+#define RMQ_LOG_DEBUG 3
+
+/* RocketMQ's limits. */
+#define RMQ_TOPIC_MAX_LEN       127
+#define RMQ_GROUP_MAX_LEN       120
+#define RMQ_PROPERTIES_MAX_LEN  32767
+#define RMQ_MAX_QUEUE_NUMS      1024
+
+/* Buffer sizes for ids: 32 hex characters for IPv4 ids, 56 for IPv6. */
+#define RMQ_MSG_ID_SIZE 57
+
+/* ------------------------------------------------------------------------- */
+/* Broker: one open store directory                                           */
+/* ------------------------------------------------------------------------- */
+
+typedef struct rmq_broker rmq_broker;
+
+/* Log sink: level is RMQ_LOG_*, msg a NUL-terminated line without newline,
+** valid during the call. Called from any rmq thread; must be thread-safe. */
+typedef void (*rmq_log_fn)(void *ctx, int level, const char *msg);
+
+/* The clock every timestamp and timer reads: milliseconds since the Unix
+** epoch. Replacing it lets tests run time forward without sleeping. Called
+** from any rmq thread, also under rmq's locks: it must be thread-safe, fast
+** and never call into rmq. */
+typedef int64_t (*rmq_clock_fn)(void *ctx);
+
+typedef struct rmq_broker_options {
+  /* flushDiskType: RMQ_ASYNC_FLUSH (default) returns from a send when the
+  ** record is in the page cache and flushes every flush_interval_commit_log;
+  ** RMQ_SYNC_FLUSH returns SEND_OK only when the record is on disk
+  ** (concurrent senders share one flush: group commit). */
+  int flush_disk_type;
+  /* flushIntervalCommitLog, ms, default 500 (ASYNC_FLUSH period). */
+  int flush_interval_commit_log;
+  /* flushCommitLogLeastPages, 4 KiB pages, default 4: an ASYNC periodic flush
+  ** is skipped while fewer pages are dirty ... */
+  int flush_commit_log_least_pages;
+  /* flushCommitLogThoroughInterval, ms, default 10000: ... unless this long
+  ** has passed since the last flush. */
+  int flush_commit_log_thorough_interval;
+  /* flushIntervalConsumeQueue, ms, default 1000. */
+  int flush_interval_consume_queue;
+  /* syncFlushTimeout, ms, default 5000: a SYNC_FLUSH send whose flush takes
+  ** longer returns status RMQ_FLUSH_DISK_TIMEOUT (the record is stored). */
+  int sync_flush_timeout;
+  /* mappedFileSizeCommitLog, bytes, default 64 MiB (RocketMQ: 1 GiB). Must be
+  ** a multiple of 4096, at least 64 KiB. An existing store keeps the size its
+  ** files were made with. */
+  int64_t mapped_file_size_commit_log;
+  /* mappedFileSizeConsumeQueue, bytes, default 6000000 (300000 units). Must be
+  ** a multiple of 20. */
+  int mapped_file_size_consume_queue;
+  /* maxMessageSize, bytes of body, default 4194304. */
+  int max_message_size;
+  /* defaultTopicQueueNums, default 8: the broker-side cap on queues of an
+  ** auto-created topic (the producer asks for its own default, 4). */
+  int default_topic_queue_nums;
+  /* autoCreateTopicEnable, default 1: a send to an unknown topic creates it. */
+  int auto_create_topic_enable;
+  /* checkCRCOnRecover, default 1: recovery checks every record's body CRC. */
+  int check_crc_on_recover;
+  /* flushConsumerOffsetInterval, ms, default 5000: consumer offsets are
+  ** written to config/consumerOffset.json this often (and at close). */
+  int flush_consumer_offset_interval;
+  /* Run rmq's one service thread (default 1): ASYNC flushes, ConsumeQueue
+  ** flushes, offset persistence, and later delayed delivery. With 0, rmq
+  ** starts no thread of its own for the broker and the application calls
+  ** rmq_broker_run_due() instead. (Push consumers always own threads.) */
+  int service_thread;
+  /* SYNC_FLUSH group commit: how long, in microseconds, a flush leader waits
+  ** for other senders that are about to append so one sync covers them all.
+  ** Default 200; 0 disables gathering. Only waits when other senders exist. */
+  int group_commit_gather_us;
+  /* brokerName shown in MessageQueue, default "rmq-broker". Copied. */
+  const char *broker_name;
+  /* Store host written into records and offsetMsgId: IPv4 dotted string,
+  ** default "127.0.0.1", and port, default 10911. Copied. */
+  const char *store_host;
+  int store_port;
+  /* The clock (NULL = the system clock) and its ctx. */
+  rmq_clock_fn clock;
+  void *clock_ctx;
+  /* Log sink (NULL = warnings and errors to stderr) and the most verbose
+  ** level passed to it, default RMQ_LOG_WARN (RMQ_LOG_INFO when log is set). */
+  rmq_log_fn log;
+  void *log_ctx;
+  int log_level;
+} rmq_broker_options;
+
+/* Writes every default into *o. Any thread. */
+RMQ_API void rmq_broker_options_init(rmq_broker_options *o);
+
+/* What the last open found and repaired. */
+typedef struct rmq_recovery_info {
+  int abnormal;                 /* 1: the previous run did not close cleanly */
+  int64_t commitlog_min_offset; /* first physical offset in the store */
+  int64_t commitlog_max_offset; /* end of the last whole record */
+  int64_t records_scanned;      /* records checked by the recovery scan */
+  int64_t bytes_truncated;      /* CommitLog bytes dropped after the last good record */
+  int64_t cq_units_rebuilt;     /* ConsumeQueue units written from the CommitLog */
+  int64_t cq_units_dropped;     /* ConsumeQueue units removed (pointed past the end) */
+  int files_removed;            /* CommitLog / ConsumeQueue files deleted */
+} rmq_recovery_info;
+
+/* Opens (creating if needed) the store directory `dir` and recovers it:
+** after a clean close it trusts the checkpoint and ConsumeQueues; after a
+** crash it rescans the CommitLog, truncates at the first bad record and
+** repairs the ConsumeQueues. What was found and dropped is logged and
+** readable with rmq_broker_recovery_info(). `o` may be NULL (defaults); its
+** strings are copied. On success *out is a broker the caller closes with
+** rmq_broker_close(). Any thread.
+** Errors: RMQ_EBUSY (the directory is already open, in this or another
+** process), RMQ_EIO / RMQ_ENOSPC (file calls), RMQ_ECORRUPT (a config file
+** and its .bak are both unreadable), RMQ_ENOMEM, RMQ_EINVAL (options). */
+RMQ_API int rmq_broker_open(const char *dir, const rmq_broker_options *o, rmq_broker **out);
+
+/* Flushes everything, persists offsets and config, stops the service thread,
+** removes `abort`, unlocks and frees the broker. Every producer and consumer
+** made on it must be destroyed first (RMQ_ESTATE otherwise, and nothing is
+** closed). NULL is a no-op returning RMQ_OK. After an I/O error during the
+** final flush the broker is still freed and the error returned (the next
+** open then recovers). One thread, with no other call on this broker. */
+RMQ_API int rmq_broker_close(rmq_broker *b);
+
+/* Does the service thread's work that is due now by the broker's clock:
+** ASYNC_FLUSH flush, ConsumeQueue flush, checkpoint, offset persistence.
+** Meant for brokers opened with service_thread = 0 (harmless otherwise). If
+** next_due_ms is not NULL it receives how many ms until more work is due.
+** Any thread. Errors: RMQ_EIO, RMQ_ENOSPC. */
+RMQ_API int rmq_broker_run_due(rmq_broker *b, int64_t *next_due_ms);
+
+/* Flushes the CommitLog, ConsumeQueues, checkpoint and consumer offsets to
+** disk now, whatever the flush type. Any thread. Errors: RMQ_EIO, RMQ_ENOSPC. */
+RMQ_API int rmq_broker_flush(rmq_broker *b);
+
+/* Copies what the last open found into *out. Any thread. */
+RMQ_API int rmq_broker_recovery_info(rmq_broker *b, rmq_recovery_info *out);
+
+/* ------------------------------------------------------------------------- */
+/* Topics and queues                                                          */
+/* ------------------------------------------------------------------------- */
+
+typedef struct rmq_topic_info {
+  char topic_name[256];
+  int read_queue_nums;
+  int write_queue_nums;
+  int perm;       /* RocketMQ perm bits: 4 READ | 2 WRITE = 6 */
+} rmq_topic_info;
+
+typedef struct rmq_message_queue {
+  char topic[256];
+  char broker_name[64];
+  int queue_id;
+} rmq_message_queue;
+
+/* Creates topic `topic` with `queue_nums` read and write queues (1..1024),
+** or changes an existing topic's queue count (growing keeps every queue's
+** messages; shrinking hides the higher queues from producers and consumers
+** but keeps their files). Written to config/topics.json atomically. Any thread.
+** Errors: RMQ_ETOPIC (name), RMQ_EFORBIDDEN (a system topic name),
+** RMQ_EQUEUE (queue_nums out of range), RMQ_EIO. */
+RMQ_API int rmq_topic_create(rmq_broker *b, const char *topic, int queue_nums);
+
+/* Fills out[0..cap) with the broker's topics in name order and sets *n to
+** how many exist (which may exceed cap: call again with a bigger array).
+** out may be NULL when cap is 0. Any thread. */
+RMQ_API int rmq_topic_list(rmq_broker *b, rmq_topic_info *out, size_t cap, size_t *n);
+
+/* The first and one-past-last queue offsets stored in one queue (min == max:
+** the queue is empty). Any thread. Errors: RMQ_ENOTOPIC, RMQ_EQUEUE. */
+RMQ_API int rmq_topic_queue_offsets(rmq_broker *b, const char *topic, int queue_id,
+                                    int64_t *min_offset, int64_t *max_offset);
+
+/* ------------------------------------------------------------------------- */
+/* Messages to send                                                           */
+/* ------------------------------------------------------------------------- */
+
+/* A message under construction, owned by the caller. Reusable: a producer
+** only reads it, so one rmq_msg can be changed and sent again and again
+** (setters reuse its buffers, so a loop of sends allocates nothing). */
+typedef struct rmq_msg rmq_msg;
+
+/* Creates a message. topic, tags and body may be NULL (set them later);
+** body_len bytes of body are copied. Free with rmq_msg_free(). Any thread.
+** Errors: RMQ_ENOMEM, and the errors of the matching setters. */
+RMQ_API int rmq_msg_create(rmq_msg **out, const char *topic, const char *tags,
+                           const void *body, size_t body_len);
+/* Frees a message. NULL is a no-op. */
+RMQ_API void rmq_msg_free(rmq_msg *m);
+
+/* Setters copy their arguments. One thread at a time per message, and not
+** while a send of it is running. Topic names are checked at send time. */
+RMQ_API int rmq_msg_set_topic(rmq_msg *m, const char *topic);
+/* Tags (property TAGS; NULL or "" clears). Errors: RMQ_EPROPERTY. */
+RMQ_API int rmq_msg_set_tags(rmq_msg *m, const char *tags);
+/* Keys (property KEYS), several separated by a space; each is indexed.
+** NULL or "" clears. Errors: RMQ_EPROPERTY. */
+RMQ_API int rmq_msg_set_keys(rmq_msg *m, const char *keys);
+/* Body bytes (binary), copied. Emptiness and size are checked at send. */
+RMQ_API int rmq_msg_set_body(rmq_msg *m, const void *body, size_t len);
+/* The user's int flag, stored as is. */
+RMQ_API int rmq_msg_set_flag(rmq_msg *m, int32_t flag);
+/* Delay level 0 (none) .. 18; above 18 is clamped to 18 at send. Stored in
+** the DELAY property. Errors: RMQ_EINVAL for a negative level. */
+RMQ_API int rmq_msg_set_delay_time_level(rmq_msg *m, int level);
+/* waitStoreMsgOK (property WAIT), default 1. With 0 a SYNC_FLUSH send does
+** not wait for the disk. */
+RMQ_API int rmq_msg_set_wait_store_msg_ok(rmq_msg *m, int wait);
+/* Adds or replaces a user property. Errors: RMQ_EPROPERTY (blank name or
+** value, invalid UTF-8, a 0x01 or 0x02 byte), RMQ_ERESERVED (a name RocketMQ
+** reserves, e.g. TAGS, UNIQ_KEY, DELAY). */
+RMQ_API int rmq_msg_put_user_property(rmq_msg *m, const char *name, const char *value);
+/* The value of a property (TAGS, KEYS, WAIT, DELAY or a user property) or
+** NULL. Owned by the message, valid until it changes. */
+RMQ_API const char *rmq_msg_get_property(const rmq_msg *m, const char *name);
+
+/* ------------------------------------------------------------------------- */
+/* Delivered messages: read-only views                                        */
+/* ------------------------------------------------------------------------- */
+
+/* RocketMQ's MessageExt. A delivered message is a view into the mapped
+** CommitLog: body, properties, tags and keys point into the store and are
+** NOT NUL-terminated (use the _len fields). The view is valid until the
+** listener returns (push) or until the next pull on the same handle (pull);
+** rmq_message_ext_copy() makes an owned copy. topic and broker_name are
+** NUL-terminated and live as long as the broker. */
+typedef struct rmq_message_ext {
+  const char *topic;
+  const char *broker_name;
+  int32_t queue_id;
+  int32_t store_size;
+  int64_t queue_offset;
+  int32_t sys_flag;
+  int32_t flag;
+  int64_t born_timestamp;
+  int64_t store_timestamp;
+  uint8_t born_host[16];        /* address bytes, born_host_len 4 (IPv4) or 16 */
+  int32_t born_host_len;
+  int32_t born_port;
+  uint8_t store_host[16];
+  int32_t store_host_len;
+  int32_t store_port;
+  int32_t reconsume_times;
+  int64_t prepared_transaction_offset;
+  int64_t commit_log_offset;
+  int32_t body_crc;
+  const void *body;
+  int32_t body_len;
+  const char *properties;       /* raw: name 0x01 value 0x02 ... */
+  int32_t properties_len;
+  const char *tags;             /* TAGS value or NULL */
+  int32_t tags_len;
+  const char *keys;             /* KEYS value or NULL */
+  int32_t keys_len;
+  char msg_id[RMQ_MSG_ID_SIZE];        /* UNIQ_KEY, else offset_msg_id */
+  char offset_msg_id[RMQ_MSG_ID_SIZE]; /* store host + commitlog offset */
+  /* Added by the consumer, not stored (RocketMQ's client adds them as
+  ** properties): the queue's bounds at pull time and when the listener got it. */
+  int64_t min_offset;
+  int64_t max_offset;
+  int64_t consume_start_time;
+} rmq_message_ext;
+
+/* Finds property `name` among m's stored properties: *value (not
+** NUL-terminated, pointing into the view) and *len. Errors: RMQ_ENOTFOUND.
+** Any thread while the view is valid. */
+RMQ_API int rmq_message_ext_property(const rmq_message_ext *m, const char *name,
+                                     const char **value, size_t *len);
+/* Makes an owned deep copy of a view, valid until rmq_message_ext_free().
+** Errors: RMQ_ENOMEM. */
+RMQ_API int rmq_message_ext_copy(const rmq_message_ext *m, rmq_message_ext **out);
+RMQ_API void rmq_message_ext_free(rmq_message_ext *m);
+/* Writes RocketMQ's MessageExt.toString() of m into buf (always
+** NUL-terminated when cap > 0) and returns the length the whole text needs,
+** like snprintf. Any thread while the view is valid. */
+RMQ_API int rmq_message_ext_format(const rmq_message_ext *m, char *buf, size_t cap);
+
+/* ------------------------------------------------------------------------- */
+/* Producer                                                                   */
+/* ------------------------------------------------------------------------- */
+
+typedef struct rmq_producer rmq_producer;
+
+typedef struct rmq_send_result {
+  int send_status;                     /* RMQ_SEND_OK or RMQ_FLUSH_DISK_TIMEOUT */
+  char msg_id[RMQ_MSG_ID_SIZE];        /* UNIQ_KEY */
+  char offset_msg_id[RMQ_MSG_ID_SIZE]; /* store host + commitlog offset */
+  rmq_message_queue message_queue;
+  int64_t queue_offset;
+  int64_t commit_log_offset;           /* physical offset of the record */
+  int32_t store_size;
+  int64_t store_timestamp;
+} rmq_send_result;
+
+/* Writes RocketMQ's SendResult.toString() (4.x form) into buf, snprintf-like. */
+RMQ_API int rmq_send_result_format(const rmq_send_result *r, char *buf, size_t cap);
+
+typedef struct rmq_producer_options {
+  /* sendMsgTimeout, ms, default 3000: a send waiting longer (for the disk,
+  ** under SYNC_FLUSH) returns RMQ_FLUSH_DISK_TIMEOUT status. */
+  int send_msg_timeout;
+  /* defaultTopicQueueNums, default 4: queues of a topic auto-created by this
+  ** producer's first send (capped by the broker's default_topic_queue_nums). */
+  int default_topic_queue_nums;
+  /* maxMessageSize, default 4194304 (the broker's limit also applies). */
+  int max_message_size;
+  /* Client address shown as bornHost: IPv4 string, default "127.0.0.1";
+  ** port default 0 = derived from the process id. Copied. */
+  const char *born_host;
+  int born_port;
+} rmq_producer_options;
+
+RMQ_API void rmq_producer_options_init(rmq_producer_options *o);
+
+/* Creates a producer of group `group` (NULL = "DEFAULT_PRODUCER") on broker
+** b. Destroy with rmq_producer_destroy() before closing the broker. Any thread.
+** Errors: RMQ_EGROUP, RMQ_ENOMEM. */
+RMQ_API int rmq_producer_create(rmq_broker *b, const char *group,
+                                const rmq_producer_options *o, rmq_producer **out);
+/* Waits for the producer's pending async sends to complete (their callbacks
+** run), then frees it. NULL is a no-op. One thread, no other call on it. */
+RMQ_API void rmq_producer_destroy(rmq_producer *p);
+
+/* Sends m synchronously: validates it, picks a queue round-robin, stores the
+** record and, under SYNC_FLUSH with waitStoreMsgOK, waits for the disk. The
+** message gets a UNIQ_KEY (msgId) unless it has one. *r receives the result
+** (r may be NULL). One thread at a time per producer (use one producer per
+** thread). Errors: RMQ_ETOPIC, RMQ_EFORBIDDEN, RMQ_ENOTOPIC, RMQ_ENOBODY,
+** RMQ_EMSGSIZE, RMQ_EPROPSIZE, RMQ_EIO, RMQ_ENOSPC. A flush timeout is not an
+** error: RMQ_OK with r->send_status = RMQ_FLUSH_DISK_TIMEOUT. */
+RMQ_API int rmq_producer_send(rmq_producer *p, const rmq_msg *m, rmq_send_result *r);
+
+/* Sends m to queue `queue_id` of its topic. As rmq_producer_send, plus
+** RMQ_EQUEUE when the queue does not exist. */
+RMQ_API int rmq_producer_send_to_queue(rmq_producer *p, const rmq_msg *m, int queue_id,
+                                       rmq_send_result *r);
+
+/* Async completion: rc is RMQ_OK with the result, or the error (r NULL). The
+** result is valid during the call. Called on the sending thread (ASYNC_FLUSH)
+** or on an rmq thread when the flush completes (SYNC_FLUSH); it must not
+** destroy the producer. */
+typedef void (*rmq_send_callback)(void *ctx, int rc, const rmq_send_result *r);
+
+/* Sends m without waiting for the disk: the record is stored before this
+** returns (so m may be changed at once) and cb runs when the send is
+** complete (durable under SYNC_FLUSH). Validation errors are returned here
+** and cb is not called. One thread at a time per producer. */
+RMQ_API int rmq_producer_send_async(rmq_producer *p, const rmq_msg *m,
+                                    rmq_send_callback cb, void *ctx);
+
+/* Sends m and forgets it: stored before return, never waits for the disk,
+** no result. Validation and store errors are still returned. One thread at a
+** time per producer. */
+RMQ_API int rmq_producer_send_oneway(rmq_producer *p, const rmq_msg *m);
+
+/* ------------------------------------------------------------------------- */
+/* Push consumer                                                              */
+/* ------------------------------------------------------------------------- */
+
+typedef struct rmq_push_consumer rmq_push_consumer;
+
+typedef struct rmq_consume_concurrently_context {
+  const char *topic;
+  int queue_id;
+  /* The listener may set these: RocketMQ's delayLevelWhenNextConsume (0) and
+  ** ackIndex (the messages 0..ack_index succeeded when returning SUCCESS;
+  ** default: all). */
+  int delay_level_when_next_consume;
+  int ack_index;
+} rmq_consume_concurrently_context;
+
+/* MessageListenerConcurrently: gets msgs[0..n) (n <= consume_message_batch_max_size),
+** returns RMQ_CONSUME_SUCCESS or RMQ_RECONSUME_LATER. Runs on the consumer's
+** thread pool, several calls at once; the views are valid until it returns. */
+typedef int (*rmq_listener_concurrently)(void *ctx, const rmq_message_ext *const *msgs,
+                                         size_t n, rmq_consume_concurrently_context *cc);
+
+typedef struct rmq_push_consumer_options {
+  int message_model;          /* RMQ_CLUSTERING (default) or RMQ_BROADCASTING */
+  /* consumeFromWhere, default RMQ_CONSUME_FROM_LAST_OFFSET; used only when
+  ** the group has no stored offset for a queue. As in RocketMQ, LAST_OFFSET
+  ** starts at 0 while the queue still holds its first message. */
+  int consume_from_where;
+  /* consumeTimestamp for CONSUME_FROM_TIMESTAMP, ms since epoch; default 0 =
+  ** half an hour before start. */
+  int64_t consume_timestamp;
+  int consume_thread_min;     /* consumeThreadMin, default 20 */
+  int consume_thread_max;     /* consumeThreadMax, default 20 (the pool is fixed at max(min,max)) */
+  int pull_batch_size;        /* pullBatchSize, default 32 */
+  int consume_message_batch_max_size; /* default 1 */
+  int pull_threshold_for_queue;       /* pullThresholdForQueue, default 1000 */
+  int max_reconsume_times;    /* maxReconsumeTimes, default -1 (16) */
+  int persist_consumer_offset_interval; /* ms, default 5000 */
+  /* Suspend before redelivering a message whose listener returned
+  ** RECONSUME_LATER, ms, default 1000. */
+  int reconsume_delay_ms;
+  /* instanceName; NULL = "<pid>#<n>", unique per consumer. The client id
+  ** ("127.0.0.1@instanceName") orders consumers for queue allocation. */
+  const char *instance_name;
+} rmq_push_consumer_options;
+
+RMQ_API void rmq_push_consumer_options_init(rmq_push_consumer_options *o);
+
+/* Creates a push consumer of `group` on broker b. Subscribe, register a
+** listener, then start it. Destroy before closing the broker. Any thread.
+** Errors: RMQ_EGROUP, RMQ_EINVAL (options), RMQ_ENOMEM. */
+RMQ_API int rmq_push_consumer_create(rmq_broker *b, const char *group,
+                                     const rmq_push_consumer_options *o,
+                                     rmq_push_consumer **out);
+/* Subscribes `topic` with a tag expression: "*" or NULL (everything), or
+** "a || b || c" (messages whose tag is one of them). Subscribing a topic
+** again replaces its expression. Before start only. Errors: RMQ_ETOPIC,
+** RMQ_EEXPR, RMQ_ESTATE. */
+RMQ_API int rmq_push_consumer_subscribe(rmq_push_consumer *c, const char *topic,
+                                        const char *expression);
+/* Registers the listener. Before start only. Errors: RMQ_ESTATE. */
+RMQ_API int rmq_push_consumer_register_listener_concurrently(rmq_push_consumer *c,
+                                                             rmq_listener_concurrently fn,
+                                                             void *ctx);
+/* Joins the group (queues are shared out among its clustering consumers
+** with RocketMQ's AllocateMessageQueueAveragely; the others rebalance before
+** this returns), starts the pull thread and the consume threads. New
+** messages wake the consumer at once (long polling). One thread at a time per
+** handle. Errors: RMQ_ESTATE (no listener or subscription, or started),
+** RMQ_ENOMEM, RMQ_EINVAL (a subscribed topic is unknown and cannot be made). */
+RMQ_API int rmq_push_consumer_start(rmq_push_consumer *c);
+/* Stops delivery: waits for running listeners, commits and persists the
+** offsets, leaves the group (the rest rebalance). Idempotent. One thread. */
+RMQ_API void rmq_push_consumer_shutdown(rmq_push_consumer *c);
+/* Shuts down (if started) and frees. NULL is a no-op. Not from a listener. */
+RMQ_API void rmq_push_consumer_destroy(rmq_push_consumer *c);
+
+/* ------------------------------------------------------------------------- */
+/* Pull consumer                                                              */
+/* ------------------------------------------------------------------------- */
+
+typedef struct rmq_pull_consumer rmq_pull_consumer;
+
+typedef struct rmq_pull_result {
+  int pull_status;              /* RMQ_PULL_* */
+  int64_t next_begin_offset;    /* where the next pull of this queue starts */
+  int64_t min_offset;           /* the queue's bounds at pull time */
+  int64_t max_offset;
+  /* FOUND: msgs[0..n). Owned by the handle, valid until its next pull. */
+  const rmq_message_ext *msgs;
+  size_t n;
+} rmq_pull_result;
+
+/* Creates a pull consumer of `group`. Destroy before closing the broker.
+** Errors: RMQ_EGROUP, RMQ_ENOMEM. */
+RMQ_API int rmq_pull_consumer_create(rmq_broker *b, const char *group, rmq_pull_consumer **out);
+/* Persists its offsets and frees it. NULL is a no-op. */
+RMQ_API void rmq_pull_consumer_destroy(rmq_pull_consumer *c);
+
+/* The readable queues of `topic`: fills out[0..cap) and sets *n to their
+** count (out may be NULL when cap is 0). Any thread.
+** Errors: RMQ_ETOPIC, RMQ_ENOTOPIC. */
+RMQ_API int rmq_pull_consumer_fetch_subscribe_message_queues(rmq_pull_consumer *c,
+                                                             const char *topic,
+                                                             rmq_message_queue *out,
+                                                             size_t cap, size_t *n);
+/* Pulls up to max_nums (1..1024) messages matching the tag `expression`
+** ("*"/NULL or "a || b") from queue mq starting at queue offset `offset`,
+** without waiting. *r: FOUND with messages; NO_MATCHED_MSG (units read,
+** none matched: continue from next_begin_offset); NO_NEW_MSG (offset is the
+** queue's end); OFFSET_ILLEGAL (offset outside [min, max]: next_begin_offset
+** is the nearest valid one). One thread at a time per handle.
+** Errors: RMQ_ENOTOPIC, RMQ_EQUEUE, RMQ_EEXPR, RMQ_EINVAL. */
+RMQ_API int rmq_pull_consumer_pull(rmq_pull_consumer *c, const rmq_message_queue *mq,
+                                   const char *expression, int64_t offset, int max_nums,
+                                   rmq_pull_result *r);
+/* As rmq_pull_consumer_pull, but when the queue has no new message it waits
+** up to timeout_ms for one (long polling: woken by the send, no sleep loop). */
+RMQ_API int rmq_pull_consumer_pull_block_if_not_found(rmq_pull_consumer *c,
+                                                      const rmq_message_queue *mq,
+                                                      const char *expression, int64_t offset,
+                                                      int max_nums, int timeout_ms,
+                                                      rmq_pull_result *r);
+/* Stores the group's next offset for mq (persisted with the others, and at
+** destroy). Any thread. Errors: RMQ_ENOTOPIC, RMQ_EQUEUE, RMQ_EINVAL. */
+RMQ_API int rmq_pull_consumer_update_consume_offset(rmq_pull_consumer *c,
+                                                    const rmq_message_queue *mq,
+                                                    int64_t offset);
+/* The group's stored next offset for mq. Errors: RMQ_ENOTFOUND (none yet). */
+RMQ_API int rmq_pull_consumer_fetch_consume_offset(rmq_pull_consumer *c,
+                                                   const rmq_message_queue *mq,
+                                                   int64_t *offset);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* RMQ_H */

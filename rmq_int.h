@@ -1,0 +1,304 @@
+/*
+** rmq_int.h -- rmq's internal interfaces: shared by rmq.c, rmq_store.c and
+** rmq_filter.c, never installed. Everything here is hidden from the shared
+** library (RMQI_FUNC) and becomes static in the amalgamation.
+**
+** Layers (data flows one way):  rmq.c (API, broker core) -> rmq_store.c
+** (CommitLog, ConsumeQueue, config files, OS layer); rmq_filter.c holds pure
+** functions the core calls.
+*/
+#ifndef RMQ_INT_H
+#define RMQ_INT_H
+
+#include "rmq.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+/* Cross-file internals are hidden from the shared library; the generated
+** amalgamation makes them static (RMQ_AMALGAMATION). */
+#if defined(RMQ_AMALGAMATION)
+#  define RMQI_FUNC static __attribute__((unused))
+#  define RMQI_DATA static
+#  define RMQI_DATA_DECL static
+#elif defined(__GNUC__)
+#  define RMQI_FUNC __attribute__((visibility("hidden")))
+#  define RMQI_DATA RMQI_FUNC
+#  define RMQI_DATA_DECL extern RMQI_FUNC
+#else
+#  define RMQI_FUNC
+#  define RMQI_DATA
+#  define RMQI_DATA_DECL extern
+#endif
+
+#define RMQI_UNUSED(x) ((void)(x))
+
+/* ---- memory (rmq.c) ---------------------------------------------------- */
+RMQI_FUNC void *rmqi_malloc(size_t n);
+RMQI_FUNC void *rmqi_calloc(size_t n, size_t size);
+RMQI_FUNC void *rmqi_realloc(void *p, size_t osize, size_t nsize);
+RMQI_FUNC void rmqi_free(void *p, size_t size);
+RMQI_FUNC char *rmqi_strdup(const char *s);
+RMQI_FUNC void rmqi_strfree(char *s);
+
+/* ---- errors (rmq.c) ---------------------------------------------------- */
+/* Sets the calling thread's rmq_errmsg() text and returns code. */
+RMQI_FUNC int rmqi_err(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Maps an errno from call `call` on `path` to an RMQ_E* code and message. */
+RMQI_FUNC int rmqi_errno(int err, const char *call, const char *path);
+
+/* ---- environment: clock and log ----------------------------------------- */
+typedef struct rmqi_env {
+  rmq_clock_fn clock;
+  void *clock_ctx;
+  rmq_log_fn log;
+  void *log_ctx;
+  int log_level;
+} rmqi_env;
+
+RMQI_FUNC void rmqi_log(const rmqi_env *e, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static inline int64_t rmqi_now(const rmqi_env *e) { return e->clock(e->clock_ctx); }
+/* Monotonic microseconds, for waits that are not message time. */
+RMQI_FUNC int64_t rmqi_mono_us(void);
+
+/* ---- encodings (rmq_store.c) -------------------------------------------- */
+RMQI_FUNC uint32_t rmqi_crc32(const void *buf, size_t len);   /* CRC-32/IEEE */
+RMQI_FUNC int32_t rmqi_jhash(const char *s, size_t len);      /* Java String.hashCode of UTF-8 s */
+RMQI_FUNC int rmqi_utf8_valid(const char *s, size_t len);
+
+static inline void rmqi_put32(uint8_t *p, uint32_t v)
+{
+  p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+}
+static inline void rmqi_put64(uint8_t *p, uint64_t v)
+{
+  rmqi_put32(p, (uint32_t)(v >> 32)); rmqi_put32(p + 4, (uint32_t)v);
+}
+static inline void rmqi_put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
+static inline uint32_t rmqi_get32(const uint8_t *p)
+{
+  return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+static inline uint64_t rmqi_get64(const uint8_t *p)
+{
+  return ((uint64_t)rmqi_get32(p) << 32) | rmqi_get32(p + 4);
+}
+static inline uint16_t rmqi_get16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
+
+/* CommitLog record v1 layout (see rmq_store.c's header comment). */
+#define RMQI_MAGIC_V1     0xDAA320A7u
+#define RMQI_MAGIC_V2     0xDAA320ABu
+#define RMQI_MAGIC_BLANK  0xCBD43194u
+#define RMQI_OFF_TOTALSIZE   0
+#define RMQI_OFF_MAGIC       4
+#define RMQI_OFF_BODYCRC     8
+#define RMQI_OFF_QUEUEID    12
+#define RMQI_OFF_FLAG       16
+#define RMQI_OFF_QUEUEOFFSET 20
+#define RMQI_OFF_PHYSOFFSET 28
+#define RMQI_OFF_SYSFLAG    36
+#define RMQI_OFF_BORNTS     40
+#define RMQI_OFF_BORNHOST   48
+#define RMQI_SYSFLAG_COMPRESSED   0x1
+#define RMQI_SYSFLAG_MULTI_TAGS   0x2
+#define RMQI_SYSFLAG_TX_MASK      0xC
+#define RMQI_SYSFLAG_TX_PREPARED  0x4
+#define RMQI_SYSFLAG_TX_COMMIT    0x8
+#define RMQI_SYSFLAG_TX_ROLLBACK  0xC
+#define RMQI_SYSFLAG_BORNHOST_V6  0x10
+#define RMQI_SYSFLAG_STOREHOST_V6 0x20
+#define RMQI_CQ_UNIT 20
+#define RMQI_END_FILE_MIN_BLANK 8
+
+/* A decoded record: pointers into the buffer it was decoded from. */
+typedef struct rmqi_record {
+  uint32_t total;
+  uint32_t magic;
+  int32_t body_crc;
+  int32_t queue_id;
+  int32_t flag;
+  int64_t queue_offset;
+  int64_t phys_offset;
+  int32_t sys_flag;
+  int64_t born_ts;
+  const uint8_t *born_host;
+  int born_host_len;
+  int64_t store_ts;
+  const uint8_t *store_host;
+  int store_host_len;
+  int32_t reconsume_times;
+  int64_t prepared_tx_offset;
+  const uint8_t *body;
+  int32_t body_len;
+  const char *topic;
+  int topic_len;
+  const char *props;
+  int props_len;
+} rmqi_record;
+
+/* Decodes the record at buf[0..avail). Returns RMQ_OK, or RMQ_ECORRUPT with
+** the reason in rmq_errmsg() (sizes inconsistent, bad magic; a BLANK magic is
+** reported as RMQ_ENOTFOUND with r->total = blank length). check_crc also
+** verifies the body CRC. */
+RMQI_FUNC int rmqi_record_decode(const uint8_t *buf, size_t avail, int check_crc, rmqi_record *r);
+/* Finds a property in a raw property string (RocketMQ's parsing rules). */
+RMQI_FUNC int rmqi_props_find(const char *props, size_t len, const char *name, size_t name_len,
+                              const char **val, size_t *val_len);
+
+/* ---- minimal JSON (rmq_store.c), for the config files ------------------- */
+enum { RMQI_JNULL, RMQI_JBOOL, RMQI_JNUM, RMQI_JSTR, RMQI_JOBJ, RMQI_JARR };
+typedef struct rmqi_json {
+  int type;
+  char *key;               /* member name inside an object (bare int keys allowed) */
+  char *str;               /* JSTR */
+  double num;              /* JNUM, JBOOL */
+  int64_t inum;            /* JNUM as integer */
+  struct rmqi_json *child; /* JOBJ, JARR */
+  struct rmqi_json *next;
+} rmqi_json;
+/* Parses text[0..len) (fastjson's unquoted int keys accepted). NULL and
+** RMQ_ECORRUPT/RMQ_ENOMEM in *rc on failure. */
+RMQI_FUNC rmqi_json *rmqi_json_parse(const char *text, size_t len, int *rc);
+RMQI_FUNC void rmqi_json_free(rmqi_json *j);
+RMQI_FUNC const rmqi_json *rmqi_json_get(const rmqi_json *obj, const char *key);
+/* Appends JSON-escaped s to a growing buffer. */
+typedef struct rmqi_buf {
+  char *p;
+  size_t len, cap;
+  int oom;
+} rmqi_buf;
+RMQI_FUNC void rmqi_buf_puts(rmqi_buf *b, const char *s);
+RMQI_FUNC void rmqi_buf_printf(rmqi_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+RMQI_FUNC void rmqi_buf_json_str(rmqi_buf *b, const char *s);
+RMQI_FUNC void rmqi_buf_free(rmqi_buf *b);
+
+/* ---- the OS layer (rmq_store.c) ----------------------------------------- */
+/* Every file and mapping call the store makes goes through this table, as
+** SQLite's go through aSyscall[]: tests replace entries to inject ENOSPC/EIO.
+** Entries return -1 (MAP_FAILED for mmap) and set errno on failure. */
+typedef struct rmqi_os {
+  int (*open)(const char *path, int flags, mode_t mode);
+  int (*close)(int fd);
+  int (*ftruncate)(int fd, off_t len);
+  int (*fstat)(int fd, struct stat *st);
+  void *(*mmap)(void *addr, size_t len, int prot, int flags, int fd, off_t off);
+  int (*munmap)(void *addr, size_t len);
+  int (*fdatasync)(int fd);
+  int (*fsync)(int fd);
+  ssize_t (*pwrite)(int fd, const void *buf, size_t n, off_t off);
+  ssize_t (*pread)(int fd, void *buf, size_t n, off_t off);
+  int (*rename)(const char *from, const char *to);
+  int (*unlink)(const char *path);
+  int (*rmdir)(const char *path);
+  int (*mkdir)(const char *path, mode_t mode);
+  int (*flock)(int fd, int op);
+} rmqi_os;
+RMQI_DATA_DECL rmqi_os rmqi_os_table;
+RMQI_FUNC void rmqi_os_reset(void);
+
+/* ---- the store (rmq_store.c) -------------------------------------------- */
+typedef struct rmqi_store rmqi_store;
+typedef struct rmqi_topic rmqi_topic;
+typedef struct rmqi_queue rmqi_queue;
+
+RMQI_FUNC int rmqi_store_open(const char *dir, const rmq_broker_options *o, const rmqi_env *env,
+                              rmqi_store **out);
+RMQI_FUNC int rmqi_store_close(rmqi_store *s);
+RMQI_FUNC void rmqi_store_recovery_info(rmqi_store *s, rmq_recovery_info *out);
+RMQI_FUNC const char *rmqi_store_dir(rmqi_store *s);
+
+/* Topics. A topic and its queues live until the store closes. */
+RMQI_FUNC rmqi_topic *rmqi_topic_find(rmqi_store *s, const char *name);
+/* Creates or resizes a topic and persists topics.json. */
+RMQI_FUNC int rmqi_topic_create(rmqi_store *s, const char *name, int nqueues, rmqi_topic **out);
+RMQI_FUNC const char *rmqi_topic_name(const rmqi_topic *t);
+RMQI_FUNC int rmqi_topic_nqueues(const rmqi_topic *t);
+RMQI_FUNC rmqi_queue *rmqi_topic_queue(rmqi_topic *t, int qid);
+RMQI_FUNC int rmqi_topic_list(rmqi_store *s, rmq_topic_info *out, size_t cap, size_t *n);
+
+RMQI_FUNC rmqi_topic *rmqi_queue_topic(const rmqi_queue *q);
+RMQI_FUNC int rmqi_queue_id(const rmqi_queue *q);
+RMQI_FUNC int64_t rmqi_queue_min_offset(const rmqi_queue *q);
+RMQI_FUNC int64_t rmqi_queue_max_offset(const rmqi_queue *q);
+/* Zero-copy read of published ConsumeQueue units from `offset`: returns a
+** pointer to up to *n (in: max, out: got) consecutive 20-byte big-endian
+** units inside one mapped file, or NULL with *n = 0 when none. */
+RMQI_FUNC const uint8_t *rmqi_queue_units(rmqi_queue *q, int64_t offset, int *n);
+/* The queue offset of the first message stored at or after ts (ms). */
+RMQI_FUNC int64_t rmqi_queue_offset_by_time(rmqi_store *s, rmqi_queue *q, int64_t ts);
+
+/* One record to append: rec[0..size) is fully encoded except QUEUEOFFSET,
+** PHYSICALOFFSET and STORETIMESTAMP, which the store fills under its lock.
+** q NULL: not dispatched to a ConsumeQueue (prepared/rollback), queue
+** offset 0. Outputs are filled on success. */
+typedef struct rmqi_put {
+  uint8_t *rec;
+  uint32_t size;
+  rmqi_queue *q;
+  int64_t tags_code;
+  int64_t phys_offset;
+  int64_t queue_offset;
+  int64_t store_ts;
+} rmqi_put;
+/* Appends n records in one lock round (consecutive in the CommitLog and, for
+** one queue, in queue offsets), publishes them and wakes waiting readers.
+** All or nothing. Any thread. Errors: RMQ_EIO, RMQ_ENOSPC, RMQ_EMSGSIZE. */
+RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n);
+/* Pointer to the record at phys (size bytes) inside the mapped CommitLog, or
+** NULL when out of range. Valid until the store closes. */
+RMQI_FUNC const uint8_t *rmqi_store_record(rmqi_store *s, int64_t phys, int32_t size);
+RMQI_FUNC int64_t rmqi_store_max_phys(rmqi_store *s);
+RMQI_FUNC int64_t rmqi_store_min_phys(rmqi_store *s);
+
+/* Group commit: waits until the CommitLog is on disk up to `end`, flushing
+** as leader if no one else is. RMQ_OK, RMQ_ETIMEDOUT (still stored), or an
+** I/O error. Counts this caller as an active sender while `announce` was
+** called before its append (see rmqi_store_sender_enter). */
+RMQI_FUNC int rmqi_store_wait_flushed(rmqi_store *s, int64_t end, int timeout_ms);
+RMQI_FUNC void rmqi_store_sender_enter(rmqi_store *s);
+RMQI_FUNC void rmqi_store_sender_leave(rmqi_store *s);
+RMQI_FUNC int64_t rmqi_store_flushed(rmqi_store *s);
+/* Flushes the CommitLog to its end now (for async completions and close). */
+RMQI_FUNC int rmqi_store_flush_commitlog(rmqi_store *s);
+/* Flushes everything (CommitLog, ConsumeQueues, checkpoint). */
+RMQI_FUNC int rmqi_store_flush_all(rmqi_store *s);
+/* Periodic work by the clock: ASYNC flush, ConsumeQueue flush, checkpoint.
+** *next_ms gets ms until the next due item. */
+RMQI_FUNC int rmqi_store_run_due(rmqi_store *s, int64_t now, int64_t *next_ms);
+
+/* Long polling: a sequence number bumped by every publish. wait returns when
+** it differs from `seen`, on rmqi_store_wake, or after timeout_ms. */
+RMQI_FUNC uint64_t rmqi_store_seq(rmqi_store *s);
+RMQI_FUNC void rmqi_store_wait(rmqi_store *s, uint64_t seen, int timeout_ms);
+RMQI_FUNC void rmqi_store_wake(rmqi_store *s);
+
+/* Config files under <store>/config: atomic write (temp, fsync, rename, fsync
+** dir; the old file is kept as .bak) and read (falls back to .bak). read
+** returns RMQ_ENOTFOUND when neither exists; *text is NUL-terminated, free
+** with rmqi_free(text, len + 1). */
+RMQI_FUNC int rmqi_store_write_config(rmqi_store *s, const char *name, const char *text, size_t len);
+RMQI_FUNC int rmqi_store_read_config(rmqi_store *s, const char *name, char **text, size_t *len);
+
+/* ---- filters (rmq_filter.c) --------------------------------------------- */
+#define RMQI_TAGS_MAX 64
+typedef struct rmqi_tag_filter {
+  int all;                       /* "*" or empty: everything, untagged too */
+  int n;
+  int32_t codes[RMQI_TAGS_MAX];  /* jhash of each tag */
+  char *tags[RMQI_TAGS_MAX];     /* owned copies, for the string re-check */
+  size_t lens[RMQI_TAGS_MAX];
+} rmqi_tag_filter;
+/* Compiles a tag expression. RMQ_EEXPR with a message when invalid. */
+RMQI_FUNC int rmqi_tag_filter_compile(const char *expr, rmqi_tag_filter *f);
+RMQI_FUNC void rmqi_tag_filter_free(rmqi_tag_filter *f);
+/* The ConsumeQueue pre-check on the tag hash code. */
+RMQI_FUNC int rmqi_tag_filter_code(const rmqi_tag_filter *f, int64_t tags_code);
+/* The client-side re-check on the TAGS string (NULL: untagged). */
+RMQI_FUNC int rmqi_tag_filter_tags(const rmqi_tag_filter *f, const char *tags, size_t len);
+
+#endif /* RMQ_INT_H */

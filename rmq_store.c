@@ -1,0 +1,2068 @@
+/*
+** rmq_store.c -- the store: CommitLog, ConsumeQueues, checkpoint, lock and
+** abort files, config files, flushing, crash recovery, and the OS layer every
+** file call goes through. It knows nothing of producers, consumers or groups:
+** the core (rmq.c) hands it encoded records and reads units and records back.
+**
+** On-disk format (RocketMQ's, byte for byte; all integers big-endian)
+** =================================================================
+**
+** <store>/commitlog/<20-digit start offset>     (store/CommitLog.java)
+**   Files of mapped_file_size_commit_log bytes, created sparse (ftruncate),
+**   each named by the physical offset of its first byte. Records are packed
+**   from offset 0; no record spans two files. A record (v1, IPv4 hosts):
+**     @0  TOTALSIZE        i32  whole record, = 91 + body + topic + props
+**     @4  MAGICCODE        u32  0xDAA320A7 (v1); 0xDAA320AB (v2, i16 topic len)
+**     @8  BODYCRC          i32  CRC-32/IEEE of the body & 0x7FFFFFFF
+**     @12 QUEUEID          i32
+**     @16 FLAG             i32  the user's flag
+**     @20 QUEUEOFFSET      i64  index in the ConsumeQueue (0 for prepared/rollback)
+**     @28 PHYSICALOFFSET   i64  this record's own CommitLog offset
+**     @36 SYSFLAG          i32  0x4/0x8/0xC tx type, 0x10/0x20 IPv6 hosts, ...
+**     @40 BORNTIMESTAMP    i64  ms
+**     @48 BORNHOST         4+4  IPv4 address, i32 port (IPv6: 16+4)
+**     @56 STORETIMESTAMP   i64  ms, set under the append lock
+**     @64 STOREHOST        4+4
+**     @72 RECONSUMETIMES   i32
+**     @76 PREPARED_TX_OFF  i64
+**     @84 BODYLEN i32, BODY; TOPICLEN i8 (v1, read signed), TOPIC;
+**         PROPLEN i16, PROPERTIES ("name\1value\2" per pair, trailing \2)
+**   End of file: when a record does not fit with 8 bytes to spare, an 8-byte
+**   BLANK record [TOTALSIZE = bytes left][0xCBD43194] fills the file's end and
+**   the record starts the next file.
+**   A record is valid when its magic is v1/v2, its field lengths add up to
+**   TOTALSIZE, it lies inside its file, PHYSICALOFFSET equals its position,
+**   and (check_crc_on_recover) the body CRC matches.
+**
+** <store>/consumequeue/<topic>/<queueId>/<20-digit start byte offset>
+**   (store/ConsumeQueue.java) Files of mapped_file_size_consume_queue bytes
+**   (300000 units). Unit n (queue offset n) at byte n*20:
+**     @0 commitlog offset i64 | @8 size i32 | @12 tags code i64
+**   tags code = Java String.hashCode of TAGS, sign-extended (0: no tags).
+**   A pad unit {0, INT32_MAX, 0} marks a queue that starts late.
+**
+** <store>/checkpoint  (store/StoreCheckpoint.java): 4096 bytes,
+**   @0 physicMsgTimestamp (last record flushed to the CommitLog),
+**   @8 logicsMsgTimestamp (last unit flushed to a ConsumeQueue),
+**   @16 indexMsgTimestamp, @24 masterFlushedOffset, @32 confirmPhyOffset.
+** <store>/lock   flock'ed while open; holds "lock".
+** <store>/abort  exists while open (holds the pid): found at open = crash.
+** <store>/config/<name>.json  fastjson text, written atomically (temp, fsync,
+**   rename, fsync dir; the previous file kept as .bak).
+**
+** Invariants
+**   - Readers see only published records: a ConsumeQueue's max offset and the
+**     CommitLog's published end are stored with release order after the bytes
+**     they cover, and read with acquire order.
+**   - No ConsumeQueue unit points past the last whole CommitLog record
+**     (recovery drops those that would).
+**   - Mapped files are unmapped only at close, so views handed out stay valid
+**     while the store is open.
+**
+** Recovery (store/DefaultMessageStore.java, CommitLog.recover*)
+**   Clean close (no abort file): rescan the last 3 CommitLog files, checking
+**   each record and that its ConsumeQueue unit exists (rewriting it if not).
+**   Crash: rescan from the newest file whose first record was stored before
+**   the checkpoint's flushed time (minus 3 s), likewise. A ConsumeQueue that
+**   is missing, has a gap or a short file, or whose last unit does not match
+**   its record is rebuilt by rescanning the whole CommitLog. The CommitLog is
+**   cut at the first bad record (everything after it is dropped, as RocketMQ
+**   does) and units pointing past the cut are removed. What was done is in
+**   rmq_recovery_info and the log.
+*/
+#include "rmq_int.h"
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ======================================================================= */
+/* OS layer                                                                */
+/* ======================================================================= */
+
+static int os_open(const char *p, int f, mode_t m) { return open(p, f | O_CLOEXEC, m); }
+static int os_mkdir(const char *p, mode_t m) { return mkdir(p, m); }
+
+static const rmqi_os os_default = {
+  os_open, close, ftruncate, fstat, mmap, munmap, fdatasync, fsync,
+  pwrite, pread, rename, unlink, rmdir, os_mkdir, flock,
+};
+RMQI_DATA rmqi_os rmqi_os_table = {
+  os_open, close, ftruncate, fstat, mmap, munmap, fdatasync, fsync,
+  pwrite, pread, rename, unlink, rmdir, os_mkdir, flock,
+};
+#define OS (&rmqi_os_table)
+
+RMQI_FUNC void rmqi_os_reset(void) { rmqi_os_table = os_default; }
+
+/* ======================================================================= */
+/* Encodings: CRC-32, Java String.hashCode, UTF-8                          */
+/* ======================================================================= */
+
+static uint32_t crc_tab[8][256];
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+
+static void crc_init(void)
+{
+  for (uint32_t i = 0; i < 256; i++) {
+    uint32_t c = i;
+    for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+    crc_tab[0][i] = c;
+  }
+  for (uint32_t i = 0; i < 256; i++)
+    for (int t = 1; t < 8; t++) crc_tab[t][i] = (crc_tab[t - 1][i] >> 8) ^ crc_tab[0][crc_tab[t - 1][i] & 0xff];
+}
+
+/* Slicing-by-8: zlib's CRC-32 without depending on zlib. */
+RMQI_FUNC uint32_t rmqi_crc32(const void *buf, size_t len)
+{
+  pthread_once(&crc_once, crc_init);
+  const uint8_t *p = buf;
+  uint32_t c = 0xFFFFFFFFu;
+  while (len >= 8) {
+    uint32_t a = c ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
+    uint32_t b = (uint32_t)p[4] | (uint32_t)p[5] << 8 | (uint32_t)p[6] << 16 | (uint32_t)p[7] << 24;
+    c = crc_tab[7][a & 0xff] ^ crc_tab[6][(a >> 8) & 0xff] ^ crc_tab[5][(a >> 16) & 0xff] ^
+        crc_tab[4][a >> 24] ^ crc_tab[3][b & 0xff] ^ crc_tab[2][(b >> 8) & 0xff] ^
+        crc_tab[1][(b >> 16) & 0xff] ^ crc_tab[0][b >> 24];
+    p += 8;
+    len -= 8;
+  }
+  while (len--) c = crc_tab[0][(c ^ *p++) & 0xff] ^ (c >> 8);
+  return c ^ 0xFFFFFFFFu;
+}
+
+/* Decodes one UTF-8 code point; returns its length or 0 when malformed. */
+static int utf8_next(const uint8_t *s, size_t len, uint32_t *cp)
+{
+  uint8_t c = s[0];
+  if (c < 0x80) { *cp = c; return 1; }
+  int n;
+  uint32_t v, min;
+  if ((c & 0xE0) == 0xC0) { n = 2; v = c & 0x1F; min = 0x80; }
+  else if ((c & 0xF0) == 0xE0) { n = 3; v = c & 0x0F; min = 0x800; }
+  else if ((c & 0xF8) == 0xF0) { n = 4; v = c & 0x07; min = 0x10000; }
+  else return 0;
+  if ((size_t)n > len) return 0;
+  for (int i = 1; i < n; i++) {
+    if ((s[i] & 0xC0) != 0x80) return 0;
+    v = (v << 6) | (s[i] & 0x3F);
+  }
+  if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
+  *cp = v;
+  return n;
+}
+
+RMQI_FUNC int rmqi_utf8_valid(const char *s, size_t len)
+{
+  const uint8_t *p = (const uint8_t *)s;
+  size_t i = 0;
+  uint32_t cp;
+  while (i < len) {
+    if (p[i] < 0x80) { i++; continue; }
+    int n = utf8_next(p + i, len - i, &cp);
+    if (!n) return 0;
+    i += (size_t)n;
+  }
+  return 1;
+}
+
+/* Java's String.hashCode runs over UTF-16 code units, so code points above
+** U+FFFF count as their two surrogates. Malformed bytes hash as U+FFFD, as
+** Java's UTF-8 decoder would read them. */
+RMQI_FUNC int32_t rmqi_jhash(const char *s, size_t len)
+{
+  const uint8_t *p = (const uint8_t *)s;
+  uint32_t h = 0;
+  size_t i = 0;
+  while (i < len) {
+    uint32_t cp;
+    if (p[i] < 0x80) { h = 31 * h + p[i++]; continue; }
+    int n = utf8_next(p + i, len - i, &cp);
+    if (!n) { cp = 0xFFFD; n = 1; }
+    i += (size_t)n;
+    if (cp >= 0x10000) {
+      cp -= 0x10000;
+      h = 31 * h + (0xD800 + (cp >> 10));
+      h = 31 * h + (0xDC00 + (cp & 0x3FF));
+    } else {
+      h = 31 * h + cp;
+    }
+  }
+  return (int32_t)h;
+}
+
+/* ======================================================================= */
+/* Records                                                                 */
+/* ======================================================================= */
+
+RMQI_FUNC int rmqi_record_decode(const uint8_t *buf, size_t avail, int check_crc, rmqi_record *r)
+{
+  if (avail < 8) return rmqi_err(RMQ_ECORRUPT, "record header truncated (%zu bytes left)", avail);
+  r->total = rmqi_get32(buf);
+  r->magic = rmqi_get32(buf + 4);
+  if (r->magic == RMQI_MAGIC_BLANK) return RMQ_ENOTFOUND;
+  if (r->magic != RMQI_MAGIC_V1 && r->magic != RMQI_MAGIC_V2)
+    return rmqi_err(RMQ_ECORRUPT, "bad magic code 0x%08x", r->magic);
+  if (r->total < 91 || r->total > avail)
+    return rmqi_err(RMQ_ECORRUPT, "record size %u out of range (%zu bytes left)", r->total, avail);
+  const uint8_t *p = buf + 8, *end = buf + r->total;
+  r->body_crc = (int32_t)rmqi_get32(p); p += 4;
+  r->queue_id = (int32_t)rmqi_get32(p); p += 4;
+  r->flag = (int32_t)rmqi_get32(p); p += 4;
+  r->queue_offset = (int64_t)rmqi_get64(p); p += 8;
+  r->phys_offset = (int64_t)rmqi_get64(p); p += 8;
+  r->sys_flag = (int32_t)rmqi_get32(p); p += 4;
+  r->born_ts = (int64_t)rmqi_get64(p); p += 8;
+  r->born_host_len = (r->sys_flag & RMQI_SYSFLAG_BORNHOST_V6) ? 16 : 4;
+  r->store_host_len = (r->sys_flag & RMQI_SYSFLAG_STOREHOST_V6) ? 16 : 4;
+  size_t fixed = 84 - 8 + (size_t)(r->born_host_len - 4) + (size_t)(r->store_host_len - 4);
+  if ((size_t)(end - buf) < fixed + 8 + 4)
+    return rmqi_err(RMQ_ECORRUPT, "record size %u too small for its hosts", r->total);
+  r->born_host = p; p += r->born_host_len + 4;
+  r->store_ts = (int64_t)rmqi_get64(p); p += 8;
+  r->store_host = p; p += r->store_host_len + 4;
+  r->reconsume_times = (int32_t)rmqi_get32(p); p += 4;
+  r->prepared_tx_offset = (int64_t)rmqi_get64(p); p += 8;
+  int32_t blen = (int32_t)rmqi_get32(p); p += 4;
+  if (blen < 0 || blen > end - p) return rmqi_err(RMQ_ECORRUPT, "body length %d out of range", blen);
+  r->body = p; r->body_len = blen; p += blen;
+  int tlen;
+  if (r->magic == RMQI_MAGIC_V1) {
+    if (end - p < 1) return rmqi_err(RMQ_ECORRUPT, "record ends before its topic length");
+    tlen = (int8_t)*p; p += 1;
+  } else {
+    if (end - p < 2) return rmqi_err(RMQ_ECORRUPT, "record ends before its topic length");
+    tlen = (int16_t)rmqi_get16(p); p += 2;
+  }
+  if (tlen <= 0 || tlen > end - p) return rmqi_err(RMQ_ECORRUPT, "topic length %d out of range", tlen);
+  r->topic = (const char *)p; r->topic_len = tlen; p += tlen;
+  if (end - p < 2) return rmqi_err(RMQ_ECORRUPT, "record ends before its properties length");
+  int plen = (int16_t)rmqi_get16(p); p += 2;
+  if (plen < 0 || plen != end - p)
+    return rmqi_err(RMQ_ECORRUPT, "fields take %td bytes but TOTALSIZE is %u", (p - buf) + plen, r->total);
+  r->props = (const char *)p; r->props_len = plen;
+  if (check_crc && (int32_t)(rmqi_crc32(r->body, (size_t)blen) & 0x7FFFFFFF) != r->body_crc)
+    return rmqi_err(RMQ_ECORRUPT, "body CRC mismatch");
+  return RMQ_OK;
+}
+
+/* RocketMQ's string2messageProperties: segments split on 0x02; kept when at
+** least 3 bytes long with the first 0x01 neither first nor last. */
+RMQI_FUNC int rmqi_props_find(const char *props, size_t len, const char *name, size_t name_len,
+                              const char **val, size_t *val_len)
+{
+  size_t i = 0;
+  while (i < len) {
+    const char *seg = props + i;
+    const char *e = memchr(seg, 2, len - i);
+    size_t slen = e ? (size_t)(e - seg) : len - i;
+    if (slen >= 3) {
+      const char *sep = memchr(seg, 1, slen);
+      if (sep && sep > seg && sep < seg + slen - 1 && (size_t)(sep - seg) == name_len &&
+          memcmp(seg, name, name_len) == 0) {
+        *val = sep + 1;
+        *val_len = slen - name_len - 1;
+        return 1;
+      }
+    }
+    i += slen + 1;
+  }
+  return 0;
+}
+
+/* ======================================================================= */
+/* JSON, for config files                                                   */
+/* ======================================================================= */
+
+typedef struct jp {
+  const char *s, *e;
+  int depth;
+  int rc;
+} jp;
+
+static void jskip(jp *p)
+{
+  while (p->s < p->e && (*p->s == ' ' || *p->s == '\t' || *p->s == '\n' || *p->s == '\r')) p->s++;
+}
+
+static char *jstring(jp *p)
+{
+  rmqi_buf b = {0};
+  p->s++; /* opening quote */
+  while (p->s < p->e && *p->s != '"') {
+    char c = *p->s++;
+    if (c == '\\') {
+      if (p->s >= p->e) break;
+      c = *p->s++;
+      switch (c) {
+      case 'n': c = '\n'; break;
+      case 't': c = '\t'; break;
+      case 'r': c = '\r'; break;
+      case 'b': c = '\b'; break;
+      case 'f': c = '\f'; break;
+      case 'u': {
+        if (p->e - p->s < 4) { p->rc = RMQ_ECORRUPT; rmqi_buf_free(&b); return NULL; }
+        unsigned v = 0;
+        for (int i = 0; i < 4; i++) {
+          char h = *p->s++;
+          v <<= 4;
+          if (h >= '0' && h <= '9') v |= (unsigned)(h - '0');
+          else if (h >= 'a' && h <= 'f') v |= (unsigned)(h - 'a' + 10);
+          else if (h >= 'A' && h <= 'F') v |= (unsigned)(h - 'A' + 10);
+          else { p->rc = RMQ_ECORRUPT; rmqi_buf_free(&b); return NULL; }
+        }
+        char u[4];
+        int n;
+        if (v < 0x80) { u[0] = (char)v; n = 1; }
+        else if (v < 0x800) { u[0] = (char)(0xC0 | (v >> 6)); u[1] = (char)(0x80 | (v & 0x3F)); n = 2; }
+        else { u[0] = (char)(0xE0 | (v >> 12)); u[1] = (char)(0x80 | ((v >> 6) & 0x3F)); u[2] = (char)(0x80 | (v & 0x3F)); n = 3; }
+        for (int i = 0; i < n; i++) rmqi_buf_printf(&b, "%c", u[i]);
+        continue;
+      }
+      default: break; /* \" \\ \/ */
+      }
+    }
+    rmqi_buf_printf(&b, "%c", c);
+  }
+  if (p->s >= p->e || b.oom) { p->rc = b.oom ? RMQ_ENOMEM : RMQ_ECORRUPT; rmqi_buf_free(&b); return NULL; }
+  p->s++;
+  if (!b.p) { b.p = rmqi_strdup(""); if (!b.p) p->rc = RMQ_ENOMEM; }
+  return b.p;
+}
+
+static rmqi_json *jvalue(jp *p);
+
+/* Object keys: quoted strings, or fastjson's bare integers. */
+static char *jkey(jp *p)
+{
+  jskip(p);
+  if (p->s < p->e && *p->s == '"') return jstring(p);
+  const char *b = p->s;
+  while (p->s < p->e && (*p->s == '-' || (*p->s >= '0' && *p->s <= '9'))) p->s++;
+  if (p->s == b) { p->rc = RMQ_ECORRUPT; return NULL; }
+  char *k = rmqi_malloc((size_t)(p->s - b) + 1);
+  if (!k) { p->rc = RMQ_ENOMEM; return NULL; }
+  memcpy(k, b, (size_t)(p->s - b));
+  k[p->s - b] = 0;
+  return k;
+}
+
+static rmqi_json *jcontainer(jp *p, rmqi_json *j, char close)
+{
+  rmqi_json **tail = &j->child;
+  p->s++;
+  jskip(p);
+  if (p->s < p->e && *p->s == close) { p->s++; return j; }
+  for (;;) {
+    char *key = NULL;
+    if (close == '}') {
+      key = jkey(p);
+      if (!key) return NULL;
+      jskip(p);
+      if (p->s >= p->e || *p->s != ':') { rmqi_strfree(key); p->rc = RMQ_ECORRUPT; return NULL; }
+      p->s++;
+    }
+    rmqi_json *v = jvalue(p);
+    if (!v) { rmqi_strfree(key); return NULL; }
+    v->key = key;
+    *tail = v;
+    tail = &v->next;
+    jskip(p);
+    if (p->s < p->e && *p->s == ',') { p->s++; continue; }
+    if (p->s < p->e && *p->s == close) { p->s++; return j; }
+    p->rc = RMQ_ECORRUPT;
+    return NULL;
+  }
+}
+
+static rmqi_json *jvalue(jp *p)
+{
+  jskip(p);
+  if (p->s >= p->e || ++p->depth > 64) { p->rc = RMQ_ECORRUPT; return NULL; }
+  rmqi_json *j = rmqi_calloc(1, sizeof *j);
+  if (!j) { p->rc = RMQ_ENOMEM; return NULL; }
+  /* Link before filling so a failure frees it with its parent. */
+  rmqi_json *res = j;
+  char c = *p->s;
+  if (c == '{') { j->type = RMQI_JOBJ; res = jcontainer(p, j, '}'); }
+  else if (c == '[') { j->type = RMQI_JARR; res = jcontainer(p, j, ']'); }
+  else if (c == '"') { j->type = RMQI_JSTR; j->str = jstring(p); if (!j->str) res = NULL; }
+  else if (p->e - p->s >= 4 && !memcmp(p->s, "true", 4)) { j->type = RMQI_JBOOL; j->num = 1; j->inum = 1; p->s += 4; }
+  else if (p->e - p->s >= 5 && !memcmp(p->s, "false", 5)) { j->type = RMQI_JBOOL; p->s += 5; }
+  else if (p->e - p->s >= 4 && !memcmp(p->s, "null", 4)) { j->type = RMQI_JNULL; p->s += 4; }
+  else if (c == '-' || (c >= '0' && c <= '9')) {
+    char tmp[64];
+    size_t n = 0;
+    while (p->s < p->e && n < sizeof tmp - 1 && strchr("+-0123456789.eE", *p->s)) tmp[n++] = *p->s++;
+    tmp[n] = 0;
+    j->type = RMQI_JNUM;
+    j->num = strtod(tmp, NULL);
+    j->inum = strtoll(tmp, NULL, 10);
+  } else { p->rc = RMQ_ECORRUPT; res = NULL; }
+  p->depth--;
+  if (!res) { rmqi_json_free(j); return NULL; }
+  return j;
+}
+
+RMQI_FUNC rmqi_json *rmqi_json_parse(const char *text, size_t len, int *rc)
+{
+  jp p = {text, text + len, 0, RMQ_OK};
+  rmqi_json *j = jvalue(&p);
+  if (j) {
+    jskip(&p);
+    if (p.s != p.e) { rmqi_json_free(j); j = NULL; p.rc = RMQ_ECORRUPT; }
+  }
+  if (!j && p.rc == RMQ_OK) p.rc = RMQ_ECORRUPT;
+  *rc = j ? RMQ_OK : p.rc;
+  return j;
+}
+
+RMQI_FUNC void rmqi_json_free(rmqi_json *j)
+{
+  while (j) {
+    rmqi_json *n = j->next;
+    rmqi_json_free(j->child);
+    rmqi_strfree(j->key);
+    rmqi_strfree(j->str);
+    rmqi_free(j, sizeof *j);
+    j = n;
+  }
+}
+
+RMQI_FUNC const rmqi_json *rmqi_json_get(const rmqi_json *obj, const char *key)
+{
+  if (!obj || obj->type != RMQI_JOBJ) return NULL;
+  for (const rmqi_json *c = obj->child; c; c = c->next)
+    if (c->key && !strcmp(c->key, key)) return c;
+  return NULL;
+}
+
+static void buf_reserve(rmqi_buf *b, size_t extra)
+{
+  if (b->oom || b->len + extra + 1 <= b->cap) return;
+  size_t ncap = b->cap ? b->cap : 256;
+  while (ncap < b->len + extra + 1) ncap *= 2;
+  char *np = rmqi_realloc(b->p, b->cap, ncap);
+  if (!np) { b->oom = 1; return; }
+  b->p = np;
+  b->cap = ncap;
+}
+
+RMQI_FUNC void rmqi_buf_puts(rmqi_buf *b, const char *s)
+{
+  size_t n = strlen(s);
+  buf_reserve(b, n);
+  if (b->oom) return;
+  memcpy(b->p + b->len, s, n + 1);
+  b->len += n;
+}
+
+RMQI_FUNC void rmqi_buf_printf(rmqi_buf *b, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  char tmp[256];
+  int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  buf_reserve(b, (size_t)n);
+  if (b->oom) return;
+  if ((size_t)n < sizeof tmp) {
+    memcpy(b->p + b->len, tmp, (size_t)n + 1);
+  } else {
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+  }
+  b->len += (size_t)n;
+}
+
+RMQI_FUNC void rmqi_buf_json_str(rmqi_buf *b, const char *s)
+{
+  rmqi_buf_puts(b, "\"");
+  for (; *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\') rmqi_buf_printf(b, "\\%c", c);
+    else if (c < 0x20) rmqi_buf_printf(b, "\\u%04x", c);
+    else rmqi_buf_printf(b, "%c", c);
+  }
+  rmqi_buf_puts(b, "\"");
+}
+
+RMQI_FUNC void rmqi_buf_free(rmqi_buf *b)
+{
+  rmqi_free(b->p, b->cap);
+  b->p = NULL;
+  b->len = b->cap = 0;
+}
+
+/* ======================================================================= */
+/* Mapped files and grow-only vectors of them                              */
+/* ======================================================================= */
+
+typedef struct mfile {
+  int64_t start;  /* offset of byte 0 (file name) */
+  int64_t size;
+  uint8_t *base;
+  int fd;
+} mfile;
+
+/* A vector readers walk without a lock: the writer (holding the owner's
+** lock) publishes the array before the count, and an outgrown array is kept
+** (chained through slot 0) until close, so a reader's copy stays valid. */
+typedef struct mvec {
+  _Atomic(mfile **) v;
+  atomic_int n;
+  int cap;
+  mfile **chain; /* newest allocation, slot 0 links to the previous one */
+} mvec;
+
+static int mvec_push(mvec *m, mfile *f)
+{
+  int n = atomic_load_explicit(&m->n, memory_order_relaxed);
+  if (n == m->cap) {
+    int ncap = m->cap ? m->cap * 2 : 8;
+    mfile **blk = rmqi_calloc((size_t)ncap + 1, sizeof *blk);
+    if (!blk) return rmqi_err(RMQ_ENOMEM, "out of memory growing a file list");
+    blk[0] = (mfile *)(void *)m->chain;
+    mfile **old = atomic_load_explicit(&m->v, memory_order_relaxed);
+    if (n) memcpy(blk + 1, old, (size_t)n * sizeof *blk);
+    m->chain = blk;
+    m->cap = ncap;
+    atomic_store_explicit(&m->v, blk + 1, memory_order_release);
+  }
+  atomic_load_explicit(&m->v, memory_order_relaxed)[n] = f;
+  atomic_store_explicit(&m->n, n + 1, memory_order_release);
+  return RMQ_OK;
+}
+
+static inline mfile *mvec_at(mvec *m, int64_t i)
+{
+  int n = atomic_load_explicit(&m->n, memory_order_acquire);
+  if (i < 0 || i >= n) return NULL;
+  return atomic_load_explicit(&m->v, memory_order_acquire)[i];
+}
+
+static inline int mvec_len(mvec *m) { return atomic_load_explicit(&m->n, memory_order_acquire); }
+
+static void mfile_close(mfile *f)
+{
+  if (!f) return;
+  if (f->base) OS->munmap(f->base, (size_t)f->size);
+  if (f->fd >= 0) OS->close(f->fd);
+  rmqi_free(f, sizeof *f);
+}
+
+static void mvec_free(mvec *m)
+{
+  int n = mvec_len(m);
+  for (int i = 0; i < n; i++) mfile_close(mvec_at(m, i));
+  mfile **blk = m->chain;
+  int cap = m->cap;
+  while (blk) {
+    mfile **prev = (mfile **)(void *)blk[0];
+    rmqi_free(blk, ((size_t)cap + 1) * sizeof *blk);
+    blk = prev;
+    cap /= 2;
+  }
+  memset(m, 0, sizeof *m);
+}
+
+static int fsync_dir(const char *dir)
+{
+  int fd = OS->open(dir, O_RDONLY | O_DIRECTORY, 0);
+  if (fd < 0) return rmqi_errno(errno, "open", dir);
+  int rc = RMQ_OK;
+  if (OS->fsync(fd) != 0) rc = rmqi_errno(errno, "fsync", dir);
+  OS->close(fd);
+  return rc;
+}
+
+static int mkdir_p(const char *path)
+{
+  char tmp[4096];
+  size_t n = strlen(path);
+  if (n >= sizeof tmp) return rmqi_err(RMQ_EINVAL, "path too long: %s", path);
+  memcpy(tmp, path, n + 1);
+  for (size_t i = 1; i <= n; i++) {
+    if (tmp[i] == '/' || tmp[i] == 0) {
+      char c = tmp[i];
+      tmp[i] = 0;
+      if (OS->mkdir(tmp, 0755) != 0 && errno != EEXIST) return rmqi_errno(errno, "mkdir", tmp);
+      tmp[i] = c;
+    }
+  }
+  return RMQ_OK;
+}
+
+/* Opens (create: creates sparse) the file dir/<20 digits of start> of `size`
+** bytes and maps it shared. A created file's directory entry is fsynced so
+** a SYNC_FLUSH send that lands in it is durable with its name. */
+static int mfile_open(const char *dir, int64_t start, int64_t size, int create, mfile **out)
+{
+  char path[4200];
+  snprintf(path, sizeof path, "%s/%020" PRId64, dir, start);
+  int rc = RMQ_OK;
+  mfile *f = rmqi_calloc(1, sizeof *f);
+  if (!f) return rmqi_err(RMQ_ENOMEM, "out of memory opening %s", path);
+  f->fd = -1;
+  f->start = start;
+  f->size = size;
+  f->fd = OS->open(path, O_RDWR | (create ? O_CREAT : 0), 0644);
+  if (f->fd < 0) { rc = rmqi_errno(errno, "open", path); goto out_free; }
+  struct stat st;
+  if (OS->fstat(f->fd, &st) != 0) { rc = rmqi_errno(errno, "fstat", path); goto out_close; }
+  if (st.st_size != size) {
+    if (!create && st.st_size > size) {
+      rc = rmqi_err(RMQ_ECORRUPT, "%s: %lld bytes, expected %lld", path, (long long)st.st_size, (long long)size);
+      goto out_close;
+    }
+    if (OS->ftruncate(f->fd, size) != 0) { rc = rmqi_errno(errno, "ftruncate", path); goto out_close; }
+  }
+  void *p = OS->mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, f->fd, 0);
+  if (p == MAP_FAILED) { rc = rmqi_errno(errno, "mmap", path); goto out_close; }
+  f->base = p;
+  /* Pages are written once, front to back: readahead of the whole file would
+  ** only fault in zeros (DESIGN.md 10). */
+  madvise(p, (size_t)size, MADV_RANDOM);
+  if (create && st.st_size == 0) {
+    rc = fsync_dir(dir);
+    if (rc) goto out_unmap;
+  }
+  *out = f;
+  return RMQ_OK;
+out_unmap:
+  OS->munmap(f->base, (size_t)size);
+out_close:
+  OS->close(f->fd);
+out_free:
+  rmqi_free(f, sizeof *f);
+  return rc;
+}
+
+/* Zeroes f from byte `from` to its end: shrink and regrow the file, so the
+** tail becomes a hole instead of dirty pages. */
+static int mfile_zero_from(const char *dir, mfile *f, int64_t from)
+{
+  if (from >= f->size) return RMQ_OK;
+  char path[4200];
+  snprintf(path, sizeof path, "%s/%020" PRId64, dir, f->start);
+  if (OS->ftruncate(f->fd, from) != 0 || OS->ftruncate(f->fd, f->size) != 0)
+    return rmqi_errno(errno, "ftruncate", path);
+  return RMQ_OK;
+}
+
+static int mfile_sync(const char *dir, mfile *f)
+{
+  if (OS->fdatasync(f->fd) == 0) return RMQ_OK;
+  char path[4200];
+  snprintf(path, sizeof path, "%s/%020" PRId64, dir, f->start);
+  return rmqi_errno(errno, "fdatasync", path);
+}
+
+/* Lists the 20-digit file names of dir, sorted; RMQ_OK with *n = 0 when the
+** directory does not exist. */
+static int list20(const char *dir, int64_t **starts, int *n)
+{
+  *starts = NULL;
+  *n = 0;
+  DIR *d = opendir(dir);
+  if (!d) return errno == ENOENT ? RMQ_OK : rmqi_errno(errno, "opendir", dir);
+  int cap = 0, rc = RMQ_OK;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (strlen(e->d_name) != 20 || strspn(e->d_name, "0123456789") != 20) continue;
+    if (*n == cap) {
+      int ncap = cap ? cap * 2 : 16;
+      int64_t *ns = rmqi_realloc(*starts, (size_t)cap * sizeof **starts, (size_t)ncap * sizeof **starts);
+      if (!ns) { rc = rmqi_err(RMQ_ENOMEM, "out of memory listing %s", dir); break; }
+      *starts = ns;
+      cap = ncap;
+    }
+    (*starts)[(*n)++] = strtoll(e->d_name, NULL, 10);
+  }
+  closedir(d);
+  if (rc) { rmqi_free(*starts, (size_t)cap * sizeof **starts); *starts = NULL; *n = 0; return rc; }
+  for (int i = 1; i < *n; i++)
+    for (int j = i; j > 0 && (*starts)[j - 1] > (*starts)[j]; j--) {
+      int64_t t = (*starts)[j]; (*starts)[j] = (*starts)[j - 1]; (*starts)[j - 1] = t;
+    }
+  return RMQ_OK;
+}
+
+static void list20_free(int64_t *starts, int n)
+{
+  RMQI_UNUSED(n);
+  /* list20 grows by doubling from 16; freeing needs only the pointer with
+  ** the default allocator, but the hook wants the size: recompute it. */
+  int cap = 16;
+  while (cap < n) cap *= 2;
+  if (starts) rmqi_free(starts, (size_t)cap * sizeof *starts);
+}
+
+/* ======================================================================= */
+/* Store, topics, queues                                                   */
+/* ======================================================================= */
+
+struct rmqi_queue {
+  rmqi_topic *topic;
+  int qid;
+  char *dir;                 /* consumequeue/<topic>/<qid> */
+  mvec cq;                   /* files; pushed under append_lock */
+  int64_t first_file;        /* index (byte offset / file size) of cq.v[0] */
+  int64_t next_offset;       /* append_lock: next queue offset to assign */
+  _Atomic int64_t max_offset;  /* published end (release by the appender) */
+  _Atomic int64_t min_offset;
+  int64_t flushed_units;     /* cq_flush_lock: units known on disk */
+};
+
+struct rmqi_topic {
+  char name[256];
+  size_t name_len;
+  atomic_int nqueues;
+  int perm;
+  rmqi_store *s;
+  _Atomic(rmqi_queue *) queues[RMQ_MAX_QUEUE_NUMS];
+};
+
+struct rmqi_store {
+  char *dir;
+  char *cl_dir;
+  char *cq_root;
+  char *cfg_dir;
+  rmq_broker_options o;
+  const rmqi_env *env;
+  int lock_fd;
+  int64_t cl_size;           /* CommitLog file size */
+  int cq_size;               /* ConsumeQueue file size */
+
+  /* append_lock: CommitLog write position, file creation, every queue's
+  ** next_offset and ConsumeQueue file list. Taken after topic_lock, never
+  ** held across a sync. */
+  pthread_mutex_t append_lock;
+  mvec cl;                   /* CommitLog files, pushed under append_lock */
+  int64_t write_pos;         /* append_lock */
+  _Atomic int64_t published; /* end of published records (release, appender) */
+  _Atomic int64_t last_store_ts; /* store time of the newest published record */
+  int64_t min_phys;
+
+  /* flush_lock: group-commit leadership and flush_err. Never taken with
+  ** append_lock held. flushed is written under it, read anywhere. */
+  pthread_mutex_t flush_lock;
+  pthread_cond_t flush_cond;
+  int flush_leader;
+  _Atomic int64_t flushed;
+  _Atomic int64_t flushed_ts;  /* store time of the newest flushed record */
+  atomic_int appending;        /* senders between enter and leave */
+  atomic_int flush_waiters;
+
+  /* cq_flush_lock: periodic work (ConsumeQueue flush, checkpoint). */
+  pthread_mutex_t cq_flush_lock;
+  int64_t next_cl_flush, next_cq_flush, last_thorough;
+  int64_t logics_ts;
+  int cp_fd;
+
+  /* topic_lock: topic table writes and topics.json. Lookups are lock-free:
+  ** the table array is published with release and outgrown ones are kept. */
+  pthread_mutex_t topic_lock;
+  _Atomic(rmqi_topic **) ttab;
+  int tcap, tcount;
+  void *tchain;
+  int64_t topics_version;
+
+  /* Long polling: seq is bumped after each publish; waiters sleep on
+  ** wait_cond under wait_lock only while `waiters` says so. */
+  atomic_uint_fast64_t seq;
+  atomic_int waiters;
+  pthread_mutex_t wait_lock;
+  pthread_cond_t wait_cond;
+
+  rmq_recovery_info rinfo;
+};
+
+RMQI_FUNC const char *rmqi_store_dir(rmqi_store *s) { return s->dir; }
+RMQI_FUNC const char *rmqi_topic_name(const rmqi_topic *t) { return t->name; }
+RMQI_FUNC int rmqi_topic_nqueues(const rmqi_topic *t) { return atomic_load(&((rmqi_topic *)t)->nqueues); }
+RMQI_FUNC rmqi_topic *rmqi_queue_topic(const rmqi_queue *q) { return q->topic; }
+RMQI_FUNC int rmqi_queue_id(const rmqi_queue *q) { return q->qid; }
+RMQI_FUNC int64_t rmqi_queue_min_offset(const rmqi_queue *q)
+{
+  return atomic_load_explicit(&((rmqi_queue *)q)->min_offset, memory_order_acquire);
+}
+RMQI_FUNC int64_t rmqi_queue_max_offset(const rmqi_queue *q)
+{
+  return atomic_load_explicit(&((rmqi_queue *)q)->max_offset, memory_order_acquire);
+}
+RMQI_FUNC int64_t rmqi_store_max_phys(rmqi_store *s) { return atomic_load_explicit(&s->published, memory_order_acquire); }
+RMQI_FUNC int64_t rmqi_store_min_phys(rmqi_store *s) { return s->min_phys; }
+RMQI_FUNC int64_t rmqi_store_flushed(rmqi_store *s) { return atomic_load(&s->flushed); }
+
+static uint64_t name_hash(const char *s) { return XXH3_64bits(s, strlen(s)); }
+
+RMQI_FUNC rmqi_topic *rmqi_topic_find(rmqi_store *s, const char *name)
+{
+  rmqi_topic **tab = atomic_load_explicit(&s->ttab, memory_order_acquire);
+  if (!tab) return NULL;
+  int cap = (int)(uintptr_t)tab[-1];
+  for (uint64_t i = name_hash(name) & (uint64_t)(cap - 1);; i = (i + 1) & (uint64_t)(cap - 1)) {
+    rmqi_topic *t = __atomic_load_n(&tab[i], __ATOMIC_ACQUIRE);
+    if (!t) return NULL;
+    if (!strcmp(t->name, name)) return t;
+  }
+}
+
+/* topic_lock held. The table's capacity lives in slot -1; slot -2 chains the
+** outgrown allocation. */
+static int ttab_insert(rmqi_store *s, rmqi_topic *t)
+{
+  rmqi_topic **tab = atomic_load_explicit(&s->ttab, memory_order_relaxed);
+  if ((s->tcount + 1) * 2 > s->tcap) {
+    int ncap = s->tcap ? s->tcap * 2 : 64;
+    rmqi_topic **blk = rmqi_calloc((size_t)ncap + 2, sizeof *blk);
+    if (!blk) return rmqi_err(RMQ_ENOMEM, "out of memory growing the topic table");
+    blk[0] = (rmqi_topic *)s->tchain;
+    blk[1] = (rmqi_topic *)(uintptr_t)ncap;
+    rmqi_topic **ntab = blk + 2;
+    for (int i = 0; i < s->tcap; i++) {
+      rmqi_topic *o = tab[i];
+      if (!o) continue;
+      uint64_t j = name_hash(o->name) & (uint64_t)(ncap - 1);
+      while (ntab[j]) j = (j + 1) & (uint64_t)(ncap - 1);
+      ntab[j] = o;
+    }
+    s->tchain = blk;
+    s->tcap = ncap;
+    atomic_store_explicit(&s->ttab, ntab, memory_order_release);
+    tab = ntab;
+  }
+  uint64_t j = name_hash(t->name) & (uint64_t)(s->tcap - 1);
+  while (tab[j]) j = (j + 1) & (uint64_t)(s->tcap - 1);
+  __atomic_store_n(&tab[j], t, __ATOMIC_RELEASE);
+  s->tcount++;
+  return RMQ_OK;
+}
+
+static void ttab_free(rmqi_store *s)
+{
+  void *blk = s->tchain;
+  int cap = s->tcap;
+  while (blk) {
+    rmqi_topic **b = blk;
+    void *prev = b[0];
+    rmqi_free(b, ((size_t)cap + 2) * sizeof *b);
+    blk = prev;
+    cap /= 2;
+  }
+}
+
+/* Makes queue qid's struct and, if `mkfiles`, its directory and first
+** ConsumeQueue file, so that a queue directory missing later is noticed.
+** topic_lock held (or single-threaded open). */
+static int queue_make(rmqi_topic *t, int qid, int mkfiles)
+{
+  rmqi_store *s = t->s;
+  rmqi_queue *q = atomic_load(&t->queues[qid]);
+  int rc;
+  if (!q) {
+    q = rmqi_calloc(1, sizeof *q);
+    if (!q) return rmqi_err(RMQ_ENOMEM, "out of memory creating queue %s/%d", t->name, qid);
+    q->topic = t;
+    q->qid = qid;
+    size_t n = strlen(s->cq_root) + t->name_len + 16;
+    q->dir = rmqi_malloc(n);
+    if (!q->dir) { rmqi_free(q, sizeof *q); return rmqi_err(RMQ_ENOMEM, "out of memory"); }
+    snprintf(q->dir, n, "%s/%s/%d", s->cq_root, t->name, qid);
+    atomic_store_explicit(&t->queues[qid], q, memory_order_release);
+  }
+  if (mkfiles && mvec_len(&q->cq) == 0) {
+    rc = mkdir_p(q->dir);
+    if (rc) return rc;
+    mfile *f;
+    rc = mfile_open(q->dir, 0, s->cq_size, 1, &f);
+    if (rc) return rc;
+    pthread_mutex_lock(&s->append_lock);
+    rc = mvec_push(&q->cq, f);
+    pthread_mutex_unlock(&s->append_lock);
+    if (rc) { mfile_close(f); return rc; }
+  }
+  return RMQ_OK;
+}
+
+static void queue_free(rmqi_queue *q)
+{
+  if (!q) return;
+  mvec_free(&q->cq);
+  rmqi_free(q->dir, strlen(q->dir) + 1);
+  rmqi_free(q, sizeof *q);
+}
+
+/* topic_lock held (or single-threaded open). */
+static int topic_make(rmqi_store *s, const char *name, int nqueues, int perm, int mkfiles, rmqi_topic **out)
+{
+  rmqi_topic *t = rmqi_topic_find(s, name);
+  int rc;
+  if (!t) {
+    t = rmqi_calloc(1, sizeof *t);
+    if (!t) return rmqi_err(RMQ_ENOMEM, "out of memory creating topic %s", name);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->name_len = strlen(t->name);
+    t->perm = perm;
+    t->s = s;
+    rc = ttab_insert(s, t);
+    if (rc) { rmqi_free(t, sizeof *t); return rc; }
+  }
+  for (int i = 0; i < nqueues; i++) {
+    rc = queue_make(t, i, mkfiles);
+    if (rc) return rc;
+  }
+  if (nqueues > 0) atomic_store(&t->nqueues, nqueues);
+  *out = t;
+  return RMQ_OK;
+}
+
+static int topic_cmp(const void *a, const void *b)
+{
+  return strcmp((*(rmqi_topic *const *)a)->name, (*(rmqi_topic *const *)b)->name);
+}
+
+/* Snapshot of all topics sorted by name; caller frees with n. */
+static int topics_sorted(rmqi_store *s, rmqi_topic ***out, int *n)
+{
+  pthread_mutex_lock(&s->topic_lock);
+  rmqi_topic **tab = atomic_load(&s->ttab);
+  rmqi_topic **v = rmqi_calloc((size_t)(s->tcount ? s->tcount : 1), sizeof *v);
+  int k = 0;
+  if (v)
+    for (int i = 0; i < s->tcap; i++)
+      if (tab[i]) v[k++] = tab[i];
+  pthread_mutex_unlock(&s->topic_lock);
+  if (!v) return rmqi_err(RMQ_ENOMEM, "out of memory listing topics");
+  qsort(v, (size_t)k, sizeof *v, topic_cmp);
+  *out = v;
+  *n = k;
+  return RMQ_OK;
+}
+
+/* topic_lock held. */
+static int topics_persist(rmqi_store *s)
+{
+  rmqi_topic **v;
+  int n, rc;
+  /* topics_sorted takes topic_lock itself: walk the table directly. */
+  rmqi_topic **tab = atomic_load(&s->ttab);
+  v = rmqi_calloc((size_t)(s->tcount ? s->tcount : 1), sizeof *v);
+  if (!v) return rmqi_err(RMQ_ENOMEM, "out of memory writing topics.json");
+  n = 0;
+  for (int i = 0; i < s->tcap; i++)
+    if (tab[i]) v[n++] = tab[i];
+  qsort(v, (size_t)n, sizeof *v, topic_cmp);
+  rmqi_buf b = {0};
+  s->topics_version++;
+  rmqi_buf_printf(&b, "{\"dataVersion\":{\"counter\":%" PRId64 ",\"stateVersion\":0,\"timestamp\":%" PRId64 "},"
+                  "\"topicConfigTable\":{", s->topics_version, rmqi_now(s->env));
+  for (int i = 0; i < n; i++) {
+    int nq = rmqi_topic_nqueues(v[i]);
+    if (i) rmqi_buf_puts(&b, ",");
+    rmqi_buf_json_str(&b, v[i]->name);
+    rmqi_buf_puts(&b, ":{\"attributes\":{},\"order\":false,");
+    rmqi_buf_printf(&b, "\"perm\":%d,\"readQueueNums\":%d,\"topicFilterType\":\"SINGLE_TAG\",\"topicName\":",
+                    v[i]->perm, nq);
+    rmqi_buf_json_str(&b, v[i]->name);
+    rmqi_buf_printf(&b, ",\"topicSysFlag\":0,\"writeQueueNums\":%d}", nq);
+  }
+  rmqi_buf_puts(&b, "}}");
+  rmqi_free(v, (size_t)(s->tcount ? s->tcount : 1) * sizeof *v);
+  if (b.oom) { rmqi_buf_free(&b); return rmqi_err(RMQ_ENOMEM, "out of memory writing topics.json"); }
+  rc = rmqi_store_write_config(s, "topics.json", b.p, b.len);
+  rmqi_buf_free(&b);
+  return rc;
+}
+
+RMQI_FUNC int rmqi_topic_create(rmqi_store *s, const char *name, int nqueues, rmqi_topic **out)
+{
+  pthread_mutex_lock(&s->topic_lock);
+  rmqi_topic *t = NULL;
+  int rc = topic_make(s, name, nqueues, 6, 1, &t);
+  if (!rc) rc = topics_persist(s);
+  pthread_mutex_unlock(&s->topic_lock);
+  if (!rc && out) *out = t;
+  return rc;
+}
+
+RMQI_FUNC rmqi_queue *rmqi_topic_queue(rmqi_topic *t, int qid)
+{
+  if (qid < 0 || qid >= RMQ_MAX_QUEUE_NUMS) return NULL;
+  return atomic_load_explicit(&t->queues[qid], memory_order_acquire);
+}
+
+RMQI_FUNC int rmqi_topic_list(rmqi_store *s, rmq_topic_info *out, size_t cap, size_t *n)
+{
+  rmqi_topic **v = NULL;
+  int k = 0;
+  int rc = topics_sorted(s, &v, &k);
+  if (rc) return rc;
+  for (int i = 0; i < k && (size_t)i < cap; i++) {
+    snprintf(out[i].topic_name, sizeof out[i].topic_name, "%s", v[i]->name);
+    out[i].read_queue_nums = out[i].write_queue_nums = rmqi_topic_nqueues(v[i]);
+    out[i].perm = v[i]->perm;
+  }
+  *n = (size_t)k;
+  rmqi_free(v, (size_t)(k ? k : 1) * sizeof *v);
+  return RMQ_OK;
+}
+
+/* ======================================================================= */
+/* Config files                                                            */
+/* ======================================================================= */
+
+RMQI_FUNC int rmqi_store_write_config(rmqi_store *s, const char *name, const char *text, size_t len)
+{
+  char path[4200], tmp[4300], bak[4300];
+  snprintf(path, sizeof path, "%s/%s", s->cfg_dir, name);
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  snprintf(bak, sizeof bak, "%s.bak", path);
+  int rc = RMQ_OK;
+  int fd = OS->open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return rmqi_errno(errno, "open", tmp);
+  size_t done = 0;
+  while (done < len) {
+    ssize_t w = OS->pwrite(fd, text + done, len - done, (off_t)done);
+    if (w < 0) { if (errno == EINTR) continue; rc = rmqi_errno(errno, "pwrite", tmp); break; }
+    done += (size_t)w;
+  }
+  if (!rc && OS->fsync(fd) != 0) rc = rmqi_errno(errno, "fsync", tmp);
+  OS->close(fd);
+  if (rc) { OS->unlink(tmp); return rc; }
+  /* The old version becomes .bak; a crash between the renames leaves only
+  ** .bak, which read_config falls back to. */
+  if (OS->rename(path, bak) != 0 && errno != ENOENT) { rc = rmqi_errno(errno, "rename", path); OS->unlink(tmp); return rc; }
+  if (OS->rename(tmp, path) != 0) { rc = rmqi_errno(errno, "rename", tmp); OS->unlink(tmp); return rc; }
+  return fsync_dir(s->cfg_dir);
+}
+
+static int read_file(const char *path, char **text, size_t *len)
+{
+  int fd = OS->open(path, O_RDONLY, 0);
+  if (fd < 0) return errno == ENOENT ? RMQ_ENOTFOUND : rmqi_errno(errno, "open", path);
+  struct stat st;
+  int rc = RMQ_OK;
+  if (OS->fstat(fd, &st) != 0) { rc = rmqi_errno(errno, "fstat", path); goto out_close; }
+  if (st.st_size > (64 << 20)) { rc = rmqi_err(RMQ_ECORRUPT, "%s: %lld bytes is too large for a config file", path, (long long)st.st_size); goto out_close; }
+  char *buf = rmqi_malloc((size_t)st.st_size + 1);
+  if (!buf) { rc = rmqi_err(RMQ_ENOMEM, "out of memory reading %s", path); goto out_close; }
+  size_t got = 0;
+  while (got < (size_t)st.st_size) {
+    ssize_t r = OS->pread(fd, buf + got, (size_t)st.st_size - got, (off_t)got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    got += (size_t)r;
+  }
+  buf[got] = 0;
+  *text = buf;
+  *len = got;
+  if (got != (size_t)st.st_size) {
+    /* The size is what the caller frees with. */
+    *len = (size_t)st.st_size;
+    memset(buf + got, ' ', (size_t)st.st_size - got);
+    buf[st.st_size] = 0;
+  }
+out_close:
+  OS->close(fd);
+  return rc;
+}
+
+RMQI_FUNC int rmqi_store_read_config(rmqi_store *s, const char *name, char **text, size_t *len)
+{
+  char path[4200], bak[4300];
+  snprintf(path, sizeof path, "%s/%s", s->cfg_dir, name);
+  snprintf(bak, sizeof bak, "%s.bak", path);
+  int rc = read_file(path, text, len);
+  if (rc == RMQ_ENOTFOUND) rc = read_file(bak, text, len);
+  return rc;
+}
+
+/* Parses config `name` into *out, trying the .bak copy when the main file is
+** damaged. RMQ_ENOTFOUND when neither exists. */
+static int config_json(rmqi_store *s, const char *name, rmqi_json **out)
+{
+  char *text;
+  size_t len;
+  char fname[256];
+  int rc = RMQ_OK;
+  for (int attempt = 0; attempt < 2; attempt++) {
+    snprintf(fname, sizeof fname, attempt ? "%s.bak" : "%s", name);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", s->cfg_dir, fname);
+    rc = read_file(path, &text, &len);
+    if (rc == RMQ_ENOTFOUND) continue;
+    if (rc) return rc;
+    int prc;
+    *out = rmqi_json_parse(text, len, &prc);
+    rmqi_free(text, len + 1);
+    if (*out) return RMQ_OK;
+    if (prc == RMQ_ENOMEM) return rmqi_err(RMQ_ENOMEM, "out of memory parsing %s", path);
+    rmqi_log(s->env, RMQ_LOG_WARN, "%s is not valid JSON%s", path, attempt ? "" : "; trying its .bak");
+    rc = rmqi_err(RMQ_ECORRUPT, "%s is not valid JSON", path);
+  }
+  return rc == RMQ_OK ? RMQ_ENOTFOUND : rc;
+}
+
+/* ======================================================================= */
+/* Appending                                                               */
+/* ======================================================================= */
+
+/* append_lock held. Makes sure CommitLog file `idx` (relative to the first)
+** exists. */
+static int cl_file_ensure(rmqi_store *s, int64_t idx)
+{
+  while (mvec_len(&s->cl) <= idx) {
+    int64_t start = s->min_phys + (int64_t)mvec_len(&s->cl) * s->cl_size;
+    mfile *f;
+    int rc = mfile_open(s->cl_dir, start, s->cl_size, 1, &f);
+    if (rc) return rc;
+    rc = mvec_push(&s->cl, f);
+    if (rc) { mfile_close(f); return rc; }
+  }
+  return RMQ_OK;
+}
+
+/* append_lock held (or single-threaded open). Makes sure the ConsumeQueue
+** file holding unit `off` exists and returns a pointer to the unit. */
+static int cq_unit_ptr(rmqi_store *s, rmqi_queue *q, int64_t off, uint8_t **unit)
+{
+  int64_t byte = off * RMQI_CQ_UNIT;
+  int64_t fidx = byte / s->cq_size - q->first_file;
+  if (fidx < 0) return rmqi_err(RMQ_ECORRUPT, "queue %s/%d: offset %" PRId64 " before its first file", q->topic->name, q->qid, off);
+  while (mvec_len(&q->cq) <= fidx) {
+    int rc = mkdir_p(q->dir);
+    if (rc) return rc;
+    mfile *f;
+    int64_t start = (q->first_file + mvec_len(&q->cq)) * s->cq_size;
+    rc = mfile_open(q->dir, start, s->cq_size, 1, &f);
+    if (rc) return rc;
+    rc = mvec_push(&q->cq, f);
+    if (rc) { mfile_close(f); return rc; }
+  }
+  mfile *f = mvec_at(&q->cq, fidx);
+  *unit = f->base + (byte - f->start);
+  return RMQ_OK;
+}
+
+static void unit_write(uint8_t *u, int64_t phys, int32_t size, int64_t tags_code)
+{
+  rmqi_put64(u, (uint64_t)phys);
+  rmqi_put32(u + 8, (uint32_t)size);
+  rmqi_put64(u + 12, (uint64_t)tags_code);
+}
+
+static inline int store_ts_off(const uint8_t *rec)
+{
+  return (rmqi_get32(rec + RMQI_OFF_SYSFLAG) & RMQI_SYSFLAG_BORNHOST_V6) ? 68 : 56;
+}
+
+RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
+{
+  int rc = RMQ_OK;
+  pthread_mutex_lock(&s->append_lock);
+  int64_t now = rmqi_now(s->env);
+  int64_t pos = s->write_pos;
+  /* Pass 1: place every record and create the files they need, so a failure
+  ** leaves nothing half written. */
+  for (int i = 0; i < n; i++) {
+    if ((int64_t)p[i].size + RMQI_END_FILE_MIN_BLANK > s->cl_size) {
+      rc = rmqi_err(RMQ_EMSGSIZE, "record of %u bytes does not fit a CommitLog file of %" PRId64 " bytes",
+                    p[i].size, s->cl_size);
+      goto out_unlock;
+    }
+    int64_t fidx = (pos - s->min_phys) / s->cl_size;
+    int64_t fend = s->min_phys + (fidx + 1) * s->cl_size;
+    if (pos + p[i].size + RMQI_END_FILE_MIN_BLANK > fend) { pos = fend; fidx++; }
+    rc = cl_file_ensure(s, fidx);
+    if (rc) goto out_unlock;
+    p[i].phys_offset = pos;
+    pos += p[i].size;
+    if (p[i].q) {
+      uint8_t *u;
+      int64_t qoff = p[i].q->next_offset;
+      for (int j = 0; j < i; j++) if (p[j].q == p[i].q) qoff++;
+      rc = cq_unit_ptr(s, p[i].q, qoff, &u);
+      if (rc) goto out_unlock;
+    }
+  }
+  /* Pass 2: write. */
+  pos = s->write_pos;
+  for (int i = 0; i < n; i++) {
+    if (p[i].phys_offset != pos) {
+      /* The rest of this file gets the BLANK end record. */
+      mfile *f = mvec_at(&s->cl, (pos - s->min_phys) / s->cl_size);
+      uint8_t *b = f->base + (pos - f->start);
+      rmqi_put32(b, (uint32_t)(p[i].phys_offset - pos));
+      rmqi_put32(b + 4, RMQI_MAGIC_BLANK);
+      pos = p[i].phys_offset;
+    }
+    uint8_t *rec = p[i].rec;
+    int64_t qoff = 0;
+    if (p[i].q) qoff = p[i].q->next_offset++;
+    p[i].queue_offset = qoff;
+    p[i].store_ts = now;
+    rmqi_put64(rec + RMQI_OFF_QUEUEOFFSET, (uint64_t)qoff);
+    rmqi_put64(rec + RMQI_OFF_PHYSOFFSET, (uint64_t)pos);
+    rmqi_put64(rec + store_ts_off(rec), (uint64_t)now);
+    mfile *f = mvec_at(&s->cl, (pos - s->min_phys) / s->cl_size);
+    memcpy(f->base + (pos - f->start), rec, p[i].size);
+    if (p[i].q) {
+      uint8_t *u;
+      cq_unit_ptr(s, p[i].q, qoff, &u); /* exists: made in pass 1 */
+      unit_write(u, pos, (int32_t)p[i].size, p[i].tags_code);
+    }
+    pos += p[i].size;
+  }
+  s->write_pos = pos;
+  /* Publish: units before queue ends, records before the CommitLog end. */
+  for (int i = 0; i < n; i++)
+    if (p[i].q) atomic_store_explicit(&p[i].q->max_offset, p[i].q->next_offset, memory_order_release);
+  atomic_store_explicit(&s->last_store_ts, now, memory_order_release);
+  atomic_store_explicit(&s->published, pos, memory_order_release);
+out_unlock:
+  pthread_mutex_unlock(&s->append_lock);
+  if (rc == RMQ_OK) {
+    atomic_fetch_add(&s->seq, 1);
+    if (atomic_load(&s->waiters) > 0) {
+      pthread_mutex_lock(&s->wait_lock);
+      pthread_cond_broadcast(&s->wait_cond);
+      pthread_mutex_unlock(&s->wait_lock);
+    }
+  }
+  return rc;
+}
+
+RMQI_FUNC const uint8_t *rmqi_store_record(rmqi_store *s, int64_t phys, int32_t size)
+{
+  if (phys < s->min_phys || size <= 0 || phys + size > rmqi_store_max_phys(s)) return NULL;
+  mfile *f = mvec_at(&s->cl, (phys - s->min_phys) / s->cl_size);
+  if (!f || phys + size > f->start + f->size) return NULL;
+  return f->base + (phys - f->start);
+}
+
+RMQI_FUNC const uint8_t *rmqi_queue_units(rmqi_queue *q, int64_t offset, int *n)
+{
+  rmqi_store *s = q->topic->s;
+  int64_t max = rmqi_queue_max_offset(q);
+  if (offset < 0 || offset >= max || *n <= 0) { *n = 0; return NULL; }
+  int64_t byte = offset * RMQI_CQ_UNIT;
+  mfile *f = mvec_at(&q->cq, byte / s->cq_size - q->first_file);
+  if (!f) { *n = 0; return NULL; }
+  int64_t in_file = (f->start + f->size - byte) / RMQI_CQ_UNIT;
+  int64_t k = max - offset;
+  if (k > in_file) k = in_file;
+  if (k > *n) k = *n;
+  *n = (int)k;
+  return f->base + (byte - f->start);
+}
+
+RMQI_FUNC int64_t rmqi_queue_offset_by_time(rmqi_store *s, rmqi_queue *q, int64_t ts)
+{
+  int64_t lo = rmqi_queue_min_offset(q), hi = rmqi_queue_max_offset(q);
+  /* First offset whose record's store time is >= ts (store times rise with
+  ** CommitLog position, so with queue offset too). Pad units compare low. */
+  while (lo < hi) {
+    int64_t mid = lo + (hi - lo) / 2;
+    int one = 1;
+    const uint8_t *u = rmqi_queue_units(q, mid, &one);
+    int64_t sts = INT64_MIN;
+    if (u) {
+      const uint8_t *rec = rmqi_store_record(s, (int64_t)rmqi_get64(u), (int32_t)rmqi_get32(u + 8));
+      if (rec) sts = (int64_t)rmqi_get64(rec + store_ts_off(rec));
+    }
+    if (sts < ts) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/* ======================================================================= */
+/* Long polling                                                            */
+/* ======================================================================= */
+
+RMQI_FUNC uint64_t rmqi_store_seq(rmqi_store *s) { return atomic_load(&s->seq); }
+
+static void abs_deadline(struct timespec *ts, int timeout_ms)
+{
+  clock_gettime(CLOCK_MONOTONIC, ts);
+  ts->tv_sec += timeout_ms / 1000;
+  ts->tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+  if (ts->tv_nsec >= 1000000000L) { ts->tv_sec++; ts->tv_nsec -= 1000000000L; }
+}
+
+RMQI_FUNC void rmqi_store_wait(rmqi_store *s, uint64_t seen, int timeout_ms)
+{
+  struct timespec dl;
+  abs_deadline(&dl, timeout_ms);
+  /* waiters is raised before seq is re-read, and the appender bumps seq
+  ** before reading waiters (both seq_cst): one of the two sees the other. */
+  atomic_fetch_add(&s->waiters, 1);
+  pthread_mutex_lock(&s->wait_lock);
+  while (atomic_load(&s->seq) == seen) {
+    if (pthread_cond_timedwait(&s->wait_cond, &s->wait_lock, &dl) == ETIMEDOUT) break;
+  }
+  pthread_mutex_unlock(&s->wait_lock);
+  atomic_fetch_sub(&s->waiters, 1);
+}
+
+RMQI_FUNC void rmqi_store_wake(rmqi_store *s)
+{
+  atomic_fetch_add(&s->seq, 1);
+  pthread_mutex_lock(&s->wait_lock);
+  pthread_cond_broadcast(&s->wait_cond);
+  pthread_mutex_unlock(&s->wait_lock);
+}
+
+/* ======================================================================= */
+/* Flushing                                                                */
+/* ======================================================================= */
+
+/* Syncs the CommitLog files holding [from, to). No lock needed: files are
+** never removed while open. */
+static int cl_sync_range(rmqi_store *s, int64_t from, int64_t to)
+{
+  if (to <= from) return RMQ_OK;
+  int64_t a = (from - s->min_phys) / s->cl_size, b = (to - 1 - s->min_phys) / s->cl_size;
+  for (int64_t i = a; i <= b; i++) {
+    mfile *f = mvec_at(&s->cl, i);
+    if (!f) continue;
+    int rc = mfile_sync(s->cl_dir, f);
+    if (rc) return rc;
+  }
+  return RMQ_OK;
+}
+
+RMQI_FUNC void rmqi_store_sender_enter(rmqi_store *s) { atomic_fetch_add(&s->appending, 1); }
+RMQI_FUNC void rmqi_store_sender_leave(rmqi_store *s) { atomic_fetch_sub(&s->appending, 1); }
+
+/* One flush as leader: flush_lock NOT held. Returns the sync's code. */
+static int flush_once(rmqi_store *s, int gather)
+{
+  if (gather && s->o.group_commit_gather_us > 0 && atomic_load(&s->appending) > 0) {
+    /* Other senders are between encoding and appending: waiting a moment
+    ** lets one sync cover them too (DESIGN.md 10: ~8 -> ~16 records/sync). */
+    int64_t until = rmqi_mono_us() + s->o.group_commit_gather_us;
+    while (atomic_load(&s->appending) > 0 && rmqi_mono_us() < until) sched_yield();
+  }
+  int64_t ts = atomic_load_explicit(&s->last_store_ts, memory_order_acquire);
+  int64_t target = atomic_load_explicit(&s->published, memory_order_acquire);
+  int64_t from = atomic_load(&s->flushed);
+  int rc = cl_sync_range(s, from, target);
+  if (rc == RMQ_OK) {
+    pthread_mutex_lock(&s->flush_lock);
+    if (target > atomic_load(&s->flushed)) {
+      atomic_store(&s->flushed, target);
+      atomic_store(&s->flushed_ts, ts);
+    }
+    pthread_mutex_unlock(&s->flush_lock);
+  }
+  return rc;
+}
+
+RMQI_FUNC int rmqi_store_wait_flushed(rmqi_store *s, int64_t end, int timeout_ms)
+{
+  if (atomic_load(&s->flushed) >= end) return RMQ_OK;
+  struct timespec dl;
+  abs_deadline(&dl, timeout_ms);
+  int rc = RMQ_OK;
+  pthread_mutex_lock(&s->flush_lock);
+  while (atomic_load(&s->flushed) < end) {
+    if (!s->flush_leader) {
+      s->flush_leader = 1;
+      pthread_mutex_unlock(&s->flush_lock);
+      rc = flush_once(s, 1);
+      pthread_mutex_lock(&s->flush_lock);
+      s->flush_leader = 0;
+      pthread_cond_broadcast(&s->flush_cond);
+      if (rc) break;
+      continue;
+    }
+    atomic_fetch_add(&s->flush_waiters, 1);
+    int w = pthread_cond_timedwait(&s->flush_cond, &s->flush_lock, &dl);
+    atomic_fetch_sub(&s->flush_waiters, 1);
+    if (w == ETIMEDOUT && atomic_load(&s->flushed) < end) { rc = RMQ_ETIMEDOUT; break; }
+  }
+  pthread_mutex_unlock(&s->flush_lock);
+  return rc;
+}
+
+RMQI_FUNC int rmqi_store_flush_commitlog(rmqi_store *s)
+{
+  int64_t end = rmqi_store_max_phys(s);
+  if (atomic_load(&s->flushed) >= end) return RMQ_OK;
+  return rmqi_store_wait_flushed(s, end, 60000);
+}
+
+/* cq_flush_lock held. Syncs every ConsumeQueue file with units written since
+** its last flush. */
+static int cq_flush(rmqi_store *s)
+{
+  int64_t ts = atomic_load(&s->last_store_ts);
+  rmqi_topic **tab = atomic_load(&s->ttab);
+  int cap = tab ? (int)(uintptr_t)tab[-1] : 0;
+  for (int i = 0; i < cap; i++) {
+    rmqi_topic *t = __atomic_load_n(&tab[i], __ATOMIC_ACQUIRE);
+    if (!t) continue;
+    for (int qid = 0; qid < RMQ_MAX_QUEUE_NUMS; qid++) {
+      rmqi_queue *q = rmqi_topic_queue(t, qid);
+      if (!q) break;
+      int64_t max = rmqi_queue_max_offset(q);
+      if (max <= q->flushed_units) continue;
+      int64_t a = q->flushed_units * RMQI_CQ_UNIT / s->cq_size - q->first_file;
+      int64_t b = ((max * RMQI_CQ_UNIT) - 1) / s->cq_size - q->first_file;
+      for (int64_t k = a < 0 ? 0 : a; k <= b; k++) {
+        mfile *f = mvec_at(&q->cq, k);
+        if (!f) continue;
+        int rc = mfile_sync(q->dir, f);
+        if (rc) return rc;
+      }
+      q->flushed_units = max;
+    }
+  }
+  s->logics_ts = ts;
+  return RMQ_OK;
+}
+
+static int checkpoint_write(rmqi_store *s)
+{
+  uint8_t b[40];
+  int64_t phys_ts = atomic_load(&s->flushed_ts);
+  rmqi_put64(b, (uint64_t)phys_ts);
+  rmqi_put64(b + 8, (uint64_t)s->logics_ts);
+  rmqi_put64(b + 16, 0);
+  rmqi_put64(b + 24, (uint64_t)atomic_load(&s->flushed));
+  rmqi_put64(b + 32, (uint64_t)atomic_load(&s->flushed));
+  char path[4200];
+  snprintf(path, sizeof path, "%s/checkpoint", s->dir);
+  if (OS->pwrite(s->cp_fd, b, sizeof b, 0) != (ssize_t)sizeof b) return rmqi_errno(errno, "pwrite", path);
+  if (OS->fdatasync(s->cp_fd) != 0) return rmqi_errno(errno, "fdatasync", path);
+  return RMQ_OK;
+}
+
+RMQI_FUNC int rmqi_store_flush_all(rmqi_store *s)
+{
+  int rc = rmqi_store_flush_commitlog(s);
+  if (rc) return rc;
+  pthread_mutex_lock(&s->cq_flush_lock);
+  rc = cq_flush(s);
+  if (!rc) rc = checkpoint_write(s);
+  pthread_mutex_unlock(&s->cq_flush_lock);
+  return rc;
+}
+
+RMQI_FUNC int rmqi_store_run_due(rmqi_store *s, int64_t now, int64_t *next_ms)
+{
+  int rc = RMQ_OK;
+  pthread_mutex_lock(&s->cq_flush_lock);
+  if (now >= s->next_cl_flush) {
+    s->next_cl_flush = now + s->o.flush_interval_commit_log;
+    int64_t dirty = rmqi_store_max_phys(s) - atomic_load(&s->flushed);
+    int thorough = now - s->last_thorough >= s->o.flush_commit_log_thorough_interval;
+    if (dirty > 0 && (thorough || dirty >= (int64_t)s->o.flush_commit_log_least_pages * 4096)) {
+      if (thorough) s->last_thorough = now;
+      pthread_mutex_unlock(&s->cq_flush_lock);
+      rc = rmqi_store_flush_commitlog(s);
+      pthread_mutex_lock(&s->cq_flush_lock);
+    }
+  }
+  if (!rc && now >= s->next_cq_flush) {
+    s->next_cq_flush = now + s->o.flush_interval_consume_queue;
+    rc = cq_flush(s);
+    if (!rc) rc = checkpoint_write(s);
+  }
+  if (next_ms) {
+    int64_t n = s->next_cl_flush < s->next_cq_flush ? s->next_cl_flush : s->next_cq_flush;
+    *next_ms = n > now ? n - now : 0;
+  }
+  pthread_mutex_unlock(&s->cq_flush_lock);
+  return rc;
+}
+
+/* ======================================================================= */
+/* Open and recovery                                                       */
+/* ======================================================================= */
+
+static char *path_join(const char *a, const char *b)
+{
+  size_t n = strlen(a) + strlen(b) + 2;
+  char *p = rmqi_malloc(n);
+  if (p) snprintf(p, n, "%s/%s", a, b);
+  return p;
+}
+
+static int load_topics(rmqi_store *s)
+{
+  rmqi_json *j = NULL;
+  int rc = config_json(s, "topics.json", &j);
+  if (rc == RMQ_ENOTFOUND) return RMQ_OK;
+  if (rc) return rc;
+  const rmqi_json *dv = rmqi_json_get(j, "dataVersion");
+  const rmqi_json *ctr = rmqi_json_get(dv, "counter");
+  if (ctr) s->topics_version = ctr->inum;
+  const rmqi_json *tab = rmqi_json_get(j, "topicConfigTable");
+  for (const rmqi_json *t = tab ? tab->child : NULL; t; t = t->next) {
+    const rmqi_json *w = rmqi_json_get(t, "writeQueueNums"), *r = rmqi_json_get(t, "readQueueNums");
+    const rmqi_json *perm = rmqi_json_get(t, "perm");
+    int nq = (int)(w ? w->inum : 0);
+    if (r && r->inum > nq) nq = (int)r->inum;
+    if (!t->key || !*t->key || strlen(t->key) > 255 || strchr(t->key, '/') || nq < 1 || nq > RMQ_MAX_QUEUE_NUMS) {
+      rmqi_log(s->env, RMQ_LOG_WARN, "topics.json: skipping invalid entry '%s'", t->key ? t->key : "");
+      continue;
+    }
+    if (!strcmp(t->key, ".") || !strcmp(t->key, "..")) continue;
+    rmqi_topic *tp;
+    rc = topic_make(s, t->key, nq, perm ? (int)perm->inum : 6, 0, &tp);
+    if (rc) break;
+  }
+  rmqi_json_free(j);
+  return rc;
+}
+
+/* Maps the ConsumeQueue files found on disk. Anomalies (a gap, a short
+** non-last file, a queue of a known topic without files) set *rebuild. */
+static int load_cqs(rmqi_store *s, int *rebuild)
+{
+  DIR *d = opendir(s->cq_root);
+  if (!d) return errno == ENOENT ? RMQ_OK : rmqi_errno(errno, "opendir", s->cq_root);
+  struct dirent *e;
+  int rc = RMQ_OK;
+  while (!rc && (e = readdir(d))) {
+    const char *tn = e->d_name;
+    if (tn[0] == '.' || strlen(tn) > 255) continue;
+    char *tdir = path_join(s->cq_root, tn);
+    if (!tdir) { rc = rmqi_err(RMQ_ENOMEM, "out of memory"); break; }
+    DIR *qd = opendir(tdir);
+    if (qd) {
+      struct dirent *qe;
+      while (!rc && (qe = readdir(qd))) {
+        char *endp;
+        long qid = strtol(qe->d_name, &endp, 10);
+        if (qe->d_name[0] < '0' || qe->d_name[0] > '9' || *endp || qid < 0 || qid >= RMQ_MAX_QUEUE_NUMS) continue;
+        rmqi_topic *t = rmqi_topic_find(s, tn);
+        if (!t) {
+          rc = topic_make(s, tn, 0, 6, 0, &t);
+          if (rc) break;
+        }
+        if (qid >= rmqi_topic_nqueues(t)) atomic_store(&t->nqueues, (int)qid + 1);
+        rc = queue_make(t, (int)qid, 0);
+        if (rc) break;
+        rmqi_queue *q = rmqi_topic_queue(t, (int)qid);
+        int64_t *starts;
+        int n;
+        rc = list20(q->dir, &starts, &n);
+        if (rc) break;
+        for (int i = 0; i < n && !rc; i++) {
+          if (starts[i] % s->cq_size) {
+            rmqi_log(s->env, RMQ_LOG_WARN, "%s/%020" PRId64 ": name is not a multiple of the file size; ignored", q->dir, starts[i]);
+            continue;
+          }
+          if (mvec_len(&q->cq) == 0) q->first_file = starts[i] / s->cq_size;
+          else if (starts[i] / s->cq_size != q->first_file + mvec_len(&q->cq)) {
+            rmqi_log(s->env, RMQ_LOG_WARN, "%s: gap before file %020" PRId64 "; rebuilding", q->dir, starts[i]);
+            *rebuild = 1;
+            break;
+          }
+          char fp[4200];
+          snprintf(fp, sizeof fp, "%s/%020" PRId64, q->dir, starts[i]);
+          struct stat st;
+          if (stat(fp, &st) == 0 && st.st_size != s->cq_size) {
+            rmqi_log(s->env, RMQ_LOG_WARN, "%s: %lld bytes, expected %d; rebuilding", fp, (long long)st.st_size, s->cq_size);
+            *rebuild = 1;
+          }
+          mfile *f;
+          rc = mfile_open(q->dir, starts[i], s->cq_size, 1, &f);
+          if (!rc) rc = mvec_push(&q->cq, f);
+        }
+        list20_free(starts, n);
+      }
+      closedir(qd);
+    }
+    rmqi_free(tdir, strlen(tdir) + 1);
+  }
+  closedir(d);
+  return rc;
+}
+
+static int load_commitlog(rmqi_store *s)
+{
+  int64_t *starts;
+  int n;
+  int rc = list20(s->cl_dir, &starts, &n);
+  if (rc) return rc;
+  if (n > 0) {
+    char fp[4200];
+    struct stat st;
+    snprintf(fp, sizeof fp, "%s/%020" PRId64, s->cl_dir, starts[0]);
+    if (stat(fp, &st) == 0 && st.st_size > 0 && st.st_size != s->cl_size) {
+      rmqi_log(s->env, RMQ_LOG_INFO, "commitlog files are %lld bytes; using that size", (long long)st.st_size);
+      s->cl_size = st.st_size;
+    }
+    s->min_phys = starts[0];
+  }
+  for (int i = 0; i < n && !rc; i++) {
+    if (starts[i] != s->min_phys + (int64_t)i * s->cl_size) {
+      rc = rmqi_err(RMQ_ECORRUPT, "%s: file %020" PRId64 " does not follow the previous one (expected %020" PRId64 ")",
+                    s->cl_dir, starts[i], s->min_phys + (int64_t)i * s->cl_size);
+      break;
+    }
+    mfile *f;
+    rc = mfile_open(s->cl_dir, starts[i], s->cl_size, 0, &f);
+    if (!rc) rc = mvec_push(&s->cl, f);
+  }
+  list20_free(starts, n);
+  return rc;
+}
+
+/* Last unit + 1 of a queue's files (units are written front to back, so the
+** queue ends at the last non-zero unit). */
+static int64_t cq_scan_max(rmqi_store *s, rmqi_queue *q)
+{
+  int nf = mvec_len(&q->cq);
+  for (int k = nf - 1; k >= 0; k--) {
+    mfile *f = mvec_at(&q->cq, k);
+    int64_t units = f->size / RMQI_CQ_UNIT;
+    for (int64_t u = units - 1; u >= 0; u--) {
+      const uint8_t *p = f->base + u * RMQI_CQ_UNIT;
+      static const uint8_t z[RMQI_CQ_UNIT];
+      if (memcmp(p, z, RMQI_CQ_UNIT)) return f->start / RMQI_CQ_UNIT + u + 1;
+      /* Skip whole zero pages quickly. */
+      if (u % 1024 == 0) continue;
+    }
+  }
+  return nf ? (q->first_file * s->cq_size) / RMQI_CQ_UNIT : 0;
+}
+
+static int64_t cq_scan_min(rmqi_store *s, rmqi_queue *q, int64_t max)
+{
+  int64_t off = (q->first_file * s->cq_size) / RMQI_CQ_UNIT;
+  for (; off < max; off++) {
+    int one = 1;
+    const uint8_t *u;
+    /* max_offset is not published yet: read through the file directly. */
+    int64_t byte = off * RMQI_CQ_UNIT;
+    mfile *f = mvec_at(&q->cq, byte / s->cq_size - q->first_file);
+    if (!f) break;
+    u = f->base + (byte - f->start);
+    RMQI_UNUSED(one);
+    if ((int32_t)rmqi_get32(u + 8) != INT32_MAX) break;
+  }
+  return off;
+}
+
+/* Is the unit's record there and does it say it belongs here? */
+static int unit_matches(rmqi_store *s, rmqi_queue *q, int64_t off, const uint8_t *u, int64_t cl_end)
+{
+  int64_t phys = (int64_t)rmqi_get64(u);
+  int32_t size = (int32_t)rmqi_get32(u + 8);
+  if (size == INT32_MAX && phys == 0) return 1; /* pad */
+  if (phys < s->min_phys || size <= 0 || phys + size > cl_end) return 0;
+  mfile *f = mvec_at(&s->cl, (phys - s->min_phys) / s->cl_size);
+  if (!f || phys + size > f->start + f->size) return 0;
+  rmqi_record r;
+  if (rmqi_record_decode(f->base + (phys - f->start), (size_t)size, 0, &r) != RMQ_OK) return 0;
+  return (int64_t)r.total == size && r.queue_id == q->qid && r.queue_offset == off &&
+         (size_t)r.topic_len == q->topic->name_len && !memcmp(r.topic, q->topic->name, q->topic->name_len);
+}
+
+/* Rewrites the record's ConsumeQueue unit if it is missing or different. */
+static int dispatch(rmqi_store *s, const rmqi_record *r, int64_t pos, int *created_topic)
+{
+  int tx = r->sys_flag & RMQI_SYSFLAG_TX_MASK;
+  if (tx == RMQI_SYSFLAG_TX_PREPARED || tx == RMQI_SYSFLAG_TX_ROLLBACK) return RMQ_OK;
+  if (r->queue_id < 0 || r->queue_id >= RMQ_MAX_QUEUE_NUMS || r->queue_offset < 0 || r->topic_len > 255) return RMQ_OK;
+  char name[256];
+  memcpy(name, r->topic, (size_t)r->topic_len);
+  name[r->topic_len] = 0;
+  if (strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, "..")) return RMQ_OK;
+  rmqi_topic *t = rmqi_topic_find(s, name);
+  int rc;
+  if (!t) {
+    rc = topic_make(s, name, 0, 6, 0, &t);
+    if (rc) return rc;
+    *created_topic = 1;
+  }
+  if (r->queue_id >= rmqi_topic_nqueues(t)) { atomic_store(&t->nqueues, r->queue_id + 1); *created_topic = 1; }
+  rc = queue_make(t, r->queue_id, 0);
+  if (rc) return rc;
+  rmqi_queue *q = rmqi_topic_queue(t, r->queue_id);
+  if (r->queue_offset * RMQI_CQ_UNIT / s->cq_size < q->first_file) return RMQ_OK; /* cleaned up */
+  uint8_t *u;
+  rc = cq_unit_ptr(s, q, r->queue_offset, &u);
+  if (rc) return rc;
+  int64_t tags_code = 0;
+  const char *tv;
+  size_t tl;
+  if (rmqi_props_find(r->props, (size_t)r->props_len, "TAGS", 4, &tv, &tl)) tags_code = rmqi_jhash(tv, tl);
+  if (!strcmp(name, "SCHEDULE_TOPIC_XXXX")) tags_code = (int64_t)rmqi_get64(u + 12); /* deliver time: keep */
+  if ((int64_t)rmqi_get64(u) != pos || (int32_t)rmqi_get32(u + 8) != (int32_t)r->total ||
+      (strcmp(name, "SCHEDULE_TOPIC_XXXX") && (int64_t)rmqi_get64(u + 12) != tags_code)) {
+    if (!strcmp(name, "SCHEDULE_TOPIC_XXXX") && rmqi_get64(u) == 0) {
+      /* A lost schedule unit: its deliver time is the DELAY level's, which
+      ** the core owns; store time is a safe lower bound (delivered at once). */
+      tags_code = r->store_ts;
+    }
+    unit_write(u, pos, (int32_t)r->total, tags_code);
+    s->rinfo.cq_units_rebuilt++;
+  }
+  if (r->queue_offset + 1 > q->next_offset) q->next_offset = r->queue_offset + 1;
+  return RMQ_OK;
+}
+
+static int64_t checkpoint_min_ts(rmqi_store *s)
+{
+  char path[4200];
+  snprintf(path, sizeof path, "%s/checkpoint", s->dir);
+  uint8_t b[40] = {0};
+  int fd = OS->open(path, O_RDONLY, 0);
+  if (fd < 0) return 0;
+  ssize_t n = OS->pread(fd, b, sizeof b, 0);
+  OS->close(fd);
+  if (n < 16) return 0;
+  int64_t phys = (int64_t)rmqi_get64(b), logics = (int64_t)rmqi_get64(b + 8);
+  int64_t m = (phys < logics ? phys : logics) - 3000;
+  return m > 0 ? m : 0;
+}
+
+/* Index of the file the scan starts from. */
+static int64_t scan_start_file(rmqi_store *s, int abnormal, int rebuild)
+{
+  int nf = mvec_len(&s->cl);
+  if (rebuild || nf == 0) return 0;
+  if (!abnormal) return nf > 3 ? nf - 3 : 0;
+  int64_t min_ts = checkpoint_min_ts(s);
+  for (int i = nf - 1; i >= 0; i--) {
+    mfile *f = mvec_at(&s->cl, i);
+    rmqi_record r;
+    if (rmqi_record_decode(f->base, (size_t)f->size, 0, &r) != RMQ_OK || r.magic != RMQI_MAGIC_V1) continue;
+    if (r.store_ts != 0 && r.store_ts <= min_ts) return i;
+  }
+  return 0;
+}
+
+/* Any nonzero byte in f at or after `from`? Returns the end of the last one. */
+static int64_t last_nonzero(const mfile *f, int64_t from)
+{
+  for (int64_t i = f->size; i > from;) {
+    int64_t b = i - 4096 < from ? from : i - 4096;
+    for (int64_t k = i - 1; k >= b; k--)
+      if (f->base[k]) return k + 1;
+    i = b;
+  }
+  return from;
+}
+
+static int recover(rmqi_store *s, int abnormal, int rebuild)
+{
+  rmq_recovery_info *ri = &s->rinfo;
+  int nf = mvec_len(&s->cl);
+  int created_topic = 0, rc = RMQ_OK;
+  int check_crc = s->o.check_crc_on_recover;
+  int64_t fidx = scan_start_file(s, abnormal, rebuild);
+  int64_t end = s->min_phys + fidx * s->cl_size;
+  const char *why = NULL;
+  char whybuf[600];
+  if (nf) rmqi_log(s->env, RMQ_LOG_INFO, "recovery: %s, scanning commitlog from file %020" PRId64,
+                   abnormal ? "abnormal (abort file found)" : "normal", end);
+  for (; fidx < nf && !why; fidx++) {
+    mfile *f = mvec_at(&s->cl, fidx);
+    int64_t p = 0;
+    for (;;) {
+      if (f->size - p < 8 || (rmqi_get32(f->base + p) == 0 && rmqi_get32(f->base + p + 4) == 0)) {
+        why = "end of data";
+        break;
+      }
+      rmqi_record r;
+      int drc = rmqi_record_decode(f->base + p, (size_t)(f->size - p), check_crc, &r);
+      if (drc == RMQ_ENOTFOUND) {  /* BLANK: the file is full */
+        if (p + r.total != f->size) { snprintf(whybuf, sizeof whybuf, "blank record of %u bytes does not end its file", r.total); why = whybuf; break; }
+        end = f->start + f->size;
+        break;
+      }
+      if (drc != RMQ_OK) { snprintf(whybuf, sizeof whybuf, "%s", rmq_errmsg()); why = whybuf; break; }
+      if (r.phys_offset != f->start + p) {
+        snprintf(whybuf, sizeof whybuf, "PHYSICALOFFSET %" PRId64 " stored at %" PRId64, r.phys_offset, f->start + p);
+        why = whybuf;
+        break;
+      }
+      ri->records_scanned++;
+      rc = dispatch(s, &r, f->start + p, &created_topic);
+      if (rc) return rc;
+      p += r.total;
+      end = f->start + p;
+    }
+  }
+  /* Cut at `end`: zero the rest of its file, delete the files after it. */
+  if (nf) {
+    int64_t cut_idx = (end - s->min_phys) / s->cl_size;
+    for (int64_t i = cut_idx; i < nf; i++) {
+      mfile *f = mvec_at(&s->cl, i);
+      int64_t from = end > f->start ? end - f->start : 0;
+      int64_t last = last_nonzero(f, from);
+      if (last > from) {
+        ri->bytes_truncated += last - from;
+        rc = mfile_zero_from(s->cl_dir, f, from);
+        if (rc) return rc;
+      }
+    }
+    if (ri->bytes_truncated)
+      rmqi_log(s->env, RMQ_LOG_WARN, "recovery: commitlog cut at offset %" PRId64 " (%s): %" PRId64 " bytes dropped",
+               end, why ? why : "?", ri->bytes_truncated);
+    /* Files wholly past the cut go (RocketMQ deletes them). Keep the file
+    ** holding `end` so the next append has somewhere to go. */
+    while (mvec_len(&s->cl) > cut_idx + 1 && mvec_len(&s->cl) > 1) {
+      int last = mvec_len(&s->cl) - 1;
+      mfile *f = mvec_at(&s->cl, last);
+      if (f->start < end) break;
+      char fp[4200];
+      snprintf(fp, sizeof fp, "%s/%020" PRId64, s->cl_dir, f->start);
+      mfile_close(f);
+      OS->unlink(fp);
+      atomic_store(&s->cl.n, last);
+      ri->files_removed++;
+    }
+  }
+  s->write_pos = end;
+  atomic_store(&s->published, end);
+  atomic_store(&s->flushed, end);
+  ri->commitlog_min_offset = s->min_phys;
+  ri->commitlog_max_offset = end;
+  /* Queues: drop units past the cut, set bounds. */
+  rmqi_topic **tab = atomic_load(&s->ttab);
+  for (int i = 0; tab && i < s->tcap; i++) {
+    rmqi_topic *t = tab[i];
+    if (!t) continue;
+    for (int qid = 0; qid < RMQ_MAX_QUEUE_NUMS; qid++) {
+      rmqi_queue *q = rmqi_topic_queue(t, qid);
+      if (!q) continue;
+      int64_t max = cq_scan_max(s, q);
+      int64_t min = (q->first_file * s->cq_size) / RMQI_CQ_UNIT;
+      while (max > min) {
+        int64_t byte = (max - 1) * RMQI_CQ_UNIT;
+        mfile *f = mvec_at(&q->cq, byte / s->cq_size - q->first_file);
+        uint8_t *u = f->base + (byte - f->start);
+        int64_t phys = (int64_t)rmqi_get64(u);
+        int32_t size = (int32_t)rmqi_get32(u + 8);
+        if (size != INT32_MAX && phys + size > end) {
+          memset(u, 0, RMQI_CQ_UNIT);
+          ri->cq_units_dropped++;
+          max--;
+          continue;
+        }
+        break;
+      }
+      if (q->next_offset > max) max = q->next_offset;
+      q->next_offset = max;
+      atomic_store(&q->max_offset, max);
+      q->flushed_units = 0;
+      atomic_store(&q->min_offset, cq_scan_min(s, q, max));
+    }
+  }
+  if (ri->cq_units_rebuilt || ri->cq_units_dropped)
+    rmqi_log(s->env, RMQ_LOG_WARN, "recovery: %" PRId64 " consume queue units rebuilt, %" PRId64 " dropped",
+             ri->cq_units_rebuilt, ri->cq_units_dropped);
+  if (created_topic) {
+    pthread_mutex_lock(&s->topic_lock);
+    rc = topics_persist(s);
+    pthread_mutex_unlock(&s->topic_lock);
+  }
+  return rc;
+}
+
+/* A ConsumeQueue whose last unit does not match its record, or a known
+** topic's queue without files, means the queues cannot be trusted. */
+static int cqs_suspect(rmqi_store *s)
+{
+  rmqi_topic **tab = atomic_load(&s->ttab);
+  int64_t cl_end = INT64_MAX;
+  for (int i = 0; tab && i < s->tcap; i++) {
+    rmqi_topic *t = tab[i];
+    if (!t) continue;
+    int nq = rmqi_topic_nqueues(t);
+    for (int qid = 0; qid < nq; qid++) {
+      rmqi_queue *q = rmqi_topic_queue(t, qid);
+      if (!q || mvec_len(&q->cq) == 0) {
+        rmqi_log(s->env, RMQ_LOG_WARN, "consume queue %s/%d has no files; rebuilding from the commitlog", t->name, qid);
+        return 1;
+      }
+      int64_t max = cq_scan_max(s, q);
+      if (max > (q->first_file * s->cq_size) / RMQI_CQ_UNIT) {
+        int64_t byte = (max - 1) * RMQI_CQ_UNIT;
+        mfile *f = mvec_at(&q->cq, byte / s->cq_size - q->first_file);
+        if (!unit_matches(s, q, max - 1, f->base + (byte - f->start), cl_end)) {
+          rmqi_log(s->env, RMQ_LOG_WARN, "consume queue %s/%d: last unit does not match its record; rebuilding", t->name, qid);
+          return 1;
+        }
+      }
+    }
+  }
+  return 0;
+}
+
+static int lock_dir(rmqi_store *s)
+{
+  char path[4200];
+  snprintf(path, sizeof path, "%s/lock", s->dir);
+  s->lock_fd = OS->open(path, O_RDWR | O_CREAT, 0644);
+  if (s->lock_fd < 0) return rmqi_errno(errno, "open", path);
+  if (OS->flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    int e = errno;
+    OS->close(s->lock_fd);
+    s->lock_fd = -1;
+    if (e == EWOULDBLOCK)
+      return rmqi_err(RMQ_EBUSY, "Lock failed, MQ already started: %s is held by another open of this store", path);
+    return rmqi_errno(e, "flock", path);
+  }
+  OS->pwrite(s->lock_fd, "lock", 4, 0);
+  return RMQ_OK;
+}
+
+static int write_abort(rmqi_store *s)
+{
+  char path[4200], pid[32];
+  snprintf(path, sizeof path, "%s/abort", s->dir);
+  int fd = OS->open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return rmqi_errno(errno, "open", path);
+  int n = snprintf(pid, sizeof pid, "%d", (int)getpid());
+  int rc = RMQ_OK;
+  if (OS->pwrite(fd, pid, (size_t)n, 0) != n) rc = rmqi_errno(errno, "pwrite", path);
+  if (!rc && OS->fsync(fd) != 0) rc = rmqi_errno(errno, "fsync", path);
+  OS->close(fd);
+  if (!rc) rc = fsync_dir(s->dir);
+  return rc;
+}
+
+static void store_free(rmqi_store *s)
+{
+  rmqi_topic **tab = atomic_load(&s->ttab);
+  for (int i = 0; tab && i < s->tcap; i++) {
+    rmqi_topic *t = tab[i];
+    if (!t) continue;
+    for (int q = 0; q < RMQ_MAX_QUEUE_NUMS; q++) queue_free(atomic_load(&t->queues[q]));
+    rmqi_free(t, sizeof *t);
+  }
+  ttab_free(s);
+  mvec_free(&s->cl);
+  if (s->cp_fd >= 0) OS->close(s->cp_fd);
+  if (s->lock_fd >= 0) OS->close(s->lock_fd);
+  pthread_mutex_destroy(&s->append_lock);
+  pthread_mutex_destroy(&s->flush_lock);
+  pthread_cond_destroy(&s->flush_cond);
+  pthread_mutex_destroy(&s->cq_flush_lock);
+  pthread_mutex_destroy(&s->topic_lock);
+  pthread_mutex_destroy(&s->wait_lock);
+  pthread_cond_destroy(&s->wait_cond);
+  rmqi_strfree(s->dir);
+  rmqi_strfree(s->cl_dir);
+  rmqi_strfree(s->cq_root);
+  rmqi_strfree(s->cfg_dir);
+  rmqi_free(s, sizeof *s);
+}
+
+RMQI_FUNC int rmqi_store_open(const char *dir, const rmq_broker_options *o, const rmqi_env *env, rmqi_store **out)
+{
+  int rc;
+  rmqi_store *s = rmqi_calloc(1, sizeof *s);
+  if (!s) return rmqi_err(RMQ_ENOMEM, "out of memory opening %s", dir);
+  s->lock_fd = s->cp_fd = -1;
+  s->o = *o;
+  s->env = env;
+  s->cl_size = o->mapped_file_size_commit_log;
+  s->cq_size = o->mapped_file_size_consume_queue;
+  pthread_mutex_init(&s->append_lock, NULL);
+  pthread_mutex_init(&s->flush_lock, NULL);
+  pthread_mutex_init(&s->cq_flush_lock, NULL);
+  pthread_mutex_init(&s->topic_lock, NULL);
+  pthread_mutex_init(&s->wait_lock, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&s->flush_cond, &ca);
+  pthread_cond_init(&s->wait_cond, &ca);
+  pthread_condattr_destroy(&ca);
+  s->dir = rmqi_strdup(dir);
+  s->cl_dir = path_join(dir, "commitlog");
+  s->cq_root = path_join(dir, "consumequeue");
+  s->cfg_dir = path_join(dir, "config");
+  if (!s->dir || !s->cl_dir || !s->cq_root || !s->cfg_dir) { rc = rmqi_err(RMQ_ENOMEM, "out of memory"); goto out_free; }
+  if ((rc = mkdir_p(dir)) || (rc = lock_dir(s))) goto out_free;
+  if ((rc = mkdir_p(s->cl_dir)) || (rc = mkdir_p(s->cq_root)) || (rc = mkdir_p(s->cfg_dir))) goto out_free;
+  char path[4200];
+  snprintf(path, sizeof path, "%s/abort", dir);
+  struct stat st;
+  int abnormal = stat(path, &st) == 0;
+  s->rinfo.abnormal = abnormal;
+  int rebuild = 0;
+  if ((rc = load_topics(s)) || (rc = load_commitlog(s)) || (rc = load_cqs(s, &rebuild))) goto out_free;
+  if (!rebuild) rebuild = cqs_suspect(s);
+  if ((rc = recover(s, abnormal, rebuild))) goto out_free;
+  /* Queues of known topics get their directory and first file now, so a
+  ** queue directory that vanishes later is noticed at the next open. */
+  pthread_mutex_lock(&s->topic_lock);
+  rmqi_topic **tab = atomic_load(&s->ttab);
+  for (int i = 0; !rc && tab && i < s->tcap; i++)
+    if (tab[i])
+      for (int q = 0; !rc && q < rmqi_topic_nqueues(tab[i]); q++) rc = queue_make(tab[i], q, 1);
+  pthread_mutex_unlock(&s->topic_lock);
+  if (rc) goto out_free;
+  snprintf(path, sizeof path, "%s/checkpoint", dir);
+  s->cp_fd = OS->open(path, O_RDWR | O_CREAT, 0644);
+  if (s->cp_fd < 0) { rc = rmqi_errno(errno, "open", path); goto out_free; }
+  if (OS->fstat(s->cp_fd, &st) == 0 && st.st_size < 4096 && OS->ftruncate(s->cp_fd, 4096) != 0) {
+    rc = rmqi_errno(errno, "ftruncate", path);
+    goto out_free;
+  }
+  /* Whatever recovery rewrote is made durable before new appends. */
+  atomic_store(&s->flushed, s->min_phys);
+  atomic_store(&s->last_store_ts, 0);
+  if ((rc = rmqi_store_flush_all(s))) goto out_free;
+  if ((rc = write_abort(s))) goto out_free;
+  int64_t now = rmqi_now(env);
+  s->next_cl_flush = now + o->flush_interval_commit_log;
+  s->next_cq_flush = now + o->flush_interval_consume_queue;
+  s->last_thorough = now;
+  *out = s;
+  return RMQ_OK;
+out_free:
+  {
+    int keep = rc;
+    const char *m = rmq_errmsg();
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", m);
+    store_free(s);
+    return rmqi_err(keep, "%s", msg);
+  }
+}
+
+RMQI_FUNC void rmqi_store_recovery_info(rmqi_store *s, rmq_recovery_info *out) { *out = s->rinfo; }
+
+RMQI_FUNC int rmqi_store_close(rmqi_store *s)
+{
+  int rc = rmqi_store_flush_all(s);
+  if (rc == RMQ_OK) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/abort", s->dir);
+    if (OS->unlink(path) != 0 && errno != ENOENT) rc = rmqi_errno(errno, "unlink", path);
+    else rc = fsync_dir(s->dir);
+  } else {
+    rmqi_log(s->env, RMQ_LOG_ERROR, "close: final flush failed (%s); the next open will recover", rmq_errmsg());
+  }
+  store_free(s);
+  return rc;
+}

@@ -422,7 +422,8 @@ RMQ_API int rmq_msg_set_wait_store_msg_ok(rmq_msg *m, int wait)
 
 RMQ_API int rmq_msg_put_user_property(rmq_msg *m, const char *name, const char *value)
 {
-  if (!m || !name || !value) return rmqi_err(RMQ_EPROPERTY, "The name or value of property can not be null or blank string!");
+  if (!m) return rmqi_err(RMQ_EINVAL, "rmq_msg_put_user_property: message is NULL");
+  if (!name || !value) return rmqi_err(RMQ_EPROPERTY, "The name or value of property can not be null or blank string!");
   int rc = check_prop_text("name", name, name);
   if (rc) return rc;
   if (in_list(k_reserved_props, name))
@@ -818,6 +819,13 @@ static int offsets_load(rmq_broker *b)
   int prc;
   rmqi_json *j = rmqi_json_parse(text, len, &prc);
   rmqi_free(text, len + 1);
+  if (!j && prc != RMQ_ENOMEM &&
+      rmqi_store_read_config(b->st, "consumerOffset.json.bak", &text, &len) == RMQ_OK) {
+    /* RocketMQ's ConfigManager.load falls back to the .bak copy. */
+    rmqi_log(&b->env, RMQ_LOG_WARN, "config/consumerOffset.json is damaged; using its .bak");
+    j = rmqi_json_parse(text, len, &prc);
+    rmqi_free(text, len + 1);
+  }
   if (!j) {
     /* Offsets are a convenience over the store: losing them re-delivers,
     ** it never loses a message. Start over rather than refuse to open. */
@@ -898,14 +906,20 @@ static void offsets_free(rmq_broker *b)
 /* Delivered messages                                                      */
 /* ======================================================================= */
 
-static const char k_hex[] = "0123456789ABCDEF";
+/* Two uppercase hex digits per byte value, for ids built on every delivery. */
+static char k_hex2[256][2];
+static pthread_once_t hex_once = PTHREAD_ONCE_INIT;
+
+static void hex_init(void)
+{
+  static const char d[] = "0123456789ABCDEF";
+  for (int i = 0; i < 256; i++) { k_hex2[i][0] = d[i >> 4]; k_hex2[i][1] = d[i & 15]; }
+}
 
 static void hex_id(char *out, const uint8_t *bytes, int n)
 {
-  for (int i = 0; i < n; i++) {
-    out[2 * i] = k_hex[bytes[i] >> 4];
-    out[2 * i + 1] = k_hex[bytes[i] & 15];
-  }
+  pthread_once(&hex_once, hex_init);
+  for (int i = 0; i < n; i++) memcpy(out + 2 * i, k_hex2[bytes[i]], 2);
   out[2 * n] = 0;
 }
 
@@ -917,6 +931,27 @@ static void offset_msg_id(char *out, const uint8_t *host, int host_len, int32_t 
   rmqi_put32(b + host_len, (uint32_t)port);
   rmqi_put64(b + host_len + 4, (uint64_t)phys);
   hex_id(out, b, host_len + 12);
+}
+
+/* One pass over the raw properties for the three a view needs (RocketMQ's
+** parsing rules: see rmqi_props_find). */
+static void props_scan(const char *p, size_t len, rmq_message_ext *e, const char **uniq, size_t *uniq_len)
+{
+  const char *end = p + len;
+  *uniq = NULL;
+  while (p < end) {
+    const char *seg_end = memchr(p, 2, (size_t)(end - p));
+    if (!seg_end) seg_end = end;
+    size_t slen = (size_t)(seg_end - p);
+    if (slen >= 3) {
+      const char *v = NULL;
+      size_t vl = 0;
+      if (slen > 5 && !memcmp(p, "TAGS\1", 5)) { v = p + 5; vl = slen - 5; if (vl) { e->tags = v; e->tags_len = (int32_t)vl; } }
+      else if (slen > 5 && !memcmp(p, "KEYS\1", 5)) { v = p + 5; vl = slen - 5; if (vl) { e->keys = v; e->keys_len = (int32_t)vl; } }
+      else if (slen > 9 && !memcmp(p, "UNIQ_KEY\1", 9)) { *uniq = p + 9; *uniq_len = slen - 9; }
+    }
+    p = seg_end + 1;
+  }
 }
 
 /* Fills a view from the record at rec. */
@@ -948,13 +983,12 @@ static int ext_fill(rmq_message_ext *e, const uint8_t *rec, int32_t size, const 
   e->properties = r.props;
   e->properties_len = r.props_len;
   const char *v;
-  size_t vl;
+  size_t vl = 0;
   e->tags = NULL; e->tags_len = 0;
   e->keys = NULL; e->keys_len = 0;
-  if (rmqi_props_find(r.props, (size_t)r.props_len, "TAGS", 4, &v, &vl)) { e->tags = v; e->tags_len = (int32_t)vl; }
-  if (rmqi_props_find(r.props, (size_t)r.props_len, "KEYS", 4, &v, &vl)) { e->keys = v; e->keys_len = (int32_t)vl; }
+  props_scan(r.props, (size_t)r.props_len, e, &v, &vl);
   offset_msg_id(e->offset_msg_id, r.store_host, r.store_host_len, e->store_port, r.phys_offset);
-  if (rmqi_props_find(r.props, (size_t)r.props_len, "UNIQ_KEY", 8, &v, &vl) && vl < RMQ_MSG_ID_SIZE) {
+  if (v && vl < RMQ_MSG_ID_SIZE) {
     memcpy(e->msg_id, v, vl);
     e->msg_id[vl] = 0;
   } else {
@@ -1209,7 +1243,8 @@ static void uniq_key(rmq_broker *b, char out[RMQ_MSG_ID_SIZE])
 static int check_msg(rmq_producer *p, const rmq_msg *m)
 {
   if (!m) return rmqi_err(RMQ_ENOBODY, "the message is null");
-  int rc = check_topic(m->topic);
+  /* The previous send's topic was validated already. */
+  int rc = (m->topic && p->last_topic && !strcmp(m->topic, rmqi_topic_name(p->last_topic))) ? RMQ_OK : check_topic(m->topic);
   if (rc) return rc;
   if (in_list(k_send_forbidden, m->topic)) return rmqi_err(RMQ_EFORBIDDEN, "Sending message to topic[%s] is forbidden.", m->topic);
   if (m->body_len == 0) return rmqi_err(RMQ_ENOBODY, "the message body length is zero");

@@ -88,6 +88,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14; older kernels answer EINVAL, harmlessly */
+#endif
+
 /* ======================================================================= */
 /* OS layer                                                                */
 /* ======================================================================= */
@@ -518,7 +522,13 @@ typedef struct mfile {
   int64_t size;
   uint8_t *base;
   int fd;
+  int64_t ro_upto; /* bytes remapped read-only (see seal); flush leader / cq_flush_lock */
 } mfile;
+
+/* CommitLog pages are prefaulted in chunks of CL_CHUNK; written pages of
+** any mapped file are sealed read-only in chunks of SEAL_CHUNK (see seal). */
+#define CL_CHUNK (1 << 20)
+#define SEAL_CHUNK (64 << 10)
 
 /* A vector readers walk without a lock: the writer (holding the owner's
 ** lock) publishes the array before the count, and an outgrown array is kept
@@ -591,6 +601,8 @@ static int fsync_dir(const char *dir)
   return rc;
 }
 
+/* Creates path and its missing parents; each directory it creates has its
+** parent fsynced, so the new entry survives a power cut. */
 static int mkdir_p(const char *path)
 {
   char tmp[4096];
@@ -601,7 +613,17 @@ static int mkdir_p(const char *path)
     if (tmp[i] == '/' || tmp[i] == 0) {
       char c = tmp[i];
       tmp[i] = 0;
-      if (OS->mkdir(tmp, 0755) != 0 && errno != EEXIST) return rmqi_errno(errno, "mkdir", tmp);
+      if (OS->mkdir(tmp, 0755) == 0) {
+        char parent[4096];
+        memcpy(parent, tmp, i + 1);
+        char *slash = strrchr(parent, '/');
+        if (slash && slash != parent) *slash = 0;
+        else snprintf(parent, sizeof parent, "%s", slash ? "/" : ".");
+        int rc = fsync_dir(parent);
+        if (rc) return rc;
+      } else if (errno != EEXIST) {
+        return rmqi_errno(errno, "mkdir", tmp);
+      }
       tmp[i] = c;
     }
   }
@@ -881,7 +903,8 @@ static int queue_make(rmqi_topic *t, int qid, int mkfiles)
     if (!q) return rmqi_err(RMQ_ENOMEM, "out of memory creating queue %s/%d", t->name, qid);
     q->topic = t;
     q->qid = qid;
-    size_t n = strlen(s->cq_root) + t->name_len + 16;
+    /* Exactly the string's size: queue_free frees strlen + 1 bytes. */
+    size_t n = (size_t)snprintf(NULL, 0, "%s/%s/%d", s->cq_root, t->name, qid) + 1;
     q->dir = rmqi_malloc(n);
     if (!q->dir) { rmqi_free(q, sizeof *q); return rmqi_err(RMQ_ENOMEM, "out of memory"); }
     snprintf(q->dir, n, "%s/%s/%d", s->cq_root, t->name, qid);
@@ -1179,6 +1202,7 @@ RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
   pthread_mutex_lock(&s->append_lock);
   int64_t now = rmqi_now(s->env);
   int64_t pos = s->write_pos;
+  const int64_t start_pos = pos;
   /* Pass 1: place every record and create the files they need, so a failure
   ** leaves nothing half written. */
   for (int i = 0; i < n; i++) {
@@ -1238,6 +1262,16 @@ RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
   atomic_store_explicit(&s->published, pos, memory_order_release);
 out_unlock:
   pthread_mutex_unlock(&s->append_lock);
+  if (rc == RMQ_OK && s->o.flush_disk_type == RMQ_ASYNC_FLUSH &&
+      (pos - 1) / CL_CHUNK != (start_pos - 1) / CL_CHUNK) {
+    /* Entering a new chunk: fault in the next one now, in one call, instead
+    ** of one page fault per 4 KiB on the send path (DESIGN.md 10). Not under
+    ** SYNC_FLUSH, where each sync would write the prefaulted zeros. */
+    int64_t next = ((pos - s->min_phys) / CL_CHUNK + 1) * CL_CHUNK + s->min_phys;
+    mfile *f = mvec_at(&s->cl, (next - s->min_phys) / s->cl_size);
+    if (f && next + CL_CHUNK <= f->start + f->size)
+      madvise(f->base + (next - f->start), CL_CHUNK, MADV_POPULATE_WRITE);
+  }
   if (rc == RMQ_OK) {
     atomic_fetch_add(&s->seq, 1);
     if (atomic_load(&s->waiters) > 0) {
@@ -1334,6 +1368,21 @@ RMQI_FUNC void rmqi_store_wake(rmqi_store *s)
 /* Flushing                                                                */
 /* ======================================================================= */
 
+/* Remaps the whole chunks of f below file offset `upto` read-only. Writeback must
+** write-protect every dirty page still mapped writable, one TLB shootdown
+** (an IPI to the appending CPU) per page; a page with no writable mapping
+** needs none. MAP_FIXED replaces the range atomically, so readers holding
+** pointers into it keep seeing the same file pages. Flush leader only. */
+static void seal(mfile *f, int64_t upto)
+{
+  int64_t end = (upto - f->start) & ~(int64_t)(SEAL_CHUNK - 1);
+  if (end > f->size) end = f->size;
+  if (end <= f->ro_upto) return;
+  void *p = OS->mmap(f->base + f->ro_upto, (size_t)(end - f->ro_upto), PROT_READ,
+                     MAP_SHARED | MAP_FIXED | MAP_POPULATE, f->fd, (off_t)f->ro_upto);
+  if (p != MAP_FAILED) f->ro_upto = end;
+}
+
 /* Syncs the CommitLog files holding [from, to). No lock needed: files are
 ** never removed while open. */
 static int cl_sync_range(rmqi_store *s, int64_t from, int64_t to)
@@ -1343,6 +1392,7 @@ static int cl_sync_range(rmqi_store *s, int64_t from, int64_t to)
   for (int64_t i = a; i <= b; i++) {
     mfile *f = mvec_at(&s->cl, i);
     if (!f) continue;
+    seal(f, to);
     int rc = mfile_sync(s->cl_dir, f);
     if (rc) return rc;
   }
@@ -1430,6 +1480,7 @@ static int cq_flush(rmqi_store *s)
       for (int64_t k = a < 0 ? 0 : a; k <= b; k++) {
         mfile *f = mvec_at(&q->cq, k);
         if (!f) continue;
+        seal(f, max * RMQI_CQ_UNIT);
         int rc = mfile_sync(q->dir, f);
         if (rc) return rc;
       }
@@ -1549,6 +1600,9 @@ static int load_cqs(rmqi_store *s, int *rebuild)
     char *tdir = path_join(s->cq_root, tn);
     if (!tdir) { rc = rmqi_err(RMQ_ENOMEM, "out of memory"); break; }
     DIR *qd = opendir(tdir);
+    /* A topic listed in topics.json keeps its queue count: directories of
+    ** queues above it were hidden by a shrink and stay hidden. */
+    int listed = rmqi_topic_find(s, tn) != NULL;
     if (qd) {
       struct dirent *qe;
       while (!rc && (qe = readdir(qd))) {
@@ -1560,7 +1614,7 @@ static int load_cqs(rmqi_store *s, int *rebuild)
           rc = topic_make(s, tn, 0, 6, 0, &t);
           if (rc) break;
         }
-        if (qid >= rmqi_topic_nqueues(t)) atomic_store(&t->nqueues, (int)qid + 1);
+        if (!listed && qid >= rmqi_topic_nqueues(t)) atomic_store(&t->nqueues, (int)qid + 1);
         rc = queue_make(t, (int)qid, 0);
         if (rc) break;
         rmqi_queue *q = rmqi_topic_queue(t, (int)qid);
@@ -1630,20 +1684,31 @@ static int load_commitlog(rmqi_store *s)
   return rc;
 }
 
+/* True when b[0..n) is all zero; n a multiple of 8 and b 8-aligned. */
+static int zero_block(const uint8_t *b, size_t n)
+{
+  const uint64_t *w = (const uint64_t *)(const void *)b;
+  uint64_t acc = 0;
+  for (size_t i = 0; i < n / 8; i++) acc |= w[i];
+  return acc == 0;
+}
+
 /* Last unit + 1 of a queue's files (units are written front to back, so the
-** queue ends at the last non-zero unit). */
+** queue ends at the last non-zero unit). Walks back a page at a time. */
 static int64_t cq_scan_max(rmqi_store *s, rmqi_queue *q)
 {
+  static const uint8_t z[RMQI_CQ_UNIT];
   int nf = mvec_len(&q->cq);
   for (int k = nf - 1; k >= 0; k--) {
     mfile *f = mvec_at(&q->cq, k);
+    int64_t end = f->size - f->size % 4000; /* 4000 = 200 units, 8-aligned */
     int64_t units = f->size / RMQI_CQ_UNIT;
-    for (int64_t u = units - 1; u >= 0; u--) {
-      const uint8_t *p = f->base + u * RMQI_CQ_UNIT;
-      static const uint8_t z[RMQI_CQ_UNIT];
-      if (memcmp(p, z, RMQI_CQ_UNIT)) return f->start / RMQI_CQ_UNIT + u + 1;
-      /* Skip whole zero pages quickly. */
-      if (u % 1024 == 0) continue;
+    for (int64_t u = units - 1; u >= end / RMQI_CQ_UNIT; u--)
+      if (memcmp(f->base + u * RMQI_CQ_UNIT, z, RMQI_CQ_UNIT)) return f->start / RMQI_CQ_UNIT + u + 1;
+    for (int64_t blk = end; blk > 0; blk -= 4000) {
+      if (zero_block(f->base + blk - 4000, 4000)) continue;
+      for (int64_t u = blk / RMQI_CQ_UNIT - 1; u >= (blk - 4000) / RMQI_CQ_UNIT; u--)
+        if (memcmp(f->base + u * RMQI_CQ_UNIT, z, RMQI_CQ_UNIT)) return f->start / RMQI_CQ_UNIT + u + 1;
     }
   }
   return nf ? (q->first_file * s->cq_size) / RMQI_CQ_UNIT : 0;
@@ -1698,7 +1763,12 @@ static int dispatch(rmqi_store *s, const rmqi_record *r, int64_t pos, int *creat
     if (rc) return rc;
     *created_topic = 1;
   }
-  if (r->queue_id >= rmqi_topic_nqueues(t)) { atomic_store(&t->nqueues, r->queue_id + 1); *created_topic = 1; }
+  /* A queue mapped from disk above the topic's count was hidden by a shrink:
+  ** it stays hidden. Only a queue with no files at all is added. */
+  if (r->queue_id >= rmqi_topic_nqueues(t) && !rmqi_topic_queue(t, r->queue_id)) {
+    atomic_store(&t->nqueues, r->queue_id + 1);
+    *created_topic = 1;
+  }
   rc = queue_make(t, r->queue_id, 0);
   if (rc) return rc;
   rmqi_queue *q = rmqi_topic_queue(t, r->queue_id);
@@ -1759,12 +1829,13 @@ static int64_t scan_start_file(rmqi_store *s, int abnormal, int rebuild)
 /* Any nonzero byte in f at or after `from`? Returns the end of the last one. */
 static int64_t last_nonzero(const mfile *f, int64_t from)
 {
-  for (int64_t i = f->size; i > from;) {
-    int64_t b = i - 4096 < from ? from : i - 4096;
-    for (int64_t k = i - 1; k >= b; k--)
-      if (f->base[k]) return k + 1;
-    i = b;
+  int64_t i = f->size;
+  while (i - 4096 >= from && (i % 8) == 0) {
+    if (!zero_block(f->base + i - 4096, 4096)) break;
+    i -= 4096;
   }
+  for (int64_t k = i - 1; k >= from; k--)
+    if (f->base[k]) return k + 1;
   return from;
 }
 

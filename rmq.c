@@ -813,6 +813,7 @@ static int offsets_load(rmq_broker *b)
 {
   char *text;
   size_t len;
+  int damaged = 0;
   int rc = rmqi_store_read_config(b->st, "consumerOffset.json", &text, &len);
   if (rc == RMQ_ENOTFOUND) return RMQ_OK;
   if (rc) return rc;
@@ -823,6 +824,7 @@ static int offsets_load(rmq_broker *b)
       rmqi_store_read_config(b->st, "consumerOffset.json.bak", &text, &len) == RMQ_OK) {
     /* RocketMQ's ConfigManager.load falls back to the .bak copy. */
     rmqi_log(&b->env, RMQ_LOG_WARN, "config/consumerOffset.json is damaged; using its .bak");
+    damaged = 1;
     j = rmqi_json_parse(text, len, &prc);
     rmqi_free(text, len + 1);
   }
@@ -831,6 +833,7 @@ static int offsets_load(rmq_broker *b)
     ** it never loses a message. Start over rather than refuse to open. */
     if (prc == RMQ_ENOMEM) return rmqi_err(RMQ_ENOMEM, "out of memory reading consumerOffset.json");
     rmqi_log(&b->env, RMQ_LOG_ERROR, "config/consumerOffset.json is damaged; consumer offsets start over");
+    if (offsets_persist(b)) rmqi_log(&b->env, RMQ_LOG_WARN, "cannot rewrite consumerOffset.json: %s", rmq_errmsg());
     return RMQ_OK;
   }
   const rmqi_json *tab = rmqi_json_get(j, "offsetTable");
@@ -851,6 +854,9 @@ static int offsets_load(rmq_broker *b)
     }
   }
   rmqi_json_free(j);
+  /* Rewrite a main file that only its .bak could stand in for. */
+  if (!rc && damaged && offsets_persist(b))
+    rmqi_log(&b->env, RMQ_LOG_WARN, "cannot rewrite consumerOffset.json: %s", rmq_errmsg());
   return rc;
 }
 

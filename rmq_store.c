@@ -1119,8 +1119,9 @@ RMQI_FUNC int rmqi_store_read_config(rmqi_store *s, const char *name, char **tex
 
 /* Parses config `name` into *out, trying the .bak copy when the main file is
 ** damaged. RMQ_ENOTFOUND when neither exists. */
-static int config_json(rmqi_store *s, const char *name, rmqi_json **out)
+static int config_json(rmqi_store *s, const char *name, rmqi_json **out, int *damaged)
 {
+  *damaged = 0;
   char *text;
   size_t len;
   char fname[256];
@@ -1129,15 +1130,17 @@ static int config_json(rmqi_store *s, const char *name, rmqi_json **out)
     snprintf(fname, sizeof fname, attempt ? "%s.bak" : "%s", name);
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", s->cfg_dir, fname);
-    rc = read_file(path, &text, &len);
-    if (rc == RMQ_ENOTFOUND) continue;
-    if (rc) return rc;
+    /* A missing .bak must not hide that the main file was damaged. */
+    int frc = read_file(path, &text, &len);
+    if (frc == RMQ_ENOTFOUND) continue;
+    if (frc) return frc;
     int prc;
     *out = rmqi_json_parse(text, len, &prc);
     rmqi_free(text, len + 1);
     if (*out) return RMQ_OK;
     if (prc == RMQ_ENOMEM) return rmqi_err(RMQ_ENOMEM, "out of memory parsing %s", path);
     rmqi_log(s->env, RMQ_LOG_WARN, "%s is not valid JSON%s", path, attempt ? "" : "; trying its .bak");
+    *damaged = 1;
     rc = rmqi_err(RMQ_ECORRUPT, "%s is not valid JSON", path);
   }
   return rc == RMQ_OK ? RMQ_ENOTFOUND : rc;
@@ -1561,7 +1564,8 @@ static char *path_join(const char *a, const char *b)
 static int load_topics(rmqi_store *s)
 {
   rmqi_json *j = NULL;
-  int rc = config_json(s, "topics.json", &j);
+  int damaged;
+  int rc = config_json(s, "topics.json", &j, &damaged);
   if (rc == RMQ_ENOTFOUND) return RMQ_OK;
   if (rc) return rc;
   const rmqi_json *dv = rmqi_json_get(j, "dataVersion");
@@ -1583,6 +1587,13 @@ static int load_topics(rmqi_store *s)
     if (rc) break;
   }
   rmqi_json_free(j);
+  /* Loaded from the .bak: rewrite the damaged main file now, so that other
+  ** readers of the store (RocketMQ's own) find it whole. */
+  if (!rc && damaged) {
+    pthread_mutex_lock(&s->topic_lock);
+    rc = topics_persist(s);
+    pthread_mutex_unlock(&s->topic_lock);
+  }
   return rc;
 }
 

@@ -912,19 +912,16 @@ static void offsets_free(rmq_broker *b)
 /* Delivered messages                                                      */
 /* ======================================================================= */
 
-/* Two uppercase hex digits per byte value, for ids built on every delivery. */
-static char k_hex2[256][2];
-static pthread_once_t hex_once = PTHREAD_ONCE_INIT;
-
-static void hex_init(void)
-{
-  static const char d[] = "0123456789ABCDEF";
-  for (int i = 0; i < 256; i++) { k_hex2[i][0] = d[i >> 4]; k_hex2[i][1] = d[i & 15]; }
-}
+/* Two uppercase hex digits per byte value, built by the compiler. */
+#define HEXD(n) ((n) < 10 ? '0' + (n) : 'A' - 10 + (n))
+#define HEXB(b) {HEXD((b) >> 4), HEXD((b) & 15)}
+#define HEX4(b) HEXB(b), HEXB((b) + 1), HEXB((b) + 2), HEXB((b) + 3)
+#define HEX16(b) HEX4(b), HEX4((b) + 4), HEX4((b) + 8), HEX4((b) + 12)
+#define HEX64(b) HEX16(b), HEX16((b) + 16), HEX16((b) + 32), HEX16((b) + 48)
+static const char k_hex2[256][2] = {HEX64(0), HEX64(64), HEX64(128), HEX64(192)};
 
 static void hex_id(char *out, const uint8_t *bytes, int n)
 {
-  pthread_once(&hex_once, hex_init);
   for (int i = 0; i < n; i++) memcpy(out + 2 * i, k_hex2[bytes[i]], 2);
   out[2 * n] = 0;
 }
@@ -939,6 +936,26 @@ static void offset_msg_id(char *out, const uint8_t *host, int host_len, int32_t 
   hex_id(out, b, host_len + 12);
 }
 
+/* The first 0x02 in [p, end), or end. Eight bytes at a time: a byte of
+** x ^ 0x0202.. is zero exactly where p holds 0x02, and the classic
+** (v - 0x01..) & ~v & 0x80.. test flags the lowest such byte correctly. */
+static const char *find_sep(const char *p, const char *end)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+  while (end - p >= 8) {
+    uint64_t x;
+    memcpy(&x, p, 8);
+    x ^= 2 * ones;
+    uint64_t hit = (x - ones) & ~x & highs;
+    if (hit) return p + (__builtin_ctzll(hit) >> 3); /* little-endian: lowest byte first */
+    p += 8;
+  }
+#endif
+  while (p < end && *p != 2) p++;
+  return p;
+}
+
 /* One pass over the raw properties for the three a view needs (RocketMQ's
 ** parsing rules: see rmqi_props_find). */
 static void props_scan(const char *p, size_t len, rmq_message_ext *e, const char **uniq, size_t *uniq_len)
@@ -946,16 +963,11 @@ static void props_scan(const char *p, size_t len, rmq_message_ext *e, const char
   const char *end = p + len;
   *uniq = NULL;
   while (p < end) {
-    const char *seg_end = memchr(p, 2, (size_t)(end - p));
-    if (!seg_end) seg_end = end;
+    const char *seg_end = find_sep(p, end);
     size_t slen = (size_t)(seg_end - p);
-    if (slen >= 3) {
-      const char *v = NULL;
-      size_t vl = 0;
-      if (slen > 5 && !memcmp(p, "TAGS\1", 5)) { v = p + 5; vl = slen - 5; if (vl) { e->tags = v; e->tags_len = (int32_t)vl; } }
-      else if (slen > 5 && !memcmp(p, "KEYS\1", 5)) { v = p + 5; vl = slen - 5; if (vl) { e->keys = v; e->keys_len = (int32_t)vl; } }
-      else if (slen > 9 && !memcmp(p, "UNIQ_KEY\1", 9)) { *uniq = p + 9; *uniq_len = slen - 9; }
-    }
+    if (slen > 5 && !memcmp(p, "TAGS\1", 5)) { e->tags = p + 5; e->tags_len = (int32_t)(slen - 5); }
+    else if (slen > 5 && !memcmp(p, "KEYS\1", 5)) { e->keys = p + 5; e->keys_len = (int32_t)(slen - 5); }
+    else if (slen > 9 && !memcmp(p, "UNIQ_KEY\1", 9)) { *uniq = p + 9; *uniq_len = slen - 9; }
     p = seg_end + 1;
   }
 }
@@ -1229,10 +1241,9 @@ static void month_bounds(int64_t now_ms)
   atomic_store(&uniq_next_month, next);
 }
 
-static void uniq_key(rmq_broker *b, char out[RMQ_MSG_ID_SIZE])
+static void uniq_key(int64_t now, char out[RMQ_MSG_ID_SIZE])
 {
   pthread_once(&uniq_once, uniq_init);
-  int64_t now = rmqi_now(&b->env);
   if (now >= atomic_load(&uniq_next_month) || now < atomic_load(&uniq_month_start)) {
     pthread_mutex_lock(&uniq_lock);
     if (now >= atomic_load(&uniq_next_month) || now < atomic_load(&uniq_month_start)) month_bounds(now);
@@ -1280,7 +1291,7 @@ static int producer_topic(rmq_producer *p, const char *name, rmqi_topic **out)
 }
 
 /* Encodes the v1 record (v2 for topics over 127 bytes) into p->buf. */
-static int encode(rmq_producer *p, const rmq_msg *m, int qid, const char *uniq, uint32_t *size)
+static int encode(rmq_producer *p, const rmq_msg *m, int qid, const char *uniq, int64_t now, uint32_t *size)
 {
   size_t tl = strlen(m->topic);
   int v2 = tl > 127;
@@ -1305,7 +1316,7 @@ static int encode(rmq_producer *p, const rmq_msg *m, int qid, const char *uniq, 
   rmqi_put64(b + 20, 0);                     /* QUEUEOFFSET: store */
   rmqi_put64(b + 28, 0);                     /* PHYSICALOFFSET: store */
   rmqi_put32(b + 36, 0);                     /* SYSFLAG */
-  rmqi_put64(b + 40, (uint64_t)rmqi_now(&p->b->env));
+  rmqi_put64(b + 40, (uint64_t)now);
   memcpy(b + 48, p->born_ip, 4);
   rmqi_put32(b + 52, (uint32_t)p->born_port);
   rmqi_put64(b + 56, 0);                     /* STORETIMESTAMP: store */
@@ -1338,13 +1349,23 @@ static int encode(rmq_producer *p, const rmq_msg *m, int qid, const char *uniq, 
 
 enum { SEND_SYNC, SEND_ASYNC, SEND_ONEWAY };
 
+/* Copies src into dst[cap], cut to fit and NUL-terminated: snprintf's
+** result without its format parsing, which showed on the send path. */
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+  size_t n = strlen(src);
+  if (n >= cap) n = cap - 1;
+  memcpy(dst, src, n);
+  dst[n] = 0;
+}
+
 static void result_fill(rmq_producer *p, rmqi_topic *t, int qid, const char *uniq, const rmqi_put *put, rmq_send_result *r)
 {
   r->send_status = RMQ_SEND_OK;
   memcpy(r->msg_id, uniq, RMQ_MSG_ID_SIZE);
   offset_msg_id(r->offset_msg_id, p->b->store_ip, 4, p->b->o.store_port, put->phys_offset);
-  snprintf(r->message_queue.topic, sizeof r->message_queue.topic, "%s", rmqi_topic_name(t));
-  snprintf(r->message_queue.broker_name, sizeof r->message_queue.broker_name, "%s", p->b->broker_name);
+  copy_str(r->message_queue.topic, sizeof r->message_queue.topic, rmqi_topic_name(t));
+  copy_str(r->message_queue.broker_name, sizeof r->message_queue.broker_name, p->b->broker_name);
   r->message_queue.queue_id = qid;
   r->queue_offset = put->queue_offset;
   r->commit_log_offset = put->phys_offset;
@@ -1431,10 +1452,14 @@ static int send_impl(rmq_producer *p, const rmq_msg *m, int queue_id, int mode, 
   }
   char uniq[RMQ_MSG_ID_SIZE];
   prop *up = msg_prop(m, "UNIQ_KEY");
-  if (up) snprintf(uniq, sizeof uniq, "%s", up->value);
-  else uniq_key(b, uniq);
+  if (up) copy_str(uniq, sizeof uniq, up->value);
+  /* One clock read per send (a VM's clock is not cheap): born time, the
+  ** id's time and the store's append time hint. */
+  int64_t now = rmqi_now(&b->env);
+  if (!up) uniq_key(now, uniq);
   rmqi_put put = {0};
-  rc = encode(p, m, qid, up ? NULL : uniq, &put.size);
+  put.store_ts = now;
+  rc = encode(p, m, qid, up ? NULL : uniq, now, &put.size);
   if (rc) return rc;
   put.rec = p->buf;
   put.q = rmqi_topic_queue(t, qid);
@@ -2227,6 +2252,21 @@ static int pull_filter(rmq_pull_consumer *c, const char *expr)
 
 /* RocketMQ scans at most max(16000 bytes of units, max_nums units) per pull. */
 #define PULL_SCAN_UNITS 800
+/* A queue's records lie one per few hundred bytes of CommitLog, interleaved
+** with the other queues', a stride the hardware prefetcher does not follow:
+** ask for the record this many units ahead while decoding the current one. */
+#define PULL_PREFETCH 6
+
+static void prefetch_record(rmqi_store *st, const uint8_t *unit)
+{
+  int32_t size = (int32_t)rmqi_get32(unit + 8);
+  const uint8_t *rec = rmqi_store_record(st, (int64_t)rmqi_get64(unit), size);
+  if (!rec) return;
+  /* The header and a small body; the properties end the record. */
+  for (int32_t at = 0; at < size && at < 256; at += 64) __builtin_prefetch(rec + at);
+  __builtin_prefetch(rec + size - 64 > rec ? rec + size - 64 : rec);
+  __builtin_prefetch(rec + size - 1);
+}
 
 RMQ_API int rmq_pull_consumer_pull(rmq_pull_consumer *c, const rmq_message_queue *mq, const char *expression,
                                    int64_t offset, int max_nums, rmq_pull_result *r)
@@ -2269,6 +2309,7 @@ RMQ_API int rmq_pull_consumer_pull(rmq_pull_consumer *c, const rmq_message_queue
     if (!u) break;
     int i;
     for (i = 0; i < n && got < (size_t)max_nums; i++, u += RMQI_CQ_UNIT) {
+      if (i + PULL_PREFETCH < n) prefetch_record(c->b->st, u + PULL_PREFETCH * RMQI_CQ_UNIT);
       int32_t size = (int32_t)rmqi_get32(u + 8);
       if (size == INT32_MAX || !rmqi_tag_filter_code(&c->tf, (int64_t)rmqi_get64(u + 12))) continue;
       const uint8_t *rec = rmqi_store_record(c->b->st, (int64_t)rmqi_get64(u), size);

@@ -243,7 +243,7 @@ typedef struct rmqi_put {
   int64_t tags_code;
   int64_t phys_offset;
   int64_t queue_offset;
-  int64_t store_ts;
+  int64_t store_ts; /* in: the append time when > 0 (else the store reads the clock); out: the time used */
 } rmqi_put;
 /* Appends n records in one lock round (consecutive in the CommitLog and, for
 ** one queue, in queue offsets), publishes them and wakes waiting readers.

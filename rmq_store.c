@@ -529,6 +529,7 @@ typedef struct mfile {
 ** any mapped file are sealed read-only in chunks of SEAL_CHUNK (see seal). */
 #define CL_CHUNK (1 << 20)
 #define SEAL_CHUNK (64 << 10)
+#define PREFAULT_AHEAD (8 * CL_CHUNK)
 
 /* A vector readers walk without a lock: the writer (holding the owner's
 ** lock) publishes the array before the count, and an outgrown array is kept
@@ -811,6 +812,19 @@ struct rmqi_store {
   atomic_int waiters;
   pthread_mutex_t wait_lock;
   pthread_cond_t wait_cond;
+
+  /* The prefaulter (ASYNC_FLUSH with the service thread on): a thread that
+  ** keeps CommitLog pages faulted in PREFAULT_AHEAD beyond the published
+  ** end, creating the next file early as RocketMQ's AllocateMappedFileService
+  ** does, so that senders only copy. pf_next is its own; pf_lock guards
+  ** pf_stop and the sleep on pf_cond. */
+  pthread_t pf_thread;
+  int pf_running;
+  int pf_stop;
+  int64_t pf_next;
+  _Atomic int64_t pf_upto;   /* faulted in up to here (prefaulter) */
+  pthread_mutex_t pf_lock;
+  pthread_cond_t pf_cond;
 
   rmq_recovery_info rinfo;
 };
@@ -1203,7 +1217,11 @@ RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
 {
   int rc = RMQ_OK;
   pthread_mutex_lock(&s->append_lock);
-  int64_t now = rmqi_now(s->env);
+  /* The caller may pass the time it read just before; store times never go
+  ** back in CommitLog order. */
+  int64_t now = p[0].store_ts > 0 ? p[0].store_ts : rmqi_now(s->env);
+  int64_t last = atomic_load_explicit(&s->last_store_ts, memory_order_relaxed);
+  if (now < last) now = last;
   int64_t pos = s->write_pos;
   const int64_t start_pos = pos;
   /* Pass 1: place every record and create the files they need, so a failure
@@ -1265,7 +1283,15 @@ RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
   atomic_store_explicit(&s->published, pos, memory_order_release);
 out_unlock:
   pthread_mutex_unlock(&s->append_lock);
-  if (rc == RMQ_OK && s->o.flush_disk_type == RMQ_ASYNC_FLUSH &&
+  if (rc == RMQ_OK && s->pf_running) {
+    /* Wake the prefaulter when it is less than half its window ahead. */
+    if (pos + PREFAULT_AHEAD / 2 > atomic_load_explicit(&s->pf_upto, memory_order_relaxed) &&
+        (pos - 1) / CL_CHUNK != (start_pos - 1) / CL_CHUNK) {
+      pthread_mutex_lock(&s->pf_lock);
+      pthread_cond_signal(&s->pf_cond);
+      pthread_mutex_unlock(&s->pf_lock);
+    }
+  } else if (rc == RMQ_OK && s->o.flush_disk_type == RMQ_ASYNC_FLUSH &&
       (pos - 1) / CL_CHUNK != (start_pos - 1) / CL_CHUNK) {
     /* Entering a new chunk: fault in the next one now, in one call, instead
     ** of one page fault per 4 KiB on the send path (DESIGN.md 10). Not under
@@ -1284,6 +1310,65 @@ out_unlock:
     }
   }
   return rc;
+}
+
+/* Faults in the CommitLog chunk at pf_next (making its file when needed)
+** and moves on. Returns 0 when there is nothing it can do. */
+static int prefault_step(rmqi_store *s)
+{
+  int64_t idx = (s->pf_next - s->min_phys) / s->cl_size;
+  pthread_mutex_lock(&s->append_lock);
+  int rc = cl_file_ensure(s, idx);
+  pthread_mutex_unlock(&s->append_lock);
+  if (rc) return 0; /* the sender meets the same error and reports it */
+  mfile *f = mvec_at(&s->cl, idx);
+  int64_t fend = f->start + f->size;
+  if (s->pf_next + CL_CHUNK <= fend) {
+    madvise(f->base + (s->pf_next - f->start), CL_CHUNK, MADV_POPULATE_WRITE);
+    s->pf_next += CL_CHUNK;
+  }
+  if (s->pf_next + CL_CHUNK > fend) s->pf_next = fend; /* a partial tail chunk is left to faults */
+  atomic_store_explicit(&s->pf_upto, s->pf_next, memory_order_relaxed);
+  return 1;
+}
+
+static void *prefault_main(void *arg)
+{
+  rmqi_store *s = arg;
+  pthread_mutex_lock(&s->pf_lock);
+  while (!s->pf_stop) {
+    int64_t want = atomic_load_explicit(&s->published, memory_order_relaxed) + PREFAULT_AHEAD;
+    if (s->pf_next >= want) {
+      pthread_cond_wait(&s->pf_cond, &s->pf_lock);
+      continue;
+    }
+    pthread_mutex_unlock(&s->pf_lock);
+    int more = prefault_step(s);
+    pthread_mutex_lock(&s->pf_lock);
+    if (!more) break;
+  }
+  pthread_mutex_unlock(&s->pf_lock);
+  return NULL;
+}
+
+static void prefault_start(rmqi_store *s)
+{
+  if (!s->o.service_thread || s->o.flush_disk_type != RMQ_ASYNC_FLUSH || s->cl_size < 2 * CL_CHUNK) return;
+  /* Start at the chunk after the one being written. */
+  s->pf_next = s->min_phys + ((s->write_pos - s->min_phys) / CL_CHUNK + 1) * CL_CHUNK;
+  atomic_store(&s->pf_upto, s->pf_next);
+  if (pthread_create(&s->pf_thread, NULL, prefault_main, s) == 0) s->pf_running = 1;
+}
+
+static void prefault_stop(rmqi_store *s)
+{
+  if (!s->pf_running) return;
+  pthread_mutex_lock(&s->pf_lock);
+  s->pf_stop = 1;
+  pthread_cond_signal(&s->pf_cond);
+  pthread_mutex_unlock(&s->pf_lock);
+  pthread_join(s->pf_thread, NULL);
+  s->pf_running = 0;
 }
 
 RMQI_FUNC const uint8_t *rmqi_store_record(rmqi_store *s, int64_t phys, int32_t size)
@@ -2050,6 +2135,8 @@ static void store_free(rmqi_store *s)
   pthread_mutex_destroy(&s->topic_lock);
   pthread_mutex_destroy(&s->wait_lock);
   pthread_cond_destroy(&s->wait_cond);
+  pthread_mutex_destroy(&s->pf_lock);
+  pthread_cond_destroy(&s->pf_cond);
   rmqi_strfree(s->dir);
   rmqi_strfree(s->cl_dir);
   rmqi_strfree(s->cq_root);
@@ -2078,6 +2165,8 @@ RMQI_FUNC int rmqi_store_open(const char *dir, const rmq_broker_options *o, cons
   pthread_cond_init(&s->flush_cond, &ca);
   pthread_cond_init(&s->wait_cond, &ca);
   pthread_condattr_destroy(&ca);
+  pthread_mutex_init(&s->pf_lock, NULL);
+  pthread_cond_init(&s->pf_cond, NULL);
   s->dir = rmqi_strdup(dir);
   s->cl_dir = path_join(dir, "commitlog");
   s->cq_root = path_join(dir, "consumequeue");
@@ -2119,6 +2208,7 @@ RMQI_FUNC int rmqi_store_open(const char *dir, const rmq_broker_options *o, cons
   s->next_cl_flush = now + o->flush_interval_commit_log;
   s->next_cq_flush = now + o->flush_interval_consume_queue;
   s->last_thorough = now;
+  prefault_start(s);
   *out = s;
   return RMQ_OK;
 out_free:
@@ -2136,6 +2226,7 @@ RMQI_FUNC void rmqi_store_recovery_info(rmqi_store *s, rmq_recovery_info *out) {
 
 RMQI_FUNC int rmqi_store_close(rmqi_store *s)
 {
+  prefault_stop(s);
   int rc = rmqi_store_flush_all(s);
   if (rc == RMQ_OK) {
     char path[4200];

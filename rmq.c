@@ -270,6 +270,7 @@ static int check_prop_text(const char *what, const char *name, const char *s)
 typedef struct prop {
   char *name, *value;
   size_t ncap, vcap;
+  size_t nlen, vlen; /* strlen of each, kept so a send measures nothing */
 } prop;
 
 struct rmq_msg {
@@ -298,8 +299,9 @@ static int str_set(char **dst, size_t *cap, const char *s)
 
 static prop *msg_prop(const rmq_msg *m, const char *name)
 {
+  size_t n = strlen(name);
   for (int i = 0; i < m->nprops; i++)
-    if (!strcmp(m->props[i].name, name)) return &m->props[i];
+    if (m->props[i].nlen == n && !memcmp(m->props[i].name, name, n)) return &m->props[i];
   return NULL;
 }
 
@@ -327,10 +329,14 @@ static int msg_prop_set(rmq_msg *m, const char *name, const char *value)
     p = &m->props[m->nprops];
     if (str_set(&p->name, &p->ncap, name)) return RMQ_ENOMEM;
     if (str_set(&p->value, &p->vcap, value)) return RMQ_ENOMEM;
+    p->nlen = strlen(name);
+    p->vlen = strlen(value);
     m->nprops++;
     return RMQ_OK;
   }
-  return str_set(&p->value, &p->vcap, value);
+  if (str_set(&p->value, &p->vcap, value)) return RMQ_ENOMEM;
+  p->vlen = strlen(value);
+  return RMQ_OK;
 }
 
 RMQ_API int rmq_msg_create(rmq_msg **out, const char *topic, const char *tags, const void *body, size_t body_len)
@@ -1261,9 +1267,11 @@ static int check_msg(rmq_producer *p, const rmq_msg *m)
 {
   if (!m) return rmqi_err(RMQ_ENOBODY, "the message is null");
   /* The previous send's topic was validated already. */
-  int rc = (m->topic && p->last_topic && !strcmp(m->topic, rmqi_topic_name(p->last_topic))) ? RMQ_OK : check_topic(m->topic);
-  if (rc) return rc;
-  if (in_list(k_send_forbidden, m->topic)) return rmqi_err(RMQ_EFORBIDDEN, "Sending message to topic[%s] is forbidden.", m->topic);
+  if (!(m->topic && p->last_topic && !strcmp(m->topic, rmqi_topic_name(p->last_topic)))) {
+    int rc = check_topic(m->topic);
+    if (rc) return rc;
+    if (in_list(k_send_forbidden, m->topic)) return rmqi_err(RMQ_EFORBIDDEN, "Sending message to topic[%s] is forbidden.", m->topic);
+  }
   if (m->body_len == 0) return rmqi_err(RMQ_ENOBODY, "the message body length is zero");
   int max = p->o.max_message_size < p->b->o.max_message_size ? p->o.max_message_size : p->b->o.max_message_size;
   if (m->body_len > (size_t)max)
@@ -1296,7 +1304,7 @@ static int encode(rmq_producer *p, const rmq_msg *m, int qid, const char *uniq, 
   size_t tl = strlen(m->topic);
   int v2 = tl > 127;
   size_t plen = 0;
-  for (int i = 0; i < m->nprops; i++) plen += strlen(m->props[i].name) + strlen(m->props[i].value) + 2;
+  for (int i = 0; i < m->nprops; i++) plen += m->props[i].nlen + m->props[i].vlen + 2;
   if (uniq) plen += 8 + 32 + 2;
   if (plen > RMQ_PROPERTIES_MAX_LEN)
     return rmqi_err(RMQ_EPROPSIZE, "message properties take %zu bytes, over the limit of %d", plen, RMQ_PROPERTIES_MAX_LEN);
@@ -1335,7 +1343,7 @@ static int encode(rmq_producer *p, const rmq_msg *m, int qid, const char *uniq, 
   rmqi_put16(w, (uint16_t)plen);
   w += 2;
   for (int i = 0; i < m->nprops; i++) {
-    size_t nl = strlen(m->props[i].name), vl = strlen(m->props[i].value);
+    size_t nl = m->props[i].nlen, vl = m->props[i].vlen;
     memcpy(w, m->props[i].name, nl); w += nl; *w++ = 1;
     memcpy(w, m->props[i].value, vl); w += vl; *w++ = 2;
   }
@@ -1464,7 +1472,7 @@ static int send_impl(rmq_producer *p, const rmq_msg *m, int queue_id, int mode, 
   put.rec = p->buf;
   put.q = rmqi_topic_queue(t, qid);
   prop *tags = msg_prop(m, "TAGS");
-  put.tags_code = tags ? rmqi_jhash(tags->value, strlen(tags->value)) : 0;
+  put.tags_code = tags ? rmqi_jhash(tags->value, tags->vlen) : 0;
   prop *wait = msg_prop(m, "WAIT");
   int sync_wait = b->o.flush_disk_type == RMQ_SYNC_FLUSH && !(wait && !strcmp(wait->value, "false"));
   if (sync_wait && mode == SEND_SYNC) rmqi_store_sender_enter(b->st);

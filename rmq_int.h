@@ -190,6 +190,7 @@ typedef struct rmqi_os {
   int (*munmap)(void *addr, size_t len);
   int (*fdatasync)(int fd);
   int (*fsync)(int fd);
+  int (*msync)(void *addr, size_t len, int flags);
   ssize_t (*pwrite)(int fd, const void *buf, size_t n, off_t off);
   ssize_t (*pread)(int fd, void *buf, size_t n, off_t off);
   int (*rename)(const char *from, const char *to);

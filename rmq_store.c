@@ -91,6 +91,9 @@
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23 /* Linux 5.14; older kernels answer EINVAL, harmlessly */
 #endif
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
 
 /* ======================================================================= */
 /* OS layer                                                                */
@@ -100,11 +103,11 @@ static int os_open(const char *p, int f, mode_t m) { return open(p, f | O_CLOEXE
 static int os_mkdir(const char *p, mode_t m) { return mkdir(p, m); }
 
 static const rmqi_os os_default = {
-  os_open, close, ftruncate, fstat, mmap, munmap, fdatasync, fsync,
+  os_open, close, ftruncate, fstat, mmap, munmap, fdatasync, fsync, msync,
   pwrite, pread, rename, unlink, rmdir, os_mkdir, flock,
 };
 RMQI_DATA rmqi_os rmqi_os_table = {
-  os_open, close, ftruncate, fstat, mmap, munmap, fdatasync, fsync,
+  os_open, close, ftruncate, fstat, mmap, munmap, fdatasync, fsync, msync,
   pwrite, pread, rename, unlink, rmdir, os_mkdir, flock,
 };
 #define OS (&rmqi_os_table)
@@ -530,6 +533,7 @@ typedef struct mfile {
 #define CL_CHUNK (1 << 20)
 #define SEAL_CHUNK (64 << 10)
 #define PREFAULT_AHEAD (8 * CL_CHUNK)
+#define CQ_CHUNK (64 << 10)
 
 /* A vector readers walk without a lock: the writer (holding the owner's
 ** lock) publishes the array before the count, and an outgrown array is kept
@@ -1213,6 +1217,17 @@ static inline int store_ts_off(const uint8_t *rec)
   return (rmqi_get32(rec + RMQI_OFF_SYSFLAG) & RMQI_SYSFLAG_BORNHOST_V6) ? 68 : 56;
 }
 
+/* append_lock held. The unit at qoff opened a new CQ_CHUNK of its file:
+** fault in the next chunk in one call rather than a fault per page on the
+** send path. Not under SYNC_FLUSH, whose syncs would write the zeros. */
+static void cq_prefault(rmqi_store *s, rmqi_queue *q, int64_t qoff)
+{
+  int64_t byte = (qoff * RMQI_CQ_UNIT / CQ_CHUNK + 1) * CQ_CHUNK;
+  mfile *f = mvec_at(&q->cq, byte / s->cq_size - q->first_file);
+  if (f && byte >= f->start && byte + CQ_CHUNK <= f->start + f->size)
+    madvise(f->base + (byte - f->start), CQ_CHUNK, MADV_POPULATE_WRITE);
+}
+
 RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
 {
   int rc = RMQ_OK;
@@ -1272,6 +1287,8 @@ RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
       uint8_t *u;
       cq_unit_ptr(s, p[i].q, qoff, &u); /* exists: made in pass 1 */
       unit_write(u, pos, (int32_t)p[i].size, p[i].tags_code);
+      if (s->o.flush_disk_type == RMQ_ASYNC_FLUSH && (qoff * RMQI_CQ_UNIT) % CQ_CHUNK < RMQI_CQ_UNIT)
+        cq_prefault(s, p[i].q, qoff);
     }
     pos += p[i].size;
   }
@@ -1481,7 +1498,23 @@ static int cl_sync_range(rmqi_store *s, int64_t from, int64_t to)
     mfile *f = mvec_at(&s->cl, i);
     if (!f) continue;
     seal(f, to);
-    int rc = mfile_sync(s->cl_dir, f);
+    int rc;
+    if (s->pf_running) {
+      /* The prefaulter keeps pages beyond `to` dirty (zeros) and mapped
+      ** writable; fdatasync would write them and write-protect each one, an
+      ** IPI per page, and the sender would fault on them again. msync syncs
+      ** just the range, as fdatasync would (data and the metadata to reach it). */
+      int64_t lo = (from > f->start ? from - f->start : 0) & ~(int64_t)4095;
+      int64_t hi = to - f->start < f->size ? to - f->start : f->size;
+      rc = RMQ_OK;
+      if (OS->msync(f->base + lo, (size_t)(hi - lo), MS_SYNC) != 0) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%020" PRId64, s->cl_dir, f->start);
+        rc = rmqi_errno(errno, "msync", path);
+      }
+    } else {
+      rc = mfile_sync(s->cl_dir, f);
+    }
     if (rc) return rc;
   }
   return RMQ_OK;

@@ -1125,6 +1125,69 @@ static void test_sync_and_async_flush(void **state)
   }
 }
 
+/* ASYNC_FLUSH with the service thread: a prefaulter keeps CommitLog pages
+** faulted in ahead of the writer (and makes the next file early), and the
+** CommitLog is synced by range with msync. Every message survives a reopen,
+** the extra file is fine for the decoders, and an msync error reaches the
+** caller of rmq_broker_flush. */
+static atomic_int g_msyncs;
+static int hook_msync(void *addr, size_t len, int flags)
+{
+  if (atomic_load(&g_fail_armed)) { errno = EIO; return -1; }
+  atomic_fetch_add(&g_msyncs, 1);
+  return g_real.msync(addr, len, flags);
+}
+
+static void test_prefaulter_and_range_sync(void **state)
+{
+  (void)state;
+  enum { N = 12000, LEN = 1000 }; /* ~12.5 MB over 4 MiB files */
+  char store[1024];
+  tu_store_path(store, sizeof store, "prefault");
+  rmq_broker_options o;
+  small_opts(&o, NULL);
+  o.mapped_file_size_commit_log = 4 << 20;
+  o.flush_disk_type = RMQ_ASYNC_FLUSH;
+  o.service_thread = 1;
+  o.flush_interval_commit_log = 10;
+  rmqi_os_table.msync = hook_msync;
+  atomic_store(&g_msyncs, 0);
+  rmq_broker *b;
+  ok(rmq_broker_open(store, &o, &b));
+  rmq_producer *p;
+  ok(rmq_producer_create(b, NULL, NULL, &p));
+  rmq_msg *m;
+  ok(rmq_msg_create(&m, "Pf", "T", NULL, 0));
+  for (uint64_t id = 0; id < N; id++) {
+    rmq_send_result r;
+    ok(send_id(p, m, id, LEN, -1, &r));
+    assert_int_equal(r.send_status, RMQ_SEND_OK);
+  }
+  ok(rmq_broker_flush(b));
+  assert_true(atomic_load(&g_msyncs) >= 1);
+  /* The CommitLog file after the one being written exists already. */
+  rmq_send_result r;
+  ok(send_id(p, m, N, LEN, -1, &r));
+  char path[2048];
+  snprintf(path, sizeof path, "%s/commitlog/%020" PRId64, store, (r.commit_log_offset / (4 << 20) + 1) * (4 << 20));
+  for (int i = 0; i < 500 && access(path, F_OK) != 0; i++) usleep(10000);
+  assert_int_equal(access(path, F_OK), 0);
+  atomic_store(&g_fail_armed, 1);
+  assert_int_equal(rmq_broker_flush(b), RMQ_EIO);
+  assert_non_null(strstr(rmq_errmsg(), "msync"));
+  atomic_store(&g_fail_armed, 0);
+  rmq_msg_free(m);
+  rmq_producer_destroy(p);
+  ok(rmq_broker_close(b));
+  rmqi_os_reset();
+  ok(rmq_broker_open(store, &o, &b));
+  static seen got[N + 1];
+  assert_int_equal(pull_all(b, "Pf", got, N + 1), N + 1);
+  ok(rmq_broker_close(b));
+  assert_rmqstore_ok(store);
+  tu_store_remove(store);
+}
+
 static void test_run_due_with_fake_clock(void **state)
 {
   (void)state;
@@ -1245,6 +1308,7 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_config_bak_fallback, setup_os, teardown_os),
     cmocka_unit_test_setup_teardown(test_enospc_new_commitlog_file, setup_os, teardown_os),
     cmocka_unit_test_setup_teardown(test_eio_on_fdatasync, setup_os, teardown_os),
+    cmocka_unit_test_setup_teardown(test_prefaulter_and_range_sync, setup_os, teardown_os),
     cmocka_unit_test_setup_teardown(test_sync_and_async_flush, setup_os, teardown_os),
     cmocka_unit_test_setup_teardown(test_run_due_with_fake_clock, setup_os, teardown_os),
     cmocka_unit_test_setup_teardown(test_timestamps_from_clock, setup_os, teardown_os),

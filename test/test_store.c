@@ -1188,6 +1188,55 @@ static void test_prefaulter_and_range_sync(void **state)
   tu_store_remove(store);
 }
 
+/* SYNC_FLUSH appends with pwrite: a failing write is reported, publishes
+** nothing, and takes no queue offset. */
+static ssize_t hook_pwrite_eio(int fd, const void *buf, size_t n, off_t off)
+{
+  if (atomic_load(&g_fail_armed) && fd_in_commitlog(fd)) { errno = EIO; return -1; }
+  return g_real.pwrite(fd, buf, n, off);
+}
+
+static void test_sync_append_write_error(void **state)
+{
+  (void)state;
+  char store[1024];
+  tu_store_path(store, sizeof store, "pwrite");
+  rmq_broker_options o;
+  small_opts(&o, NULL);
+  o.flush_disk_type = RMQ_SYNC_FLUSH;
+  rmq_broker *b;
+  ok(rmq_broker_open(store, &o, &b));
+  rmq_producer *p;
+  ok(rmq_producer_create(b, NULL, NULL, &p));
+  rmq_msg *m;
+  ok(rmq_msg_create(&m, "Pw", NULL, NULL, 0));
+  rmq_send_result r;
+  ok(send_id(p, m, 0, 100, 0, &r));
+  rmqi_os_table.pwrite = hook_pwrite_eio;
+  atomic_store(&g_fail_armed, 1);
+  assert_int_equal(send_id(p, m, 1, 100, 0, &r), RMQ_EIO);
+  assert_non_null(strstr(rmq_errmsg(), "pwrite"));
+  int64_t min, max;
+  ok(rmq_topic_queue_offsets(b, "Pw", 0, &min, &max));
+  assert_int_equal(max, 1);
+  atomic_store(&g_fail_armed, 0);
+  ok(send_id(p, m, 2, 100, 0, &r));
+  assert_int_equal(r.queue_offset, 1);
+  rmq_msg_free(m);
+  rmq_producer_destroy(p);
+  ok(rmq_broker_close(b));
+  rmqi_os_reset();
+  ok(rmq_broker_open(store, &o, &b));
+  seen got[4];
+  assert_int_equal(pull_all(b, "Pw", got, 4), 2);
+  qsort(got, 2, sizeof got[0], seen_cmp);
+  assert_int_equal(got[0].id, 0);
+  assert_int_equal(got[1].id, 2);
+  ok(rmq_broker_close(b));
+  assert_rmqstore_ok(store);
+  tu_store_remove(store);
+}
+
 static void test_run_due_with_fake_clock(void **state)
 {
   (void)state;
@@ -1309,6 +1358,7 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_enospc_new_commitlog_file, setup_os, teardown_os),
     cmocka_unit_test_setup_teardown(test_eio_on_fdatasync, setup_os, teardown_os),
     cmocka_unit_test_setup_teardown(test_prefaulter_and_range_sync, setup_os, teardown_os),
+    cmocka_unit_test_setup_teardown(test_sync_append_write_error, setup_os, teardown_os),
     cmocka_unit_test_setup_teardown(test_sync_and_async_flush, setup_os, teardown_os),
     cmocka_unit_test_setup_teardown(test_run_due_with_fake_clock, setup_os, teardown_os),
     cmocka_unit_test_setup_teardown(test_timestamps_from_clock, setup_os, teardown_os),

@@ -7,29 +7,6 @@
 #include "test_util.h"
 #include "rmq_int.h"
 
-/* Java's String.hashCode over UTF-16 code units, written independently of
-** rmqi_jhash so the two can be compared. Input is valid UTF-8. */
-static int32_t java_hash(const char *s)
-{
-  const unsigned char *p = (const unsigned char *)s;
-  uint32_t h = 0;
-  while (*p) {
-    uint32_t cp;
-    if (*p < 0x80) cp = *p++;
-    else if ((*p & 0xE0) == 0xC0) { cp = ((uint32_t)(p[0] & 0x1F) << 6) | (p[1] & 0x3F); p += 2; }
-    else if ((*p & 0xF0) == 0xE0) { cp = ((uint32_t)(p[0] & 0x0F) << 12) | ((uint32_t)(p[1] & 0x3F) << 6) | (p[2] & 0x3F); p += 3; }
-    else { cp = ((uint32_t)(p[0] & 0x07) << 18) | ((uint32_t)(p[1] & 0x3F) << 12) | ((uint32_t)(p[2] & 0x3F) << 6) | (p[3] & 0x3F); p += 4; }
-    if (cp >= 0x10000) {
-      cp -= 0x10000;
-      h = 31 * h + (0xD800 + (cp >> 10));
-      h = 31 * h + (0xDC00 + (cp & 0x3FF));
-    } else {
-      h = 31 * h + cp;
-    }
-  }
-  return (int32_t)h;
-}
-
 /* Helpers of test_util.h this file does not call. */
 static void unused_helpers(void) __attribute__((unused));
 static void unused_helpers(void)
@@ -57,8 +34,8 @@ static void test_jhash_matches_java(void **state)
   };
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
     int32_t got = rmqi_jhash(rows[i].s, strlen(rows[i].s));
-    if (got != rows[i].want || java_hash(rows[i].s) != rows[i].want)
-      fail_msg("row %zu '%s': rmqi_jhash %d, test hash %d, want %d", i, rows[i].s, got, java_hash(rows[i].s),
+    if (got != rows[i].want || tu_java_hash(rows[i].s, strlen(rows[i].s)) != rows[i].want)
+      fail_msg("row %zu '%s': rmqi_jhash %d, test hash %d, want %d", i, rows[i].s, got, tu_java_hash(rows[i].s, strlen(rows[i].s)),
                rows[i].want);
   }
   /* The collisions the table below relies on. */
@@ -171,7 +148,7 @@ static void test_compiled_tags_are_trimmed_copies(void **state)
   for (int i = 0; i < 3; i++) {
     assert_int_equal(f.lens[i], 2);
     assert_memory_equal(f.tags[i], want[i], 2);
-    assert_int_equal(f.codes[i], java_hash(want[i]));
+    assert_int_equal(f.codes[i], tu_java_hash(want[i], strlen(want[i])));
     assert_int_equal(rmqi_tag_filter_tags(&f, want[i], 2), 1);
   }
   rmqi_tag_filter_free(&f);

@@ -26,24 +26,11 @@
 #include <signal.h>
 #include <sys/wait.h>
 
-#define CL_SIZE 65536
+#define CL_SIZE TU_CL_SIZE
 
 /* ======================================================================= */
 /* Helpers                                                                 */
 /* ======================================================================= */
-
-static void small_opts(rmq_broker_options *o, tu_log *log)
-{
-  rmq_broker_options_init(o);
-  o->mapped_file_size_commit_log = CL_SIZE;
-  o->mapped_file_size_consume_queue = 20 * 1024;
-  o->service_thread = 0;
-  if (log) {
-    o->log = tu_log_fn;
-    o->log_ctx = log;
-    o->log_level = RMQ_LOG_INFO;
-  }
-}
 
 static void put64(uint8_t *p, uint64_t v)
 {
@@ -111,49 +98,6 @@ static void make_abort(const char *store)
   write_file(p, "4242", 4);
 }
 
-static void assert_rmqstore_ok(const char *store)
-{
-  static const char *cands[] = {"../shared/tools/rmqstore.py", "/work/shared/tools/rmqstore.py", NULL};
-  const char *script = getenv("RMQSTORE_PY");
-  for (int i = 0; (!script || access(script, R_OK) != 0) && cands[i]; i++) script = cands[i];
-  if (!script || access(script, R_OK) != 0 || system("python3 -c pass >/dev/null 2>&1") != 0) {
-    print_message("note: python3 or rmqstore.py not available; store check of %s skipped\n", store);
-    return;
-  }
-  char cmd[4096], out[2048] = "";
-  snprintf(cmd, sizeof cmd, "python3 '%s' check '%s' 2>&1", script, store);
-  FILE *p = popen(cmd, "r");
-  assert_non_null(p);
-  size_t n = fread(out, 1, sizeof out - 1, p);
-  out[n] = 0;
-  int st = pclose(p);
-  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) fail_msg("rmqstore.py check %s failed (status %d): %s", store, st, out);
-}
-
-/* Bodies: the id in 16 hex digits, then a filler derived from it. */
-static void make_body(uint8_t *buf, uint64_t id, size_t len)
-{
-  char hex[17];
-  snprintf(hex, sizeof hex, "%016" PRIx64, id);
-  memcpy(buf, hex, 16);
-  for (size_t i = 16; i < len; i++) buf[i] = (uint8_t)(id * 131u + i * 7u);
-}
-
-static int body_check(const void *body, size_t len, uint64_t *id)
-{
-  const uint8_t *b = body;
-  if (len < 16) return 0;
-  char hex[17];
-  memcpy(hex, b, 16);
-  hex[16] = 0;
-  char *end;
-  *id = strtoull(hex, &end, 16);
-  if (*end) return 0;
-  for (size_t i = 16; i < len; i++)
-    if (b[i] != (uint8_t)(*id * 131u + i * 7u)) return 0;
-  return 1;
-}
-
 typedef struct seen {
   uint64_t id;
   int qid;
@@ -177,7 +121,7 @@ static int send_id(rmq_producer *p, rmq_msg *m, uint64_t id, size_t len, seen *o
 {
   static uint8_t buf[8192];
   assert_true(len >= 16 && len <= sizeof buf);
-  make_body(buf, id, len);
+  tu_make_body(buf, id, len);
   ok(rmq_msg_set_body(m, buf, len));
   rmq_send_result r;
   int rc = rmq_producer_send(p, m, &r);
@@ -205,7 +149,7 @@ static size_t pull_queue(rmq_broker *b, rmq_pull_consumer *c, const char *topic,
     for (size_t i = 0; i < r.n; i++) {
       const rmq_message_ext *e = &r.msgs[i];
       uint64_t id = 0;
-      if (!body_check(e->body, (size_t)e->body_len, &id))
+      if (!tu_body_check(e->body, (size_t)e->body_len, &id))
         fail_msg("%s/%d offset %" PRId64 ": body damaged", topic, qid, e->queue_offset);
       assert_int_equal(e->queue_offset, off + (int64_t)i);
       if (n >= cap) fail_msg("%s/%d: more than %zu messages", topic, qid, cap);
@@ -282,7 +226,7 @@ static void test_torn_tail(void **state)
     tu_store_path(store, sizeof store, "torn");
     tu_log log = {0};
     rmq_broker_options o;
-    small_opts(&o, &log);
+    tu_small_opts(&o, &log);
     static seen sent[TORN_N + 8], got[TORN_N + 9];
     populate(store, &o, "Torn", 2, TORN_N, 800, 1200, sent);
     int64_t end = sent[TORN_N - 1].phys + sent[TORN_N - 1].size;
@@ -343,7 +287,7 @@ static void test_torn_tail(void **state)
     rmq_msg_free(m);
     rmq_producer_destroy(p);
     ok(rmq_broker_close(b));
-    assert_rmqstore_ok(store);
+    tu_rmqstore_check(store);
 
     ok(rmq_broker_open(store, &o, &b));
     ok(rmq_broker_recovery_info(b, &ri));
@@ -369,7 +313,7 @@ static void test_flipped_body_byte(void **state)
   tu_store_path(store, sizeof store, "flip");
   tu_log log = {0};
   rmq_broker_options o;
-  small_opts(&o, &log);
+  tu_small_opts(&o, &log);
   static seen sent[FLIP_N], got[FLIP_N + 1];
   populate(store, &o, "Flip", 2, FLIP_N, 800, 1200, sent);
   const seen *k = &sent[FLIP_K];
@@ -423,7 +367,7 @@ static void test_flipped_body_byte(void **state)
   rmq_msg_free(m);
   rmq_producer_destroy(p);
   ok(rmq_broker_close(b));
-  assert_rmqstore_ok(store);
+  tu_rmqstore_check(store);
   tu_store_remove(store);
 }
 
@@ -445,7 +389,7 @@ static void test_lost_consume_queue_rebuilt(void **state)
     char store[1024], path[2048];
     tu_store_path(store, sizeof store, "cq");
     rmq_broker_options o;
-    small_opts(&o, NULL);
+    tu_small_opts(&o, NULL);
     o.mapped_file_size_consume_queue = 20 * 64; /* 100 units a queue: two files */
     static seen sent[CQ_N], got[CQ_N + 1];
     populate(store, &o, "Cq", 4, CQ_N, 16, 100, sent);
@@ -487,7 +431,7 @@ static void test_lost_consume_queue_rebuilt(void **state)
     }
     assert_same(got, pull_all(b, "Cq", got, CQ_N + 1), sent, CQ_N);
     ok(rmq_broker_close(b));
-    assert_rmqstore_ok(store);
+    tu_rmqstore_check(store);
     tu_store_remove(store);
   }
 }
@@ -521,7 +465,7 @@ static void *crash_sender(void *arg)
   for (uint64_t seq = 0; tu_mono_ms() < stop; seq++) {
     uint64_t id = ((uint64_t)cx->t << 32) | seq;
     size_t len = 16 + (size_t)(seq % 64);
-    make_body(body, id, len);
+    tu_make_body(body, id, len);
     if (rmq_msg_set_body(m, body, len) != RMQ_OK) _exit(22);
     rmq_send_result r;
     int rc = rmq_producer_send(p, m, &r);
@@ -622,7 +566,7 @@ static void test_sigkill_under_sync_flush(void **state)
 
   tu_log log = {0};
   rmq_broker_options o;
-  small_opts(&o, &log);
+  tu_small_opts(&o, &log);
   rmq_broker *b;
   ok(rmq_broker_open(store, &o, &b));
   rmq_recovery_info ri;
@@ -648,7 +592,7 @@ static void test_sigkill_under_sync_flush(void **state)
   assert_true(n >= nacks);
   assert_true(n <= nacks + CRASH_THREADS);
   print_message("  %zu acknowledged, %zu recovered, %" PRId64 " bytes cut\n", nacks, n, ri.bytes_truncated);
-  assert_rmqstore_ok(store);
+  tu_rmqstore_check(store);
   free(ids);
   free(got);
   free(acks);
@@ -665,7 +609,7 @@ static void test_second_open_is_busy(void **state)
   char store[1024], path[2048];
   tu_store_path(store, sizeof store, "busy");
   rmq_broker_options o;
-  small_opts(&o, NULL);
+  tu_small_opts(&o, NULL);
   rmq_broker *b, *b2 = NULL;
   ok(rmq_broker_open(store, &o, &b));
   rmq_producer *p;
@@ -724,7 +668,7 @@ static void test_abort_file(void **state)
   tu_store_path(store, sizeof store, "abort");
   store_file(path, sizeof path, store, "abort");
   rmq_broker_options o;
-  small_opts(&o, NULL);
+  tu_small_opts(&o, NULL);
   rmq_broker *b;
   seen sent[10], got[11];
 
@@ -759,7 +703,7 @@ static void test_abort_file(void **state)
       _exit(1);
     for (int i = 5; i < 10; i++) {
       uint8_t body[40];
-      make_body(body, (uint64_t)i, sizeof body);
+      tu_make_body(body, (uint64_t)i, sizeof body);
       rmq_send_result r;
       if (rmq_msg_set_body(cm, body, sizeof body) || rmq_producer_send(cp, cm, &r)) _exit(2);
     }
@@ -790,7 +734,7 @@ static void test_abort_file(void **state)
   ok(rmq_broker_recovery_info(b, &ri));
   assert_int_equal(ri.abnormal, 0);
   ok(rmq_broker_close(b));
-  assert_rmqstore_ok(store);
+  tu_rmqstore_check(store);
   tu_store_remove(store);
 }
 
@@ -923,7 +867,7 @@ static void test_damaged_files_never_crash(void **state)
     tu_store_path(store, sizeof store, "bad");
     tu_log log = {0};
     rmq_broker_options o;
-    small_opts(&o, &log);
+    tu_small_opts(&o, &log);
     populate(store, &o, "Bad", 2, BAD_N, 400, 400, g_bad_sent);
     assert_true(g_bad_sent[BAD_N - 1].phys >= 2 * CL_SIZE); /* three files */
     /* A committed offset, and topics.json written twice (so a .bak exists). */
@@ -977,7 +921,7 @@ static void test_damaged_files_never_crash(void **state)
     rmq_msg_free(m);
     rmq_producer_destroy(p);
     ok(rmq_broker_close(b));
-    assert_rmqstore_ok(store);
+    tu_rmqstore_check(store);
     tu_store_remove(store);
   }
 }

@@ -23,24 +23,11 @@
 #include <inttypes.h>
 #include <sys/wait.h>
 
-#define CL_SIZE 65536
+#define CL_SIZE TU_CL_SIZE
 
 /* ======================================================================= */
 /* Helpers                                                                 */
 /* ======================================================================= */
-
-static void small_opts(rmq_broker_options *o, tu_log *log)
-{
-  rmq_broker_options_init(o);
-  o->mapped_file_size_commit_log = CL_SIZE;
-  o->mapped_file_size_consume_queue = 20 * 1024;
-  o->service_thread = 0;
-  if (log) {
-    o->log = tu_log_fn;
-    o->log_ctx = log;
-    o->log_level = RMQ_LOG_INFO;
-  }
-}
 
 static uint32_t be32(const uint8_t *p)
 {
@@ -59,36 +46,6 @@ static uint32_t t_crc32(const void *buf, size_t n)
     for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0xEDB88320u : c >> 1;
   }
   return ~c;
-}
-
-/* Java String.hashCode of UTF-8 text: decode to code points, hash UTF-16
-** units (a code point above U+FFFF is its two surrogates). Valid input only. */
-static int32_t t_jhash(const char *s, size_t n)
-{
-  const uint8_t *p = (const uint8_t *)s;
-  uint32_t h = 0;
-  size_t i = 0;
-  while (i < n) {
-    uint32_t cp;
-    if (p[i] < 0x80) cp = p[i++];
-    else if ((p[i] & 0xE0) == 0xC0) { cp = ((uint32_t)(p[i] & 0x1F) << 6) | (p[i + 1] & 0x3F); i += 2; }
-    else if ((p[i] & 0xF0) == 0xE0) {
-      cp = ((uint32_t)(p[i] & 0x0F) << 12) | ((uint32_t)(p[i + 1] & 0x3F) << 6) | (p[i + 2] & 0x3F);
-      i += 3;
-    } else {
-      cp = ((uint32_t)(p[i] & 0x07) << 18) | ((uint32_t)(p[i + 1] & 0x3F) << 12) |
-           ((uint32_t)(p[i + 2] & 0x3F) << 6) | (p[i + 3] & 0x3F);
-      i += 4;
-    }
-    if (cp >= 0x10000) {
-      cp -= 0x10000;
-      h = 31 * h + (0xD800 + (cp >> 10));
-      h = 31 * h + (0xDC00 + (cp & 0x3FF));
-    } else {
-      h = 31 * h + cp;
-    }
-  }
-  return (int32_t)h;
 }
 
 /* A record decoded by this file's own reading of ROCKETMQ.md section 1
@@ -220,27 +177,6 @@ static int64_t checkpoint_at(const char *store, int off)
   return (int64_t)be64(b);
 }
 
-/* Runs ../shared/tools/rmqstore.py check on the store; a missing python3 or
-** script is a printed note, anything else a failure. */
-static void assert_rmqstore_ok(const char *store)
-{
-  static const char *cands[] = {"../shared/tools/rmqstore.py", "/work/shared/tools/rmqstore.py", NULL};
-  const char *script = getenv("RMQSTORE_PY");
-  for (int i = 0; (!script || access(script, R_OK) != 0) && cands[i]; i++) script = cands[i];
-  if (!script || access(script, R_OK) != 0 || system("python3 -c pass >/dev/null 2>&1") != 0) {
-    print_message("note: python3 or rmqstore.py not available; store check of %s skipped\n", store);
-    return;
-  }
-  char cmd[4096], out[2048] = "";
-  snprintf(cmd, sizeof cmd, "python3 '%s' check '%s' 2>&1", script, store);
-  FILE *p = popen(cmd, "r");
-  assert_non_null(p);
-  size_t n = fread(out, 1, sizeof out - 1, p);
-  out[n] = 0;
-  int st = pclose(p);
-  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) fail_msg("rmqstore.py check %s failed (status %d): %s", store, st, out);
-}
-
 /* Bodies carry their id (16 hex digits) and a filler derived from it, so a
 ** pulled body proves which message it is and that it is intact. */
 static size_t body_len_for(uint64_t id, size_t base, size_t spread)
@@ -248,34 +184,11 @@ static size_t body_len_for(uint64_t id, size_t base, size_t spread)
   return base + (size_t)((id * 397u) % (spread ? spread : 1));
 }
 
-static void make_body(uint8_t *buf, uint64_t id, size_t len)
-{
-  char hex[17];
-  snprintf(hex, sizeof hex, "%016" PRIx64, id);
-  memcpy(buf, hex, 16);
-  for (size_t i = 16; i < len; i++) buf[i] = (uint8_t)(id * 131u + i * 7u);
-}
-
-static int body_check(const void *body, size_t len, uint64_t *id)
-{
-  const uint8_t *b = body;
-  if (len < 16) return 0;
-  char hex[17];
-  memcpy(hex, b, 16);
-  hex[16] = 0;
-  char *end;
-  *id = strtoull(hex, &end, 16);
-  if (*end) return 0;
-  for (size_t i = 16; i < len; i++)
-    if (b[i] != (uint8_t)(*id * 131u + i * 7u)) return 0;
-  return 1;
-}
-
 static int send_id(rmq_producer *p, rmq_msg *m, uint64_t id, size_t len, int qid, rmq_send_result *r)
 {
   static uint8_t buf[16384];
   assert_true(len <= sizeof buf && len >= 16);
-  make_body(buf, id, len);
+  tu_make_body(buf, id, len);
   ok(rmq_msg_set_body(m, buf, len));
   return qid >= 0 ? rmq_producer_send_to_queue(p, m, qid, r) : rmq_producer_send(p, m, r);
 }
@@ -315,7 +228,7 @@ static size_t pull_all(rmq_broker *b, const char *topic, seen *out, size_t cap)
       for (size_t i = 0; i < r.n; i++) {
         const rmq_message_ext *e = &r.msgs[i];
         uint64_t id;
-        if (!body_check(e->body, (size_t)e->body_len, &id))
+        if (!tu_body_check(e->body, (size_t)e->body_len, &id))
           fail_msg("%s/%zu offset %" PRId64 ": body damaged", topic, q, e->queue_offset);
         assert_int_equal(e->queue_offset, off + (int64_t)i);
         assert_int_equal(e->queue_id, (int)q);
@@ -525,7 +438,7 @@ static void check_one_record(const char *store, const rt_case *c, const rmq_send
   read_exact(path, r.queue_offset * 20, u, 20);
   assert_int_equal((int64_t)be64(u), r.phys);
   assert_int_equal((int32_t)be32(u + 8), (int32_t)r.total);
-  int64_t code = c->tags ? (int64_t)t_jhash(c->tags, strlen(c->tags)) : 0;
+  int64_t code = c->tags ? (int64_t)tu_java_hash(c->tags, strlen(c->tags)) : 0;
   assert_int_equal((int64_t)be64(u + 12), code);
   if (code < 0) assert_int_equal(be32(u + 12), 0xFFFFFFFFu); /* sign-extended */
   free(raw);
@@ -538,7 +451,7 @@ static void test_record_round_trip(void **state)
   tu_store_path(store, sizeof store, "roundtrip");
   tu_clock clk = {1700000000123};
   rmq_broker_options o;
-  small_opts(&o, NULL);
+  tu_small_opts(&o, NULL);
   o.clock = tu_clock_read;
   o.clock_ctx = &clk;
   o.store_host = "192.168.7.9";
@@ -590,7 +503,7 @@ static void test_record_round_trip(void **state)
   rmq_pull_consumer_destroy(pc);
   rmq_producer_destroy(p);
   ok(rmq_broker_close(b));
-  assert_rmqstore_ok(store);
+  tu_rmqstore_check(store);
   tu_store_remove(store);
 }
 
@@ -613,7 +526,7 @@ static void test_hash_and_crc_vectors(void **state)
   };
   for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
     assert_int_equal(rmqi_jhash(v[i].s, strlen(v[i].s)), v[i].h);
-    assert_int_equal(t_jhash(v[i].s, strlen(v[i].s)), v[i].h);
+    assert_int_equal(tu_java_hash(v[i].s, strlen(v[i].s)), v[i].h);
   }
   assert_int_equal(1772899, 31 * 0xD83D + 0xDE00);
 
@@ -643,7 +556,7 @@ static void test_commitlog_rollover(void **state)
   char store[1024], dir[1100], path[2048];
   tu_store_path(store, sizeof store, "roll");
   rmq_broker_options o;
-  small_opts(&o, NULL);
+  tu_small_opts(&o, NULL);
   o.mapped_file_size_consume_queue = 20 * 64; /* roll ConsumeQueue files too */
   rmq_broker *b;
   ok(rmq_broker_open(store, &o, &b));
@@ -718,7 +631,7 @@ static void test_commitlog_rollover(void **state)
       assert_int_equal(r.phys, start + pos);
       assert_int_equal(r.body_crc, (int32_t)(t_crc32(r.body, (size_t)r.body_len) & 0x7FFFFFFF));
       uint64_t id;
-      assert_true(body_check(r.body, (size_t)r.body_len, &id));
+      assert_true(tu_body_check(r.body, (size_t)r.body_len, &id));
       assert_int_equal(id, nrec);
       assert_int_equal(sent[id].phys, r.phys);
       assert_int_equal(sent[id].qoff, r.queue_offset);
@@ -747,7 +660,7 @@ static void test_commitlog_rollover(void **state)
     assert_int_equal(got[i].phys, sent[i].phys);
     assert_int_equal(got[i].qoff, sent[i].qoff);
   }
-  assert_rmqstore_ok(store);
+  tu_rmqstore_check(store);
   ok(rmq_broker_open(store, &o, &b));
   rmq_recovery_info ri;
   ok(rmq_broker_recovery_info(b, &ri));
@@ -780,7 +693,7 @@ static void test_config_json(void **state)
   char store[1024], path[2048];
   tu_store_path(store, sizeof store, "cfg");
   rmq_broker_options o;
-  small_opts(&o, NULL);
+  tu_small_opts(&o, NULL);
   rmq_broker *b;
   ok(rmq_broker_open(store, &o, &b));
   ok(rmq_topic_create(b, "CfgA", 8));
@@ -860,7 +773,7 @@ static void test_config_bak_fallback(void **state)
   tu_store_path(store, sizeof store, "cfgbak");
   tu_log log = {0};
   rmq_broker_options o;
-  small_opts(&o, &log);
+  tu_small_opts(&o, &log);
   rmq_broker *b;
   rmq_pull_consumer *c;
   rmq_message_queue mq;
@@ -924,7 +837,7 @@ static void test_enospc_new_commitlog_file(void **state)
     char store[1024];
     tu_store_path(store, sizeof store, "enospc");
     rmq_broker_options o;
-    small_opts(&o, NULL);
+    tu_small_opts(&o, NULL);
     rmq_broker *b;
     ok(rmq_broker_open(store, &o, &b));
     rmq_producer *p;
@@ -985,7 +898,7 @@ static void test_enospc_new_commitlog_file(void **state)
       }
       ok(rmq_broker_close(b));
       if (round == 0) {
-        assert_rmqstore_ok(store);
+        tu_rmqstore_check(store);
         ok(rmq_broker_open(store, &o, &b));
       }
     }
@@ -1002,7 +915,7 @@ static void test_eio_on_fdatasync(void **state)
     tu_store_path(store, sizeof store, "eio");
     tu_clock clk = {1700000000000};
     rmq_broker_options o;
-    small_opts(&o, NULL);
+    tu_small_opts(&o, NULL);
     o.flush_disk_type = types[ci];
     o.clock = tu_clock_read;
     o.clock_ctx = &clk;
@@ -1047,7 +960,7 @@ static void test_eio_on_fdatasync(void **state)
     assert_int_equal(n, 3);
     for (size_t i = 0; i < n; i++) assert_int_equal(got[i].id, i);
     ok(rmq_broker_close(b));
-    assert_rmqstore_ok(store);
+    tu_rmqstore_check(store);
     tu_store_remove(store);
   }
 }
@@ -1077,7 +990,7 @@ static void test_sync_and_async_flush(void **state)
     tu_store_path(store, sizeof store, "flush");
     tu_clock clk = {1700000000000};
     rmq_broker_options o;
-    small_opts(&o, NULL);
+    tu_small_opts(&o, NULL);
     o.flush_disk_type = types[ci];
     o.clock = tu_clock_read;
     o.clock_ctx = &clk;
@@ -1104,7 +1017,7 @@ static void test_sync_and_async_flush(void **state)
     async_acks acks = {0};
     static uint8_t body[64];
     for (uint64_t id = N; id < 2 * N; id++) {
-      make_body(body, id, sizeof body);
+      tu_make_body(body, id, sizeof body);
       ok(rmq_msg_set_body(m, body, sizeof body));
       ok(rmq_producer_send_async(p, m, on_async_sent, &acks));
     }
@@ -1120,7 +1033,7 @@ static void test_sync_and_async_flush(void **state)
     seen got[2 * N + 1];
     assert_int_equal(pull_all(b, "Flush", got, 2 * N + 1), 2 * N);
     ok(rmq_broker_close(b));
-    assert_rmqstore_ok(store);
+    tu_rmqstore_check(store);
     tu_store_remove(store);
   }
 }
@@ -1145,7 +1058,7 @@ static void test_prefaulter_and_range_sync(void **state)
   char store[1024];
   tu_store_path(store, sizeof store, "prefault");
   rmq_broker_options o;
-  small_opts(&o, NULL);
+  tu_small_opts(&o, NULL);
   o.mapped_file_size_commit_log = 4 << 20;
   o.flush_disk_type = RMQ_ASYNC_FLUSH;
   o.service_thread = 1;
@@ -1184,7 +1097,7 @@ static void test_prefaulter_and_range_sync(void **state)
   static seen got[N + 1];
   assert_int_equal(pull_all(b, "Pf", got, N + 1), N + 1);
   ok(rmq_broker_close(b));
-  assert_rmqstore_ok(store);
+  tu_rmqstore_check(store);
   tu_store_remove(store);
 }
 
@@ -1202,7 +1115,7 @@ static void test_sync_append_write_error(void **state)
   char store[1024];
   tu_store_path(store, sizeof store, "pwrite");
   rmq_broker_options o;
-  small_opts(&o, NULL);
+  tu_small_opts(&o, NULL);
   o.flush_disk_type = RMQ_SYNC_FLUSH;
   rmq_broker *b;
   ok(rmq_broker_open(store, &o, &b));
@@ -1233,7 +1146,7 @@ static void test_sync_append_write_error(void **state)
   assert_int_equal(got[0].id, 0);
   assert_int_equal(got[1].id, 2);
   ok(rmq_broker_close(b));
-  assert_rmqstore_ok(store);
+  tu_rmqstore_check(store);
   tu_store_remove(store);
 }
 
@@ -1245,7 +1158,7 @@ static void test_run_due_with_fake_clock(void **state)
   const int64_t t0 = 1700000000000;
   tu_clock clk = {t0};
   rmq_broker_options o;
-  small_opts(&o, NULL);
+  tu_small_opts(&o, NULL);
   o.flush_disk_type = RMQ_ASYNC_FLUSH;
   o.flush_interval_commit_log = 500;
   o.flush_commit_log_least_pages = 4;
@@ -1300,7 +1213,7 @@ static void test_run_due_with_fake_clock(void **state)
   rmq_producer_destroy(p);
   ok(rmq_broker_close(b));
   rmqi_os_reset();
-  assert_rmqstore_ok(store);
+  tu_rmqstore_check(store);
   tu_store_remove(store);
 }
 
@@ -1312,7 +1225,7 @@ static void test_timestamps_from_clock(void **state)
   static const int64_t times[] = {1234567890123, 1234567890124, 1600000000000, 4102444800000};
   tu_clock clk = {times[0]};
   rmq_broker_options o;
-  small_opts(&o, NULL);
+  tu_small_opts(&o, NULL);
   o.clock = tu_clock_read;
   o.clock_ctx = &clk;
   rmq_broker *b;

@@ -18,6 +18,7 @@
 #include <ftw.h>
 #include <pthread.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <cmocka.h>
 
 #include "rmq.h"
@@ -112,6 +113,103 @@ static void tu_log_fn(void *ctx, int level, const char *msg)
   l->count++;
   pthread_mutex_unlock(&mu);
   busy = 0;
+}
+
+/* Broker options for store tests: 64 KiB CommitLog files (so a few hundred
+** messages roll over), 1024-unit ConsumeQueue files, no service thread (the
+** test drives time), and the log into *log when given. */
+#define TU_CL_SIZE 65536
+static inline void tu_small_opts(rmq_broker_options *o, tu_log *log)
+{
+  rmq_broker_options_init(o);
+  o->mapped_file_size_commit_log = TU_CL_SIZE;
+  o->mapped_file_size_consume_queue = 20 * 1024;
+  o->service_thread = 0;
+  if (log) {
+    o->log = tu_log_fn;
+    o->log_ctx = log;
+    o->log_level = RMQ_LOG_INFO;
+  }
+}
+
+/* ---- references written from the docs, independent of the library ------ */
+
+/* Java's String.hashCode of UTF-8 text: code points to UTF-16 units (one
+** above U+FFFF is its two surrogates), h = 31 * h + unit. Valid input only. */
+static inline int32_t tu_java_hash(const char *s, size_t n)
+{
+  const uint8_t *p = (const uint8_t *)s;
+  uint32_t h = 0;
+  size_t i = 0;
+  while (i < n) {
+    uint32_t cp;
+    if (p[i] < 0x80) cp = p[i++];
+    else if ((p[i] & 0xE0) == 0xC0) { cp = ((uint32_t)(p[i] & 0x1F) << 6) | (p[i + 1] & 0x3F); i += 2; }
+    else if ((p[i] & 0xF0) == 0xE0) {
+      cp = ((uint32_t)(p[i] & 0x0F) << 12) | ((uint32_t)(p[i + 1] & 0x3F) << 6) | (p[i + 2] & 0x3F);
+      i += 3;
+    } else {
+      cp = ((uint32_t)(p[i] & 0x07) << 18) | ((uint32_t)(p[i + 1] & 0x3F) << 12) |
+           ((uint32_t)(p[i + 2] & 0x3F) << 6) | (p[i + 3] & 0x3F);
+      i += 4;
+    }
+    if (cp >= 0x10000) {
+      cp -= 0x10000;
+      h = 31 * h + (0xD800 + (cp >> 10));
+      h = 31 * h + (0xDC00 + (cp & 0x3FF));
+    } else {
+      h = 31 * h + cp;
+    }
+  }
+  return (int32_t)h;
+}
+
+/* Bodies carry their id (16 hex digits) and a filler derived from it, so a
+** pulled body proves which message it is and that it is intact. */
+static inline void tu_make_body(uint8_t *buf, uint64_t id, size_t len)
+{
+  char hex[17];
+  snprintf(hex, sizeof hex, "%016llx", (unsigned long long)id);
+  memcpy(buf, hex, 16);
+  for (size_t i = 16; i < len; i++) buf[i] = (uint8_t)(id * 131u + i * 7u);
+}
+
+static inline int tu_body_check(const void *body, size_t len, uint64_t *id)
+{
+  const uint8_t *b = body;
+  *id = 0;
+  if (len < 16) return 0;
+  char hex[17];
+  memcpy(hex, b, 16);
+  hex[16] = 0;
+  char *end;
+  *id = strtoull(hex, &end, 16);
+  if (*end) return 0;
+  for (size_t i = 16; i < len; i++)
+    if (b[i] != (uint8_t)(*id * 131u + i * 7u)) return 0;
+  return 1;
+}
+
+/* Runs ../shared/tools/rmqstore.py check on the store (RMQSTORE_PY may name
+** the script); a missing python3 or script is a printed note, anything else
+** a failure. */
+static inline void tu_rmqstore_check(const char *store)
+{
+  static const char *cands[] = {"../shared/tools/rmqstore.py", "/work/shared/tools/rmqstore.py", NULL};
+  const char *script = getenv("RMQSTORE_PY");
+  for (int i = 0; (!script || access(script, R_OK) != 0) && cands[i]; i++) script = cands[i];
+  if (!script || access(script, R_OK) != 0 || system("python3 -c pass >/dev/null 2>&1") != 0) {
+    print_message("note: python3 or rmqstore.py not available; store check of %s skipped\n", store);
+    return;
+  }
+  char cmd[4096], out[2048] = "";
+  snprintf(cmd, sizeof cmd, "python3 '%s' check '%s' 2>&1", script, store);
+  FILE *p = popen(cmd, "r");
+  assert_non_null(p);
+  size_t n = fread(out, 1, sizeof out - 1, p);
+  out[n] = 0;
+  int st = pclose(p);
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) fail_msg("rmqstore.py check %s failed (status %d): %s", store, st, out);
 }
 
 #endif

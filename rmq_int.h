@@ -16,6 +16,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -71,6 +72,15 @@ RMQI_FUNC uint32_t rmqi_crc32(const void *buf, size_t len);   /* CRC-32/IEEE */
 RMQI_FUNC int32_t rmqi_jhash(const char *s, size_t len);      /* Java String.hashCode of UTF-8 s */
 RMQI_FUNC int rmqi_utf8_valid(const char *s, size_t len);
 
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+/* Big-endian fields as one byte swap and one unaligned access each. */
+static inline void rmqi_put32(uint8_t *p, uint32_t v) { v = __builtin_bswap32(v); memcpy(p, &v, 4); }
+static inline void rmqi_put64(uint8_t *p, uint64_t v) { v = __builtin_bswap64(v); memcpy(p, &v, 8); }
+static inline void rmqi_put16(uint8_t *p, uint16_t v) { v = __builtin_bswap16(v); memcpy(p, &v, 2); }
+static inline uint32_t rmqi_get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return __builtin_bswap32(v); }
+static inline uint64_t rmqi_get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return __builtin_bswap64(v); }
+static inline uint16_t rmqi_get16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return __builtin_bswap16(v); }
+#else
 static inline void rmqi_put32(uint8_t *p, uint32_t v)
 {
   p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
@@ -89,6 +99,7 @@ static inline uint64_t rmqi_get64(const uint8_t *p)
   return ((uint64_t)rmqi_get32(p) << 32) | rmqi_get32(p + 4);
 }
 static inline uint16_t rmqi_get16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
+#endif
 
 /* CommitLog record v1 layout (see rmq_store.c's header comment). */
 #define RMQI_MAGIC_V1     0xDAA320A7u

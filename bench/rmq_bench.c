@@ -377,8 +377,11 @@ static void produce_fresh(const char *name, int flush_type, int threads, uint64_
 /* Pull consumer                                                            */
 /* ------------------------------------------------------------------------ */
 
-static void pull_case(const char *name, rmq_broker *b, int batch, uint64_t expect, uint64_t want_sum,
-                      double *out_rate)
+/* interleave: 0 reads each queue to its end before the next; 1 takes one
+** batch from each queue in turn, as a push consumer's pull service does,
+** which walks the CommitLog (written round-robin) nearly in order. */
+static void pull_case(const char *name, rmq_broker *b, int batch, int interleave, uint64_t expect,
+                      uint64_t want_sum, double *out_rate)
 {
   rmq_pull_consumer *c = NULL;
   int rc = rmq_pull_consumer_create(b, "bench-pull", &c);
@@ -398,18 +401,22 @@ static void pull_case(const char *name, rmq_broker *b, int batch, uint64_t expec
   double t0 = now_s(), t;
   do {
     uint64_t got = 0, sum = 0;
-    for (size_t q = 0; q < nq; q++) {
-      int64_t off = 0;
+    int64_t off[QUEUES] = {0};
+    size_t open = nq; /* queues not yet read to their end */
+    int done[QUEUES] = {0};
+    for (size_t q = 0; open > 0; q = (q + 1) % nq) {
+      if (done[q]) continue;
       for (;;) {
-        if ((rc = rmq_pull_consumer_pull(c, &mqs[q], "*", off, batch, &r))) fail_rmq("rmq_pull_consumer_pull", rc);
-        if (r.pull_status == RMQ_PULL_NO_NEW_MSG) break;
+        if ((rc = rmq_pull_consumer_pull(c, &mqs[q], "*", off[q], batch, &r))) fail_rmq("rmq_pull_consumer_pull", rc);
+        if (r.pull_status == RMQ_PULL_NO_NEW_MSG) { done[q] = 1; open--; break; }
         if (r.pull_status == RMQ_PULL_OFFSET_ILLEGAL) fail(name, "offset illegal");
         for (size_t k = 0; k < r.n; k++) {
           if (r.msgs[k].body_len != BODY) fail(name, "message body of the wrong size");
           sum += fold(r.msgs[k].body);
         }
         got += r.n;
-        off = r.next_begin_offset;
+        off[q] = r.next_begin_offset;
+        if (interleave) break;
       }
     }
     if (got != expect || sum != want_sum) fail(name, "count or checksum differs from what was produced");
@@ -419,7 +426,7 @@ static void pull_case(const char *name, rmq_broker *b, int batch, uint64_t expec
   } while (t - t0 < CONSUME_MIN_SECS);
   int64_t allocs = (int64_t)(allocs_now() - a0);
   char extra[64];
-  snprintf(extra, sizeof extra, "max_nums=%d", batch);
+  snprintf(extra, sizeof extra, "max_nums=%d order=%s", batch, interleave ? "queues-in-turn" : "queue-by-queue");
   result res = {name, "consume", 1, total, t - t0, NULL, 0, passes, allocs, extra};
   report(&res);
   *out_rate = rate(&res);
@@ -728,9 +735,10 @@ int main(int argc, char **argv)
   produce_case("rmq-async-t1", b1, dir1, 1, g_max_msgs, &a1);
   uint64_t want = expected_sum(a1.msgs) + a1.warm_sum;
   settle(g_root);
-  double pull32, pull1024;
-  pull_case("rmq-pull-b32", b1, 32, a1.msgs + a1.warm, want, &pull32);
-  pull_case("rmq-pull-b1024", b1, 1024, a1.msgs + a1.warm, want, &pull1024);
+  double pull32, pull1024, pull32rr;
+  pull_case("rmq-pull-b32", b1, 32, 0, a1.msgs + a1.warm, want, &pull32);
+  pull_case("rmq-pull-b1024", b1, 1024, 0, a1.msgs + a1.warm, want, &pull1024);
+  pull_case("rmq-pull-b32-in-turn", b1, 32, 1, a1.msgs + a1.warm, want, &pull32rr);
   close_broker(b1);
   rm_tree(dir1);
 
@@ -760,6 +768,7 @@ int main(int argc, char **argv)
   ratio("async_t2_vs_async_t1", a2.rate, a1.rate);
   ratio("pull_b1024_vs_pull_b32", pull1024, pull32);
   ratio("pull_b32_vs_async_t1", pull32, a1.rate);
+  ratio("pull_b32_in_turn_vs_queue_by_queue", pull32rr, pull32);
   ratio("open_after_crash_vs_open_clean", crash_secs, clean_secs);
 
   rm_tree(g_root);

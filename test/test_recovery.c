@@ -37,15 +37,6 @@ static void put64(uint8_t *p, uint64_t v)
   for (int i = 7; i >= 0; i--, v >>= 8) p[i] = (uint8_t)v;
 }
 
-static void read_exact(const char *path, int64_t off, void *buf, size_t n)
-{
-  int fd = open(path, O_RDONLY);
-  if (fd < 0) fail_msg("open %s: %s", path, strerror(errno));
-  ssize_t got = pread(fd, buf, n, (off_t)off);
-  close(fd);
-  if (got != (ssize_t)n) fail_msg("pread %s @%" PRId64 ": got %zd of %zu bytes", path, off, got, n);
-}
-
 static void write_at(const char *path, int64_t off, const void *buf, size_t n)
 {
   int fd = open(path, O_WRONLY);
@@ -245,7 +236,7 @@ static void test_torn_tail(void **state)
       const seen *last = &sent[TORN_N - 1];
       char lp[2048];
       cl_file(lp, sizeof lp, store, last->phys / CL_SIZE * CL_SIZE);
-      read_exact(lp, last->phys % CL_SIZE, g, (size_t)last->size);
+      tu_read_exact(lp, last->phys % CL_SIZE, g, (size_t)last->size);
       glen = (size_t)last->size;
       if (cases[ci].kind == GARBAGE_PARTIAL) {
         put64(g + 28, (uint64_t)end); /* it would be a record right here... */
@@ -323,7 +314,7 @@ static void test_flipped_body_byte(void **state)
   /* One byte of message k's body (the body starts at @88). */
   cl_file(path, sizeof path, store, 0);
   uint8_t byte;
-  read_exact(path, k->phys + 88 + 20, &byte, 1);
+  tu_read_exact(path, k->phys + 88 + 20, &byte, 1);
   byte ^= 0xFF;
   write_at(path, k->phys + 88 + 20, &byte, 1);
   make_abort(store);
@@ -352,7 +343,7 @@ static void test_flipped_body_byte(void **state)
     uint8_t u[20];
     static const uint8_t zero[20];
     snprintf(path, sizeof path, "%s/consumequeue/Flip/%d/%020d", store, q, 0);
-    read_exact(path, max * 20, u, 20);
+    tu_read_exact(path, max * 20, u, 20);
     assert_memory_equal(u, zero, 20);
   }
 

@@ -129,15 +129,6 @@ static int t_prop_count(const uint8_t *props, int len)
   return n;
 }
 
-static void read_exact(const char *path, int64_t off, void *buf, size_t n)
-{
-  int fd = open(path, O_RDONLY);
-  if (fd < 0) fail_msg("open %s: %s", path, strerror(errno));
-  ssize_t got = pread(fd, buf, n, (off_t)off);
-  close(fd);
-  if (got != (ssize_t)n) fail_msg("pread %s @%" PRId64 ": got %zd of %zu bytes", path, off, got, n);
-}
-
 static char *slurp(const char *path, size_t *len)
 {
   FILE *f = fopen(path, "rb");
@@ -173,7 +164,7 @@ static int64_t checkpoint_at(const char *store, int off)
   char path[2048];
   uint8_t b[8];
   snprintf(path, sizeof path, "%s/checkpoint", store);
-  read_exact(path, off, b, 8);
+  tu_read_exact(path, off, b, 8);
   return (int64_t)be64(b);
 }
 
@@ -342,7 +333,7 @@ static void check_one_record(const char *store, const rt_case *c, const rmq_send
   snprintf(path, sizeof path, "%s/commitlog/%020" PRId64, store, start);
   uint8_t *raw = malloc((size_t)e->store_size);
   assert_non_null(raw);
-  read_exact(path, e->commit_log_offset - start, raw, (size_t)e->store_size);
+  tu_read_exact(path, e->commit_log_offset - start, raw, (size_t)e->store_size);
   trec r;
   if (trec_decode(raw, (size_t)e->store_size, &r) != 0) fail_msg("%s: record does not decode", c->what);
   const char *topic = "RoundTrip";
@@ -435,7 +426,7 @@ static void check_one_record(const char *store, const rt_case *c, const rmq_send
   /* The ConsumeQueue unit: offset i64, size i32, tags code i64. */
   uint8_t u[20];
   snprintf(path, sizeof path, "%s/consumequeue/%s/%d/%020d", store, topic, r.queue_id, 0);
-  read_exact(path, r.queue_offset * 20, u, 20);
+  tu_read_exact(path, r.queue_offset * 20, u, 20);
   assert_int_equal((int64_t)be64(u), r.phys);
   assert_int_equal((int32_t)be32(u + 8), (int32_t)r.total);
   int64_t code = c->tags ? (int64_t)tu_java_hash(c->tags, strlen(c->tags)) : 0;
@@ -605,7 +596,7 @@ static void test_commitlog_rollover(void **state)
     struct stat st;
     assert_int_equal(stat(path, &st), 0);
     assert_int_equal(st.st_size, CL_SIZE);
-    read_exact(path, 0, fbuf, CL_SIZE);
+    tu_read_exact(path, 0, fbuf, CL_SIZE);
     if (blank_len >= 0) {
       /* The previous file's BLANK: this file's first record did not fit. */
       trec r;

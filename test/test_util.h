@@ -16,6 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 #include <ftw.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -130,6 +132,16 @@ static inline void tu_small_opts(rmq_broker_options *o, tu_log *log)
     o->log_ctx = log;
     o->log_level = RMQ_LOG_INFO;
   }
+}
+
+/* Reads exactly n bytes of path at off, or fails the test. */
+static inline void tu_read_exact(const char *path, int64_t off, void *buf, size_t n)
+{
+  int fd = open(path, O_RDONLY);
+  if (fd < 0) fail_msg("open %s: %s", path, strerror(errno));
+  ssize_t got = pread(fd, buf, n, (off_t)off);
+  close(fd);
+  if (got != (ssize_t)n) fail_msg("pread %s @%lld: got %zd of %zu bytes", path, (long long)off, got, n);
 }
 
 /* ---- references written from the docs, independent of the library ------ */

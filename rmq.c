@@ -54,6 +54,7 @@ RMQ_API const char *rmq_errstr(int code)
   case RMQ_EQUEUE: return "queue id or queue count out of range";
   case RMQ_EEXPR: return "invalid subscription expression";
   case RMQ_ENOTSUP: return "feature disabled";
+  case RMQ_EBATCH: return "batch breaks the batching rules";
   default: return "unknown error";
   }
 }
@@ -1175,6 +1176,13 @@ struct rmq_producer {
   uint32_t rr;               /* round-robin counter */
   rmqi_topic *last_topic;    /* cache: the topic of the previous send */
   atomic_int pending_async;
+  rmq_message_queue *sel_mqs; /* the queues handed to a selector, for sel_topic */
+  int sel_n, sel_cap;
+  rmqi_topic *sel_topic;
+  rmqi_put *puts;            /* a batch's records */
+  size_t puts_cap;
+  char (*ids)[RMQ_MSG_ID_SIZE]; /* a batch's UNIQ_KEYs */
+  size_t ids_cap;
 };
 
 RMQ_API void rmq_producer_options_init(rmq_producer_options *o)
@@ -1234,6 +1242,9 @@ RMQ_API void rmq_producer_destroy(rmq_producer *p)
   }
   pthread_mutex_unlock(&b->async_lock);
   rmqi_free(p->buf, p->buf_cap);
+  rmqi_free(p->sel_mqs, (size_t)p->sel_cap * sizeof *p->sel_mqs);
+  rmqi_free(p->puts, p->puts_cap * sizeof *p->puts);
+  rmqi_free(p->ids, p->ids_cap * sizeof *p->ids);
   rmqi_strfree(p->group);
   rmqi_free(p, sizeof *p);
   atomic_fetch_sub(&b->nhandles, 1);
@@ -1321,7 +1332,16 @@ static int producer_topic(rmq_producer *p, const char *name, rmqi_topic **out)
 }
 
 /* Encodes the v1 record (v2 for topics over 127 bytes) into p->buf. */
+static int encode_at(rmq_producer *p, const rmq_msg *m, int qid, const char *uniq, int64_t now, size_t at,
+                     uint32_t *size);
 static int encode(rmq_producer *p, const rmq_msg *m, int qid, const char *uniq, int64_t now, uint32_t *size)
+{
+  return encode_at(p, m, qid, uniq, now, 0, size);
+}
+
+/* Encodes the record at p->buf + at, growing the buffer. */
+static int encode_at(rmq_producer *p, const rmq_msg *m, int qid, const char *uniq, int64_t now, size_t at,
+                     uint32_t *size)
 {
   size_t tl = strlen(m->topic);
   int v2 = tl > 127;
@@ -1331,13 +1351,15 @@ static int encode(rmq_producer *p, const rmq_msg *m, int qid, const char *uniq, 
   if (plen > RMQ_PROPERTIES_MAX_LEN)
     return rmqi_err(RMQ_EPROPSIZE, "message properties take %zu bytes, over the limit of %d", plen, RMQ_PROPERTIES_MAX_LEN);
   size_t total = 91 + (size_t)v2 + m->body_len + tl + plen;
-  if (total > p->buf_cap) {
-    uint8_t *nb = rmqi_realloc(p->buf, p->buf_cap, total);
+  if (at + total > p->buf_cap) {
+    size_t ncap = at + total;
+    if (at && ncap < 2 * p->buf_cap) ncap = 2 * p->buf_cap; /* a batch grows geometrically */
+    uint8_t *nb = rmqi_realloc(p->buf, p->buf_cap, ncap);
     if (!nb) return rmqi_err(RMQ_ENOMEM, "out of memory encoding a %zu-byte record", total);
     p->buf = nb;
-    p->buf_cap = total;
+    p->buf_cap = ncap;
   }
-  uint8_t *b = p->buf;
+  uint8_t *b = p->buf + at;
   rmqi_put32(b + 0, (uint32_t)total);
   rmqi_put32(b + 4, v2 ? RMQI_MAGIC_V2 : RMQI_MAGIC_V1);
   rmqi_put32(b + 8, rmqi_crc32(m->body, m->body_len) & 0x7FFFFFFF);
@@ -1531,6 +1553,114 @@ RMQ_API int rmq_producer_send_to_queue(rmq_producer *p, const rmq_msg *m, int qu
 {
   if (queue_id < 0) return rmqi_err(RMQ_EQUEUE, "queue id %d is negative", queue_id);
   return send_impl(p, m, queue_id, SEND_SYNC, NULL, NULL, r);
+}
+
+RMQ_API int rmq_producer_send_select(rmq_producer *p, const rmq_msg *m, rmq_queue_selector select, void *arg,
+                                     rmq_send_result *r)
+{
+  if (!p || !select) return rmqi_err(RMQ_EINVAL, "rmq_producer_send_select: producer and selector are required");
+  int rc = check_msg(p, m);
+  if (rc) return rc;
+  rmqi_topic *t;
+  if ((rc = producer_topic(p, m->topic, &t))) return rc;
+  int nq = rmqi_topic_nqueues(t);
+  if (t != p->sel_topic || nq != p->sel_n) {
+    if (nq > p->sel_cap) {
+      rmq_message_queue *n = rmqi_realloc(p->sel_mqs, (size_t)p->sel_cap * sizeof *n, (size_t)nq * sizeof *n);
+      if (!n) return rmqi_err(RMQ_ENOMEM, "out of memory listing %d queues", nq);
+      p->sel_mqs = n;
+      p->sel_cap = nq;
+    }
+    for (int i = 0; i < nq; i++) {
+      copy_str(p->sel_mqs[i].topic, sizeof p->sel_mqs[i].topic, rmqi_topic_name(t));
+      copy_str(p->sel_mqs[i].broker_name, sizeof p->sel_mqs[i].broker_name, p->b->broker_name);
+      p->sel_mqs[i].queue_id = i;
+    }
+    p->sel_topic = t;
+    p->sel_n = nq;
+  }
+  int qi = select(p->sel_mqs, (size_t)nq, m, arg);
+  if (qi < 0 || qi >= nq)
+    return rmqi_err(RMQ_EQUEUE, "the selector chose queue %d of topic %s, which has %d", qi, m->topic, nq);
+  return send_impl(p, m, qi, SEND_SYNC, NULL, NULL, r);
+}
+
+/* RocketMQ's batch rules (MessageBatch.generateFromList and the broker's
+** checks), then one append of all records to one queue. */
+RMQ_API int rmq_producer_send_batch(rmq_producer *p, const rmq_msg *const *msgs, size_t n, rmq_send_result *results)
+{
+  if (!p || (!msgs && n)) return rmqi_err(RMQ_EINVAL, "rmq_producer_send_batch: NULL argument");
+  if (n == 0) return rmqi_err(RMQ_EBATCH, "the batch is empty");
+  rmq_broker *b = p->b;
+  int max = p->o.max_message_size < b->o.max_message_size ? p->o.max_message_size : b->o.max_message_size;
+  const prop *wait0 = NULL;
+  for (size_t i = 0; i < n; i++) {
+    const rmq_msg *m = msgs[i];
+    int rc = check_msg(p, m);
+    if (rc) return rmqi_err(rc, "batch message %zu: %s", i, rmq_errmsg());
+    if (strcmp(m->topic, msgs[0]->topic))
+      return rmqi_err(RMQ_EBATCH, "The topic of the messages in one batch should be the same (message %zu is for %s, not %s)",
+                      i, m->topic, msgs[0]->topic);
+    const prop *d = MSG_PROP(m, "DELAY");
+    if (d && strcmp(d->value, "0")) return rmqi_err(RMQ_EBATCH, "TimeDelayLevel is not supported for batching (message %zu)", i);
+    if (!strncmp(m->topic, "%RETRY%", 7)) return rmqi_err(RMQ_EBATCH, "Retry Group is not supported for batching");
+    const prop *w = MSG_PROP(m, "WAIT");
+    int wv = !(w && !strcmp(w->value, "false"));
+    if (i == 0) wait0 = w;
+    else if (wv != !(wait0 && !strcmp(wait0->value, "false")))
+      return rmqi_err(RMQ_EBATCH, "The waitStoreMsgOK of the messages in one batch should be the same (message %zu)", i);
+  }
+  rmqi_topic *t;
+  int rc = producer_topic(p, msgs[0]->topic, &t);
+  if (rc) return rc;
+  int qid = (int)(p->rr++ % (uint32_t)rmqi_topic_nqueues(t));
+  if (n > p->puts_cap || n > p->ids_cap) {
+    rmqi_put *np = rmqi_realloc(p->puts, p->puts_cap * sizeof *np, n * sizeof *np);
+    if (!np) return rmqi_err(RMQ_ENOMEM, "out of memory for a batch of %zu", n);
+    p->puts = np;
+    p->puts_cap = n;
+    char (*ni)[RMQ_MSG_ID_SIZE] = rmqi_realloc(p->ids, p->ids_cap * sizeof *ni, n * sizeof *ni);
+    if (!ni) return rmqi_err(RMQ_ENOMEM, "out of memory for a batch of %zu", n);
+    p->ids = ni;
+    p->ids_cap = n;
+  }
+  int64_t now = rmqi_now(&b->env);
+  size_t at = 0;
+  for (size_t i = 0; i < n; i++) {
+    const rmq_msg *m = msgs[i];
+    const prop *up = MSG_PROP(m, "UNIQ_KEY");
+    if (up) copy_str(p->ids[i], sizeof p->ids[i], up->value);
+    else uniq_key(now, p->ids[i]);
+    rmqi_put *u = &p->puts[i];
+    memset(u, 0, sizeof *u);
+    if ((rc = encode_at(p, m, qid, up ? NULL : p->ids[i], now, at, &u->size))) return rc;
+    u->rec = (uint8_t *)(uintptr_t)at; /* an offset until the buffer stops moving */
+    u->q = rmqi_topic_queue(t, qid);
+    const prop *tags = MSG_PROP(m, "TAGS");
+    u->tags_code = tags ? rmqi_jhash(tags->value, tags->vlen) : 0;
+    u->store_ts = now;
+    at += u->size;
+    if (at > (size_t)max)
+      return rmqi_err(RMQ_EMSGSIZE, "the batch takes over %zu bytes, over the message size limit of %d", at, max);
+  }
+  for (size_t i = 0; i < n; i++) p->puts[i].rec = p->buf + (size_t)(uintptr_t)p->puts[i].rec;
+  int sync_wait = b->o.flush_disk_type == RMQ_SYNC_FLUSH && !(wait0 && !strcmp(wait0->value, "false"));
+  if (sync_wait) rmqi_store_sender_enter(b->st);
+  rc = rmqi_store_put(b->st, p->puts, (int)n);
+  if (sync_wait) rmqi_store_sender_leave(b->st);
+  if (rc) return rc;
+  int status = RMQ_SEND_OK;
+  if (sync_wait) {
+    const rmqi_put *last = &p->puts[n - 1];
+    rc = rmqi_store_wait_flushed(b->st, last->phys_offset + last->size, b->o.sync_flush_timeout);
+    if (rc == RMQ_ETIMEDOUT) { status = RMQ_FLUSH_DISK_TIMEOUT; rc = RMQ_OK; }
+    if (rc) return rc;
+  }
+  for (size_t i = 0; results && i < n; i++) {
+    result_fill(p, t, qid, p->ids[i], &p->puts[i], &results[i]);
+    results[i].send_status = status;
+  }
+  return RMQ_OK;
 }
 
 RMQ_API int rmq_producer_send_async(rmq_producer *p, const rmq_msg *m, rmq_send_callback cb, void *ctx)

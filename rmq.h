@@ -90,6 +90,7 @@ RMQ_API int rmq_libversion_number(void);
 #define RMQ_EQUEUE      -19  /* queue id or queue count out of range */
 #define RMQ_EEXPR       -20  /* subscription expression invalid */
 #define RMQ_ENOTSUP     -21  /* feature disabled by an option */
+#define RMQ_EBATCH      -22  /* a batch breaks RocketMQ's rules: empty, mixed topics, delayed, retry topic */
 
 /* A static, never NULL, English description of any code (unknown codes get
 ** a generic text). Any thread. */
@@ -489,6 +490,29 @@ RMQ_API int rmq_producer_send(rmq_producer *p, const rmq_msg *m, rmq_send_result
 ** RMQ_EQUEUE when the queue does not exist. */
 RMQ_API int rmq_producer_send_to_queue(rmq_producer *p, const rmq_msg *m, int queue_id,
                                        rmq_send_result *r);
+
+/* MessageQueueSelector: returns the index in mqs[0..n) of the queue for m,
+** from the caller's arg (e.g. an order id: `id % n`). Called on the sending
+** thread; mqs is the producer's and valid during the call. */
+typedef int (*rmq_queue_selector)(const rmq_message_queue *mqs, size_t n, const rmq_msg *m, void *arg);
+
+/* Sends m to the queue `select` picks (RocketMQ's send(msg, selector, arg)),
+** for ordered messages: the messages one selector result gets are stored in
+** send order in one queue. As rmq_producer_send, plus RMQ_EINVAL (no
+** selector) and RMQ_EQUEUE (the selector answered out of range). */
+RMQ_API int rmq_producer_send_select(rmq_producer *p, const rmq_msg *m, rmq_queue_selector select,
+                                     void *arg, rmq_send_result *r);
+
+/* Sends msgs[0..n) as one batch (RocketMQ's send(Collection)): they go to
+** one queue (round-robin per batch) in one append, with consecutive queue
+** offsets, all or none; under SYNC_FLUSH one wait covers them. results, when
+** not NULL, has room for n results (RocketMQ joins the ids with commas).
+** Rules: n >= 1, one topic, no delay level, no %RETRY% topic, the same
+** waitStoreMsgOK, and all records together within max_message_size. Errors:
+** RMQ_EBATCH (the rules), RMQ_EMSGSIZE (size), those of rmq_producer_send
+** (the message is named in rmq_errmsg()). One thread at a time per producer. */
+RMQ_API int rmq_producer_send_batch(rmq_producer *p, const rmq_msg *const *msgs, size_t n,
+                                    rmq_send_result *results);
 
 /* Async completion: rc is RMQ_OK with the result, or the error (r NULL). The
 ** result is valid during the call. Called on the sending thread (ASYNC_FLUSH)

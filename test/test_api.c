@@ -44,13 +44,14 @@ static const int k_codes[] = {
   RMQ_OK, RMQ_EINVAL, RMQ_ENOMEM, RMQ_EIO, RMQ_ENOSPC, RMQ_EBUSY, RMQ_ETIMEDOUT, RMQ_ECORRUPT,
   RMQ_ENOTFOUND, RMQ_ESTATE, RMQ_ETOPIC, RMQ_EGROUP, RMQ_ENOBODY, RMQ_EMSGSIZE, RMQ_EPROPERTY,
   RMQ_ERESERVED, RMQ_EPROPSIZE, RMQ_EFORBIDDEN, RMQ_ENOTOPIC, RMQ_EQUEUE, RMQ_EEXPR, RMQ_ENOTSUP,
+  RMQ_EBATCH,
 };
 #define NCODES ((int)(sizeof k_codes / sizeof k_codes[0]))
 
 static void test_errstr(void **state)
 {
   (void)state;
-  /* The codes themselves: 0, then -1 .. -21 with no gap. */
+  /* The codes themselves: 0, then -1 .. -22 with no gap. */
   for (int i = 0; i < NCODES; i++) assert_int_equal(k_codes[i], -i);
   const char *unknown = rmq_errstr(-999);
   assert_non_null(unknown);

@@ -461,6 +461,9 @@ RMQ_API const char *rmq_msg_get_property(const rmq_msg *m, const char *name)
 typedef struct offent {
   char *topic, *group;
   _Atomic int64_t off[RMQ_MAX_QUEUE_NUMS];
+  /* Orderly consumption's queue locks (the broker's RebalanceLockManager in
+  ** small): the consumer consuming each queue, or NULL. */
+  _Atomic(void *) lock[RMQ_MAX_QUEUE_NUMS];
 } offent;
 
 typedef struct async_ent {
@@ -1709,6 +1712,7 @@ typedef struct req {
   int first;               /* slot index */
   int n;
   int64_t due_us;          /* redelivery time (monotonic), 0 = now */
+  int resume;              /* orderly: a suspended request, its queue still busy with it */
 } req;
 
 /* A queue this consumer holds: a ring of message slots in flight. */
@@ -1726,6 +1730,8 @@ typedef struct pq {
   int head, count;         /* mu */
   int inflight;            /* mu: requests queued or running */
   int dropped;             /* mu */
+  int busy;                /* mu, orderly: a request of this queue is running or suspended */
+  int locked;              /* orderly clustering: this consumer holds the queue's lock */
 } pq;
 
 typedef struct assign {
@@ -1741,6 +1747,7 @@ struct rmq_push_consumer {
   sub *subs;
   int nsubs;
   rmq_listener_concurrently listener;
+  rmq_listener_orderly listener_orderly; /* set instead of listener for orderly consumption */
   void *listener_ctx;
   int started, stopped;
   struct rmq_push_consumer *next_member; /* group_lock */
@@ -1778,6 +1785,7 @@ RMQ_API void rmq_push_consumer_options_init(rmq_push_consumer_options *o)
   o->max_reconsume_times = -1;
   o->persist_consumer_offset_interval = 5000;
   o->reconsume_delay_ms = 1000;
+  o->suspend_current_queue_time_millis = 1000;
 }
 
 RMQ_API int rmq_push_consumer_create(rmq_broker *b, const char *group, const rmq_push_consumer_options *opts,
@@ -1802,6 +1810,7 @@ RMQ_API int rmq_push_consumer_create(rmq_broker *b, const char *group, const rmq
   if (o.pull_threshold_for_queue < 1 || o.pull_threshold_for_queue > 65535)
     return rmqi_err(RMQ_EINVAL, "pull_threshold_for_queue %d out of range 1..65535", o.pull_threshold_for_queue);
   if (o.reconsume_delay_ms < 0) return rmqi_err(RMQ_EINVAL, "reconsume_delay_ms is negative");
+  if (o.suspend_current_queue_time_millis < 0) return rmqi_err(RMQ_EINVAL, "suspend_current_queue_time_millis is negative");
   if (o.instance_name && (!*o.instance_name || strlen(o.instance_name) > 100))
     return rmqi_err(RMQ_EINVAL, "instance_name must be 1..100 characters");
   rmq_push_consumer *c = rmqi_calloc(1, sizeof *c);
@@ -1863,6 +1872,17 @@ RMQ_API int rmq_push_consumer_register_listener_concurrently(rmq_push_consumer *
   if (!c || !fn) return rmqi_err(RMQ_EINVAL, "rmq_push_consumer_register_listener_concurrently: NULL argument");
   if (c->started) return rmqi_err(RMQ_ESTATE, "register the listener before rmq_push_consumer_start");
   c->listener = fn;
+  c->listener_orderly = NULL;
+  c->listener_ctx = ctx;
+  return RMQ_OK;
+}
+
+RMQ_API int rmq_push_consumer_register_listener_orderly(rmq_push_consumer *c, rmq_listener_orderly fn, void *ctx)
+{
+  if (!c || !fn) return rmqi_err(RMQ_EINVAL, "rmq_push_consumer_register_listener_orderly: NULL argument");
+  if (c->started) return rmqi_err(RMQ_ESTATE, "register the listener before rmq_push_consumer_start");
+  c->listener_orderly = fn;
+  c->listener = NULL;
   c->listener_ctx = ctx;
   return RMQ_OK;
 }
@@ -1913,6 +1933,37 @@ static pq *pq_new(rmq_push_consumer *c, sub *sb, rmqi_queue *q)
   return p;
 }
 
+static void pq_commit(rmq_push_consumer *c, pq *p);
+
+/* mu held (or the consumer's threads stopped). Commits and gives up the
+** queue's orderly lock. */
+static void pq_unlock(rmq_push_consumer *c, pq *p)
+{
+  if (!p->locked) return;
+  pq_commit(c, p);
+  atomic_store(&p->sb->offs->lock[p->qid], NULL);
+  p->locked = 0;
+  rmqi_store_wake(c->b->st); /* a consumer waiting for the lock may go on */
+}
+
+/* Pull thread: takes the orderly lock of p's queue, or says to retry. The
+** new owner starts where the old one committed. */
+static int pq_lock(rmq_push_consumer *c, pq *p)
+{
+  if (p->locked || !c->listener_orderly || !p->sb->offs) return 1;
+  void *none = NULL;
+  if (!atomic_compare_exchange_strong(&p->sb->offs->lock[p->qid], &none, (void *)c)) return 0;
+  pthread_mutex_lock(&c->mu);
+  p->locked = 1;
+  int64_t stored = atomic_load(&p->sb->offs->off[p->qid]);
+  if (stored >= 0 && p->count == 0) {
+    int64_t min = rmqi_queue_min_offset(p->q), max = rmqi_queue_max_offset(p->q);
+    p->pull_offset = stored < min ? min : stored > max ? max : stored;
+  }
+  pthread_mutex_unlock(&c->mu);
+  return 1;
+}
+
 static void pq_free(pq *p)
 {
   rmqi_free(p->slots, (size_t)p->cap * sizeof *p->slots);
@@ -1926,7 +1977,9 @@ static void pq_free(pq *p)
 ** in flight, or where pulling continues when none is. */
 static void pq_commit(rmq_push_consumer *c, pq *p)
 {
-  if (p->dropped || !p->sb->offs) return;
+  /* A dropped queue's offset is the new owner's, unless this consumer still
+  ** holds the queue's orderly lock (the new owner waits for it). */
+  if ((p->dropped && !p->locked) || !p->sb->offs) return;
   int64_t off = p->count ? p->slots[p->head].queue_offset : p->pull_offset;
   off_set(c->b, p->sb->offs, p->qid, off);
 }
@@ -2065,6 +2118,7 @@ static void work_push(rmq_push_consumer *c, pq *p, int first, int n)
 ** them. Returns how many units were read. */
 static int pull_queue(rmq_push_consumer *c, pq *p)
 {
+  if (!pq_lock(c, p)) { atomic_store(&c->throttled, 1); return 0; }
   pthread_mutex_lock(&c->mu);
   int free_slots = p->cap - p->count;
   int tail = (p->head + p->count) % p->cap;
@@ -2125,7 +2179,7 @@ static void *puller_main(void *arg)
     /* Free dropped queues nobody works on any more. */
     for (pq **pp = &c->graveyard; *pp;) {
       pq *p = *pp;
-      if (p->inflight == 0) { *pp = p->next; pq_free(p); }
+      if (p->inflight == 0) { *pp = p->next; pq_unlock(c, p); pq_free(p); }
       else pp = &p->next;
     }
     pthread_mutex_unlock(&c->mu);
@@ -2230,6 +2284,102 @@ static void *worker_main(void *arg)
   return NULL;
 }
 
+/* mu held. Orderly: takes the first queued request whose queue is not busy
+** (requests of one queue are queued in offset order), or a resumed one. */
+static req *take_orderly(rmq_push_consumer *c)
+{
+  req *prev = NULL;
+  for (req *r = c->work_head; r; prev = r, r = r->next) {
+    if (r->pq->busy && !r->resume) continue;
+    if (prev) prev->next = r->next;
+    else c->work_head = r->next;
+    if (c->work_tail == r) c->work_tail = prev;
+    r->next = NULL;
+    return r;
+  }
+  return NULL;
+}
+
+/* The consume threads of an orderly consumer (ConsumeMessageOrderlyService):
+** one request per queue at a time, SUSPEND puts the same request back after
+** the suspend time with its queue still held, so nothing after it runs first. */
+static void *worker_orderly_main(void *arg)
+{
+  rmq_push_consumer *c = arg;
+  int max_re = c->o.max_reconsume_times < 0 ? INT32_MAX : c->o.max_reconsume_times;
+  pthread_mutex_lock(&c->mu);
+  for (;;) {
+    if (c->stop) break;
+    int64_t wait = later_due(c);
+    req *r = take_orderly(c);
+    if (!r) {
+      if (wait < 0) pthread_cond_wait(&c->work_cond, &c->mu);
+      else {
+        struct timespec dl;
+        deadline_ms(&dl, wait);
+        pthread_cond_timedwait(&c->work_cond, &c->mu, &dl);
+      }
+      continue;
+    }
+    pq *p = r->pq;
+    p->busy = 1;
+    r->resume = 0;
+    if (p->dropped) {
+      /* Not consumed: the queue's next owner delivers these. */
+      p->busy = 0;
+      p->inflight--;
+      if (p->inflight == 0) pq_unlock(c, p);
+      pthread_cond_broadcast(&c->work_cond);
+      continue;
+    }
+    pthread_mutex_unlock(&c->mu);
+
+    int64_t now = rmqi_now(&c->b->env);
+    for (int i = 0; i < r->n; i++) {
+      p->slots[r->first + i].consume_start_time = now;
+      p->ptrs[r->first + i] = &p->slots[r->first + i];
+    }
+    rmq_consume_orderly_context oc = {p->sb->topic, p->qid, c->o.suspend_current_queue_time_millis};
+    int status = c->listener_orderly(c->listener_ctx, &p->ptrs[r->first], (size_t)r->n, &oc);
+
+    pthread_mutex_lock(&c->mu);
+    int give_up = 0;
+    if (status == RMQ_SUSPEND_CURRENT_QUEUE_A_MOMENT) {
+      for (int i = 0; i < r->n; i++)
+        if (p->slots[r->first + i].reconsume_times >= max_re) give_up = 1;
+      if (give_up) {
+        rmqi_log(&c->b->env, RMQ_LOG_WARN, "consumer %s: %s/%d offset %" PRId64 " suspended %d times; giving it up",
+                 c->client_id, p->sb->topic, p->qid, p->slots[r->first].queue_offset, max_re);
+      } else {
+        for (int i = 0; i < r->n; i++) p->slots[r->first + i].reconsume_times++;
+        int ms = oc.suspend_current_queue_time_millis;
+        ms = ms < 10 ? 10 : ms > 30000 ? 30000 : ms;
+        r->due_us = rmqi_mono_us() + (int64_t)ms * 1000;
+        r->resume = 1;
+        req **pp = &c->later;
+        while (*pp && (*pp)->due_us <= r->due_us) pp = &(*pp)->next;
+        r->next = *pp;
+        *pp = r;
+        continue; /* the queue stays busy until it comes back */
+      }
+    }
+    for (int i = 0; i < r->n; i++) p->done[r->first + i] = 1;
+    p->busy = 0;
+    p->inflight--;
+    while (p->count && p->done[p->head]) {
+      p->done[p->head] = 0;
+      p->head = (p->head + 1) % p->cap;
+      p->count--;
+    }
+    pq_commit(c, p);
+    if (p->dropped && p->inflight == 0) pq_unlock(c, p);
+    pthread_cond_broadcast(&c->work_cond); /* the queue's next request may go */
+    if (atomic_load(&c->throttled)) rmqi_store_wake(c->b->st);
+  }
+  pthread_mutex_unlock(&c->mu);
+  return NULL;
+}
+
 static void consumer_stop_threads(rmq_push_consumer *c)
 {
   pthread_mutex_lock(&c->mu);
@@ -2249,7 +2399,8 @@ RMQ_API int rmq_push_consumer_start(rmq_push_consumer *c)
 {
   if (!c) return rmqi_err(RMQ_EINVAL, "rmq_push_consumer_start: consumer is NULL");
   if (c->started) return rmqi_err(RMQ_ESTATE, "consumer %s is already started", c->client_id);
-  if (!c->listener) return rmqi_err(RMQ_ESTATE, "register a listener before starting consumer %s", c->client_id);
+  if (!c->listener && !c->listener_orderly)
+    return rmqi_err(RMQ_ESTATE, "register a listener before starting consumer %s", c->client_id);
   if (c->nsubs == 0) return rmqi_err(RMQ_ESTATE, "subscribe a topic before starting consumer %s", c->client_id);
   rmq_broker *b = c->b;
   for (int i = 0; i < c->nsubs; i++) {
@@ -2276,7 +2427,7 @@ RMQ_API int rmq_push_consumer_start(rmq_push_consumer *c)
     return rmqi_err(RMQ_ENOMEM, "cannot start the pull thread of consumer %s", c->client_id);
   }
   for (int i = 0; i < nw; i++) {
-    if (pthread_create(&c->workers[i], NULL, worker_main, c) != 0) break;
+    if (pthread_create(&c->workers[i], NULL, c->listener_orderly ? worker_orderly_main : worker_main, c) != 0) break;
     c->nworkers++;
   }
   if (c->nworkers == 0) {
@@ -2299,7 +2450,8 @@ RMQ_API void rmq_push_consumer_shutdown(rmq_push_consumer *c)
   rmq_broker *b = c->b;
   consumer_stop_threads(c);
   pthread_mutex_lock(&c->mu);
-  for (pq *p = c->pqs; p; p = p->next) pq_commit(c, p);
+  for (pq *p = c->pqs; p; p = p->next) { pq_commit(c, p); pq_unlock(c, p); }
+  for (pq *p = c->graveyard; p; p = p->next) pq_unlock(c, p);
   pthread_mutex_unlock(&c->mu);
   /* Offsets go to disk before the queues move to other members. */
   if (offsets_persist(b) != RMQ_OK)

@@ -139,6 +139,8 @@ RMQ_API void rmq_config_allocator(rmq_alloc_fn fn, void *ud);
 /* ConsumeConcurrentlyStatus */
 #define RMQ_CONSUME_SUCCESS        0
 #define RMQ_RECONSUME_LATER        1
+/* ConsumeOrderlyStatus: RMQ_CONSUME_SUCCESS, or this (RocketMQ's ordinal) */
+#define RMQ_SUSPEND_CURRENT_QUEUE_A_MOMENT 3
 
 /* ConsumeFromWhere */
 #define RMQ_CONSUME_FROM_LAST_OFFSET   0
@@ -554,6 +556,24 @@ typedef struct rmq_consume_concurrently_context {
 typedef int (*rmq_listener_concurrently)(void *ctx, const rmq_message_ext *const *msgs,
                                          size_t n, rmq_consume_concurrently_context *cc);
 
+typedef struct rmq_consume_orderly_context {
+  const char *topic;
+  int queue_id;
+  /* suspendCurrentQueueTimeMillis for this call: the listener may change it
+  ** before returning SUSPEND (clamped to 10..30000 ms). */
+  int suspend_current_queue_time_millis;
+} rmq_consume_orderly_context;
+
+/* MessageListenerOrderly: gets msgs[0..n) of one queue in queue-offset order
+** (n <= consume_message_batch_max_size) and returns RMQ_CONSUME_SUCCESS or
+** RMQ_SUSPEND_CURRENT_QUEUE_A_MOMENT (the same messages again after the
+** suspend time, nothing after them first). At most one call per queue at a
+** time, in this process and, for clustering, across the group's consumers;
+** calls for different queues run in parallel on the consumer's threads. The
+** views are valid until it returns. */
+typedef int (*rmq_listener_orderly)(void *ctx, const rmq_message_ext *const *msgs, size_t n,
+                                    rmq_consume_orderly_context *oc);
+
 typedef struct rmq_push_consumer_options {
   int message_model;          /* RMQ_CLUSTERING (default) or RMQ_BROADCASTING */
   /* consumeFromWhere, default RMQ_CONSUME_FROM_LAST_OFFSET; used only when
@@ -573,6 +593,10 @@ typedef struct rmq_push_consumer_options {
   /* Suspend before redelivering a message whose listener returned
   ** RECONSUME_LATER, ms, default 1000. */
   int reconsume_delay_ms;
+  /* suspendCurrentQueueTimeMillis, default 1000: an orderly listener's
+  ** SUSPEND waits this long before the messages come again. An orderly
+  ** listener retries up to max_reconsume_times (-1: without end, as RocketMQ). */
+  int suspend_current_queue_time_millis;
   /* instanceName; NULL = "<pid>#<n>", unique per consumer. The client id
   ** ("127.0.0.1@instanceName") orders consumers for queue allocation. */
   const char *instance_name;
@@ -596,6 +620,12 @@ RMQ_API int rmq_push_consumer_subscribe(rmq_push_consumer *c, const char *topic,
 RMQ_API int rmq_push_consumer_register_listener_concurrently(rmq_push_consumer *c,
                                                              rmq_listener_concurrently fn,
                                                              void *ctx);
+/* Registers an orderly listener instead (MessageListenerOrderly): each queue
+** is consumed by one thread at a time, in order; a clustering group's
+** consumers hand a queue over only when its current call has returned.
+** Before start only. Errors: RMQ_EINVAL, RMQ_ESTATE. */
+RMQ_API int rmq_push_consumer_register_listener_orderly(rmq_push_consumer *c,
+                                                        rmq_listener_orderly fn, void *ctx);
 /* Joins the group (queues are shared out among its clustering consumers
 ** with RocketMQ's AllocateMessageQueueAveragely; the others rebalance before
 ** this returns), starts the pull thread and the consume threads. New

@@ -13,7 +13,7 @@
 static void unused_helpers(void) __attribute__((unused));
 static void unused_helpers(void)
 {
-  (void)tu_log_fn; (void)tu_wait_atleast; (void)tu_clock_advance; (void)tu_clock_read;
+  (void)tu_log_fn; (void)tu_clock_advance; (void)tu_clock_read;
   (void)tu_small_opts; (void)tu_make_body; (void)tu_body_check; (void)tu_java_hash; (void)tu_read_exact;
 }
 
@@ -276,6 +276,218 @@ static void test_batch_rules(void **state)
   fx_close(&f);
 }
 
+/* ---- orderly consumption ------------------------------------------------ */
+
+enum { OQ = 4, OIDS = 20, OSTEPS = 20, ON = OIDS * OSTEPS };
+
+typedef struct orec {
+  pthread_mutex_t mu;
+  atomic_int inside[OQ];       /* listener calls running per queue, all consumers */
+  atomic_int overlap;          /* a queue was in two calls at once */
+  atomic_int got;
+  int next_step[OIDS];         /* mu */
+  int bad_order;               /* mu */
+  int dup;                     /* mu */
+  int suspend_id, suspend_step, suspends_left; /* mu: SUSPEND this message so often */
+  int seen_times[8];           /* mu: reconsume_times seen for the suspended message */
+  int nseen;
+  char last_body[OQ][64];      /* mu: the previous body per queue */
+  int after_suspend_bad;       /* mu: a later message of the queue came before a suspended one */
+  int sleep_us;
+} orec;
+
+static void orec_init(orec *o)
+{
+  memset(o, 0, sizeof *o);
+  pthread_mutex_init(&o->mu, NULL);
+  o->suspend_id = -1;
+}
+
+static int on_orderly(void *ctx, const rmq_message_ext *const *msgs, size_t n, rmq_consume_orderly_context *oc)
+{
+  orec *o = ctx;
+  int q = oc->queue_id;
+  if (atomic_fetch_add(&o->inside[q], 1) != 0) atomic_store(&o->overlap, 1);
+  if (o->sleep_us) usleep((useconds_t)o->sleep_us);
+  int status = RMQ_CONSUME_SUCCESS;
+  pthread_mutex_lock(&o->mu);
+  /* SUSPEND takes the whole batch back: decide it before counting any. */
+  for (size_t i = 0; i < n && o->suspends_left > 0; i++) {
+    char body[64];
+    int len = msgs[i]->body_len < 63 ? msgs[i]->body_len : 63;
+    memcpy(body, msgs[i]->body, (size_t)len);
+    body[len] = 0;
+    long id;
+    int step;
+    if (sscanf(body, "order-%ld-step-%d", &id, &step) == 2 && (int)id == o->suspend_id && step == o->suspend_step) {
+      if (o->nseen < 8) o->seen_times[o->nseen++] = msgs[i]->reconsume_times;
+      o->suspends_left--;
+      oc->suspend_current_queue_time_millis = 20;
+      pthread_mutex_unlock(&o->mu);
+      atomic_fetch_sub(&o->inside[q], 1);
+      return RMQ_SUSPEND_CURRENT_QUEUE_A_MOMENT;
+    }
+  }
+  for (size_t i = 0; i < n; i++) {
+    char body[64];
+    int len = msgs[i]->body_len < 63 ? msgs[i]->body_len : 63;
+    memcpy(body, msgs[i]->body, (size_t)len);
+    body[len] = 0;
+    long id;
+    int step;
+    if (sscanf(body, "order-%ld-step-%d", &id, &step) != 2 || id < 0 || id >= OIDS) { o->bad_order = 1; continue; }
+    if (msgs[i]->queue_id != q) o->bad_order = 1;
+    if ((int)id == o->suspend_id && step == o->suspend_step && o->nseen < 8)
+      o->seen_times[o->nseen++] = msgs[i]->reconsume_times;
+    if (step < o->next_step[id]) o->dup = 1;
+    else if (step > o->next_step[id]) o->bad_order = 1;
+    else { o->next_step[id]++; atomic_fetch_add(&o->got, 1); }
+  }
+  pthread_mutex_unlock(&o->mu);
+  atomic_fetch_sub(&o->inside[q], 1);
+  return status;
+}
+
+static int by_id(const rmq_message_queue *mqs, size_t n, const rmq_msg *m, void *arg)
+{
+  (void)mqs; (void)m;
+  return (int)(*(const long *)arg % (long)n);
+}
+
+/* Sends OSTEPS steps for each of OIDS order ids, interleaved, each id's steps
+** to one queue in order. */
+static void send_orders(rmq_producer *p, int from_step, int to_step)
+{
+  rmq_msg *m;
+  ok(rmq_msg_create(&m, "OrderlyT", "TagA", "x", 1));
+  for (int step = from_step; step < to_step; step++)
+    for (long id = 0; id < OIDS; id++) {
+      char body[64];
+      snprintf(body, sizeof body, "order-%ld-step-%d", id, step);
+      ok(rmq_msg_set_body(m, body, strlen(body)));
+      rmq_send_result r;
+      ok(rmq_producer_send_select(p, m, by_id, &id, &r));
+    }
+  rmq_msg_free(m);
+}
+
+static rmq_push_consumer *orderly_consumer(rmq_broker *b, orec *o, int threads, int batch, const char *instance)
+{
+  rmq_push_consumer_options co;
+  rmq_push_consumer_options_init(&co);
+  co.consume_thread_min = co.consume_thread_max = threads;
+  co.consume_message_batch_max_size = batch;
+  co.consume_from_where = RMQ_CONSUME_FROM_FIRST_OFFSET;
+  co.instance_name = instance;
+  rmq_push_consumer *c;
+  ok(rmq_push_consumer_create(b, "OrderlyGroup", &co, &c));
+  ok(rmq_push_consumer_subscribe(c, "OrderlyT", "*"));
+  ok(rmq_push_consumer_register_listener_orderly(c, on_orderly, o));
+  return c;
+}
+
+static void test_orderly_per_key_order(void **state)
+{
+  (void)state;
+  fx f;
+  fx_open(&f, "order-orderly", RMQ_ASYNC_FLUSH);
+  ok(rmq_topic_create(f.b, "OrderlyT", OQ));
+  static orec o;
+  orec_init(&o);
+  rmq_push_consumer *c = orderly_consumer(f.b, &o, 4, 1, "solo");
+  ok(rmq_push_consumer_start(c));
+  send_orders(f.p, 0, OSTEPS);
+  if (!tu_wait_atleast(&o.got, ON, 20000)) fail_msg("got %d of %d", atomic_load(&o.got), ON);
+  rmq_push_consumer_destroy(c);
+  assert_int_equal(atomic_load(&o.overlap), 0);
+  assert_int_equal(o.bad_order, 0);
+  assert_int_equal(o.dup, 0);
+  for (int id = 0; id < OIDS; id++) assert_int_equal(o.next_step[id], OSTEPS);
+  /* The offsets were committed: a restart delivers nothing again. */
+  static orec o2;
+  orec_init(&o2);
+  c = orderly_consumer(f.b, &o2, 2, 1, "solo");
+  ok(rmq_push_consumer_start(c));
+  usleep(200000);
+  rmq_push_consumer_destroy(c);
+  assert_int_equal(atomic_load(&o2.got), 0);
+  assert_int_equal(o2.dup, 0);
+  fx_close(&f);
+}
+
+static void test_orderly_suspend_keeps_order(void **state)
+{
+  (void)state;
+  fx f;
+  fx_open(&f, "order-suspend", RMQ_ASYNC_FLUSH);
+  ok(rmq_topic_create(f.b, "OrderlyT", OQ));
+  static orec o;
+  orec_init(&o);
+  o.suspend_id = 6;
+  o.suspend_step = 3;
+  o.suspends_left = 2;
+  send_orders(f.p, 0, OSTEPS);
+  rmq_push_consumer *c = orderly_consumer(f.b, &o, 4, 3, "solo");
+  ok(rmq_push_consumer_start(c));
+  if (!tu_wait_atleast(&o.got, ON, 20000)) fail_msg("got %d of %d", atomic_load(&o.got), ON);
+  rmq_push_consumer_destroy(c);
+  assert_int_equal(atomic_load(&o.overlap), 0);
+  assert_int_equal(o.bad_order, 0); /* nothing after the suspended message came first */
+  assert_int_equal(o.dup, 0);
+  /* Delivered three times, reconsume_times counting up. */
+  assert_int_equal(o.nseen, 3);
+  for (int i = 0; i < 3; i++) assert_int_equal(o.seen_times[i], i);
+  fx_close(&f);
+}
+
+static void test_orderly_rebalance_no_overlap(void **state)
+{
+  (void)state;
+  fx f;
+  fx_open(&f, "order-rebal", RMQ_ASYNC_FLUSH);
+  ok(rmq_topic_create(f.b, "OrderlyT", OQ));
+  static orec o;
+  orec_init(&o);
+  o.sleep_us = 300; /* calls long enough for hand-overs to meet them */
+  rmq_push_consumer *a = orderly_consumer(f.b, &o, 4, 1, "A");
+  ok(rmq_push_consumer_start(a));
+  send_orders(f.p, 0, 5);
+  /* B joins mid-stream: half the queues move while A consumes them. */
+  rmq_push_consumer *b2 = orderly_consumer(f.b, &o, 4, 1, "B");
+  ok(rmq_push_consumer_start(b2));
+  send_orders(f.p, 5, 12);
+  /* A leaves: its queues move to B. */
+  usleep(20000);
+  rmq_push_consumer_destroy(a);
+  send_orders(f.p, 12, OSTEPS);
+  if (!tu_wait_atleast(&o.got, ON, 30000)) fail_msg("got %d of %d", atomic_load(&o.got), ON);
+  rmq_push_consumer_destroy(b2);
+  assert_int_equal(atomic_load(&o.overlap), 0);
+  assert_int_equal(o.bad_order, 0);
+  assert_int_equal(o.dup, 0);
+  for (int id = 0; id < OIDS; id++) assert_int_equal(o.next_step[id], OSTEPS);
+  fx_close(&f);
+}
+
+static void test_orderly_register_errors(void **state)
+{
+  (void)state;
+  fx f;
+  fx_open(&f, "order-reg", RMQ_ASYNC_FLUSH);
+  rmq_push_consumer *c;
+  ok(rmq_push_consumer_create(f.b, "OrderlyGroup", NULL, &c));
+  assert_int_equal(rmq_push_consumer_register_listener_orderly(c, NULL, NULL), RMQ_EINVAL);
+  assert_int_equal(rmq_push_consumer_register_listener_orderly(NULL, on_orderly, NULL), RMQ_EINVAL);
+  rmq_push_consumer_destroy(c);
+  rmq_push_consumer_options co;
+  rmq_push_consumer_options_init(&co);
+  assert_int_equal(co.suspend_current_queue_time_millis, 1000);
+  co.suspend_current_queue_time_millis = -1;
+  assert_int_equal(rmq_push_consumer_create(f.b, "OrderlyGroup", &co, &c), RMQ_EINVAL);
+  send_orders(f.p, 0, 1); /* a store with records, for the decoder */
+  fx_close(&f);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -283,6 +495,10 @@ int main(void)
     cmocka_unit_test(test_selector_errors),
     cmocka_unit_test(test_batch_one_append),
     cmocka_unit_test(test_batch_rules),
+    cmocka_unit_test(test_orderly_per_key_order),
+    cmocka_unit_test(test_orderly_suspend_keeps_order),
+    cmocka_unit_test(test_orderly_rebalance_no_overlap),
+    cmocka_unit_test(test_orderly_register_errors),
   };
   if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));
   return cmocka_run_group_tests_name("order", tests, NULL, NULL);

@@ -5,7 +5,8 @@
 **
 ** Opens ONE broker on DIR (the embedded stand-in for NameServer + broker),
 ** hands it to the chosen example, or to all of them in quick-start order
-** (topic, sync, async, consumer, pull), closes it, and prints a summary.
+** (topic, sync, async, consumer, pull, order-producer, order-consumer),
+** closes it, and prints a summary.
 ** Running it again on the same store continues where the last run stopped:
 ** the consumer groups' offsets live in DIR/config/consumerOffset.json.
 **
@@ -39,6 +40,8 @@ static const example examples[] = {
   {"async", "AsyncProducer", async_producer},
   {"consumer", "ConsumerDemo", consumer_demo},
   {"pull", "PullConsumer", pull_consumer},
+  {"order-producer", "OrderProducer", order_producer},
+  {"order-consumer", "OrderConsumer", order_consumer},
 };
 #define NEXAMPLES (sizeof examples / sizeof examples[0])
 

@@ -2,7 +2,8 @@
 ** examples.h -- what the quick-start ports in examples/ share.
 **
 ** Each example is one RocketMQ 4.x quick-start program (TopicDemo,
-** SyncProducer, AsyncProducer, ConsumerDemo, a pull consumer) turned into a
+** SyncProducer, AsyncProducer, ConsumerDemo, a pull consumer, OrderProducer,
+** OrderConsumer) turned into a
 ** function that takes an open broker: with rmq there is no NameServer to
 ** point at, the store directory is the broker. demo.c opens one broker and
 ** runs them (rmq-demo <name>|all).
@@ -14,6 +15,11 @@
 
 /* The topic every example uses, as in the quick start. */
 #define DEMO_TOPIC "my-topic"
+
+/* OrderProducer / OrderConsumer: 100 messages over 10 order ids. */
+#define DEMO_ORDER_TOPIC "haoke_order_topic"
+#define DEMO_ORDER_MESSAGES 100
+#define DEMO_ORDER_IDS 10
 
 /* At most this many msgIds are remembered for the push consumer. */
 #define DEMO_MAX_EXPECTED 16
@@ -28,6 +34,7 @@ typedef struct demo_stats {
   ** ("add || update") matches: it stops once it has seen all of them. */
   char expected[DEMO_MAX_EXPECTED][RMQ_MSG_ID_SIZE];
   int nexpected;
+  int order_sent; /* OrderProducer's messages in this run */
 } demo_stats;
 
 /* Prints "<what>: <rmq_errstr(rc)>: <rmq_errmsg()>" to stderr and returns
@@ -42,5 +49,7 @@ int sync_producer(rmq_broker *b, demo_stats *st);
 int async_producer(rmq_broker *b, demo_stats *st);
 int consumer_demo(rmq_broker *b, demo_stats *st);
 int pull_consumer(rmq_broker *b, demo_stats *st);
+int order_producer(rmq_broker *b, demo_stats *st);
+int order_consumer(rmq_broker *b, demo_stats *st);
 
 #endif /* RMQ_EXAMPLES_H */

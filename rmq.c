@@ -2444,6 +2444,22 @@ RMQ_API int rmq_push_consumer_start(rmq_push_consumer *c)
   return RMQ_OK;
 }
 
+RMQ_API int rmq_push_consumer_assigned_queues(rmq_push_consumer *c, rmq_message_queue *out, size_t cap, size_t *n)
+{
+  if (!c || !n || (!out && cap)) return rmqi_err(RMQ_EINVAL, "rmq_push_consumer_assigned_queues: NULL argument");
+  pthread_mutex_lock(&c->mu);
+  size_t k = 0;
+  for (int i = 0; i < c->ntarget; i++, k++) {
+    if (k >= cap) continue;
+    copy_str(out[k].topic, sizeof out[k].topic, c->target[i].sb->topic);
+    copy_str(out[k].broker_name, sizeof out[k].broker_name, c->b->broker_name);
+    out[k].queue_id = c->target[i].qid;
+  }
+  pthread_mutex_unlock(&c->mu);
+  *n = k;
+  return RMQ_OK;
+}
+
 RMQ_API void rmq_push_consumer_shutdown(rmq_push_consumer *c)
 {
   if (!c || !c->started || c->stopped) return;
@@ -2461,6 +2477,11 @@ RMQ_API void rmq_push_consumer_shutdown(rmq_push_consumer *c)
     if (*pp == c) { *pp = c->next_member; break; }
   rebalance_group(b, c->group);
   pthread_mutex_unlock(&b->group_lock);
+  pthread_mutex_lock(&c->mu);
+  rmqi_free(c->target, (size_t)(c->ntarget ? c->ntarget : 1) * sizeof *c->target);
+  c->target = NULL; /* it holds no queue any more */
+  c->ntarget = 0;
+  pthread_mutex_unlock(&c->mu);
   c->stopped = 1;
 }
 

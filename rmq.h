@@ -633,6 +633,11 @@ RMQ_API int rmq_push_consumer_register_listener_orderly(rmq_push_consumer *c,
 ** handle. Errors: RMQ_ESTATE (no listener or subscription, or started),
 ** RMQ_ENOMEM, RMQ_EINVAL (a subscribed topic is unknown and cannot be made). */
 RMQ_API int rmq_push_consumer_start(rmq_push_consumer *c);
+/* The queues currently assigned to c by its group's rebalance (all of its
+** topics' queues when broadcasting), at most cap of them into out; *n gets
+** the count (which may exceed cap). Any thread. Errors: RMQ_EINVAL. */
+RMQ_API int rmq_push_consumer_assigned_queues(rmq_push_consumer *c, rmq_message_queue *out,
+                                              size_t cap, size_t *n);
 /* Stops delivery: waits for running listeners, commits and persists the
 ** offsets, leaves the group (the rest rebalance). Idempotent. One thread. */
 RMQ_API void rmq_push_consumer_shutdown(rmq_push_consumer *c);

@@ -1,0 +1,150 @@
+/*
+** test_group.c -- consumer groups (issue 5): queue allocation equal to
+** RocketMQ's AllocateMessageQueueAveragely for 1..10 consumers over 1..16
+** queues, recomputed when a topic's queue count changes and when members
+** join or leave.
+*/
+#include "test_util.h"
+
+/* Helpers of test_util.h this file does not call. */
+static void unused_helpers(void) __attribute__((unused));
+static void unused_helpers(void)
+{
+  (void)tu_log_fn; (void)tu_wait_atleast; (void)tu_clock_advance; (void)tu_clock_read; (void)tu_small_opts;
+  (void)tu_make_body; (void)tu_body_check; (void)tu_java_hash; (void)tu_read_exact; (void)tu_rmqstore_check;
+}
+
+/* AllocateMessageQueueAveragely.allocate, written from its Java source's
+** arithmetic: the queue ids consumer `index` of `ncid` gets of `nq`. */
+static int java_allocate(int nq, int ncid, int index, int *out)
+{
+  int mod = nq % ncid;
+  int average = nq <= ncid ? 1 : (mod > 0 && index < mod ? nq / ncid + 1 : nq / ncid);
+  int start = (mod > 0 && index < mod) ? index * average : index * average + mod;
+  int range = average < nq - start ? average : nq - start;
+  int n = 0;
+  for (int i = 0; i < range; i++) out[n++] = (start + i) % nq;
+  return n;
+}
+
+static int noop_listener(void *ctx, const rmq_message_ext *const *msgs, size_t n, rmq_consume_concurrently_context *cc)
+{
+  (void)ctx; (void)msgs; (void)n; (void)cc;
+  return RMQ_CONSUME_SUCCESS;
+}
+
+static rmq_push_consumer *member(rmq_broker *b, const char *topic, const char *instance)
+{
+  rmq_push_consumer_options co;
+  rmq_push_consumer_options_init(&co);
+  co.consume_thread_min = co.consume_thread_max = 1;
+  co.instance_name = instance;
+  rmq_push_consumer *c;
+  ok(rmq_push_consumer_create(b, "AllocGroup", &co, &c));
+  ok(rmq_push_consumer_subscribe(c, topic, "*"));
+  ok(rmq_push_consumer_register_listener_concurrently(c, noop_listener, NULL));
+  ok(rmq_push_consumer_start(c));
+  return c;
+}
+
+/* Every live member holds exactly what the Java allocation gives it, by its
+** place among the sorted client ids; together they hold each queue once. */
+static void check_members(rmq_push_consumer **mem, const int *live, int n, const char *topic, int nq)
+{
+  int ncid = 0;
+  for (int i = 0; i < n; i++) ncid += live[i];
+  int held[16] = {0};
+  int index = 0;
+  for (int i = 0; i < n; i++) {
+    if (!live[i]) continue;
+    rmq_message_queue got[32];
+    size_t ngot;
+    ok(rmq_push_consumer_assigned_queues(mem[i], got, 32, &ngot));
+    int want[32];
+    int nwant = java_allocate(nq, ncid, index, want);
+    if ((int)ngot != nwant)
+      fail_msg("%d consumers, %d queues: consumer %d holds %zu queues, RocketMQ gives it %d", ncid, nq, index, ngot, nwant);
+    for (int k = 0; k < nwant; k++) {
+      int found = 0;
+      for (size_t j = 0; j < ngot; j++)
+        if (got[j].queue_id == want[k] && !strcmp(got[j].topic, topic)) found = 1;
+      if (!found) fail_msg("%d consumers, %d queues: consumer %d lacks queue %d", ncid, nq, index, want[k]);
+      held[want[k]]++;
+    }
+    index++;
+  }
+  for (int q = 0; q < nq; q++) assert_int_equal(held[q], 1);
+}
+
+static void test_allocation_table(void **state)
+{
+  (void)state;
+  char path[1024];
+  tu_store_path(path, sizeof path, "group-alloc");
+  rmq_broker_options o;
+  rmq_broker_options_init(&o);
+  o.mapped_file_size_commit_log = 1 << 20;
+  rmq_broker *b;
+  ok(rmq_broker_open(path, &o, &b));
+  for (int n = 1; n <= 10; n++) {
+    char topic[32];
+    snprintf(topic, sizeof topic, "AllocT%d", n);
+    ok(rmq_topic_create(b, topic, 1));
+    rmq_push_consumer *mem[10];
+    int live[10];
+    /* Started in reverse: allocation follows the sorted ids, not joins. */
+    for (int k = n - 1; k >= 0; k--) {
+      char inst[16];
+      snprintf(inst, sizeof inst, "c%02d", k);
+      mem[k] = member(b, topic, inst);
+      live[k] = 1;
+    }
+    for (int nq = 1; nq <= 16; nq++) {
+      if (nq > 1) ok(rmq_topic_create(b, topic, nq)); /* a resize rebalances the group */
+      check_members(mem, live, n, topic, nq);
+    }
+    /* Members leaving: the rest take their queues. */
+    for (int k = 0; k < n - 1; k += 2) {
+      rmq_push_consumer_shutdown(mem[k]);
+      live[k] = 0;
+      size_t none;
+      ok(rmq_push_consumer_assigned_queues(mem[k], NULL, 0, &none));
+      assert_int_equal(none, 0);
+      check_members(mem, live, n, topic, 16);
+    }
+    for (int k = 0; k < n; k++) rmq_push_consumer_destroy(mem[k]);
+  }
+  ok(rmq_broker_close(b));
+  tu_store_remove(path);
+}
+
+static void test_assigned_queues_args(void **state)
+{
+  (void)state;
+  size_t n;
+  assert_int_equal(rmq_push_consumer_assigned_queues(NULL, NULL, 0, &n), RMQ_EINVAL);
+  char path[1024];
+  tu_store_path(path, sizeof path, "group-args");
+  rmq_broker *b;
+  ok(rmq_broker_open(path, NULL, &b));
+  ok(rmq_topic_create(b, "ArgsT", 4));
+  rmq_push_consumer *c = member(b, "ArgsT", "solo");
+  assert_int_equal(rmq_push_consumer_assigned_queues(c, NULL, 1, &n), RMQ_EINVAL);
+  assert_int_equal(rmq_push_consumer_assigned_queues(c, NULL, 0, NULL), RMQ_EINVAL);
+  rmq_message_queue two[2];
+  ok(rmq_push_consumer_assigned_queues(c, two, 2, &n));
+  assert_int_equal(n, 4); /* the count, though only two fit */
+  rmq_push_consumer_destroy(c);
+  ok(rmq_broker_close(b));
+  tu_store_remove(path);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_allocation_table),
+    cmocka_unit_test(test_assigned_queues_args),
+  };
+  if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));
+  return cmocka_run_group_tests_name("group", tests, NULL, NULL);
+}

@@ -69,6 +69,8 @@ static double g_secs = 3.0;
 static uint64_t g_max_msgs = 10000000;
 static int g_record_bytes;              /* store size of a bench record */
 static int g_failed;                    /* a check failed but the run went on */
+static int g_batch;                     /* produce cases: > 1 sends batches of this many */
+#define MAX_BATCH 64
 static int64_t g_crash_bytes = 1ll << 30; /* CommitLog written before the kill */
 
 /* ------------------------------------------------------------------------ */
@@ -248,6 +250,7 @@ typedef struct prod_shared {
   int threads;
   uint64_t cap;              /* messages in all */
   uint64_t deadline_ns;      /* set before `go` */
+  int batch;                 /* > 1: rmq_producer_send_batch of this many */
   pthread_barrier_t ready, go;
 } prod_shared;
 
@@ -283,9 +286,32 @@ static void *prod_main(void *arg)
   if ((rc = rmq_producer_send(p, m, &r))) fail_rmq("rmq_producer_send", rc);
   if (t->tid == 0) g_record_bytes = r.store_size; /* before `ready`: main reads it after */
 
+  /* Batch cases: the messages are made before the clock starts. */
+  rmq_msg *ms[MAX_BATCH];
+  static unsigned char bodies[MAX_BATCH][BODY];
+  rmq_send_result rs[MAX_BATCH];
+  for (int k = 0; k < s->batch; k++)
+    if ((rc = rmq_msg_create(&ms[k], TOPIC, TAGS[k & 3], body, BODY))) fail_rmq("rmq_msg_create", rc);
   barrier_wait(&s->ready);
   barrier_wait(&s->go);
-  for (uint64_t seq = (uint64_t)t->tid; seq < s->cap; seq += (uint64_t)s->threads) {
+  if (s->batch > 1) {
+    /* Batches of s->batch messages, latency per batch call. */
+    for (uint64_t seq = 0; seq + (uint64_t)s->batch <= s->cap; seq += (uint64_t)s->batch) {
+      for (int k = 0; k < s->batch; k++) {
+        make_body(seq + (uint64_t)k, bodies[k]);
+        if ((rc = rmq_msg_set_body(ms[k], bodies[k], BODY))) fail_rmq("rmq_msg_set_body", rc);
+      }
+      uint64_t t0 = now_ns();
+      if (t0 >= s->deadline_ns) break;
+      if ((rc = rmq_producer_send_batch(p, (const rmq_msg *const *)ms, (size_t)s->batch, rs)))
+        fail_rmq("rmq_producer_send_batch", rc);
+      hist_add(&t->h, now_ns() - t0);
+      if (rs[0].send_status != RMQ_SEND_OK) t->timeouts++;
+      t->done += (uint64_t)s->batch;
+    }
+    for (int k = 0; k < s->batch; k++) rmq_msg_free(ms[k]);
+  }
+  for (uint64_t seq = (uint64_t)t->tid; s->batch <= 1 && seq < s->cap; seq += (uint64_t)s->threads) {
     make_body(seq, body);
     if ((rc = rmq_msg_set_body(m, body, BODY))) fail_rmq("rmq_msg_set_body", rc);
     if ((rc = rmq_msg_set_tags(m, TAGS[seq & 3]))) fail_rmq("rmq_msg_set_tags", rc);
@@ -315,6 +341,7 @@ static void produce_case(const char *name, rmq_broker *b, const char *dir, int t
 {
   prod_shared s;
   memset(&s, 0, sizeof s);
+  s.batch = g_batch;
   s.b = b;
   s.threads = threads;
   s.cap = cap;
@@ -744,6 +771,12 @@ int main(int argc, char **argv)
 
   produce_fresh("rmq-async-t2", RMQ_ASYNC_FLUSH, 2, g_max_msgs, &a2);
 
+  /* Batches of 32 from one thread (latency figures are per batch call). */
+  prod_out ab;
+  g_batch = 32;
+  produce_fresh("rmq-async-batch32-t1", RMQ_ASYNC_FLUSH, 1, g_max_msgs, &ab);
+  g_batch = 0;
+
   /* SYNC_FLUSH: time-capped only. */
   raw_pwrite_fdatasync(&raw_sync, &raw_sync_p50);
   prod_out s1, s4, s16;
@@ -766,6 +799,7 @@ int main(int argc, char **argv)
   ratio("async_t1_vs_mmap_append_fresh", a1.rate, raw_fresh);
   ratio("async_t1_vs_mmap_append_warm", a1.rate, raw_warm);
   ratio("async_t2_vs_async_t1", a2.rate, a1.rate);
+  ratio("async_batch32_vs_async_t1", ab.rate, a1.rate);
   ratio("pull_b1024_vs_pull_b32", pull1024, pull32);
   ratio("pull_b32_vs_async_t1", pull32, a1.rate);
   ratio("pull_b32_in_turn_vs_queue_by_queue", pull32rr, pull32);

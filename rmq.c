@@ -509,6 +509,14 @@ struct rmq_broker {
   ** rebalancing. Taken before a consumer's mu; never under store locks. */
   pthread_mutex_t group_lock;
   struct rmq_push_consumer *consumers;
+
+  /* sched_lock: delayed delivery (ScheduleMessageService): one runner at a
+  ** time, its next offset per level, and the buffer records are re-put from. */
+  pthread_mutex_t sched_lock;
+  int64_t delay_off[RMQI_DELAY_LEVELS_MAX + 1];
+  atomic_int delay_dirty;
+  uint8_t *reput;
+  size_t reput_cap;
 };
 
 RMQ_API void rmq_broker_options_init(rmq_broker_options *o)
@@ -568,11 +576,16 @@ static int check_broker_options(const rmq_broker_options *o)
     return rmqi_err(RMQ_EINVAL, "store_host '%s' is not a dotted IPv4 address", o->store_host);
   if (o->broker_name && (!*o->broker_name || strlen(o->broker_name) >= 64))
     return rmqi_err(RMQ_EINVAL, "broker_name must be 1..63 characters");
-  return RMQ_OK;
+  int64_t ms[RMQI_DELAY_LEVELS_MAX + 1];
+  int n;
+  return rmqi_delay_levels_parse(o->message_delay_level, ms, &n);
 }
 
 static int offsets_load(rmq_broker *b);
 static int offsets_persist(rmq_broker *b);
+static void delay_offsets_load(rmq_broker *b);
+static int delay_offsets_persist(rmq_broker *b);
+static int schedule_due(rmq_broker *b, int64_t now, int64_t *next);
 static int async_drain(rmq_broker *b);
 static void *service_main(void *arg);
 
@@ -604,10 +617,13 @@ RMQ_API int rmq_broker_open(const char *dir, const rmq_broker_options *opts, rmq
   cond_init_mono(&b->async_cond);
   pthread_mutex_init(&b->off_lock, NULL);
   pthread_mutex_init(&b->group_lock, NULL);
+  pthread_mutex_init(&b->sched_lock, NULL);
   rc = rmqi_store_open(dir, &b->o, &b->env, &b->st);
   if (rc) goto out_free;
+  b->o.message_delay_level = NULL; /* the store keeps it parsed */
   rc = offsets_load(b);
   if (rc) goto out_store;
+  delay_offsets_load(b);
   b->next_off_persist = rmqi_now(&b->env) + o.flush_consumer_offset_interval;
   if (o.service_thread) {
     if (pthread_create(&b->svc, NULL, service_main, b) != 0) {
@@ -631,7 +647,9 @@ static int broker_due(rmq_broker *b, int64_t *next_ms)
 {
   int64_t now = rmqi_now(&b->env);
   int64_t next = 1000;
-  int rc = rmqi_store_run_due(b->st, now, &next);
+  int rc = schedule_due(b, now, &next);
+  int rcs = rmqi_store_run_due(b->st, now, &next);
+  if (!rc) rc = rcs;
   int rc2 = RMQ_OK;
   pthread_mutex_lock(&b->off_lock);
   int due = now >= b->next_off_persist;
@@ -639,6 +657,7 @@ static int broker_due(rmq_broker *b, int64_t *next_ms)
   int64_t left = b->next_off_persist - now;
   pthread_mutex_unlock(&b->off_lock);
   if (due && atomic_load(&b->off_dirty)) rc2 = offsets_persist(b);
+  if (due && atomic_load(&b->delay_dirty) && !rc2) rc2 = delay_offsets_persist(b);
   if (left < next) next = left;
   int rc3 = async_drain(b);
   if (next_ms) *next_ms = next < 0 ? 0 : next;
@@ -681,6 +700,7 @@ RMQ_API int rmq_broker_flush(rmq_broker *b)
   if (!b) return rmqi_err(RMQ_EINVAL, "rmq_broker_flush: broker is NULL");
   int rc = rmqi_store_flush_all(b->st);
   int rc2 = offsets_persist(b);
+  if (!rc2) rc2 = delay_offsets_persist(b);
   int rc3 = async_drain(b);
   return rc ? rc : rc2 ? rc2 : rc3;
 }
@@ -710,6 +730,8 @@ RMQ_API int rmq_broker_close(rmq_broker *b)
   int rc = async_drain(b);
   int rc2 = offsets_persist(b);
   if (!rc) rc = rc2;
+  rc2 = delay_offsets_persist(b);
+  if (!rc) rc = rc2;
   char msg[512];
   snprintf(msg, sizeof msg, "%s", rmq_errmsg());
   int rc3 = rmqi_store_close(b->st);
@@ -723,6 +745,8 @@ RMQ_API int rmq_broker_close(rmq_broker *b)
   pthread_cond_destroy(&b->async_cond);
   pthread_mutex_destroy(&b->off_lock);
   pthread_mutex_destroy(&b->group_lock);
+  pthread_mutex_destroy(&b->sched_lock);
+  rmqi_free(b->reput, b->reput_cap);
   rmqi_strfree(b->broker_name);
   rmqi_strfree(b->store_host);
   rmqi_free(b, sizeof *b);
@@ -922,6 +946,168 @@ static void offsets_free(rmq_broker *b)
     rmqi_free(b->offs[i], sizeof *b->offs[i]);
   }
   rmqi_free(b->offs, (size_t)b->offcap * sizeof *b->offs);
+}
+
+/* ======================================================================= */
+/* Delayed delivery (RocketMQ's ScheduleMessageService)                    */
+/* ======================================================================= */
+
+/* config/delayOffset.json: {"offsetTable":{1:5,3:17}}, level -> next unit of
+** SCHEDULE_TOPIC_XXXX queue level-1. A damaged file restarts at 0, which
+** re-delivers: never a loss. */
+static void delay_offsets_load(rmq_broker *b)
+{
+  char *text;
+  size_t len;
+  if (rmqi_store_read_config(b->st, "delayOffset.json", &text, &len) != RMQ_OK) return;
+  int prc;
+  rmqi_json *j = rmqi_json_parse(text, len, &prc);
+  rmqi_free(text, len + 1);
+  if (!j) {
+    rmqi_log(&b->env, RMQ_LOG_ERROR, "config/delayOffset.json is damaged; delayed messages are delivered again from the start");
+    return;
+  }
+  const rmqi_json *tab = rmqi_json_get(j, "offsetTable");
+  for (const rmqi_json *e = tab ? tab->child : NULL; e; e = e->next) {
+    long level = e->key ? strtol(e->key, NULL, 10) : 0;
+    if (level >= 1 && level <= RMQI_DELAY_LEVELS_MAX && e->type == RMQI_JNUM && e->inum >= 0) b->delay_off[level] = e->inum;
+  }
+  rmqi_json_free(j);
+}
+
+static int delay_offsets_persist(rmq_broker *b)
+{
+  if (!rmqi_topic_find(b->st, RMQI_SCHEDULE_TOPIC)) return RMQ_OK;
+  rmqi_buf buf = {0};
+  pthread_mutex_lock(&b->sched_lock);
+  atomic_store(&b->delay_dirty, 0);
+  rmqi_buf_puts(&buf, "{\"offsetTable\":{");
+  int n = rmqi_store_delay_levels(b->st);
+  for (int l = 1; l <= n; l++) rmqi_buf_printf(&buf, "%s%d:%" PRId64, l > 1 ? "," : "", l, b->delay_off[l]);
+  pthread_mutex_unlock(&b->sched_lock);
+  rmqi_buf_puts(&buf, "}}");
+  int rc;
+  if (buf.oom) rc = rmqi_err(RMQ_ENOMEM, "out of memory writing delayOffset.json");
+  else rc = rmqi_store_write_config(b->st, "delayOffset.json", buf.p, buf.len);
+  if (rc) atomic_store(&b->delay_dirty, 1);
+  rmqi_buf_free(&buf);
+  return rc;
+}
+
+/* The schedule topic, one queue per level, made on first use. */
+static int schedule_topic(rmq_broker *b, rmqi_topic **out)
+{
+  int n = rmqi_store_delay_levels(b->st);
+  rmqi_topic *t = rmqi_topic_find(b->st, RMQI_SCHEDULE_TOPIC);
+  if (t && rmqi_topic_nqueues(t) >= n) { *out = t; return RMQ_OK; }
+  return rmqi_topic_create(b->st, RMQI_SCHEDULE_TOPIC, n, out);
+}
+
+/* sched_lock held. Re-puts the due record at phys to REAL_TOPIC/REAL_QID:
+** the same record with the topic and queue changed, properties as stored
+** (RocketMQ's delivered records keep DELAY, REAL_TOPIC and REAL_QID). */
+static int reput(rmq_broker *b, int64_t phys, int32_t size, int64_t now)
+{
+  const uint8_t *rec = rmqi_store_record(b->st, phys, size);
+  rmqi_record r;
+  if (!rec || rmqi_record_decode(rec, (size_t)size, 0, &r) != RMQ_OK)
+    return rmqi_err(RMQ_ECORRUPT, "delayed message at %" PRId64 " is unreadable", phys);
+  const char *tv, *qv;
+  size_t tl, ql;
+  if (!rmqi_props_find(r.props, (size_t)r.props_len, "REAL_TOPIC", 10, &tv, &tl) || tl == 0 || tl > 255 ||
+      !rmqi_props_find(r.props, (size_t)r.props_len, "REAL_QID", 8, &qv, &ql) || ql == 0 || ql > 5)
+    return rmqi_err(RMQ_ECORRUPT, "delayed message at %" PRId64 " lacks REAL_TOPIC/REAL_QID", phys);
+  char topic[256], qs[8];
+  memcpy(topic, tv, tl);
+  topic[tl] = 0;
+  memcpy(qs, qv, ql);
+  qs[ql] = 0;
+  int qid = atoi(qs);
+  rmqi_topic *t = rmqi_topic_find(b->st, topic);
+  int rc;
+  if (!t && (rc = rmqi_topic_create(b->st, topic, b->o.default_topic_queue_nums < 4 ? b->o.default_topic_queue_nums : 4, &t)))
+    return rc;
+  int nq = rmqi_topic_nqueues(t);
+  if (qid < 0 || qid >= nq) qid = (qid < 0 ? 0 : qid) % nq; /* the topic shrank meanwhile */
+  size_t hdr = (size_t)((const uint8_t *)r.body - 4 - rec); /* everything before BODYLEN */
+  int v2 = tl > 127;
+  size_t total = hdr + 4 + (size_t)r.body_len + (v2 ? 2 : 1) + tl + 2 + (size_t)r.props_len;
+  if (total > b->reput_cap) {
+    uint8_t *nb = rmqi_realloc(b->reput, b->reput_cap, total);
+    if (!nb) return rmqi_err(RMQ_ENOMEM, "out of memory re-putting a delayed message");
+    b->reput = nb;
+    b->reput_cap = total;
+  }
+  uint8_t *w = b->reput;
+  memcpy(w, rec, hdr);
+  rmqi_put32(w, (uint32_t)total);
+  rmqi_put32(w + 4, v2 ? RMQI_MAGIC_V2 : RMQI_MAGIC_V1);
+  rmqi_put32(w + 12, (uint32_t)qid);
+  rmqi_put64(w + RMQI_OFF_QUEUEOFFSET, 0);
+  rmqi_put64(w + RMQI_OFF_PHYSOFFSET, 0);
+  w += hdr;
+  rmqi_put32(w, (uint32_t)r.body_len);
+  memcpy(w + 4, r.body, (size_t)r.body_len);
+  w += 4 + r.body_len;
+  if (v2) { rmqi_put16(w, (uint16_t)tl); w += 2; }
+  else *w++ = (uint8_t)tl;
+  memcpy(w, topic, tl);
+  w += tl;
+  rmqi_put16(w, (uint16_t)r.props_len);
+  memcpy(w + 2, r.props, (size_t)r.props_len);
+  rmqi_put put = {0};
+  put.rec = b->reput;
+  put.size = (uint32_t)total;
+  put.q = rmqi_topic_queue(t, qid);
+  if (rmqi_props_find(r.props, (size_t)r.props_len, "TAGS", 4, &tv, &tl)) put.tags_code = rmqi_jhash(tv, tl);
+  put.store_ts = now;
+  return rmqi_store_put(b->st, &put, 1);
+}
+
+/* Delivers every delayed message that is due, level by level in queue order
+** (a level's messages fall due in that order), and says when the next is. */
+static int schedule_due(rmq_broker *b, int64_t now, int64_t *next)
+{
+  rmqi_topic *t = rmqi_topic_find(b->st, RMQI_SCHEDULE_TOPIC);
+  if (!t) return RMQ_OK;
+  if (pthread_mutex_trylock(&b->sched_lock) != 0) return RMQ_OK; /* another thread runs it */
+  int rc = RMQ_OK;
+  int n = rmqi_store_delay_levels(b->st);
+  for (int l = 1; l <= n && l <= rmqi_topic_nqueues(t) && !rc; l++) {
+    rmqi_queue *q = rmqi_topic_queue(t, l - 1);
+    if (!q) continue;
+    int64_t off = b->delay_off[l], min = rmqi_queue_min_offset(q);
+    if (off < min) off = min;
+    int64_t delay = rmqi_store_delay_ms(b->st, l);
+    int waiting = 0;
+    while (!waiting && !rc) {
+      int k = 64;
+      const uint8_t *u = rmqi_queue_units(q, off, &k);
+      if (!u) break;
+      for (int i = 0; i < k; i++, u += RMQI_CQ_UNIT) {
+        int64_t due = (int64_t)rmqi_get64(u + 12);
+        if (due > now + delay) due = now; /* stored under a clock since turned back */
+        if (due > now) {
+          if (due - now < *next) *next = due - now;
+          waiting = 1;
+          break;
+        }
+        rc = reput(b, (int64_t)rmqi_get64(u), (int32_t)rmqi_get32(u + 8), now);
+        if (rc == RMQ_ECORRUPT) {
+          rmqi_log(&b->env, RMQ_LOG_ERROR, "delay level %d offset %" PRId64 ": %s; skipped", l, off, rmq_errmsg());
+          rc = RMQ_OK;
+        }
+        if (rc) break; /* retried next time */
+        off++;
+      }
+    }
+    if (off != b->delay_off[l]) {
+      b->delay_off[l] = off;
+      atomic_store(&b->delay_dirty, 1);
+    }
+  }
+  pthread_mutex_unlock(&b->sched_lock);
+  return rc;
 }
 
 /* ======================================================================= */
@@ -1186,6 +1372,8 @@ struct rmq_producer {
   size_t puts_cap;
   char (*ids)[RMQ_MSG_ID_SIZE]; /* a batch's UNIQ_KEYs */
   size_t ids_cap;
+  prop *xprops;              /* a delayed message's properties plus REAL_TOPIC, REAL_QID */
+  int xcap;
 };
 
 RMQ_API void rmq_producer_options_init(rmq_producer_options *o)
@@ -1248,6 +1436,7 @@ RMQ_API void rmq_producer_destroy(rmq_producer *p)
   rmqi_free(p->sel_mqs, (size_t)p->sel_cap * sizeof *p->sel_mqs);
   rmqi_free(p->puts, p->puts_cap * sizeof *p->puts);
   rmqi_free(p->ids, p->ids_cap * sizeof *p->ids);
+  rmqi_free(p->xprops, (size_t)p->xcap * sizeof *p->xprops);
   rmqi_strfree(p->group);
   rmqi_free(p, sizeof *p);
   atomic_fetch_sub(&b->nhandles, 1);
@@ -1514,12 +1703,44 @@ static int send_impl(rmq_producer *p, const rmq_msg *m, int queue_id, int mode, 
   if (!up) uniq_key(now, uniq);
   rmqi_put put = {0};
   put.store_ts = now;
-  rc = encode(p, m, qid, up ? NULL : uniq, now, &put.size);
-  if (rc) return rc;
-  put.rec = p->buf;
-  put.q = rmqi_topic_queue(t, qid);
   prop *tags = MSG_PROP(m, "TAGS");
   put.tags_code = tags ? rmqi_jhash(tags->value, tags->vlen) : 0;
+  put.q = rmqi_topic_queue(t, qid);
+  const prop *dp = MSG_PROP(m, "DELAY");
+  int level = dp ? atoi(dp->value) : 0;
+  if (level > 0) {
+    /* A delayed message waits in SCHEDULE_TOPIC_XXXX queue level-1 with its
+    ** real topic and queue in properties, its unit's tag code the deliver
+    ** time (ROCKETMQ.md 10); the schedule service re-puts it when due. */
+    if (level > rmqi_store_delay_levels(b->st)) level = rmqi_store_delay_levels(b->st);
+    rmqi_topic *sched;
+    if ((rc = schedule_topic(b, &sched))) return rc;
+    if (m->nprops + 2 > p->xcap) {
+      int ncap = m->nprops + 2;
+      prop *np = rmqi_realloc(p->xprops, (size_t)p->xcap * sizeof *np, (size_t)ncap * sizeof *np);
+      if (!np) return rmqi_err(RMQ_ENOMEM, "out of memory");
+      p->xprops = np;
+      p->xcap = ncap;
+    }
+    char qs[16];
+    snprintf(qs, sizeof qs, "%d", qid);
+    memcpy(p->xprops, m->props, (size_t)m->nprops * sizeof *p->xprops);
+    prop *x = &p->xprops[m->nprops];
+    memset(x, 0, 2 * sizeof *x);
+    x[0].name = (char *)"REAL_TOPIC"; x[0].nlen = 10; x[0].value = m->topic; x[0].vlen = strlen(m->topic);
+    x[1].name = (char *)"REAL_QID"; x[1].nlen = 8; x[1].value = qs; x[1].vlen = strlen(qs);
+    rmq_msg tmp = *m;
+    tmp.topic = (char *)RMQI_SCHEDULE_TOPIC;
+    tmp.props = p->xprops;
+    tmp.nprops = m->nprops + 2;
+    rc = encode(p, &tmp, level - 1, up ? NULL : uniq, now, &put.size);
+    put.q = rmqi_topic_queue(sched, level - 1);
+    put.tags_code = now + rmqi_store_delay_ms(b->st, level);
+  } else {
+    rc = encode(p, m, qid, up ? NULL : uniq, now, &put.size);
+  }
+  if (rc) return rc;
+  put.rec = p->buf;
   prop *wait = MSG_PROP(m, "WAIT");
   int sync_wait = b->o.flush_disk_type == RMQ_SYNC_FLUSH && !(wait && !strcmp(wait->value, "false"));
   if (sync_wait && mode == SEND_SYNC) rmqi_store_sender_enter(b->st);

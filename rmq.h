@@ -182,6 +182,9 @@ typedef void (*rmq_log_fn)(void *ctx, int level, const char *msg);
 ** and never call into rmq. */
 typedef int64_t (*rmq_clock_fn)(void *ctx);
 
+/* RocketMQ's default messageDelayLevel: the delays of levels 1..18. */
+#define RMQ_DEFAULT_DELAY_LEVELS "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h"
+
 typedef struct rmq_broker_options {
   /* flushDiskType: RMQ_ASYNC_FLUSH (default) returns from a send when the
   ** record is in the page cache and flushes every flush_interval_commit_log;
@@ -221,7 +224,7 @@ typedef struct rmq_broker_options {
   ** written to config/consumerOffset.json this often (and at close). */
   int flush_consumer_offset_interval;
   /* Run rmq's one service thread (default 1): ASYNC flushes, ConsumeQueue
-  ** flushes, offset persistence, and later delayed delivery. With 0, rmq
+  ** flushes, offset persistence, delayed delivery. With 0, rmq
   ** starts no thread of its own for the broker and the application calls
   ** rmq_broker_run_due() instead. (Push consumers always own threads.) */
   int service_thread;
@@ -229,6 +232,11 @@ typedef struct rmq_broker_options {
   ** for other senders that are about to append so one sync covers them all.
   ** Default 200; 0 disables gathering. Only waits when other senders exist. */
   int group_commit_gather_us;
+  /* messageDelayLevel: the delays of levels 1, 2, ... as "1s 5s 10s 1m 2h"
+  ** (units s, m, h, d; up to 64 levels). NULL (default) = RocketMQ's
+  ** RMQ_DEFAULT_DELAY_LEVELS. A message's level above the count is clamped
+  ** to the last. Parsed at open (the string need not outlive it). */
+  const char *message_delay_level;
   /* brokerName shown in MessageQueue, default "rmq-broker". Copied. */
   const char *broker_name;
   /* Store host written into records and offsetMsgId: IPv4 dotted string,

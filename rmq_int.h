@@ -294,6 +294,15 @@ RMQI_FUNC void rmqi_store_wake(rmqi_store *s);
 ** returns RMQ_ENOTFOUND when neither exists; *text is NUL-terminated, free
 ** with rmqi_free(text, len + 1). */
 RMQI_FUNC int rmqi_store_write_config(rmqi_store *s, const char *name, const char *text, size_t len);
+
+/* Delay levels (RocketMQ's messageDelayLevel). SCHEDULE_TOPIC_XXXX queue L-1
+** holds level L's messages; their ConsumeQueue tag code is the deliver time. */
+#define RMQI_SCHEDULE_TOPIC "SCHEDULE_TOPIC_XXXX"
+#define RMQI_DELAY_LEVELS_MAX 64
+RMQI_FUNC int rmqi_delay_levels_parse(const char *spec, int64_t *ms, int *n);
+RMQI_FUNC int rmqi_store_delay_levels(rmqi_store *s);
+/* The delay of `level`, clamped to 1..levels. */
+RMQI_FUNC int64_t rmqi_store_delay_ms(rmqi_store *s, int level);
 RMQI_FUNC int rmqi_store_read_config(rmqi_store *s, const char *name, char **text, size_t *len);
 
 /* ---- filters (rmq_filter.c) --------------------------------------------- */

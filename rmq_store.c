@@ -854,6 +854,9 @@ struct rmqi_store {
   _Atomic int64_t published; /* end of published records (release, appender) */
   _Atomic int64_t last_store_ts; /* store time of the newest published record */
   int64_t min_phys;
+  /* messageDelayLevel, parsed at open: delay_ms[1..ndelay]. */
+  int64_t delay_ms[RMQI_DELAY_LEVELS_MAX + 1];
+  int ndelay;
 
   /* flush_lock: group-commit leadership and flush_err. Never taken with
   ** append_lock held. flushed is written under it, read anywhere. */
@@ -2016,14 +2019,11 @@ static int dispatch(rmqi_store *s, const rmqi_record *r, int64_t pos, int *creat
   const char *tv;
   size_t tl;
   if (rmqi_props_find(r->props, (size_t)r->props_len, "TAGS", 4, &tv, &tl)) tags_code = rmqi_jhash(tv, tl);
-  if (!strcmp(name, "SCHEDULE_TOPIC_XXXX")) tags_code = (int64_t)rmqi_get64(u + 12); /* deliver time: keep */
+  /* A delayed message's unit carries its deliver time (queue id = level - 1),
+  ** as RocketMQ's checkMessageAndReturnSize computes it. */
+  if (!strcmp(name, RMQI_SCHEDULE_TOPIC)) tags_code = r->store_ts + rmqi_store_delay_ms(s, r->queue_id + 1);
   if ((int64_t)rmqi_get64(u) != pos || (int32_t)rmqi_get32(u + 8) != (int32_t)r->total ||
-      (strcmp(name, "SCHEDULE_TOPIC_XXXX") && (int64_t)rmqi_get64(u + 12) != tags_code)) {
-    if (!strcmp(name, "SCHEDULE_TOPIC_XXXX") && rmqi_get64(u) == 0) {
-      /* A lost schedule unit: its deliver time is the DELAY level's, which
-      ** the core owns; store time is a safe lower bound (delivered at once). */
-      tags_code = r->store_ts;
-    }
+      (int64_t)rmqi_get64(u + 12) != tags_code) {
     unit_write(u, pos, (int32_t)r->total, tags_code);
     s->rinfo.cq_units_rebuilt++;
   }
@@ -2284,6 +2284,39 @@ static void store_free(rmqi_store *s)
   rmqi_free(s, sizeof *s);
 }
 
+/* "1s 5s 10s 30s 1m ..." -> ms[1..n]: RocketMQ's messageDelayLevel, units
+** s, m, h, d. NULL means RocketMQ's default table. */
+RMQI_FUNC int rmqi_delay_levels_parse(const char *spec, int64_t *ms, int *n)
+{
+  if (!spec) spec = RMQ_DEFAULT_DELAY_LEVELS;
+  *n = 0;
+  const char *p = spec;
+  for (;;) {
+    while (*p == ' ') p++;
+    if (!*p) break;
+    char *end;
+    long long v = strtoll(p, &end, 10);
+    int64_t unit = *end == 's' ? 1000 : *end == 'm' ? 60000 : *end == 'h' ? 3600000 : *end == 'd' ? 86400000 : 0;
+    if (end == p || v < 0 || v > 365LL * 86400 || !unit || (end[1] && end[1] != ' '))
+      return rmqi_err(RMQ_EINVAL, "message_delay_level '%s': expected numbers with s, m, h or d, space separated", spec);
+    if (*n == RMQI_DELAY_LEVELS_MAX)
+      return rmqi_err(RMQ_EINVAL, "message_delay_level '%s': more than %d levels", spec, RMQI_DELAY_LEVELS_MAX);
+    ms[++*n] = v * unit;
+    p = end + 1;
+  }
+  if (*n == 0) return rmqi_err(RMQ_EINVAL, "message_delay_level is empty");
+  return RMQ_OK;
+}
+
+RMQI_FUNC int rmqi_store_delay_levels(rmqi_store *s) { return s->ndelay; }
+
+RMQI_FUNC int64_t rmqi_store_delay_ms(rmqi_store *s, int level)
+{
+  if (level < 1) level = 1;
+  if (level > s->ndelay) level = s->ndelay;
+  return s->delay_ms[level];
+}
+
 RMQI_FUNC int rmqi_store_open(const char *dir, const rmq_broker_options *o, const rmqi_env *env, rmqi_store **out)
 {
   int rc;
@@ -2293,6 +2326,12 @@ RMQI_FUNC int rmqi_store_open(const char *dir, const rmq_broker_options *o, cons
   s->o = *o;
   s->env = env;
   s->cl_size = o->mapped_file_size_commit_log;
+  /* The delay table is kept parsed; the caller's string need not outlive open. */
+  if ((rc = rmqi_delay_levels_parse(o->message_delay_level, s->delay_ms, &s->ndelay))) {
+    rmqi_free(s, sizeof *s);
+    return rc;
+  }
+  s->o.message_delay_level = NULL;
   s->cq_size = o->mapped_file_size_consume_queue;
   pthread_mutex_init(&s->append_lock, NULL);
   pthread_mutex_init(&s->flush_lock, NULL);

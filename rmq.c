@@ -1003,6 +1003,51 @@ static int schedule_topic(rmq_broker *b, rmqi_topic **out)
   return rmqi_topic_create(b->st, RMQI_SCHEDULE_TOPIC, n, out);
 }
 
+/* Builds into *buf (growing it) a copy of record rec (decoded as r) for
+** topic/qid with properties props[0..plen) and reconsume times `recon`: the
+** same body, flag, sysflag, born and store hosts, born time. The store fills
+** in the offsets and the store time. Returns the size, 0 when out of memory. */
+static size_t record_rebuild(uint8_t **buf, size_t *cap, const uint8_t *rec, const rmqi_record *r, const char *topic,
+                             int qid, const char *props, size_t plen, int32_t recon)
+{
+  size_t tl = strlen(topic);
+  size_t hdr = (size_t)((const uint8_t *)r->body - 4 - rec); /* everything before BODYLEN */
+  int v2 = tl > 127;
+  size_t total = hdr + 4 + (size_t)r->body_len + (v2 ? 2 : 1) + tl + 2 + plen;
+  if (total > *cap) {
+    uint8_t *nb = rmqi_realloc(*buf, *cap, total);
+    if (!nb) return 0;
+    *buf = nb;
+    *cap = total;
+  }
+  uint8_t *w = *buf;
+  memcpy(w, rec, hdr);
+  rmqi_put32(w, (uint32_t)total);
+  rmqi_put32(w + 4, v2 ? RMQI_MAGIC_V2 : RMQI_MAGIC_V1);
+  rmqi_put32(w + 12, (uint32_t)qid);
+  rmqi_put64(w + RMQI_OFF_QUEUEOFFSET, 0);
+  rmqi_put64(w + RMQI_OFF_PHYSOFFSET, 0);
+  rmqi_put32(w + hdr - 12, (uint32_t)recon); /* RECONSUMETIMES, then PREPARED_TX_OFFSET (8) */
+  w += hdr;
+  rmqi_put32(w, (uint32_t)r->body_len);
+  memcpy(w + 4, r->body, (size_t)r->body_len);
+  w += 4 + r->body_len;
+  if (v2) { rmqi_put16(w, (uint16_t)tl); w += 2; }
+  else *w++ = (uint8_t)tl;
+  memcpy(w, topic, tl);
+  w += tl;
+  rmqi_put16(w, (uint16_t)plen);
+  memcpy(w + 2, props, plen);
+  return total;
+}
+
+static int64_t props_tags_code(const char *props, size_t len)
+{
+  const char *tv;
+  size_t tl;
+  return rmqi_props_find(props, len, "TAGS", 4, &tv, &tl) ? rmqi_jhash(tv, tl) : 0;
+}
+
 /* sched_lock held. Re-puts the due record at phys to REAL_TOPIC/REAL_QID:
 ** the same record with the topic and queue changed, properties as stored
 ** (RocketMQ's delivered records keep DELAY, REAL_TOPIC and REAL_QID). */
@@ -1029,37 +1074,13 @@ static int reput(rmq_broker *b, int64_t phys, int32_t size, int64_t now)
     return rc;
   int nq = rmqi_topic_nqueues(t);
   if (qid < 0 || qid >= nq) qid = (qid < 0 ? 0 : qid) % nq; /* the topic shrank meanwhile */
-  size_t hdr = (size_t)((const uint8_t *)r.body - 4 - rec); /* everything before BODYLEN */
-  int v2 = tl > 127;
-  size_t total = hdr + 4 + (size_t)r.body_len + (v2 ? 2 : 1) + tl + 2 + (size_t)r.props_len;
-  if (total > b->reput_cap) {
-    uint8_t *nb = rmqi_realloc(b->reput, b->reput_cap, total);
-    if (!nb) return rmqi_err(RMQ_ENOMEM, "out of memory re-putting a delayed message");
-    b->reput = nb;
-    b->reput_cap = total;
-  }
-  uint8_t *w = b->reput;
-  memcpy(w, rec, hdr);
-  rmqi_put32(w, (uint32_t)total);
-  rmqi_put32(w + 4, v2 ? RMQI_MAGIC_V2 : RMQI_MAGIC_V1);
-  rmqi_put32(w + 12, (uint32_t)qid);
-  rmqi_put64(w + RMQI_OFF_QUEUEOFFSET, 0);
-  rmqi_put64(w + RMQI_OFF_PHYSOFFSET, 0);
-  w += hdr;
-  rmqi_put32(w, (uint32_t)r.body_len);
-  memcpy(w + 4, r.body, (size_t)r.body_len);
-  w += 4 + r.body_len;
-  if (v2) { rmqi_put16(w, (uint16_t)tl); w += 2; }
-  else *w++ = (uint8_t)tl;
-  memcpy(w, topic, tl);
-  w += tl;
-  rmqi_put16(w, (uint16_t)r.props_len);
-  memcpy(w + 2, r.props, (size_t)r.props_len);
   rmqi_put put = {0};
+  put.size = (uint32_t)record_rebuild(&b->reput, &b->reput_cap, rec, &r, topic, qid, r.props, (size_t)r.props_len,
+                                      r.reconsume_times);
+  if (!put.size) return rmqi_err(RMQ_ENOMEM, "out of memory re-putting a delayed message");
   put.rec = b->reput;
-  put.size = (uint32_t)total;
   put.q = rmqi_topic_queue(t, qid);
-  if (rmqi_props_find(r.props, (size_t)r.props_len, "TAGS", 4, &tv, &tl)) put.tags_code = rmqi_jhash(tv, tl);
+  put.tags_code = props_tags_code(r.props, (size_t)r.props_len);
   put.store_ts = now;
   return rmqi_store_put(b->st, &put, 1);
 }

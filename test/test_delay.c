@@ -69,6 +69,7 @@ typedef struct got {
   char msg_id[RMQ_MSG_ID_SIZE];
   int qid;
   int64_t qoff, store_ts, born_ts;
+  int store_port, reconsume_times;
   char delay[8], real_topic[32], real_qid[8];
 } got;
 
@@ -109,6 +110,8 @@ static size_t read_real(fx *f, got *out, size_t cap)
         g->qoff = e->queue_offset;
         g->store_ts = e->store_timestamp;
         g->born_ts = e->born_timestamp;
+        g->store_port = e->store_port;
+        g->reconsume_times = e->reconsume_times;
         prop_copy(e, "DELAY", g->delay, sizeof g->delay);
         prop_copy(e, "REAL_TOPIC", g->real_topic, sizeof g->real_topic);
         prop_copy(e, "REAL_QID", g->real_qid, sizeof g->real_qid);
@@ -170,6 +173,8 @@ static void test_levels_on_time(void **state)
   assert_string_equal(d1->real_qid, "2");
   assert_int_equal(d1->store_ts, T0 + 1000);
   assert_int_equal(d1->born_ts, T0);
+  assert_int_equal(d1->store_port, 10911); /* the rest of the record as sent */
+  assert_int_equal(d1->reconsume_times, 0);
   assert_int_equal(d3->qid, 3);
   assert_int_equal(d9->qid, 0);
   assert_string_equal(d9->delay, "9");

@@ -1944,6 +1944,7 @@ typedef struct sub {
   char *expr;
   rmqi_tag_filter tf;
   offent *offs;
+  int is_retry;            /* the group's %RETRY% topic */
 } sub;
 
 struct pq;
@@ -2099,6 +2100,7 @@ RMQ_API int rmq_push_consumer_subscribe(rmq_push_consumer *c, const char *topic,
   s->topic = rmqi_strdup(topic);
   s->expr = rmqi_strdup(expression ? expression : "*");
   s->tf = tf;
+  s->is_retry = !strncmp(topic, "%RETRY%", 7) && !strcmp(topic + 7, c->group);
   if (!s->topic || !s->expr) {
     rmqi_strfree(s->topic);
     rmqi_strfree(s->expr);
@@ -2356,6 +2358,18 @@ static void work_push(rmq_push_consumer *c, pq *p, int first, int n)
   c->work_tail = r;
 }
 
+/* A message from the retry topic shows its original topic (RocketMQ's
+** client resets it from RETRY_TOPIC), as the consumer's own subscription
+** string so the view's topic stays NUL-terminated and alive. */
+static void retry_topic_restore(rmq_push_consumer *c, rmq_message_ext *e)
+{
+  const char *v;
+  size_t n;
+  if (rmq_message_ext_property(e, "RETRY_TOPIC", &v, &n) != RMQ_OK) return;
+  for (int i = 0; i < c->nsubs; i++)
+    if (strlen(c->subs[i].topic) == n && !memcmp(c->subs[i].topic, v, n)) { e->topic = c->subs[i].topic; return; }
+}
+
 /* Pull thread: reads up to a batch of units of p into free slots and queues
 ** them. Returns how many units were read. */
 static int pull_queue(rmq_push_consumer *c, pq *p)
@@ -2386,6 +2400,7 @@ static int pull_queue(rmq_push_consumer *c, pq *p)
       continue;
     }
     if (!rmqi_tag_filter_tags(&p->sb->tf, e->tags, (size_t)e->tags_len)) continue;
+    if (p->sb->is_retry) retry_topic_restore(c, e);
     e->min_offset = min;
     e->max_offset = max;
     p->done[slot] = 0;
@@ -2449,6 +2464,91 @@ static int64_t later_due(rmq_push_consumer *c)
   return c->later ? (c->later->due_us - now) / 1000 + 1 : -1;
 }
 
+/* Appends "name\1value\2" to b. */
+static void prop_append(rmqi_buf *b, const char *name, const char *value, size_t vlen)
+{
+  rmqi_buf_puts(b, name);
+  rmqi_buf_puts(b, "\1");
+  rmqi_buf_printf(b, "%.*s", (int)vlen, value);
+  rmqi_buf_puts(b, "\2");
+}
+
+/* RocketMQ's consumerSendMsgBack, in process: the failed message e goes to
+** %RETRY%<group> through delay level `level` (0: 3 + reconsumeTimes), or to
+** %DLQ%<group> once it has been retried max_reconsume_times (or level < 0),
+** as a new record with reconsumeTimes + 1, RETRY_TOPIC (its topic) and
+** ORIGIN_MESSAGE_ID (its offsetMsgId) when it has none yet. */
+static int send_back(rmq_push_consumer *c, const rmq_message_ext *e, int level)
+{
+  rmq_broker *b = c->b;
+  const uint8_t *rec = rmqi_store_record(b->st, e->commit_log_offset, e->store_size);
+  rmqi_record r;
+  if (!rec || rmqi_record_decode(rec, (size_t)e->store_size, 0, &r) != RMQ_OK)
+    return rmqi_err(RMQ_ECORRUPT, "message %s is unreadable", e->msg_id);
+  /* The view's count: the record's, or an orderly consumer's in-memory one. */
+  int32_t recon = e->reconsume_times;
+  int max = c->o.max_reconsume_times < 0 ? 16 : c->o.max_reconsume_times;
+  int to_dlq = recon >= max || level < 0;
+  if (level <= 0) level = 3 + recon;
+  if (level > rmqi_store_delay_levels(b->st)) level = rmqi_store_delay_levels(b->st);
+  char retry[160], dlq[160];
+  snprintf(retry, sizeof retry, "%%RETRY%%%s", c->group);
+  snprintf(dlq, sizeof dlq, "%%DLQ%%%s", c->group);
+  rmqi_buf pb = {0};
+  int has_retry_topic = 0, has_origin = 0;
+  const char *p = r.props, *end = r.props + r.props_len;
+  while (p < end) {
+    const char *se = memchr(p, 2, (size_t)(end - p));
+    if (!se) se = end;
+    const char *sep = memchr(p, 1, (size_t)(se - p));
+    size_t nl = sep ? (size_t)(sep - p) : 0;
+    int drop = sep && ((nl == 5 && !memcmp(p, "DELAY", 5)) || (nl == 10 && !memcmp(p, "REAL_TOPIC", 10)) ||
+                       (nl == 8 && !memcmp(p, "REAL_QID", 8)));
+    if (sep && nl == 11 && !memcmp(p, "RETRY_TOPIC", 11)) has_retry_topic = 1;
+    if (sep && nl == 17 && !memcmp(p, "ORIGIN_MESSAGE_ID", 17)) has_origin = 1;
+    if (!drop && se > p) {
+      rmqi_buf_printf(&pb, "%.*s", (int)(se - p), p);
+      rmqi_buf_puts(&pb, "\2");
+    }
+    p = se + 1;
+  }
+  if (!has_retry_topic) prop_append(&pb, "RETRY_TOPIC", r.topic, (size_t)r.topic_len);
+  if (!has_origin) prop_append(&pb, "ORIGIN_MESSAGE_ID", e->offset_msg_id, strlen(e->offset_msg_id));
+  rmqi_put put = {0};
+  int64_t now = rmqi_now(&b->env);
+  rmqi_topic *t;
+  int rc, qid = 0;
+  if (to_dlq) {
+    if ((rc = rmqi_topic_create(b->st, dlq, 1, &t))) goto out;
+    put.tags_code = props_tags_code(pb.p ? pb.p : "", pb.len);
+  } else {
+    char lv[16];
+    snprintf(lv, sizeof lv, "%d", level);
+    prop_append(&pb, "DELAY", lv, strlen(lv));
+    prop_append(&pb, "REAL_TOPIC", retry, strlen(retry));
+    prop_append(&pb, "REAL_QID", "0", 1);
+    if (!rmqi_topic_find(b->st, retry) && (rc = rmqi_topic_create(b->st, retry, 1, NULL))) goto out;
+    if ((rc = schedule_topic(b, &t))) goto out;
+    qid = level - 1;
+    put.tags_code = now + rmqi_store_delay_ms(b->st, level);
+  }
+  if (pb.oom) { rc = rmqi_err(RMQ_ENOMEM, "out of memory sending a message back"); goto out; }
+  if (pb.len > RMQ_PROPERTIES_MAX_LEN) { rc = rmqi_err(RMQ_EPROPSIZE, "properties of message %s too long to send back", e->msg_id); goto out; }
+  uint8_t *buf = NULL;
+  size_t cap = 0;
+  put.size = (uint32_t)record_rebuild(&buf, &cap, rec, &r, to_dlq ? dlq : RMQI_SCHEDULE_TOPIC, qid, pb.p ? pb.p : "",
+                                      pb.len, recon + 1);
+  if (!put.size) { rc = rmqi_err(RMQ_ENOMEM, "out of memory sending a message back"); goto out; }
+  put.rec = buf;
+  put.q = rmqi_topic_queue(t, qid);
+  put.store_ts = now;
+  rc = rmqi_store_put(b->st, &put, 1);
+  rmqi_free(buf, cap);
+out:
+  rmqi_buf_free(&pb);
+  return rc;
+}
+
 static void *worker_main(void *arg)
 {
   rmq_push_consumer *c = arg;
@@ -2482,12 +2582,29 @@ static void *worker_main(void *arg)
     int status = dropped ? RMQ_CONSUME_SUCCESS : c->listener(c->listener_ctx, &p->ptrs[r->first], (size_t)r->n, &cc);
     int ok = status == RMQ_CONSUME_SUCCESS ? (cc.ack_index < r->n - 1 ? cc.ack_index + 1 : r->n) : 0;
     if (ok < 0) ok = 0;
+    /* The failed part goes back to the broker (clustering: the retry topic
+    ** through a delay level, or the DLQ) and counts as consumed here;
+    ** broadcasting drops it, as RocketMQ does. A send-back that fails is
+    ** retried locally after reconsume_delay_ms. */
+    uint8_t sent_back[1024];
+    for (int i = ok; i < r->n && !dropped; i++) {
+      const rmq_message_ext *e = &p->slots[r->first + i];
+      if (c->o.message_model == RMQ_BROADCASTING) {
+        rmqi_log(&c->b->env, RMQ_LOG_WARN, "consumer %s: broadcasting message %s failed; dropped", c->client_id, e->msg_id);
+        sent_back[i] = 1;
+        continue;
+      }
+      sent_back[i] = send_back(c, e, cc.delay_level_when_next_consume) == RMQ_OK;
+      if (!sent_back[i])
+        rmqi_log(&c->b->env, RMQ_LOG_WARN, "consumer %s: sending message %s back failed (%s); retrying it here",
+                 c->client_id, e->msg_id, rmq_errmsg());
+    }
 
     pthread_mutex_lock(&c->mu);
     int retry = 0;
     for (int i = 0; i < r->n; i++) {
       rmq_message_ext *e = &p->slots[r->first + i];
-      if (i < ok || p->dropped) { p->done[r->first + i] = 1; continue; }
+      if (i < ok || p->dropped || sent_back[i]) { p->done[r->first + i] = 1; continue; }
       if (e->reconsume_times >= max_re) {
         rmqi_log(&c->b->env, RMQ_LOG_WARN, "consumer %s: message %s failed %d times; giving it up", c->client_id, e->msg_id,
                  e->reconsume_times + 1);
@@ -2589,10 +2706,22 @@ static void *worker_orderly_main(void *arg)
     if (status == RMQ_SUSPEND_CURRENT_QUEUE_A_MOMENT) {
       for (int i = 0; i < r->n; i++)
         if (p->slots[r->first + i].reconsume_times >= max_re) give_up = 1;
-      if (give_up) {
-        rmqi_log(&c->b->env, RMQ_LOG_WARN, "consumer %s: %s/%d offset %" PRId64 " suspended %d times; giving it up",
+      if (give_up && c->o.message_model == RMQ_CLUSTERING) {
+        /* Past the maximum: to %DLQ%<group> (RocketMQ sends it back, and the
+        ** broker's count says DLQ). If that fails, suspend again. */
+        pthread_mutex_unlock(&c->mu);
+        for (int i = 0; i < r->n && give_up; i++)
+          if (send_back(c, &p->slots[r->first + i], -1) != RMQ_OK) {
+            rmqi_log(&c->b->env, RMQ_LOG_WARN, "consumer %s: sending %s to the DLQ failed (%s); suspending again",
+                     c->client_id, p->slots[r->first + i].msg_id, rmq_errmsg());
+            give_up = 0;
+          }
+        pthread_mutex_lock(&c->mu);
+      } else if (give_up) {
+        rmqi_log(&c->b->env, RMQ_LOG_WARN, "consumer %s: %s/%d offset %" PRId64 " suspended %d times; dropped",
                  c->client_id, p->sb->topic, p->qid, p->slots[r->first].queue_offset, max_re);
-      } else {
+      }
+      if (!give_up) {
         for (int i = 0; i < r->n; i++) p->slots[r->first + i].reconsume_times++;
         int ms = oc.suspend_current_queue_time_millis;
         ms = ms < 10 ? 10 : ms > 30000 ? 30000 : ms;
@@ -2645,6 +2774,17 @@ RMQ_API int rmq_push_consumer_start(rmq_push_consumer *c)
     return rmqi_err(RMQ_ESTATE, "register a listener before starting consumer %s", c->client_id);
   if (c->nsubs == 0) return rmqi_err(RMQ_ESTATE, "subscribe a topic before starting consumer %s", c->client_id);
   rmq_broker *b = c->b;
+  if (c->o.message_model == RMQ_CLUSTERING) {
+    /* A clustering group also consumes its retry topic (RocketMQ's
+    ** copySubscription), one queue, made here. */
+    char retry[160];
+    snprintf(retry, sizeof retry, "%%RETRY%%%s", c->group);
+    int have = 0;
+    for (int i = 0; i < c->nsubs; i++) have |= !strcmp(c->subs[i].topic, retry);
+    int rc;
+    if (!have && (rc = rmq_push_consumer_subscribe(c, retry, "*"))) return rc;
+    if (!rmqi_topic_find(b->st, retry) && (rc = rmqi_topic_create(b->st, retry, 1, NULL))) return rc;
+  }
   for (int i = 0; i < c->nsubs; i++) {
     if (!rmqi_topic_find(b->st, c->subs[i].topic)) {
       /* RocketMQ lets a consumer subscribe a topic that does not exist yet;

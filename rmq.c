@@ -1974,6 +1974,7 @@ typedef struct pq {
   int inflight;            /* mu: requests queued or running */
   int dropped;             /* mu */
   int busy;                /* mu, orderly: a request of this queue is running or suspended */
+  int no_commit;           /* mu: dropped by an offset reset, whose offsets win */
   int locked;              /* orderly clustering: this consumer holds the queue's lock */
 } pq;
 
@@ -2223,7 +2224,7 @@ static void pq_commit(rmq_push_consumer *c, pq *p)
 {
   /* A dropped queue's offset is the new owner's, unless this consumer still
   ** holds the queue's orderly lock (the new owner waits for it). */
-  if ((p->dropped && !p->locked) || !p->sb->offs) return;
+  if ((p->dropped && !p->locked) || p->no_commit || !p->sb->offs) return;
   int64_t off = p->count ? p->slots[p->head].queue_offset : p->pull_offset;
   off_set(c->b, p->sb->offs, p->qid, off);
 }
@@ -2235,7 +2236,7 @@ static void apply_assignment(rmq_push_consumer *c)
   for (pq **pp = &c->pqs; *pp;) {
     pq *p = *pp;
     int keep = 0;
-    for (int i = 0; i < c->ntarget; i++)
+    for (int i = 0; i < c->ntarget && !p->no_commit; i++) /* an offset reset re-takes the queue */
       if (c->target[i].sb == p->sb && c->target[i].qid == p->qid) keep = 1;
     if (keep) { pp = &p->next; continue; }
     pq_commit(c, p);
@@ -2886,6 +2887,75 @@ RMQ_API void rmq_push_consumer_destroy(rmq_push_consumer *c)
   atomic_fetch_sub(&c->b->nhandles, 1);
   rmqi_strfree(c->group);
   rmqi_free(c, sizeof *c);
+}
+
+/* ======================================================================= */
+/* Consumer progress                                                       */
+/* ======================================================================= */
+
+RMQ_API int rmq_broker_consumer_progress(rmq_broker *b, const char *group, const char *topic, rmq_queue_progress *out,
+                                         size_t cap, size_t *n)
+{
+  if (!b || !n || (!out && cap)) return rmqi_err(RMQ_EINVAL, "rmq_broker_consumer_progress: NULL argument");
+  int rc = check_group(group);
+  if (!rc) rc = check_topic(topic);
+  if (rc) return rc;
+  rmqi_topic *t = rmqi_topic_find(b->st, topic);
+  if (!t) return rmqi_err(RMQ_ENOTOPIC, "topic %s does not exist", topic);
+  offent *e = off_find(b, topic, group, 0);
+  int nq = rmqi_topic_nqueues(t);
+  for (int i = 0; i < nq && (size_t)i < cap; i++) {
+    rmqi_queue *q = rmqi_topic_queue(t, i);
+    rmq_queue_progress *g = &out[i];
+    memset(g, 0, sizeof *g);
+    copy_str(g->mq.topic, sizeof g->mq.topic, topic);
+    copy_str(g->mq.broker_name, sizeof g->mq.broker_name, b->broker_name);
+    g->mq.queue_id = i;
+    g->broker_offset = q ? rmqi_queue_max_offset(q) : 0;
+    g->consumer_offset = e ? atomic_load(&e->off[i]) : -1;
+    int64_t from = g->consumer_offset >= 0 ? g->consumer_offset : (q ? rmqi_queue_min_offset(q) : 0);
+    g->lag = g->broker_offset > from ? g->broker_offset - from : 0;
+  }
+  *n = (size_t)nq;
+  return RMQ_OK;
+}
+
+RMQ_API int rmq_broker_reset_offset_by_time(rmq_broker *b, const char *group, const char *topic, int64_t timestamp_ms)
+{
+  if (!b) return rmqi_err(RMQ_EINVAL, "rmq_broker_reset_offset_by_time: broker is NULL");
+  int rc = check_group(group);
+  if (!rc) rc = check_topic(topic);
+  if (rc) return rc;
+  rmqi_topic *t = rmqi_topic_find(b->st, topic);
+  if (!t) return rmqi_err(RMQ_ENOTOPIC, "topic %s does not exist", topic);
+  offent *e = off_find(b, topic, group, 1);
+  if (!e) return RMQ_ENOMEM;
+  pthread_mutex_lock(&b->group_lock);
+  /* Running members let go of the topic's queues first, without committing,
+  ** so nothing they hold writes over the new offsets. */
+  for (rmq_push_consumer *c = b->consumers; c; c = c->next_member) {
+    if (strcmp(c->group, group) || c->o.message_model != RMQ_CLUSTERING) continue;
+    pthread_mutex_lock(&c->mu);
+    for (pq *p = c->pqs; p; p = p->next)
+      if (!strcmp(p->sb->topic, topic)) p->no_commit = 1; /* its pull thread drops it (apply_assignment) */
+    pthread_mutex_unlock(&c->mu);
+  }
+  int nq = rmqi_topic_nqueues(t);
+  for (int i = 0; i < nq; i++) {
+    rmqi_queue *q = rmqi_topic_queue(t, i);
+    if (q) off_set(b, e, i, rmqi_queue_offset_by_time(b->st, q, timestamp_ms));
+  }
+  /* Then they take the queues again, from the stored offsets. */
+  for (rmq_push_consumer *c = b->consumers; c; c = c->next_member) {
+    if (strcmp(c->group, group) || c->o.message_model != RMQ_CLUSTERING) continue;
+    pthread_mutex_lock(&c->mu);
+    c->target_gen++;
+    pthread_mutex_unlock(&c->mu);
+  }
+  pthread_mutex_unlock(&b->group_lock);
+  rmqi_store_wake(b->st);
+  rc = offsets_persist(b);
+  return rc;
 }
 
 /* ======================================================================= */

@@ -653,6 +653,31 @@ RMQ_API void rmq_push_consumer_shutdown(rmq_push_consumer *c);
 RMQ_API void rmq_push_consumer_destroy(rmq_push_consumer *c);
 
 /* ------------------------------------------------------------------------- */
+/* Consumer progress (RocketMQ's admin ConsumeStats and resetOffsetByTime)    */
+/* ------------------------------------------------------------------------- */
+
+typedef struct rmq_queue_progress {
+  rmq_message_queue mq;
+  int64_t broker_offset;   /* the queue's max offset (next to be written) */
+  int64_t consumer_offset; /* the group's committed offset, -1 when it has none */
+  int64_t lag;             /* broker_offset - consumer_offset (from the queue's min when none) */
+} rmq_queue_progress;
+
+/* A clustering group's progress on each queue of topic, at most cap entries
+** into out; *n gets the queue count. Any thread. Errors: RMQ_EINVAL,
+** RMQ_EGROUP, RMQ_ETOPIC, RMQ_ENOTOPIC. */
+RMQ_API int rmq_broker_consumer_progress(rmq_broker *b, const char *group, const char *topic,
+                                         rmq_queue_progress *out, size_t cap, size_t *n);
+/* Moves a clustering group's offsets on every queue of topic to the first
+** message stored at or after timestamp_ms (the queue's end when none), like
+** RocketMQ's resetOffsetByTime with force: running consumers of the group
+** drop what they hold of the topic and go on from the new offsets (messages
+** in their listeners finish, uncommitted). Any thread but a listener of that
+** group. Errors: RMQ_EINVAL, RMQ_EGROUP, RMQ_ETOPIC, RMQ_ENOTOPIC, RMQ_ENOMEM. */
+RMQ_API int rmq_broker_reset_offset_by_time(rmq_broker *b, const char *group, const char *topic,
+                                            int64_t timestamp_ms);
+
+/* ------------------------------------------------------------------------- */
 /* Pull consumer                                                              */
 /* ------------------------------------------------------------------------- */
 

@@ -10,7 +10,7 @@
 static void unused_helpers(void) __attribute__((unused));
 static void unused_helpers(void)
 {
-  (void)tu_log_fn; (void)tu_wait_atleast; (void)tu_clock_advance; (void)tu_clock_read; (void)tu_small_opts;
+  (void)tu_log_fn; (void)tu_clock_advance; (void)tu_small_opts;
   (void)tu_make_body; (void)tu_body_check; (void)tu_java_hash; (void)tu_read_exact; (void)tu_rmqstore_check;
 }
 
@@ -143,11 +143,142 @@ static void test_assigned_queues_args(void **state)
   tu_store_remove(path);
 }
 
+/* ---- consumer progress and reset by timestamp --------------------------- */
+
+typedef struct bodies {
+  pthread_mutex_t mu;
+  atomic_int n;
+  char got[64][16];
+} bodies;
+
+static int keep_bodies(void *ctx, const rmq_message_ext *const *msgs, size_t n, rmq_consume_concurrently_context *cc)
+{
+  (void)cc;
+  bodies *b = ctx;
+  pthread_mutex_lock(&b->mu);
+  for (size_t i = 0; i < n; i++) {
+    int k = atomic_load(&b->n);
+    if (k < 64) snprintf(b->got[k], sizeof b->got[k], "%.*s", (int)msgs[i]->body_len, (const char *)msgs[i]->body);
+    atomic_fetch_add(&b->n, 1);
+  }
+  pthread_mutex_unlock(&b->mu);
+  return RMQ_CONSUME_SUCCESS;
+}
+
+static void progress_of(rmq_broker *b, const char *group, int64_t *consumer, int64_t *broker, int64_t *lag)
+{
+  rmq_queue_progress pg[2];
+  size_t n;
+  ok(rmq_broker_consumer_progress(b, group, "ProgT", pg, 2, &n));
+  assert_int_equal(n, 1);
+  assert_string_equal(pg[0].mq.topic, "ProgT");
+  assert_int_equal(pg[0].mq.queue_id, 0);
+  *consumer = pg[0].consumer_offset;
+  *broker = pg[0].broker_offset;
+  *lag = pg[0].lag;
+}
+
+static void test_progress_and_reset(void **state)
+{
+  (void)state;
+  char path[1024];
+  tu_store_path(path, sizeof path, "group-reset");
+  tu_clock clk = {1700000000000LL};
+  rmq_broker_options o;
+  rmq_broker_options_init(&o);
+  o.mapped_file_size_commit_log = 1 << 20;
+  o.service_thread = 0;
+  o.clock = tu_clock_read;
+  o.clock_ctx = &clk;
+  rmq_broker *b;
+  ok(rmq_broker_open(path, &o, &b));
+  ok(rmq_topic_create(b, "ProgT", 1));
+  rmq_producer *p;
+  ok(rmq_producer_create(b, NULL, NULL, &p));
+  rmq_msg *m;
+  ok(rmq_msg_create(&m, "ProgT", NULL, "x", 1));
+  for (int i = 0; i < 10; i++) {
+    char body[16];
+    snprintf(body, sizeof body, "m%d", i);
+    ok(rmq_msg_set_body(m, body, strlen(body)));
+    ok(rmq_producer_send(p, m, NULL));
+    clk.now_ms += 10;
+  }
+  int64_t co, bo, lag;
+  progress_of(b, "ProgGroup", &co, &bo, &lag);
+  assert_int_equal(co, -1); /* the group has consumed nothing */
+  assert_int_equal(bo, 10);
+  assert_int_equal(lag, 10);
+
+  static bodies got;
+  memset(&got, 0, sizeof got);
+  pthread_mutex_init(&got.mu, NULL);
+  rmq_push_consumer_options co_opts;
+  rmq_push_consumer_options_init(&co_opts);
+  co_opts.consume_thread_min = co_opts.consume_thread_max = 1;
+  rmq_push_consumer *c;
+  ok(rmq_push_consumer_create(b, "ProgGroup", &co_opts, &c));
+  ok(rmq_push_consumer_subscribe(c, "ProgT", "*"));
+  ok(rmq_push_consumer_register_listener_concurrently(c, keep_bodies, &got));
+  ok(rmq_push_consumer_start(c));
+  assert_true(tu_wait_atleast(&got.n, 10, 10000));
+  for (int i = 0; i < 500; i++) {
+    progress_of(b, "ProgGroup", &co, &bo, &lag);
+    if (co == 10) break;
+    usleep(2000);
+  }
+  assert_int_equal(co, 10);
+  assert_int_equal(lag, 0);
+
+  /* Back to the message stored at +50 ms: m5..m9 come again. */
+  ok(rmq_broker_reset_offset_by_time(b, "ProgGroup", "ProgT", 1700000000000LL + 50));
+  assert_true(tu_wait_atleast(&got.n, 15, 10000));
+  usleep(100000);
+  assert_int_equal(atomic_load(&got.n), 15);
+  pthread_mutex_lock(&got.mu);
+  for (int i = 0; i < 5; i++) {
+    char want[16];
+    snprintf(want, sizeof want, "m%d", 5 + i);
+    assert_string_equal(got.got[10 + i], want);
+  }
+  pthread_mutex_unlock(&got.mu);
+  rmq_push_consumer_destroy(c);
+
+  /* With no consumer running: only the stored offsets move. */
+  ok(rmq_broker_reset_offset_by_time(b, "ProgGroup", "ProgT", 1700000000000LL + 25));
+  progress_of(b, "ProgGroup", &co, &bo, &lag);
+  assert_int_equal(co, 3);
+  assert_int_equal(lag, 7);
+  ok(rmq_broker_reset_offset_by_time(b, "ProgGroup", "ProgT", 1800000000000LL));
+  progress_of(b, "ProgGroup", &co, &bo, &lag);
+  assert_int_equal(co, 10); /* past the last message: the queue's end */
+  ok(rmq_broker_reset_offset_by_time(b, "ProgGroup", "ProgT", 0));
+  progress_of(b, "ProgGroup", &co, &bo, &lag);
+  assert_int_equal(co, 0);
+
+  size_t n;
+  rmq_queue_progress pg[1];
+  assert_int_equal(rmq_broker_consumer_progress(b, "ProgGroup", "NoSuchT", pg, 1, &n), RMQ_ENOTOPIC);
+  assert_int_equal(rmq_broker_reset_offset_by_time(b, "ProgGroup", "NoSuchT", 0), RMQ_ENOTOPIC);
+  assert_int_equal(rmq_broker_reset_offset_by_time(b, "bad/group", "ProgT", 0), RMQ_EGROUP);
+  assert_int_equal(rmq_broker_consumer_progress(b, "ProgGroup", "ProgT", NULL, 1, &n), RMQ_EINVAL);
+  rmq_msg_free(m);
+  rmq_producer_destroy(p);
+  ok(rmq_broker_close(b));
+  /* The reset was persisted. */
+  ok(rmq_broker_open(path, &o, &b));
+  progress_of(b, "ProgGroup", &co, &bo, &lag);
+  assert_int_equal(co, 0);
+  ok(rmq_broker_close(b));
+  tu_store_remove(path);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_allocation_table),
     cmocka_unit_test(test_assigned_queues_args),
+    cmocka_unit_test(test_progress_and_reset),
   };
   if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));
   return cmocka_run_group_tests_name("group", tests, NULL, NULL);

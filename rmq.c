@@ -808,6 +808,30 @@ RMQ_API int rmq_topic_queue_offsets(rmq_broker *b, const char *topic, int queue_
 /* ======================================================================= */
 
 /* off_lock held. */
+static offent *offent_new(const char *topic, const char *group)
+{
+  offent *e = rmqi_calloc(1, sizeof *e);
+  if (!e) return NULL;
+  e->topic = rmqi_strdup(topic);
+  e->group = rmqi_strdup(group);
+  if (!e->topic || !e->group) {
+    rmqi_strfree(e->topic);
+    rmqi_strfree(e->group);
+    rmqi_free(e, sizeof *e);
+    return NULL;
+  }
+  for (int i = 0; i < RMQ_MAX_QUEUE_NUMS; i++) atomic_store(&e->off[i], -1);
+  return e;
+}
+
+static void offent_free(offent *e)
+{
+  if (!e) return;
+  rmqi_strfree(e->topic);
+  rmqi_strfree(e->group);
+  rmqi_free(e, sizeof *e);
+}
+
 static offent *off_find_locked(rmq_broker *b, const char *topic, const char *group, int create)
 {
   for (int i = 0; i < b->noffs; i++)
@@ -820,17 +844,8 @@ static offent *off_find_locked(rmq_broker *b, const char *topic, const char *gro
     b->offs = n;
     b->offcap = ncap;
   }
-  offent *e = rmqi_calloc(1, sizeof *e);
+  offent *e = offent_new(topic, group);
   if (!e) return NULL;
-  e->topic = rmqi_strdup(topic);
-  e->group = rmqi_strdup(group);
-  if (!e->topic || !e->group) {
-    rmqi_strfree(e->topic);
-    rmqi_strfree(e->group);
-    rmqi_free(e, sizeof *e);
-    return NULL;
-  }
-  for (int i = 0; i < RMQ_MAX_QUEUE_NUMS; i++) atomic_store(&e->off[i], -1);
   b->offs[b->noffs++] = e;
   return e;
 }
@@ -900,36 +915,43 @@ static int offsets_load(rmq_broker *b)
   return rc;
 }
 
-static int offsets_persist(rmq_broker *b)
+/* {"offsetTable":{"topic@group":{0:5,1:7},...}}: consumerOffset.json's
+** shape, for the broker's table and a broadcasting consumer's own file. */
+static void offsets_json(rmqi_buf *buf, offent *const *offs, int noffs)
 {
-  rmqi_buf buf = {0};
-  atomic_store(&b->off_dirty, 0);
-  pthread_mutex_lock(&b->off_lock);
-  rmqi_buf_puts(&buf, "{\"offsetTable\":{");
+  rmqi_buf_puts(buf, "{\"offsetTable\":{");
   int first = 1;
-  for (int i = 0; i < b->noffs; i++) {
-    offent *e = b->offs[i];
+  for (int i = 0; i < noffs; i++) {
+    offent *e = offs[i];
     int any = 0;
     for (int q = 0; q < RMQ_MAX_QUEUE_NUMS; q++) {
       int64_t v = atomic_load(&e->off[q]);
       if (v < 0) continue;
       if (!any) {
-        if (!first) rmqi_buf_puts(&buf, ",");
+        if (!first) rmqi_buf_puts(buf, ",");
         first = 0;
         char key[512];
         snprintf(key, sizeof key, "%s@%s", e->topic, e->group);
-        rmqi_buf_json_str(&buf, key);
-        rmqi_buf_puts(&buf, ":{");
+        rmqi_buf_json_str(buf, key);
+        rmqi_buf_puts(buf, ":{");
       } else {
-        rmqi_buf_puts(&buf, ",");
+        rmqi_buf_puts(buf, ",");
       }
       any = 1;
-      rmqi_buf_printf(&buf, "%d:%" PRId64, q, v);
+      rmqi_buf_printf(buf, "%d:%" PRId64, q, v);
     }
-    if (any) rmqi_buf_puts(&buf, "}");
+    if (any) rmqi_buf_puts(buf, "}");
   }
+  rmqi_buf_puts(buf, "}}");
+}
+
+static int offsets_persist(rmq_broker *b)
+{
+  rmqi_buf buf = {0};
+  atomic_store(&b->off_dirty, 0);
+  pthread_mutex_lock(&b->off_lock);
+  offsets_json(&buf, b->offs, b->noffs);
   pthread_mutex_unlock(&b->off_lock);
-  rmqi_buf_puts(&buf, "}}");
   int rc;
   if (buf.oom) rc = rmqi_err(RMQ_ENOMEM, "out of memory writing consumerOffset.json");
   else rc = rmqi_store_write_config(b->st, "consumerOffset.json", buf.p, buf.len);
@@ -940,11 +962,7 @@ static int offsets_persist(rmq_broker *b)
 
 static void offsets_free(rmq_broker *b)
 {
-  for (int i = 0; i < b->noffs; i++) {
-    rmqi_strfree(b->offs[i]->topic);
-    rmqi_strfree(b->offs[i]->group);
-    rmqi_free(b->offs[i], sizeof *b->offs[i]);
-  }
+  for (int i = 0; i < b->noffs; i++) offent_free(b->offs[i]);
   rmqi_free(b->offs, (size_t)b->offcap * sizeof *b->offs);
 }
 
@@ -2013,6 +2031,12 @@ struct rmq_push_consumer {
   pthread_t puller;
   pthread_t *workers;
   int nworkers;
+
+  /* Broadcasting: the consumer's own offsets (RocketMQ's LocalFileOffsetStore),
+  ** in config/<bc_file>, written every persist interval when changed. */
+  char bc_file[320];
+  atomic_int bc_dirty;
+  int64_t bc_next_us;        /* pull thread */
 };
 
 RMQ_API void rmq_push_consumer_options_init(rmq_push_consumer_options *o)
@@ -2064,6 +2088,10 @@ RMQ_API int rmq_push_consumer_create(rmq_broker *b, const char *group, const rmq
   c->b = b;
   c->o = o;
   if (o.instance_name) snprintf(c->client_id, sizeof c->client_id, "127.0.0.1@%s", o.instance_name);
+  /* RocketMQ's default instanceName is "DEFAULT" (a clustering client
+  ** changes it to its pid): a broadcasting consumer's offsets file is named
+  ** by it, so a restart finds it. */
+  else if (o.message_model == RMQ_BROADCASTING) snprintf(c->client_id, sizeof c->client_id, "127.0.0.1@DEFAULT");
   else snprintf(c->client_id, sizeof c->client_id, "127.0.0.1@%d#%u", (int)getpid(), atomic_fetch_add(&b->next_instance, 1));
   c->o.instance_name = NULL;
   pthread_mutex_init(&c->mu, NULL);
@@ -2226,7 +2254,11 @@ static void pq_commit(rmq_push_consumer *c, pq *p)
   ** holds the queue's orderly lock (the new owner waits for it). */
   if ((p->dropped && !p->locked) || p->no_commit || !p->sb->offs) return;
   int64_t off = p->count ? p->slots[p->head].queue_offset : p->pull_offset;
-  off_set(c->b, p->sb->offs, p->qid, off);
+  if (c->o.message_model == RMQ_BROADCASTING) {
+    if (atomic_exchange(&p->sb->offs->off[p->qid], off) != off) atomic_store(&c->bc_dirty, 1);
+  } else {
+    off_set(c->b, p->sb->offs, p->qid, off);
+  }
 }
 
 /* Pull thread: applies a new assignment. mu held. */
@@ -2425,6 +2457,50 @@ static int pull_queue(rmq_push_consumer *c, pq *p)
   return n;
 }
 
+/* A broadcasting consumer's offsets file. */
+static int bc_persist(rmq_push_consumer *c)
+{
+  offent *list[64];
+  int n = 0;
+  for (int i = 0; i < c->nsubs && n < 64; i++)
+    if (c->subs[i].offs) list[n++] = c->subs[i].offs;
+  atomic_store(&c->bc_dirty, 0);
+  rmqi_buf buf = {0};
+  offsets_json(&buf, list, n);
+  int rc = buf.oom ? rmqi_err(RMQ_ENOMEM, "out of memory writing %s", c->bc_file)
+                   : rmqi_store_write_config(c->b->st, c->bc_file, buf.p, buf.len);
+  if (rc) atomic_store(&c->bc_dirty, 1);
+  rmqi_buf_free(&buf);
+  return rc;
+}
+
+static void bc_load(rmq_push_consumer *c)
+{
+  char *text;
+  size_t len;
+  if (rmqi_store_read_config(c->b->st, c->bc_file, &text, &len) != RMQ_OK) return;
+  int prc;
+  rmqi_json *j = rmqi_json_parse(text, len, &prc);
+  rmqi_free(text, len + 1);
+  if (!j) {
+    rmqi_log(&c->b->env, RMQ_LOG_ERROR, "config/%s is damaged; consumer %s starts over", c->bc_file, c->client_id);
+    return;
+  }
+  const rmqi_json *tab = rmqi_json_get(j, "offsetTable");
+  for (const rmqi_json *e = tab ? tab->child : NULL; e; e = e->next)
+    for (int i = 0; i < c->nsubs; i++) {
+      char key[512];
+      snprintf(key, sizeof key, "%s@%s", c->subs[i].topic, c->group);
+      if (!e->key || strcmp(e->key, key) || !c->subs[i].offs) continue;
+      for (const rmqi_json *q = e->child; q; q = q->next) {
+        long qid = q->key ? strtol(q->key, NULL, 10) : -1;
+        if (qid >= 0 && qid < RMQ_MAX_QUEUE_NUMS && q->type == RMQI_JNUM && q->inum >= 0)
+          atomic_store(&c->subs[i].offs->off[qid], q->inum);
+      }
+    }
+  rmqi_json_free(j);
+}
+
 static void *puller_main(void *arg)
 {
   rmq_push_consumer *c = arg;
@@ -2441,6 +2517,10 @@ static void *puller_main(void *arg)
       else pp = &p->next;
     }
     pthread_mutex_unlock(&c->mu);
+    if (c->o.message_model == RMQ_BROADCASTING && atomic_load(&c->bc_dirty) && rmqi_mono_us() >= c->bc_next_us) {
+      c->bc_next_us = rmqi_mono_us() + (int64_t)c->o.persist_consumer_offset_interval * 1000;
+      if (bc_persist(c)) rmqi_log(&c->b->env, RMQ_LOG_ERROR, "consumer %s: %s", c->client_id, rmq_errmsg());
+    }
     int progress = 0;
     atomic_store(&c->throttled, 0);
     for (pq *p = c->pqs; p; p = p->next) progress += pull_queue(c, p);
@@ -2800,6 +2880,25 @@ RMQ_API int rmq_push_consumer_start(rmq_push_consumer *c)
       if (!c->subs[i].offs) return RMQ_ENOMEM;
     }
   }
+  if (c->o.message_model == RMQ_BROADCASTING) {
+    pthread_mutex_lock(&b->group_lock);
+    int dup = 0;
+    for (rmq_push_consumer *o = b->consumers; o; o = o->next_member)
+      dup |= !strcmp(o->group, c->group) && !strcmp(o->client_id, c->client_id);
+    pthread_mutex_unlock(&b->group_lock);
+    if (dup)
+      return rmqi_err(RMQ_ESTATE, "The consumer group[%s] has been created before, specify another name please. "
+                      "(a broadcasting consumer of %s with instance name %s is running)", c->group, c->group,
+                      strchr(c->client_id, '@') + 1);
+    /* Its offsets are its own: config/broadcastOffset.<clientId>.<group>.json. */
+    size_t k = (size_t)snprintf(c->bc_file, sizeof c->bc_file, "broadcastOffset.%s.%s.json", c->client_id, c->group);
+    for (size_t i = 0; i < k && i < sizeof c->bc_file; i++)
+      if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_@%", c->bc_file[i])) c->bc_file[i] = '_';
+    for (int i = 0; i < c->nsubs; i++)
+      if (!c->subs[i].offs && !(c->subs[i].offs = offent_new(c->subs[i].topic, c->group)))
+        return rmqi_err(RMQ_ENOMEM, "out of memory starting consumer %s", c->client_id);
+    bc_load(c);
+  }
   int nw = c->o.consume_thread_max > c->o.consume_thread_min ? c->o.consume_thread_max : c->o.consume_thread_min;
   c->workers = rmqi_calloc((size_t)nw, sizeof *c->workers);
   if (!c->workers) return rmqi_err(RMQ_ENOMEM, "out of memory starting consumer %s", c->client_id);
@@ -2852,6 +2951,8 @@ RMQ_API void rmq_push_consumer_shutdown(rmq_push_consumer *c)
   for (pq *p = c->pqs; p; p = p->next) { pq_commit(c, p); pq_unlock(c, p); }
   for (pq *p = c->graveyard; p; p = p->next) pq_unlock(c, p);
   pthread_mutex_unlock(&c->mu);
+  if (c->o.message_model == RMQ_BROADCASTING && bc_persist(c) != RMQ_OK)
+    rmqi_log(&b->env, RMQ_LOG_ERROR, "consumer %s: persisting offsets failed: %s", c->client_id, rmq_errmsg());
   /* Offsets go to disk before the queues move to other members. */
   if (offsets_persist(b) != RMQ_OK)
     rmqi_log(&b->env, RMQ_LOG_ERROR, "consumer %s: persisting offsets failed: %s", c->client_id, rmq_errmsg());
@@ -2878,6 +2979,7 @@ RMQ_API void rmq_push_consumer_destroy(rmq_push_consumer *c)
     rmqi_strfree(c->subs[i].topic);
     rmqi_strfree(c->subs[i].expr);
     rmqi_tag_filter_free(&c->subs[i].tf);
+    if (c->o.message_model == RMQ_BROADCASTING) offent_free(c->subs[i].offs); /* its own, not the broker's */
   }
   rmqi_free(c->subs, (size_t)c->nsubs * sizeof *c->subs);
   rmqi_free(c->target, (size_t)(c->ntarget ? c->ntarget : 1) * sizeof *c->target);

@@ -605,8 +605,10 @@ typedef struct rmq_push_consumer_options {
   ** SUSPEND waits this long before the messages come again. An orderly
   ** listener retries up to max_reconsume_times (-1: without end, as RocketMQ). */
   int suspend_current_queue_time_millis;
-  /* instanceName; NULL = "<pid>#<n>", unique per consumer. The client id
-  ** ("127.0.0.1@instanceName") orders consumers for queue allocation. */
+  /* instanceName; NULL = "<pid>#<n>", unique per consumer (broadcasting:
+  ** "DEFAULT", as RocketMQ's). The client id ("127.0.0.1@instanceName")
+  ** orders consumers for queue allocation and names a broadcasting
+  ** consumer's offsets file. */
   const char *instance_name;
 } rmq_push_consumer_options;
 

@@ -11,7 +11,7 @@ static void unused_helpers(void) __attribute__((unused));
 static void unused_helpers(void)
 {
   (void)tu_log_fn; (void)tu_clock_advance; (void)tu_small_opts;
-  (void)tu_make_body; (void)tu_body_check; (void)tu_java_hash; (void)tu_read_exact; (void)tu_rmqstore_check;
+  (void)tu_make_body; (void)tu_body_check; (void)tu_java_hash; (void)tu_read_exact;
 }
 
 /* AllocateMessageQueueAveragely.allocate, written from its Java source's
@@ -273,12 +273,115 @@ static void test_progress_and_reset(void **state)
   tu_store_remove(path);
 }
 
+/* ---- broadcasting -------------------------------------------------------- */
+
+static rmq_push_consumer *bc_member(rmq_broker *b, const char *instance, bodies *got)
+{
+  rmq_push_consumer_options co;
+  rmq_push_consumer_options_init(&co);
+  co.message_model = RMQ_BROADCASTING;
+  co.consume_thread_min = co.consume_thread_max = 2;
+  co.instance_name = instance;
+  co.consume_from_where = RMQ_CONSUME_FROM_FIRST_OFFSET;
+  rmq_push_consumer *c;
+  ok(rmq_push_consumer_create(b, "BcGroup", &co, &c));
+  ok(rmq_push_consumer_subscribe(c, "BcT", "*"));
+  ok(rmq_push_consumer_register_listener_concurrently(c, keep_bodies, got));
+  return c;
+}
+
+static void send_n(rmq_producer *p, int from, int to)
+{
+  rmq_msg *m;
+  ok(rmq_msg_create(&m, "BcT", NULL, "x", 1));
+  for (int i = from; i < to; i++) {
+    char body[16];
+    snprintf(body, sizeof body, "b%d", i);
+    ok(rmq_msg_set_body(m, body, strlen(body)));
+    ok(rmq_producer_send(p, m, NULL));
+  }
+  rmq_msg_free(m);
+}
+
+static void test_broadcasting_offsets(void **state)
+{
+  (void)state;
+  char path[1024];
+  tu_store_path(path, sizeof path, "group-bc");
+  rmq_broker *b;
+  ok(rmq_broker_open(path, NULL, &b));
+  ok(rmq_topic_create(b, "BcT", 4));
+  rmq_producer *p;
+  ok(rmq_producer_create(b, NULL, NULL, &p));
+  static bodies got[3];
+  static const char *names[3] = {"bc1", "bc2", "bc3"};
+  rmq_push_consumer *c[3];
+  for (int i = 0; i < 3; i++) {
+    memset(&got[i], 0, sizeof got[i]);
+    pthread_mutex_init(&got[i].mu, NULL);
+    c[i] = bc_member(b, names[i], &got[i]);
+    ok(rmq_push_consumer_start(c[i]));
+  }
+  send_n(p, 0, 20);
+  /* Every consumer gets every message: 3 x 20. */
+  for (int i = 0; i < 3; i++) assert_true(tu_wait_atleast(&got[i].n, 20, 10000));
+  usleep(100000);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(atomic_load(&got[i].n), 20);
+    rmq_push_consumer_destroy(c[i]);
+  }
+  /* Offsets are each consumer's own, in its own file. */
+  char f[1200];
+  snprintf(f, sizeof f, "%s/config/broadcastOffset.127.0.0.1@bc2.BcGroup.json", path);
+  assert_int_equal(access(f, R_OK), 0);
+  rmq_producer_destroy(p);
+  ok(rmq_broker_close(b));
+
+  /* After a restart each resumes where it stopped: only the new ones. */
+  ok(rmq_broker_open(path, NULL, &b));
+  ok(rmq_producer_create(b, NULL, NULL, &p));
+  send_n(p, 20, 30);
+  for (int i = 0; i < 3; i++) {
+    memset(&got[i], 0, sizeof got[i]);
+    pthread_mutex_init(&got[i].mu, NULL);
+    c[i] = bc_member(b, names[i], &got[i]);
+    ok(rmq_push_consumer_start(c[i]));
+  }
+  for (int i = 0; i < 3; i++) assert_true(tu_wait_atleast(&got[i].n, 10, 10000));
+  usleep(200000);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(atomic_load(&got[i].n), 10);
+    for (int k = 0; k < 10; k++) {
+      int v = atoi(got[i].got[k] + 1);
+      if (v < 20) fail_msg("%s got %s again", names[i], got[i].got[k]);
+    }
+    rmq_push_consumer_destroy(c[i]);
+  }
+  /* Two running with one name (the default, DEFAULT, twice) is refused. */
+  static bodies g1, g2;
+  memset(&g1, 0, sizeof g1);
+  memset(&g2, 0, sizeof g2);
+  pthread_mutex_init(&g1.mu, NULL);
+  pthread_mutex_init(&g2.mu, NULL);
+  rmq_push_consumer *d1 = bc_member(b, NULL, &g1), *d2 = bc_member(b, NULL, &g2);
+  ok(rmq_push_consumer_start(d1));
+  assert_int_equal(rmq_push_consumer_start(d2), RMQ_ESTATE);
+  assert_non_null(strstr(rmq_errmsg(), "has been created before"));
+  rmq_push_consumer_destroy(d2);
+  rmq_push_consumer_destroy(d1);
+  rmq_producer_destroy(p);
+  ok(rmq_broker_close(b));
+  tu_rmqstore_check(path);
+  tu_store_remove(path);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_allocation_table),
     cmocka_unit_test(test_assigned_queues_args),
     cmocka_unit_test(test_progress_and_reset),
+    cmocka_unit_test(test_broadcasting_offsets),
   };
   if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));
   return cmocka_run_group_tests_name("group", tests, NULL, NULL);

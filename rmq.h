@@ -560,7 +560,13 @@ typedef struct rmq_consume_concurrently_context {
 
 /* MessageListenerConcurrently: gets msgs[0..n) (n <= consume_message_batch_max_size),
 ** returns RMQ_CONSUME_SUCCESS or RMQ_RECONSUME_LATER. Runs on the consumer's
-** thread pool, several calls at once; the views are valid until it returns. */
+** thread pool, several calls at once; the views are valid until it returns.
+** Clustering: each failed message (all of them on RECONSUME_LATER, those
+** after ack_index on SUCCESS) is sent back to %RETRY%<group> through delay
+** level delay_level_when_next_consume (0: 3 + reconsume_times; -1: straight
+** to the DLQ) and comes again with reconsume_times + 1 and its original
+** topic; after max_reconsume_times retries it goes to %DLQ%<group>.
+** Broadcasting: failed messages are dropped (logged), as in RocketMQ. */
 typedef int (*rmq_listener_concurrently)(void *ctx, const rmq_message_ext *const *msgs,
                                          size_t n, rmq_consume_concurrently_context *cc);
 
@@ -598,8 +604,9 @@ typedef struct rmq_push_consumer_options {
   int pull_threshold_for_queue;       /* pullThresholdForQueue, default 1000 */
   int max_reconsume_times;    /* maxReconsumeTimes, default -1 (16) */
   int persist_consumer_offset_interval; /* ms, default 5000 */
-  /* Suspend before redelivering a message whose listener returned
-  ** RECONSUME_LATER, ms, default 1000. */
+  /* A failed message goes back to the broker (%RETRY%<group>, see
+  ** rmq_listener_concurrently); one whose send-back itself failed is
+  ** redelivered here after this many ms, default 1000. */
   int reconsume_delay_ms;
   /* suspendCurrentQueueTimeMillis, default 1000: an orderly listener's
   ** SUSPEND waits this long before the messages come again. An orderly

@@ -5,7 +5,8 @@
 **
 ** Opens ONE broker on DIR (the embedded stand-in for NameServer + broker),
 ** hands it to the chosen example, or to all of them in quick-start order
-** (topic, sync, async, consumer, pull, order-producer, order-consumer),
+** (topic, sync, async, consumer, pull, order-producer, order-consumer,
+** broadcast, retry),
 ** closes it, and prints a summary.
 ** Running it again on the same store continues where the last run stopped:
 ** the consumer groups' offsets live in DIR/config/consumerOffset.json.
@@ -42,6 +43,8 @@ static const example examples[] = {
   {"pull", "PullConsumer", pull_consumer},
   {"order-producer", "OrderProducer", order_producer},
   {"order-consumer", "OrderConsumer", order_consumer},
+  {"broadcast", "BROADCASTING consumers", broadcast_consumer},
+  {"retry", "RECONSUME_LATER to the DLQ", retry_consumer},
 };
 #define NEXAMPLES (sizeof examples / sizeof examples[0])
 

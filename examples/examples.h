@@ -51,5 +51,7 @@ int consumer_demo(rmq_broker *b, demo_stats *st);
 int pull_consumer(rmq_broker *b, demo_stats *st);
 int order_producer(rmq_broker *b, demo_stats *st);
 int order_consumer(rmq_broker *b, demo_stats *st);
+int broadcast_consumer(rmq_broker *b, demo_stats *st);
+int retry_consumer(rmq_broker *b, demo_stats *st);
 
 #endif /* RMQ_EXAMPLES_H */

@@ -2140,24 +2140,26 @@ RMQ_API int rmq_push_consumer_subscribe(rmq_push_consumer *c, const char *topic,
   return RMQ_OK;
 }
 
-RMQ_API int rmq_push_consumer_register_listener_concurrently(rmq_push_consumer *c, rmq_listener_concurrently fn, void *ctx)
+/* One listener, of either kind, set before start. */
+static int register_listener(rmq_push_consumer *c, rmq_listener_concurrently conc, rmq_listener_orderly ord, void *ctx,
+                             const char *fn)
 {
-  if (!c || !fn) return rmqi_err(RMQ_EINVAL, "rmq_push_consumer_register_listener_concurrently: NULL argument");
+  if (!c || (!conc && !ord)) return rmqi_err(RMQ_EINVAL, "%s: NULL argument", fn);
   if (c->started) return rmqi_err(RMQ_ESTATE, "register the listener before rmq_push_consumer_start");
-  c->listener = fn;
-  c->listener_orderly = NULL;
+  c->listener = conc;
+  c->listener_orderly = ord;
   c->listener_ctx = ctx;
   return RMQ_OK;
 }
 
+RMQ_API int rmq_push_consumer_register_listener_concurrently(rmq_push_consumer *c, rmq_listener_concurrently fn, void *ctx)
+{
+  return register_listener(c, fn, NULL, ctx, "rmq_push_consumer_register_listener_concurrently");
+}
+
 RMQ_API int rmq_push_consumer_register_listener_orderly(rmq_push_consumer *c, rmq_listener_orderly fn, void *ctx)
 {
-  if (!c || !fn) return rmqi_err(RMQ_EINVAL, "rmq_push_consumer_register_listener_orderly: NULL argument");
-  if (c->started) return rmqi_err(RMQ_ESTATE, "register the listener before rmq_push_consumer_start");
-  c->listener_orderly = fn;
-  c->listener = NULL;
-  c->listener_ctx = ctx;
-  return RMQ_OK;
+  return register_listener(c, NULL, fn, ctx, "rmq_push_consumer_register_listener_orderly");
 }
 
 /* The first offset to consume from when the group has none stored. */

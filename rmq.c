@@ -1854,6 +1854,8 @@ RMQ_API int rmq_producer_send_batch(rmq_producer *p, const rmq_msg *const *msgs,
 {
   if (!p || (!msgs && n)) return rmqi_err(RMQ_EINVAL, "rmq_producer_send_batch: NULL argument");
   if (n == 0) return rmqi_err(RMQ_EBATCH, "the batch is empty");
+  /* Far more than max_message_size can hold (records are >= 91 bytes). */
+  if (n > 65536) return rmqi_err(RMQ_EBATCH, "a batch holds at most 65536 messages (%zu given)", n);
   rmq_broker *b = p->b;
   int max = p->o.max_message_size < b->o.max_message_size ? p->o.max_message_size : b->o.max_message_size;
   const prop *wait0 = NULL;

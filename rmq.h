@@ -517,7 +517,7 @@ RMQ_API int rmq_producer_send_select(rmq_producer *p, const rmq_msg *m, rmq_queu
 ** one queue (round-robin per batch) in one append, with consecutive queue
 ** offsets, all or none; under SYNC_FLUSH one wait covers them. results, when
 ** not NULL, has room for n results (RocketMQ joins the ids with commas).
-** Rules: n >= 1, one topic, no delay level, no %RETRY% topic, the same
+** Rules: 1 <= n <= 65536, one topic, no delay level, no %RETRY% topic, the same
 ** waitStoreMsgOK, and all records together within max_message_size. Errors:
 ** RMQ_EBATCH (the rules), RMQ_EMSGSIZE (size), those of rmq_producer_send
 ** (the message is named in rmq_errmsg()). One thread at a time per producer. */

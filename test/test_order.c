@@ -243,6 +243,8 @@ static void test_batch_rules(void **state)
 
   assert_int_equal(rmq_producer_send_batch(f.p, v, 0, rs), RMQ_EBATCH);
   assert_non_null(strstr(rmq_errmsg(), "empty"));
+  assert_int_equal(rmq_producer_send_batch(f.p, v, (size_t)-1, rs), RMQ_EBATCH);
+  assert_non_null(strstr(rmq_errmsg(), "at most 65536"));
   assert_int_equal(rmq_producer_send_batch(f.p, v, 3, rs), RMQ_EBATCH);
   assert_non_null(strstr(rmq_errmsg(), "topic of the messages in one batch should be the same"));
   ok(rmq_msg_set_delay_time_level(b2, 3));

@@ -3076,6 +3076,13 @@ struct rmq_pull_consumer {
   char *expr;              /* the last expression, compiled in tf */
   rmqi_tag_filter tf;
   int have_tf;
+  /* Lite pull: the held queues, the position in each, whose turn is next. */
+  rmq_message_queue *amqs;
+  int64_t *apos;
+  char *aexpr;
+  int na, next_q;
+  int auto_commit, auto_ms;
+  int64_t next_commit_us;
 };
 
 RMQ_API int rmq_pull_consumer_create(rmq_broker *b, const char *group, rmq_pull_consumer **out)
@@ -3098,6 +3105,9 @@ RMQ_API void rmq_pull_consumer_destroy(rmq_pull_consumer *c)
   if (!c) return;
   if (atomic_load(&c->b->off_dirty) && offsets_persist(c->b) != RMQ_OK)
     rmqi_log(&c->b->env, RMQ_LOG_ERROR, "pull consumer %s: persisting offsets failed: %s", c->group, rmq_errmsg());
+  if (c->auto_commit && c->na && rmq_pull_consumer_commit(c) != RMQ_OK)
+    rmqi_log(&c->b->env, RMQ_LOG_ERROR, "pull consumer %s: committing offsets failed: %s", c->group, rmq_errmsg());
+  rmq_pull_consumer_assign(c, NULL, 0, NULL);
   rmqi_free(c->msgs, (size_t)c->msgs_cap * sizeof *c->msgs);
   if (c->have_tf) rmqi_tag_filter_free(&c->tf);
   rmqi_strfree(c->expr);
@@ -3266,4 +3276,125 @@ RMQ_API int rmq_pull_consumer_fetch_consume_offset(rmq_pull_consumer *c, const r
   if (v < 0) return rmqi_err(RMQ_ENOTFOUND, "group %s has no offset for %s/%d", c->group, mq->topic, mq->queue_id);
   *offset = v;
   return RMQ_OK;
+}
+
+/* ---- lite pull ---------------------------------------------------------- */
+
+RMQ_API int rmq_pull_consumer_assign(rmq_pull_consumer *c, const rmq_message_queue *mqs, size_t n, const char *expression)
+{
+  if (!c || (!mqs && n)) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_assign: NULL argument");
+  if (n > 1024) return rmqi_err(RMQ_EINVAL, "at most 1024 queues can be assigned (%zu given)", n);
+  rmq_message_queue *nm = NULL;
+  int64_t *np = NULL;
+  char *ne = NULL;
+  int rc = RMQ_OK;
+  if (n) {
+    rmqi_tag_filter tf;
+    if ((rc = rmqi_tag_filter_compile(expression, &tf))) return rc;
+    rmqi_tag_filter_free(&tf);
+    nm = rmqi_calloc(n, sizeof *nm);
+    np = rmqi_calloc(n, sizeof *np);
+    ne = rmqi_strdup(expression ? expression : "*");
+    if (!nm || !np || !ne) { rc = rmqi_err(RMQ_ENOMEM, "out of memory assigning %zu queues", n); goto fail; }
+    for (size_t i = 0; i < n; i++) {
+      rmqi_queue *q;
+      if ((rc = find_queue(c->b, mqs[i].topic, mqs[i].queue_id, &q))) goto fail;
+      nm[i] = mqs[i];
+      offent *e = off_find(c->b, mqs[i].topic, c->group, 0);
+      int64_t stored = e ? atomic_load(&e->off[mqs[i].queue_id]) : -1;
+      int64_t min = rmqi_queue_min_offset(q), max = rmqi_queue_max_offset(q);
+      np[i] = stored >= 0 ? stored : (min == 0 ? 0 : max);
+    }
+  }
+  rmqi_free(c->amqs, (size_t)c->na * sizeof *c->amqs);
+  rmqi_free(c->apos, (size_t)c->na * sizeof *c->apos);
+  rmqi_strfree(c->aexpr);
+  c->amqs = nm;
+  c->apos = np;
+  c->aexpr = ne;
+  c->na = (int)n;
+  c->next_q = 0;
+  return RMQ_OK;
+fail:
+  rmqi_free(nm, n * sizeof *nm);
+  rmqi_free(np, n * sizeof *np);
+  rmqi_strfree(ne);
+  return rc;
+}
+
+static int assigned_index(rmq_pull_consumer *c, const rmq_message_queue *mq)
+{
+  for (int i = 0; i < c->na; i++)
+    if (c->amqs[i].queue_id == mq->queue_id && !strcmp(c->amqs[i].topic, mq->topic)) return i;
+  return -1;
+}
+
+RMQ_API int rmq_pull_consumer_seek(rmq_pull_consumer *c, const rmq_message_queue *mq, int64_t offset)
+{
+  if (!c || !mq) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_seek: NULL argument");
+  int i = assigned_index(c, mq);
+  if (i < 0) return rmqi_err(RMQ_ENOTFOUND, "queue %s/%d is not assigned to this consumer", mq->topic, mq->queue_id);
+  rmqi_queue *q;
+  int rc = find_queue(c->b, mq->topic, mq->queue_id, &q);
+  if (rc) return rc;
+  int64_t min = rmqi_queue_min_offset(q), max = rmqi_queue_max_offset(q);
+  if (offset < min || offset > max)
+    return rmqi_err(RMQ_EINVAL, "Seek offset illegal: %" PRId64 " is outside %s/%d's %" PRId64 "..%" PRId64, offset,
+                    mq->topic, mq->queue_id, min, max);
+  c->apos[i] = offset;
+  return RMQ_OK;
+}
+
+RMQ_API int rmq_pull_consumer_commit(rmq_pull_consumer *c)
+{
+  if (!c) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_commit: consumer is NULL");
+  for (int i = 0; i < c->na; i++) {
+    offent *e = off_find(c->b, c->amqs[i].topic, c->group, 1);
+    if (!e) return RMQ_ENOMEM;
+    off_set(c->b, e, c->amqs[i].queue_id, c->apos[i]);
+  }
+  c->next_commit_us = rmqi_mono_us() + (int64_t)c->auto_ms * 1000;
+  return offsets_persist(c->b);
+}
+
+RMQ_API int rmq_pull_consumer_set_auto_commit(rmq_pull_consumer *c, int on, int interval_ms)
+{
+  if (!c || interval_ms < 0) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_set_auto_commit: bad argument");
+  c->auto_commit = on != 0;
+  c->auto_ms = interval_ms;
+  c->next_commit_us = rmqi_mono_us() + (int64_t)interval_ms * 1000;
+  return RMQ_OK;
+}
+
+RMQ_API int rmq_pull_consumer_poll(rmq_pull_consumer *c, int max_nums, int timeout_ms, rmq_pull_result *r)
+{
+  if (!c || !r) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_poll: NULL argument");
+  if (c->na == 0) return rmqi_err(RMQ_ESTATE, "no queue is assigned to pull consumer %s", c->group);
+  if (c->auto_commit && rmqi_mono_us() >= c->next_commit_us) {
+    int rc = rmq_pull_consumer_commit(c);
+    if (rc) return rc;
+  }
+  int64_t until = rmqi_mono_us() + (int64_t)(timeout_ms < 0 ? 0 : timeout_ms) * 1000;
+  for (;;) {
+    uint64_t seq = rmqi_store_seq(c->b->st);
+    for (int k = 0; k < c->na; k++) {
+      int i = (c->next_q + k) % c->na;
+      int rc = rmq_pull_consumer_pull(c, &c->amqs[i], c->aexpr, c->apos[i], max_nums, r);
+      if (rc) return rc;
+      if (r->pull_status == RMQ_PULL_NO_NEW_MSG) continue;
+      c->apos[i] = r->next_begin_offset; /* past what was read, matched or not */
+      if (r->pull_status == RMQ_PULL_FOUND) {
+        c->next_q = (i + 1) % c->na;
+        return RMQ_OK;
+      }
+      k--; /* NO_MATCHED / OFFSET_ILLEGAL moved the position: look at this queue again */
+    }
+    int64_t left = (until - rmqi_mono_us()) / 1000;
+    if (left <= 0) {
+      memset(r, 0, sizeof *r);
+      r->pull_status = RMQ_PULL_NO_NEW_MSG;
+      return RMQ_OK;
+    }
+    rmqi_store_wait(c->b->st, seq, (int)left);
+  }
 }

@@ -742,6 +742,36 @@ RMQ_API int rmq_pull_consumer_fetch_consume_offset(rmq_pull_consumer *c,
                                                    const rmq_message_queue *mq,
                                                    int64_t *offset);
 
+/* Lite pull (RocketMQ's DefaultLitePullConsumer in assign mode): the handle
+** holds queues and a position in each, and poll() reads across them.
+**
+** rmq_pull_consumer_assign replaces the held queues with mqs[0..n) (n <= 1024,
+** all existing) filtered by `expression` ("*", NULL or "a || b"); each starts
+** at the group's stored offset, else at 0 while the queue still holds its
+** first message, else at its end (as a new push consumer). n = 0 releases
+** them all. Errors: RMQ_EINVAL, RMQ_ENOTOPIC, RMQ_EQUEUE, RMQ_EEXPR, RMQ_ENOMEM. */
+RMQ_API int rmq_pull_consumer_assign(rmq_pull_consumer *c, const rmq_message_queue *mqs, size_t n,
+                                     const char *expression);
+/* Moves the position in held queue mq to offset (min..max of the queue).
+** Errors: RMQ_ENOTFOUND (not held), RMQ_EINVAL (out of range). */
+RMQ_API int rmq_pull_consumer_seek(rmq_pull_consumer *c, const rmq_message_queue *mq, int64_t offset);
+/* Up to max_nums (1..1024) messages from the next held queue that has any,
+** taking the queues in turn, waiting up to timeout_ms (long polling) when
+** none has: r as rmq_pull_consumer_pull's, FOUND (the queue is in the
+** messages' topic and queue_id) or NO_NEW_MSG. The position moves past what
+** is returned. With auto-commit on, positions are committed (as
+** rmq_pull_consumer_commit) when the interval has passed. One thread at a
+** time per handle; the messages live until its next pull or poll. Errors:
+** RMQ_ESTATE (no queue held), RMQ_EINVAL. */
+RMQ_API int rmq_pull_consumer_poll(rmq_pull_consumer *c, int max_nums, int timeout_ms, rmq_pull_result *r);
+/* Stores the positions of the held queues as the group's offsets and
+** persists them (commitSync). Errors: RMQ_EIO, RMQ_ENOMEM. */
+RMQ_API int rmq_pull_consumer_commit(rmq_pull_consumer *c);
+/* autoCommit: on (1) commits at a poll once interval_ms (>= 0; RocketMQ's
+** default 5000) have passed since the last commit. Off by default here, as
+** for DefaultMQPullConsumer. Errors: RMQ_EINVAL. */
+RMQ_API int rmq_pull_consumer_set_auto_commit(rmq_pull_consumer *c, int on, int interval_ms);
+
 #ifdef __cplusplus
 }
 #endif

@@ -375,6 +375,116 @@ static void test_broadcasting_offsets(void **state)
   tu_store_remove(path);
 }
 
+/* ---- lite pull: assign, seek, poll, commit -------------------------------- */
+
+static void test_lite_pull(void **state)
+{
+  (void)state;
+  char path[1024];
+  tu_store_path(path, sizeof path, "group-lite");
+  rmq_broker *b;
+  ok(rmq_broker_open(path, NULL, &b));
+  ok(rmq_topic_create(b, "LiteT", 4));
+  rmq_producer *p;
+  ok(rmq_producer_create(b, NULL, NULL, &p));
+  rmq_msg *m;
+  ok(rmq_msg_create(&m, "LiteT", "A", "x", 1));
+  for (int i = 0; i < 40; i++) { /* round-robin: queue i % 4, offset i / 4 */
+    char body[16];
+    snprintf(body, sizeof body, "q%d-%d", i % 4, i / 4);
+    ok(rmq_msg_set_body(m, body, strlen(body)));
+    ok(rmq_msg_set_tags(m, (i / 4) % 2 ? "B" : "A"));
+    ok(rmq_producer_send(p, m, NULL));
+  }
+  rmq_pull_consumer *c;
+  ok(rmq_pull_consumer_create(b, "LiteGroup", &c));
+  rmq_pull_result r;
+  assert_int_equal(rmq_pull_consumer_poll(c, 10, 0, &r), RMQ_ESTATE);
+  rmq_message_queue mqs[4];
+  size_t nq;
+  ok(rmq_pull_consumer_fetch_subscribe_message_queues(c, "LiteT", mqs, 4, &nq));
+  rmq_message_queue mine[2] = {mqs[1], mqs[3]};
+  ok(rmq_pull_consumer_assign(c, mine, 2, "*"));
+  /* Polls take the held queues in turn and nothing else. */
+  int got[4] = {0};
+  for (;;) {
+    ok(rmq_pull_consumer_poll(c, 4, 0, &r));
+    if (r.pull_status == RMQ_PULL_NO_NEW_MSG) break;
+    assert_int_equal(r.pull_status, RMQ_PULL_FOUND);
+    for (size_t i = 0; i < r.n; i++) {
+      int q = r.msgs[i].queue_id;
+      char want[16];
+      snprintf(want, sizeof want, "q%d-%d", q, got[q]);
+      assert_int_equal(r.msgs[i].body_len, (int)strlen(want));
+      assert_memory_equal(r.msgs[i].body, want, strlen(want));
+      got[q]++;
+    }
+  }
+  assert_int_equal(got[0], 0);
+  assert_int_equal(got[1], 10);
+  assert_int_equal(got[2], 0);
+  assert_int_equal(got[3], 10);
+  /* Long polling: an empty poll waits for the timeout... */
+  int64_t t0 = tu_mono_ms();
+  ok(rmq_pull_consumer_poll(c, 4, 60, &r));
+  assert_int_equal(r.pull_status, RMQ_PULL_NO_NEW_MSG);
+  assert_true(tu_mono_ms() - t0 >= 55);
+  /* ...and seek goes back. */
+  ok(rmq_pull_consumer_seek(c, &mine[0], 7));
+  ok(rmq_pull_consumer_poll(c, 10, 0, &r));
+  assert_int_equal(r.pull_status, RMQ_PULL_FOUND);
+  assert_int_equal(r.msgs[0].queue_id, 1);
+  assert_int_equal(r.msgs[0].queue_offset, 7);
+  assert_int_equal(r.n, 3);
+  assert_int_equal(rmq_pull_consumer_seek(c, &mine[0], 11), RMQ_EINVAL);
+  assert_non_null(strstr(rmq_errmsg(), "Seek offset illegal"));
+  assert_int_equal(rmq_pull_consumer_seek(c, &mqs[0], 0), RMQ_ENOTFOUND);
+  /* Nothing is committed until asked. */
+  int64_t off;
+  assert_int_equal(rmq_pull_consumer_fetch_consume_offset(c, &mine[0], &off), RMQ_ENOTFOUND);
+  ok(rmq_pull_consumer_commit(c));
+  ok(rmq_pull_consumer_fetch_consume_offset(c, &mine[0], &off));
+  assert_int_equal(off, 10);
+  ok(rmq_pull_consumer_fetch_consume_offset(c, &mine[1], &off));
+  assert_int_equal(off, 10);
+  /* A tag filter; auto-commit at every poll. */
+  ok(rmq_pull_consumer_seek(c, &mine[1], 0));
+  ok(rmq_pull_consumer_assign(c, &mine[1], 1, "B"));
+  ok(rmq_pull_consumer_seek(c, &mine[1], 0));
+  ok(rmq_pull_consumer_set_auto_commit(c, 1, 0));
+  int nb = 0;
+  for (;;) {
+    ok(rmq_pull_consumer_poll(c, 32, 0, &r));
+    if (r.pull_status == RMQ_PULL_NO_NEW_MSG) break;
+    for (size_t i = 0; i < r.n; i++) {
+      assert_int_equal(r.msgs[i].tags_len, 1);
+      assert_memory_equal(r.msgs[i].tags, "B", 1);
+      nb++;
+    }
+  }
+  assert_int_equal(nb, 5);
+  ok(rmq_pull_consumer_poll(c, 32, 0, &r)); /* commits the position reached */
+  ok(rmq_pull_consumer_fetch_consume_offset(c, &mine[1], &off));
+  assert_int_equal(off, 10);
+  assert_int_equal(rmq_pull_consumer_set_auto_commit(c, 1, -1), RMQ_EINVAL);
+  assert_int_equal(rmq_pull_consumer_assign(c, NULL, 1, "*"), RMQ_EINVAL);
+  rmq_message_queue bad = mqs[0];
+  bad.queue_id = 9;
+  assert_int_equal(rmq_pull_consumer_assign(c, &bad, 1, "*"), RMQ_EQUEUE);
+  assert_int_equal(rmq_pull_consumer_assign(c, mqs, 1, "a\x01"), RMQ_EEXPR);
+  rmq_pull_consumer_destroy(c);
+  /* A new handle of the group starts at the committed offsets. */
+  ok(rmq_pull_consumer_create(b, "LiteGroup", &c));
+  ok(rmq_pull_consumer_assign(c, mine, 2, NULL));
+  ok(rmq_pull_consumer_poll(c, 4, 0, &r));
+  assert_int_equal(r.pull_status, RMQ_PULL_NO_NEW_MSG);
+  rmq_pull_consumer_destroy(c);
+  rmq_msg_free(m);
+  rmq_producer_destroy(p);
+  ok(rmq_broker_close(b));
+  tu_store_remove(path);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -382,6 +492,7 @@ int main(void)
     cmocka_unit_test(test_assigned_queues_args),
     cmocka_unit_test(test_progress_and_reset),
     cmocka_unit_test(test_broadcasting_offsets),
+    cmocka_unit_test(test_lite_pull),
   };
   if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));
   return cmocka_run_group_tests_name("group", tests, NULL, NULL);

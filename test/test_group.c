@@ -485,6 +485,104 @@ static void test_lite_pull(void **state)
   tu_store_remove(path);
 }
 
+/* ---- join and leave under load: nothing lost ------------------------------ */
+
+enum { JL_N = 3000 };
+
+typedef struct seenset {
+  pthread_mutex_t mu;
+  unsigned char seen[JL_N];
+  atomic_int distinct, total;
+} seenset;
+
+static int mark_seen(void *ctx, const rmq_message_ext *const *msgs, size_t n, rmq_consume_concurrently_context *cc)
+{
+  (void)cc;
+  seenset *s = ctx;
+  for (size_t i = 0; i < n; i++) {
+    char body[16];
+    int len = msgs[i]->body_len < 15 ? msgs[i]->body_len : 15;
+    memcpy(body, msgs[i]->body, (size_t)len);
+    body[len] = 0;
+    int k = atoi(body + 1);
+    pthread_mutex_lock(&s->mu);
+    if (k >= 0 && k < JL_N && !s->seen[k]++) atomic_fetch_add(&s->distinct, 1);
+    pthread_mutex_unlock(&s->mu);
+    atomic_fetch_add(&s->total, 1);
+  }
+  return RMQ_CONSUME_SUCCESS;
+}
+
+typedef struct jl_sender {
+  rmq_broker *b;
+  atomic_int sent;
+} jl_sender;
+
+static void *jl_send(void *arg)
+{
+  jl_sender *s = arg;
+  rmq_producer *p;
+  rmq_msg *m;
+  if (rmq_producer_create(s->b, NULL, NULL, &p) || rmq_msg_create(&m, "JoinT", NULL, "x", 1)) return NULL;
+  for (int i = 0; i < JL_N; i++) {
+    char body[16];
+    snprintf(body, sizeof body, "j%d", i);
+    if (rmq_msg_set_body(m, body, strlen(body)) || rmq_producer_send(p, m, NULL)) break;
+    atomic_fetch_add(&s->sent, 1);
+    if (i % 50 == 0) usleep(1000);
+  }
+  rmq_msg_free(m);
+  rmq_producer_destroy(p);
+  return NULL;
+}
+
+static rmq_push_consumer *jl_member(rmq_broker *b, const char *inst, seenset *s)
+{
+  rmq_push_consumer_options co;
+  rmq_push_consumer_options_init(&co);
+  co.consume_thread_min = co.consume_thread_max = 2;
+  co.instance_name = inst;
+  rmq_push_consumer *c;
+  ok(rmq_push_consumer_create(b, "JoinGroup", &co, &c));
+  ok(rmq_push_consumer_subscribe(c, "JoinT", "*"));
+  ok(rmq_push_consumer_register_listener_concurrently(c, mark_seen, s));
+  ok(rmq_push_consumer_start(c));
+  return c;
+}
+
+static void test_join_leave_no_loss(void **state)
+{
+  (void)state;
+  char path[1024];
+  tu_store_path(path, sizeof path, "group-join");
+  rmq_broker *b;
+  ok(rmq_broker_open(path, NULL, &b));
+  ok(rmq_topic_create(b, "JoinT", 8));
+  static seenset s;
+  memset(&s, 0, sizeof s);
+  pthread_mutex_init(&s.mu, NULL);
+  rmq_push_consumer *a = jl_member(b, "A", &s);
+  jl_sender js = {b, 0};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, jl_send, &js), 0);
+  assert_true(tu_wait_atleast(&js.sent, JL_N / 4, 10000));
+  rmq_push_consumer *c2 = jl_member(b, "B", &s);  /* joins */
+  assert_true(tu_wait_atleast(&js.sent, JL_N / 2, 10000));
+  rmq_push_consumer *c3 = jl_member(b, "C", &s);  /* joins */
+  assert_true(tu_wait_atleast(&js.sent, 3 * JL_N / 4, 10000));
+  rmq_push_consumer_destroy(a);                   /* leaves */
+  pthread_join(th, NULL);
+  assert_int_equal(atomic_load(&js.sent), JL_N);
+  if (!tu_wait_atleast(&s.distinct, JL_N, 15000)) fail_msg("%d of %d messages received", atomic_load(&s.distinct), JL_N);
+  rmq_push_consumer_destroy(c2);
+  rmq_push_consumer_destroy(c3);
+  /* At least once: every message, a few twice at most around hand-overs. */
+  assert_int_equal(atomic_load(&s.distinct), JL_N);
+  print_message("  %d deliveries for %d messages\n", atomic_load(&s.total), JL_N);
+  ok(rmq_broker_close(b));
+  tu_store_remove(path);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -493,6 +591,7 @@ int main(void)
     cmocka_unit_test(test_progress_and_reset),
     cmocka_unit_test(test_broadcasting_offsets),
     cmocka_unit_test(test_lite_pull),
+    cmocka_unit_test(test_join_leave_no_loss),
   };
   if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));
   return cmocka_run_group_tests_name("group", tests, NULL, NULL);

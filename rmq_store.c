@@ -1403,11 +1403,12 @@ RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
     pos += p[i].size;
   }
   s->write_pos = pos;
-  /* Publish: units before queue ends, records before the CommitLog end. */
-  for (int i = 0; i < n; i++)
-    if (p[i].q) atomic_store_explicit(&p[i].q->max_offset, p[i].q->next_offset, memory_order_release);
+  /* Publish the CommitLog end first, then the queue ends: a reader that sees
+  ** a unit must find its record inside the published CommitLog. */
   atomic_store_explicit(&s->last_store_ts, now, memory_order_release);
   atomic_store_explicit(&s->published, pos, memory_order_release);
+  for (int i = 0; i < n; i++)
+    if (p[i].q) atomic_store_explicit(&p[i].q->max_offset, p[i].q->next_offset, memory_order_release);
 out_unlock:
   pthread_mutex_unlock(&s->append_lock);
   if (rc == RMQ_OK && s->pf_running) {

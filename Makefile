@@ -102,12 +102,12 @@ TEST_BINS      := $(patsubst %,$(B)/test/%,$(TESTS)) $(B)/test/test_amalgamation
 TEST_ASAN_BINS := $(patsubst %,$(B)/test-asan/%,$(TESTS))
 tests: $(TEST_BINS)
 
-$(B)/test/%: test/%.c $(wildcard test/*.h) $(B)/librmq.a
+$(B)/test/%: test/%.c $(wildcard test/*.h) $(B)/librmq.a | $(DEPS_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(BASE_CFLAGS) $(CFLAGS) -I. -o $@ $< $(B)/librmq.a -lcmocka $(LDLIBS)
 
 # One test compiled against the amalgamation alone (no library).
-$(B)/test/test_amalgamation: test/test_api.c $(wildcard test/*.h) $(B)/rmq-amalgamation.c
+$(B)/test/test_amalgamation: test/test_api.c $(wildcard test/*.h) $(B)/rmq-amalgamation.c | $(DEPS_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(BASE_CFLAGS) $(CFLAGS) -I. -DRMQ_TEST_AMALGAMATION -o $@ $< $(B)/rmq-amalgamation.c -lcmocka $(LDLIBS)
 
@@ -119,7 +119,7 @@ $(B)/asan/librmq.a: $(patsubst %.c,$(B)/asan/%.o,$(LIB_SRC))
 	rm -f $@
 	ar rcs $@ $^
 
-$(B)/test-asan/%: test/%.c $(wildcard test/*.h) $(B)/asan/librmq.a
+$(B)/test-asan/%: test/%.c $(wildcard test/*.h) $(B)/asan/librmq.a | $(DEPS_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(BASE_CFLAGS) -O1 -g $(SAN) -I. -o $@ $< $(B)/asan/librmq.a -lcmocka $(LDLIBS)
 
@@ -131,7 +131,7 @@ $(B)/tsan/librmq.a: $(patsubst %.c,$(B)/tsan/%.o,$(LIB_SRC))
 	rm -f $@
 	ar rcs $@ $^
 
-$(B)/test-tsan/%: test/%.c $(wildcard test/*.h) $(B)/tsan/librmq.a
+$(B)/test-tsan/%: test/%.c $(wildcard test/*.h) $(B)/tsan/librmq.a | $(DEPS_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(BASE_CFLAGS) -O1 -g -fsanitize=thread -I. -o $@ $< $(B)/tsan/librmq.a -lcmocka $(LDLIBS)
 
@@ -212,3 +212,15 @@ uninstall:
 
 clean:
 	rm -rf $(B) demo-store
+
+# --------------------------------------------------------------------------
+# Fuzzing (clang's libFuzzer, with ASan + UBSan): make fuzz [FUZZ_RUNS=n]
+# --------------------------------------------------------------------------
+FUZZ_RUNS ?= 1000000
+$(B)/fuzz/%: fuzz/%.c $(LIB_SRC) $(LIB_HDR)
+	@mkdir -p $(@D)
+	clang -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I. -o $@ $< $(LIB_SRC) -pthread -lm
+
+fuzz: $(patsubst fuzz/%.c,$(B)/fuzz/%,$(wildcard fuzz/*.c))
+	@for f in $^; do echo "== $$f"; mkdir -p $(B)/fuzz/corpus-$$(basename $$f); \
+	  $$f -runs=$(FUZZ_RUNS) -max_len=512 $(B)/fuzz/corpus-$$(basename $$f) || exit 1; done

@@ -2996,6 +2996,66 @@ RMQ_API void rmq_push_consumer_destroy(rmq_push_consumer *c)
 }
 
 /* ======================================================================= */
+/* Selectors                                                               */
+/* ======================================================================= */
+
+struct rmq_selector {
+  int type;
+  rmqi_tag_filter tf;
+  rmqi_sql *sql;
+};
+
+RMQ_API int rmq_selector_compile(int type, const char *expression, rmq_selector **out)
+{
+  if (!out) return rmqi_err(RMQ_EINVAL, "rmq_selector_compile: out is NULL");
+  *out = NULL;
+  if (type != RMQ_SELECTOR_TAG && type != RMQ_SELECTOR_SQL92)
+    return rmqi_err(RMQ_EINVAL, "selector type %d is neither RMQ_SELECTOR_TAG nor RMQ_SELECTOR_SQL92", type);
+  rmq_selector *s = rmqi_calloc(1, sizeof *s);
+  if (!s) return rmqi_err(RMQ_ENOMEM, "out of memory");
+  s->type = type;
+  int rc = type == RMQ_SELECTOR_TAG ? rmqi_tag_filter_compile(expression, &s->tf) : rmqi_sql_compile(expression, &s->sql);
+  if (rc) { rmqi_free(s, sizeof *s); return rc; }
+  *out = s;
+  return RMQ_OK;
+}
+
+typedef struct pairs { const char *const *p; size_t n; } pairs;
+
+static int pairs_get(void *ud, const char *name, size_t nlen, const char **v, size_t *vl)
+{
+  const pairs *ps = ud;
+  for (size_t i = 0; i < ps->n; i++) {
+    const char *k = ps->p[2 * i];
+    if (k && strlen(k) == nlen && !memcmp(k, name, nlen) && ps->p[2 * i + 1]) {
+      *v = ps->p[2 * i + 1];
+      *vl = strlen(*v);
+      return 1;
+    }
+  }
+  return 0;
+}
+
+RMQ_API int rmq_selector_match(const rmq_selector *s, const char *const *props, size_t nprops)
+{
+  if (!s || (!props && nprops)) return rmqi_err(RMQ_EINVAL, "rmq_selector_match: NULL argument");
+  pairs ps = {props, nprops};
+  if (s->type == RMQ_SELECTOR_SQL92) return rmqi_sql_match(s->sql, pairs_get, &ps);
+  const char *tags;
+  size_t tl;
+  if (!pairs_get(&ps, "TAGS", 4, &tags, &tl)) return rmqi_tag_filter_tags(&s->tf, NULL, 0);
+  return rmqi_tag_filter_code(&s->tf, rmqi_jhash(tags, tl)) && rmqi_tag_filter_tags(&s->tf, tags, tl);
+}
+
+RMQ_API void rmq_selector_free(rmq_selector *s)
+{
+  if (!s) return;
+  if (s->type == RMQ_SELECTOR_TAG) rmqi_tag_filter_free(&s->tf);
+  else rmqi_sql_free(s->sql);
+  rmqi_free(s, sizeof *s);
+}
+
+/* ======================================================================= */
 /* Consumer progress                                                       */
 /* ======================================================================= */
 

@@ -662,6 +662,26 @@ RMQ_API void rmq_push_consumer_shutdown(rmq_push_consumer *c);
 RMQ_API void rmq_push_consumer_destroy(rmq_push_consumer *c);
 
 /* ------------------------------------------------------------------------- */
+/* Selectors (RocketMQ's MessageSelector), usable on their own                */
+/* ------------------------------------------------------------------------- */
+
+typedef struct rmq_selector rmq_selector;
+#define RMQ_SELECTOR_TAG   0  /* "*", "a || b": the TAGS property */
+#define RMQ_SELECTOR_SQL92 1  /* MessageSelector.bySql: sex='F' AND age>=18 */
+
+/* Compiles expression into *out (free with rmq_selector_free). A bad
+** expression is RMQ_EEXPR with rmq_errmsg() naming the column and what was
+** expected; SQL92 follows RocketMQ 5 with the differences listed in the
+** README. Any thread. Errors: RMQ_EINVAL, RMQ_EEXPR, RMQ_ENOMEM. */
+RMQ_API int rmq_selector_compile(int type, const char *expression, rmq_selector **out);
+/* 1 when a message with the properties props[0..2*nprops) (name, value,
+** name, value, ...; TAGS among them) is delivered under s, else 0: an SQL92
+** expression delivers only on TRUE. No allocation; any thread, s shared
+** read-only. RMQ_EINVAL (negative) for NULL arguments. */
+RMQ_API int rmq_selector_match(const rmq_selector *s, const char *const *props, size_t nprops);
+RMQ_API void rmq_selector_free(rmq_selector *s);
+
+/* ------------------------------------------------------------------------- */
 /* Consumer progress (RocketMQ's admin ConsumeStats and resetOffsetByTime)    */
 /* ------------------------------------------------------------------------- */
 

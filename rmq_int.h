@@ -319,6 +319,15 @@ RMQI_FUNC int rmqi_tag_filter_compile(const char *expr, rmqi_tag_filter *f);
 RMQI_FUNC void rmqi_tag_filter_free(rmqi_tag_filter *f);
 /* The ConsumeQueue pre-check on the tag hash code. */
 RMQI_FUNC int rmqi_tag_filter_code(const rmqi_tag_filter *f, int64_t tags_code);
+/* SQL92 property filter (../shared/ROCKETMQ_SQL92.md). */
+typedef struct rmqi_sql rmqi_sql;
+/* Looks property name[0..nlen) up: 1 with its value in v and vl, or 0 when absent. */
+typedef int (*rmqi_sql_getter)(void *ud, const char *name, size_t nlen, const char **v, size_t *vl);
+RMQI_FUNC int rmqi_sql_compile(const char *expr, rmqi_sql **out);
+RMQI_FUNC void rmqi_sql_free(rmqi_sql *q);
+/* 1 when the expression is TRUE for the message (null, FALSE and a failed
+** conversion are 0). No allocation. */
+RMQI_FUNC int rmqi_sql_match(const rmqi_sql *q, rmqi_sql_getter get, void *ud);
 /* The client-side re-check on the TAGS string (NULL: untagged). */
 RMQI_FUNC int rmqi_tag_filter_tags(const rmqi_tag_filter *f, const char *tags, size_t len);
 

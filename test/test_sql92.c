@@ -1,0 +1,372 @@
+/*
+** test_sql92.c -- RocketMQ's SQL92 property filter through the public
+** selector API, a table written from ../shared/ROCKETMQ_SQL92.md: each row
+** is an expression, the message's properties and what a RocketMQ 5 broker
+** does (deliver, not deliver, or reject the subscription), with rmq's three
+** listed differences (section 7) marked.
+*/
+#include "test_util.h"
+
+/* Helpers of test_util.h this file does not call. */
+static void unused_helpers(void) __attribute__((unused));
+static void unused_helpers(void)
+{
+  (void)tu_log_fn; (void)tu_wait_atleast; (void)tu_clock_advance; (void)tu_clock_read; (void)tu_small_opts;
+  (void)tu_make_body; (void)tu_body_check; (void)tu_java_hash; (void)tu_read_exact; (void)tu_rmqstore_check;
+  (void)tu_store_path; (void)tu_store_remove;
+}
+
+enum { Y = 1, N = 0, E = -1 }; /* delivered, not delivered, compile error */
+
+typedef struct row {
+  const char *expr;
+  const char *props; /* "k=v;k2=v2" ("" none); a value may be empty */
+  int want;
+} row;
+
+static const row k_rows[] = {
+  /* the seed's example */
+  {"sex='女' AND age>=18", "sex=女;age=18", Y},
+  {"sex='女' AND age>=18", "sex=女;age=17", N},
+  {"sex='女' AND age>=18", "sex=男;age=30", N},
+  {"sex='女' AND age>=18", "age=30", N},
+  /* literals and bare values */
+  {"TRUE", "", Y},
+  {"FALSE", "", N},
+  {"NULL", "", N},
+  {"true", "", Y},
+  {"a", "a=true", N},          /* a bare property: any string is FALSE */
+  {"NOT a", "a=x", Y},
+  {"NOT a", "", N},
+  {"1", "", E},
+  {"'a'", "", E},
+  {"-a", "a=1", E},
+  {"a = 1 AND 1", "a=1", E},
+  {"", "", E},
+  {"   ", "", E},
+  /* lexical */
+  {"a = 'x' /* c */", "a=x", Y},
+  {"/* c */ a = 'x'", "a=x", Y},
+  {"a = 'x' /* c", "a=x", E},
+  {"a = 'x' -- c\n", "a=x", Y},
+  {"a = 'x' --", "a=x", E},       /* difference 1: two '-' tokens left over */
+  {"a = 'it''s'", "a=it's", Y},
+  {"a = 'x'", "A=x", N},         /* names are case-sensitive */
+  {"A = 'x'", "A=x", Y},
+  {"a_b$1 = 'x'", "a_b$1=x", Y},
+  {"$a = 'x'", "$a=x", Y},
+  {"a.b = 'x'", "", E},
+  {"性别 = 'x'", "", E},
+  {"a = \"x\"", "a=x", E},
+  {"a != 'x'", "a=y", E},
+  {"a == 'x'", "a=x", E},
+  {"a = 'x' && b = 'y'", "a=x;b=y", E},
+  {"a = 'x' ;", "a=x", E},
+  {"a LIKE 'x%'", "a=x", E},     /* difference 1 (RocketMQ: = a) */
+  {"NOT a LIKE 'x%'", "a=x", E},
+  {"a = 'x')", "a=x", E},
+  {"a = 'x' b", "a=x", E},
+  {"a = 'x' 'y'", "a=x", E},
+  {"a + 1 > 2", "a=5", E},
+  {"a > 1 + 1", "a=5", E},
+  {"a = 010", "a=0", E},
+  {"a = 0x1F", "a=0", E},
+  {"a = 1.5.5", "a=1.5", E},
+  {"a = 1L2", "a=1", E},
+  {"a IS NULL NULL", "", E},
+  {"TRUE TRUE", "", E},
+  {"notes = 'x'", "notes=x", Y}, /* longest match: an identifier */
+  {"TRUEx = 'x'", "TRUEx=x", Y},
+  {"now = 'x'", "now=x", Y},
+  {"not = 'x'", "", E},
+  {"a = 'x' AND", "a=x", E},
+  {"a <> 'x' NOT", "a=y", E},
+  /* integers and floats */
+  {"a = 5", "a=5", Y},
+  {"a = 5L", "a=5", Y},
+  {"a = 5l", "a=5", Y},
+  {"a = 0", "a=0", Y},
+  {"a = 18", "a=018", Y},
+  {"a = 18", "a=+18", Y},
+  {"a = 18", "a=18.0", N},        /* Int parse of "18.0" throws */
+  {"a > 3", "a=3.5", N},
+  {"a > 3.0", "a=3.5", Y},
+  {"a > 1", "a=2147483648", N},   /* Int parse overflows */
+  {"a > 1L", "a=2147483648", N},  /* L does not force Long */
+  {"a > 2147483648", "a=2147483649", Y}, /* a Long literal */
+  {"a = 9223372036854775807", "a=9223372036854775807", Y},
+  {"a = 9223372036854775808", "", E},
+  {"a = -9223372036854775808", "", E},
+  {"a = -5", "a=-5", Y},
+  {"a = --5", "a=5", Y},          /* '--' with no line end: two minus signs */
+  {"a = - -5", "a=5", Y},
+  {"a = +5", "a=5", Y},
+  {"a = 1e2", "a=100", Y},
+  {"a = 1E+2", "a=100.0", Y},
+  {"a = .5", "a=0.5", Y},
+  {"a = 5.", "a=5", Y},
+  {"a = 1e309", "", E},
+  {"a = 1e-400", "", E},
+  {"a = 1e-320", "a=1e-320", Y},
+  {"a = 0.0", "a=0", Y},          /* difference 2 */
+  {"a > 0.0", "a=0.5", Y},
+  {"a > 0.0", "a=0", N},
+  {"a > 0.0", "a=-1", N},
+  {"a > 0.0", "a=abc", N},
+  {"a > 0.0", "", N},
+  {"a = .0", "a=0", Y},
+  {"a = 0.", "a=0", Y},
+  {"a = 0e5", "a=0", Y},
+  {"0.0 = 0", "", Y},
+  {"a = -0.0", "a=0", N},
+  {"a < 0.0", "a=-0", Y},
+  {"a = 3.5", "a= 3.5 ", Y},      /* Double parsing trims */
+  {"a = 3", "a= 3", N},           /* Int parsing does not */
+  {"a = 5.0", "a=5d", Y},
+  {"a = 8.0", "a=0x1p3", Y},
+  {"a > 1.0", "a=NaN", Y},        /* NaN is the largest double */
+  {"a > 1.0", "a=Infinity", Y},
+  {"a > 1.0", "a=inf", N},
+  /* = and <> with nulls */
+  {"a = 'x'", "", N},
+  {"a <> 'x'", "", N},
+  {"'x' <> a", "", Y},            /* only the right side null: = is FALSE */
+  {"'x' = a", "", N},
+  {"a = b", "", Y},               /* both null: TRUE */
+  {"a <> b", "", N},
+  {"a = b", "a=1", N},
+  {"a = b", "b=1", N},
+  {"a = NULL", "", E},
+  {"NULL = a", "", E},
+  {"a <> NULL", "", E},
+  {"a = 'x'", "a=x", Y},
+  {"a <> 'x'", "a=x", N},
+  {"a <> 'x'", "a=y", Y},
+  {"a = '18'", "a=18.0", N},
+  {"a = 'ABC'", "a=abc", N},
+  {"a <> 18", "a=abc", N},
+  {"a = b", "a=10;b=10", Y},
+  {"a = b", "a=10;b=10.0", N},
+  /* booleans */
+  {"a = TRUE", "a=true", Y},
+  {"a = TRUE", "a=TRUE", Y},
+  {"a = TRUE", "a=yes", N},
+  {"a = FALSE", "a=yes", Y},
+  {"a = FALSE", "", N},
+  {"TRUE = 'true'", "", E},
+  {"'true' = TRUE", "", Y},
+  {"1 = TRUE", "", N},
+  {"TRUE = a", "a=true", Y},      /* difference 3 */
+  {"FALSE = a", "a=yes", Y},
+  {"TRUE <> a", "a=false", Y},
+  {"TRUE = a", "", N},
+  {"TRUE <> a", "", Y},
+  {"TRUE = (a)", "a=TRUE", Y},
+  {"NOT TRUE = a", "a=false", N},
+  {"(a = TRUE) = b", "a=true;b=true", N},
+  {"TRUE = TRUE", "", Y},
+  {"TRUE = FALSE", "", N},
+  {"a > 1 = TRUE", "a=5", Y},
+  {"NOT a = 'x'", "a=y", N},       /* (NOT a) = 'x' */
+  {"NOT (a = 'x')", "a=y", Y},
+  /* > >= < <= */
+  {"a > 5", "a=6", Y},
+  {"a > 5", "a=5", N},
+  {"a >= 5", "a=5", Y},
+  {"a < 5", "a=4", Y},
+  {"a <= 5", "a=6", N},
+  {"a > 5", "", N},
+  {"NOT (a > 5)", "", N},
+  {"a > b", "a=10;b=9", Y},       /* two strings read as doubles */
+  {"a > b", "a=10;b=x", N},
+  {"a > 'abc'", "a=x", E},
+  {"a > TRUE", "a=x", E},
+  {"a > NULL", "a=x", E},
+  {"a > 1 > 0", "a=x", E},
+  {"NOT a > 1", "a=5", E},
+  {"-a = 5", "a=-5", N},          /* unary minus of a string: null */
+  {"-a > 1", "a=5", N},
+  {"a > -1", "a=0", Y},
+  {"5 > 4", "", Y},
+  {"5 > 4.5", "", Y},
+  {"2147483648 > 5", "", Y},
+  /* AND / OR three-valued, exceptions propagate */
+  {"a = 'x' AND b = 'y'", "a=x;b=y", Y},
+  {"a = 'x' AND b = 'y'", "a=x", N},
+  {"a = 'x' OR b = 'y'", "b=y", Y},
+  {"a = 'x' OR b = 'y'", "", N},
+  {"b = 'x' OR a > 100", "a=abc;b=x", Y},
+  {"a > 100 OR b = 'x'", "a=abc;b=x", N},
+  {"a > 100 AND b = 'x'", "a=abc;b=y", N},
+  {"b = 'x' AND a > 100", "a=abc;b=y", N},
+  {"NOT (a = 'x' AND b = 'y')", "a=x", N},  /* TRUE AND null = null; NOT null = null */
+  {"a = 'x' OR TRUE", "", Y},
+  {"FALSE OR NULL", "", N},
+  {"NOT NULL", "", N},
+  {"NOT FALSE", "", Y},
+  {"a = 'x' AND b = 'y' OR c = 'z'", "c=z", Y},
+  {"a = 'x' AND (b = 'y' OR c = 'z')", "c=z", N},
+  /* IS NULL */
+  {"a IS NULL", "", Y},
+  {"a IS NULL", "a=x", N},
+  {"a IS NOT NULL", "a=", Y},
+  {"NULL IS NULL", "", Y},
+  {"a IS NULL AND b IS NOT NULL", "b=1", Y},
+  {"a IS 'x'", "", E},
+  /* IN */
+  {"a IN ('x', 'y')", "a=y", Y},
+  {"a IN ('x', 'y')", "a=z", N},
+  {"a IN ('x')", "", N},
+  {"a NOT IN ('x')", "", N},
+  {"a NOT IN ('x')", "a=y", Y},
+  {"a IN ('1')", "a=01", N},
+  {"a IN ('X')", "a=x", N},
+  {"(a) IN ('x')", "a=x", Y},
+  {"a IN (1, 2)", "a=1", E},
+  {"a IN ()", "a=1", E},
+  {"'x' IN ('x')", "", E},
+  {"NOT a IN ('x')", "a=y", E},
+  {"a IN 'x'", "a=x", E},
+  {"a IN ('x'", "a=x", E},
+  /* BETWEEN */
+  {"a BETWEEN 1 AND 10", "a=5", Y},
+  {"a BETWEEN 1 AND 10", "a=10", Y},
+  {"a BETWEEN 1 AND 10", "a=11", N},
+  {"a BETWEEN 1 AND 10", "", N},
+  {"a BETWEEN 1 AND 10", "a=3.5", N},       /* Int parse throws */
+  {"a BETWEEN 1.0 AND 10", "a=3.5", N},     /* >= 1.0 holds, then <= 10 reads "3.5" as an Int: throws */
+  {"a BETWEEN 1.0 AND 10.0", "a=3.5", Y},
+  {"a NOT BETWEEN 1 AND 10", "a=11", Y},
+  {"a NOT BETWEEN 1 AND 10", "a=5", N},
+  {"a NOT BETWEEN 1 AND 10", "", N},
+  {"a between 10 and 0", "a=5", E},
+  {"a BETWEEN 5 AND -1", "a=2", N},         /* a signed bound is not checked */
+  {"a NOT BETWEEN 10 AND 0", "a=5", Y},
+  {"a BETWEEN 'a' AND 'z'", "a=b", E},
+  {"a BETWEEN 1", "a=1", E},
+  {"NOT a BETWEEN 1 AND 2", "a=1", E},
+  {"a BETWEEN NULL AND 2", "a=1", E},
+  /* CONTAINS / STARTSWITH / ENDSWITH */
+  {"a CONTAINS 'ell'", "a=hello", Y},
+  {"a CONTAINS 'ELL'", "a=hello", N},
+  {"a CONTAINS ''", "a=hello", N},
+  {"a NOT CONTAINS ''", "a=hello", N},
+  {"a NOT CONTAINS 'x'", "", N},
+  {"NOT (a CONTAINS 'x')", "", Y},
+  {"a NOT CONTAINS 'x'", "a=abc", Y},
+  {"a STARTSWITH 'he'", "a=hello", Y},
+  {"a STARTSWITH 'lo'", "a=hello", N},
+  {"a ENDSWITH 'lo'", "a=hello", Y},
+  {"a NOT ENDSWITH 'lo'", "a=hello", N},
+  {"a NOT STARTSWITH 'x'", "a=hello", Y},
+  {"a contains 'é'", "a=café", Y},
+  {"a CONTAINS b", "a=x;b=x", E},
+  {"a CONTAINS 1", "a=1", E},
+  {"NOT a CONTAINS 'x'", "a=x", E},
+  /* system properties are visible */
+  {"TAGS = 'TagA'", "TAGS=TagA", Y},
+  {"KEYS IS NOT NULL", "KEYS=k1", Y},
+  /* nesting */
+  {"((((a = 'x'))))", "a=x", Y},
+  {"(a = 'x'", "a=x", E},
+  {"()", "", E},
+};
+
+/* "k=v;k2=v2" -> pairs in buf. */
+static size_t split_props(const char *spec, char *buf, size_t cap, const char **pairs, size_t maxp)
+{
+  size_t n = 0;
+  snprintf(buf, cap, "%s", spec);
+  char *p = buf;
+  while (*p && n < maxp) {
+    char *semi = strchr(p, ';');
+    if (semi) *semi = 0;
+    char *eq = strchr(p, '=');
+    assert_non_null(eq);
+    *eq = 0;
+    pairs[2 * n] = p;
+    pairs[2 * n + 1] = eq + 1;
+    n++;
+    if (!semi) break;
+    p = semi + 1;
+  }
+  return n;
+}
+
+static void test_table(void **state)
+{
+  (void)state;
+  int bad = 0;
+  for (size_t i = 0; i < sizeof k_rows / sizeof k_rows[0]; i++) {
+    const row *r = &k_rows[i];
+    rmq_selector *s = NULL;
+    int rc = rmq_selector_compile(RMQ_SELECTOR_SQL92, r->expr, &s);
+    int got;
+    if (rc == RMQ_EEXPR) {
+      got = E;
+      if (!strstr(rmq_errmsg(), "column") && !strstr(rmq_errmsg(), "empty") && !strstr(rmq_errmsg(), "NULL"))
+        print_message("  row %zu: error message without a position: %s\n", i, rmq_errmsg());
+    } else {
+      assert_int_equal(rc, RMQ_OK);
+      char buf[512];
+      const char *pairs[32];
+      size_t np = split_props(r->props, buf, sizeof buf, pairs, 16);
+      got = rmq_selector_match(s, pairs, np);
+      rmq_selector_free(s);
+    }
+    if (got != r->want) {
+      print_message("  row %zu: \"%s\" with {%s}: got %d, want %d%s%s\n", i, r->expr, r->props, got, r->want,
+                    got == E ? ": " : "", got == E ? rmq_errmsg() : "");
+      bad++;
+    }
+  }
+  print_message("  %zu expressions\n", sizeof k_rows / sizeof k_rows[0]);
+  assert_int_equal(bad, 0);
+}
+
+static void test_error_messages(void **state)
+{
+  (void)state;
+  rmq_selector *s;
+  assert_int_equal(rmq_selector_compile(RMQ_SELECTOR_SQL92, "a LIKE 'x'", &s), RMQ_EEXPR);
+  assert_non_null(strstr(rmq_errmsg(), "column 3"));
+  assert_int_equal(rmq_selector_compile(RMQ_SELECTOR_SQL92, "a IN (1)", &s), RMQ_EEXPR);
+  assert_non_null(strstr(rmq_errmsg(), "expected a string literal after IN ("));
+  /* limits, never a stack overflow */
+  static char deep[30000];
+  size_t k = 0;
+  for (int i = 0; i < 5000; i++) deep[k++] = '(';
+  deep[k++] = 'a';
+  for (int i = 0; i < 5000; i++) deep[k++] = ')';
+  deep[k] = 0;
+  assert_int_equal(rmq_selector_compile(RMQ_SELECTOR_SQL92, deep, &s), RMQ_EEXPR);
+  assert_non_null(strstr(rmq_errmsg(), "nested too deeply"));
+  k = 0;
+  for (int i = 0; i < 5000; i++) { deep[k++] = 'N'; deep[k++] = 'O'; deep[k++] = 'T'; deep[k++] = ' '; }
+  deep[k++] = 'a';
+  deep[k] = 0;
+  assert_int_equal(rmq_selector_compile(RMQ_SELECTOR_SQL92, deep, &s), RMQ_EEXPR);
+  static char big[70000];
+  memset(big, 'a', sizeof big - 1);
+  assert_int_equal(rmq_selector_compile(RMQ_SELECTOR_SQL92, big, &s), RMQ_EEXPR);
+  assert_int_equal(rmq_selector_compile(7, "a", &s), RMQ_EINVAL);
+  assert_int_equal(rmq_selector_compile(RMQ_SELECTOR_SQL92, NULL, &s), RMQ_EEXPR);
+  assert_int_equal(rmq_selector_match(NULL, NULL, 0), RMQ_EINVAL);
+  /* a tag selector through the same API */
+  ok(rmq_selector_compile(RMQ_SELECTOR_TAG, "a || b", &s));
+  const char *t1[2] = {"TAGS", "b"}, *t2[2] = {"TAGS", "c"};
+  assert_int_equal(rmq_selector_match(s, t1, 1), 1);
+  assert_int_equal(rmq_selector_match(s, t2, 1), 0);
+  assert_int_equal(rmq_selector_match(s, NULL, 0), 0);
+  rmq_selector_free(s);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_table),
+    cmocka_unit_test(test_error_messages),
+  };
+  if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));
+  return cmocka_run_group_tests_name("sql92", tests, NULL, NULL);
+}

@@ -534,6 +534,7 @@ RMQ_API void rmq_broker_options_init(rmq_broker_options *o)
   o->max_message_size = 4194304;
   o->default_topic_queue_nums = 8;
   o->auto_create_topic_enable = 1;
+  o->enable_property_filter = 1;
   o->check_crc_on_recover = 1;
   o->flush_consumer_offset_interval = 5000;
   o->service_thread = 1;
@@ -1959,10 +1960,20 @@ static void allocate_averagely(int n, int c, int i, int *start, int *count)
 /* Push consumer                                                           */
 /* ======================================================================= */
 
+/* A subscription's filter; SQL92 needs enablePropertyFilter, as in RocketMQ. */
+static int filter_compile(rmq_broker *b, int type, const char *expr, rmqi_filter *f)
+{
+  memset(f, 0, sizeof *f);
+  if (type == RMQ_SELECTOR_SQL92 && !b->o.enable_property_filter)
+    return rmqi_err(RMQ_ENOTSUP, "The broker does not support consumer to filter message by SQL92 "
+                    "(enable_property_filter is off)");
+  return rmqi_filter_compile(type, expr, f);
+}
+
 typedef struct sub {
   char *topic;
   char *expr;
-  rmqi_tag_filter tf;
+  rmqi_filter f;
   offent *offs;
   int is_retry;            /* the group's %RETRY% topic */
 } sub;
@@ -2104,42 +2115,47 @@ RMQ_API int rmq_push_consumer_create(rmq_broker *b, const char *group, const rmq
   return RMQ_OK;
 }
 
-RMQ_API int rmq_push_consumer_subscribe(rmq_push_consumer *c, const char *topic, const char *expression)
+RMQ_API int rmq_push_consumer_subscribe_selector(rmq_push_consumer *c, const char *topic, int type,
+                                                 const char *expression)
 {
   if (!c) return rmqi_err(RMQ_EINVAL, "rmq_push_consumer_subscribe: consumer is NULL");
   if (c->started) return rmqi_err(RMQ_ESTATE, "subscribe before rmq_push_consumer_start");
   int rc = check_topic(topic);
   if (rc) return rc;
-  rmqi_tag_filter tf;
-  rc = rmqi_tag_filter_compile(expression, &tf);
+  rmqi_filter f;
+  rc = filter_compile(c->b, type, expression, &f);
   if (rc) return rc;
+  char *e = rmqi_strdup(expression ? expression : "*");
+  if (!e) { rmqi_filter_free(&f); return rmqi_err(RMQ_ENOMEM, "out of memory"); }
   for (int i = 0; i < c->nsubs; i++)
     if (!strcmp(c->subs[i].topic, topic)) {
-      char *e = rmqi_strdup(expression ? expression : "*");
-      if (!e) { rmqi_tag_filter_free(&tf); return rmqi_err(RMQ_ENOMEM, "out of memory"); }
-      rmqi_tag_filter_free(&c->subs[i].tf);
+      rmqi_filter_free(&c->subs[i].f);
       rmqi_strfree(c->subs[i].expr);
-      c->subs[i].tf = tf;
+      c->subs[i].f = f;
       c->subs[i].expr = e;
       return RMQ_OK;
     }
   sub *ns = rmqi_realloc(c->subs, (size_t)c->nsubs * sizeof *ns, (size_t)(c->nsubs + 1) * sizeof *ns);
-  if (!ns) { rmqi_tag_filter_free(&tf); return rmqi_err(RMQ_ENOMEM, "out of memory"); }
+  if (!ns) { rmqi_filter_free(&f); rmqi_strfree(e); return rmqi_err(RMQ_ENOMEM, "out of memory"); }
   c->subs = ns;
   sub *s = &c->subs[c->nsubs];
   memset(s, 0, sizeof *s);
   s->topic = rmqi_strdup(topic);
-  s->expr = rmqi_strdup(expression ? expression : "*");
-  s->tf = tf;
+  s->expr = e;
+  s->f = f;
   s->is_retry = !strncmp(topic, "%RETRY%", 7) && !strcmp(topic + 7, c->group);
-  if (!s->topic || !s->expr) {
-    rmqi_strfree(s->topic);
-    rmqi_strfree(s->expr);
-    rmqi_tag_filter_free(&tf);
+  if (!s->topic) {
+    rmqi_strfree(e);
+    rmqi_filter_free(&f);
     return rmqi_err(RMQ_ENOMEM, "out of memory");
   }
   c->nsubs++;
   return RMQ_OK;
+}
+
+RMQ_API int rmq_push_consumer_subscribe(rmq_push_consumer *c, const char *topic, const char *expression)
+{
+  return rmq_push_consumer_subscribe_selector(c, topic, RMQ_SELECTOR_TAG, expression);
 }
 
 /* One listener, of either kind, set before start. */
@@ -2427,7 +2443,7 @@ static int pull_queue(rmq_push_consumer *c, pq *p)
     int64_t phys = (int64_t)rmqi_get64(u);
     int32_t size = (int32_t)rmqi_get32(u + 8);
     int64_t code = (int64_t)rmqi_get64(u + 12);
-    if (size == INT32_MAX || !rmqi_tag_filter_code(&p->sb->tf, code)) continue;
+    if (size == INT32_MAX || !rmqi_filter_code(&p->sb->f, code)) continue;
     const uint8_t *rec = rmqi_store_record(c->b->st, phys, size);
     int slot = (tail + got) % p->cap;
     rmq_message_ext *e = &p->slots[slot];
@@ -2436,7 +2452,8 @@ static int pull_queue(rmq_push_consumer *c, pq *p)
                c->client_id, phys, p->sb->topic, p->qid, p->pull_offset + i);
       continue;
     }
-    if (!rmqi_tag_filter_tags(&p->sb->tf, e->tags, (size_t)e->tags_len)) continue;
+    if (!rmqi_filter_record(&p->sb->f, e->tags, (size_t)e->tags_len, e->properties, (size_t)e->properties_len))
+      continue;
     if (p->sb->is_retry) retry_topic_restore(c, e);
     e->min_offset = min;
     e->max_offset = max;
@@ -2982,7 +2999,7 @@ RMQ_API void rmq_push_consumer_destroy(rmq_push_consumer *c)
   for (int i = 0; i < c->nsubs; i++) {
     rmqi_strfree(c->subs[i].topic);
     rmqi_strfree(c->subs[i].expr);
-    rmqi_tag_filter_free(&c->subs[i].tf);
+    rmqi_filter_free(&c->subs[i].f);
     if (c->o.message_model == RMQ_BROADCASTING) offent_free(c->subs[i].offs); /* its own, not the broker's */
   }
   rmqi_free(c->subs, (size_t)c->nsubs * sizeof *c->subs);
@@ -3000,21 +3017,16 @@ RMQ_API void rmq_push_consumer_destroy(rmq_push_consumer *c)
 /* ======================================================================= */
 
 struct rmq_selector {
-  int type;
-  rmqi_tag_filter tf;
-  rmqi_sql *sql;
+  rmqi_filter f;
 };
 
 RMQ_API int rmq_selector_compile(int type, const char *expression, rmq_selector **out)
 {
   if (!out) return rmqi_err(RMQ_EINVAL, "rmq_selector_compile: out is NULL");
   *out = NULL;
-  if (type != RMQ_SELECTOR_TAG && type != RMQ_SELECTOR_SQL92)
-    return rmqi_err(RMQ_EINVAL, "selector type %d is neither RMQ_SELECTOR_TAG nor RMQ_SELECTOR_SQL92", type);
   rmq_selector *s = rmqi_calloc(1, sizeof *s);
   if (!s) return rmqi_err(RMQ_ENOMEM, "out of memory");
-  s->type = type;
-  int rc = type == RMQ_SELECTOR_TAG ? rmqi_tag_filter_compile(expression, &s->tf) : rmqi_sql_compile(expression, &s->sql);
+  int rc = rmqi_filter_compile(type, expression, &s->f);
   if (rc) { rmqi_free(s, sizeof *s); return rc; }
   *out = s;
   return RMQ_OK;
@@ -3040,18 +3052,17 @@ RMQ_API int rmq_selector_match(const rmq_selector *s, const char *const *props, 
 {
   if (!s || (!props && nprops)) return rmqi_err(RMQ_EINVAL, "rmq_selector_match: NULL argument");
   pairs ps = {props, nprops};
-  if (s->type == RMQ_SELECTOR_SQL92) return rmqi_sql_match(s->sql, pairs_get, &ps);
+  if (s->f.type == RMQ_SELECTOR_SQL92) return rmqi_sql_match(s->f.sql, pairs_get, &ps);
   const char *tags;
   size_t tl;
-  if (!pairs_get(&ps, "TAGS", 4, &tags, &tl)) return rmqi_tag_filter_tags(&s->tf, NULL, 0);
-  return rmqi_tag_filter_code(&s->tf, rmqi_jhash(tags, tl)) && rmqi_tag_filter_tags(&s->tf, tags, tl);
+  if (!pairs_get(&ps, "TAGS", 4, &tags, &tl)) return rmqi_tag_filter_tags(&s->f.tf, NULL, 0);
+  return rmqi_tag_filter_code(&s->f.tf, rmqi_jhash(tags, tl)) && rmqi_tag_filter_tags(&s->f.tf, tags, tl);
 }
 
 RMQ_API void rmq_selector_free(rmq_selector *s)
 {
   if (!s) return;
-  if (s->type == RMQ_SELECTOR_TAG) rmqi_tag_filter_free(&s->tf);
-  else rmqi_sql_free(s->sql);
+  rmqi_filter_free(&s->f);
   rmqi_free(s, sizeof *s);
 }
 
@@ -3133,13 +3144,14 @@ struct rmq_pull_consumer {
   char *group;
   rmq_message_ext *msgs;
   int msgs_cap;
-  char *expr;              /* the last expression, compiled in tf */
-  rmqi_tag_filter tf;
-  int have_tf;
+  char *expr;              /* the last expression and its type, compiled in f */
+  rmqi_filter f;
+  int have_f;
   /* Lite pull: the held queues, the position in each, whose turn is next. */
   rmq_message_queue *amqs;
   int64_t *apos;
   char *aexpr;
+  int atype;
   int na, next_q;
   int auto_commit, auto_ms;
   int64_t next_commit_us;
@@ -3167,9 +3179,9 @@ RMQ_API void rmq_pull_consumer_destroy(rmq_pull_consumer *c)
     rmqi_log(&c->b->env, RMQ_LOG_ERROR, "pull consumer %s: persisting offsets failed: %s", c->group, rmq_errmsg());
   if (c->auto_commit && c->na && rmq_pull_consumer_commit(c) != RMQ_OK)
     rmqi_log(&c->b->env, RMQ_LOG_ERROR, "pull consumer %s: committing offsets failed: %s", c->group, rmq_errmsg());
-  rmq_pull_consumer_assign(c, NULL, 0, NULL);
+  rmq_pull_consumer_assign_selector(c, NULL, 0, RMQ_SELECTOR_TAG, NULL);
   rmqi_free(c->msgs, (size_t)c->msgs_cap * sizeof *c->msgs);
-  if (c->have_tf) rmqi_tag_filter_free(&c->tf);
+  if (c->have_f) rmqi_filter_free(&c->f);
   rmqi_strfree(c->expr);
   rmqi_strfree(c->group);
   atomic_fetch_sub(&c->b->nhandles, 1);
@@ -3194,20 +3206,21 @@ RMQ_API int rmq_pull_consumer_fetch_subscribe_message_queues(rmq_pull_consumer *
   return RMQ_OK;
 }
 
-static int pull_filter(rmq_pull_consumer *c, const char *expr)
+/* Compiles the pull's expression, or keeps the last one when it is the same. */
+static int pull_filter(rmq_pull_consumer *c, int type, const char *expr)
 {
   if (!expr) expr = "*";
-  if (c->have_tf && !strcmp(c->expr, expr)) return RMQ_OK;
-  rmqi_tag_filter tf;
-  int rc = rmqi_tag_filter_compile(expr, &tf);
+  if (c->have_f && c->f.type == type && !strcmp(c->expr, expr)) return RMQ_OK;
+  rmqi_filter f;
+  int rc = filter_compile(c->b, type, expr, &f);
   if (rc) return rc;
   char *e = rmqi_strdup(expr);
-  if (!e) { rmqi_tag_filter_free(&tf); return rmqi_err(RMQ_ENOMEM, "out of memory"); }
-  if (c->have_tf) rmqi_tag_filter_free(&c->tf);
+  if (!e) { rmqi_filter_free(&f); return rmqi_err(RMQ_ENOMEM, "out of memory"); }
+  if (c->have_f) rmqi_filter_free(&c->f);
   rmqi_strfree(c->expr);
-  c->tf = tf;
+  c->f = f;
   c->expr = e;
-  c->have_tf = 1;
+  c->have_f = 1;
   return RMQ_OK;
 }
 
@@ -3229,8 +3242,9 @@ static void prefetch_record(rmqi_store *st, const uint8_t *unit)
   __builtin_prefetch(rec + size - 1);
 }
 
-RMQ_API int rmq_pull_consumer_pull(rmq_pull_consumer *c, const rmq_message_queue *mq, const char *expression,
-                                   int64_t offset, int max_nums, rmq_pull_result *r)
+RMQ_API int rmq_pull_consumer_pull_selector(rmq_pull_consumer *c, const rmq_message_queue *mq, int type,
+                                            const char *expression, int64_t offset, int max_nums,
+                                            rmq_pull_result *r)
 {
   if (!c || !mq || !r) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_pull: NULL argument");
   memset(r, 0, sizeof *r);
@@ -3238,7 +3252,7 @@ RMQ_API int rmq_pull_consumer_pull(rmq_pull_consumer *c, const rmq_message_queue
   rmqi_queue *q;
   int rc = find_queue(c->b, mq->topic, mq->queue_id, &q);
   if (rc) return rc;
-  rc = pull_filter(c, expression);
+  rc = pull_filter(c, type, expression);
   if (rc) return rc;
   if (max_nums > c->msgs_cap) {
     rmq_message_ext *nm = rmqi_realloc(c->msgs, (size_t)c->msgs_cap * sizeof *nm, (size_t)max_nums * sizeof *nm);
@@ -3272,11 +3286,12 @@ RMQ_API int rmq_pull_consumer_pull(rmq_pull_consumer *c, const rmq_message_queue
     for (i = 0; i < n && got < (size_t)max_nums; i++, u += RMQI_CQ_UNIT) {
       if (i + PULL_PREFETCH < n) prefetch_record(c->b->st, u + PULL_PREFETCH * RMQI_CQ_UNIT);
       int32_t size = (int32_t)rmqi_get32(u + 8);
-      if (size == INT32_MAX || !rmqi_tag_filter_code(&c->tf, (int64_t)rmqi_get64(u + 12))) continue;
+      if (size == INT32_MAX || !rmqi_filter_code(&c->f, (int64_t)rmqi_get64(u + 12))) continue;
       const uint8_t *rec = rmqi_store_record(c->b->st, (int64_t)rmqi_get64(u), size);
       rmq_message_ext *e = &c->msgs[got];
       if (!rec || ext_fill(e, rec, size, topic, c->b->broker_name) != RMQ_OK) continue;
-      if (!rmqi_tag_filter_tags(&c->tf, e->tags, (size_t)e->tags_len)) continue;
+      if (!rmqi_filter_record(&c->f, e->tags, (size_t)e->tags_len, e->properties, (size_t)e->properties_len))
+        continue;
       e->min_offset = min;
       e->max_offset = max;
       got++;
@@ -3289,20 +3304,34 @@ RMQ_API int rmq_pull_consumer_pull(rmq_pull_consumer *c, const rmq_message_queue
   return RMQ_OK;
 }
 
-RMQ_API int rmq_pull_consumer_pull_block_if_not_found(rmq_pull_consumer *c, const rmq_message_queue *mq,
-                                                      const char *expression, int64_t offset, int max_nums,
-                                                      int timeout_ms, rmq_pull_result *r)
+RMQ_API int rmq_pull_consumer_pull(rmq_pull_consumer *c, const rmq_message_queue *mq, const char *expression,
+                                   int64_t offset, int max_nums, rmq_pull_result *r)
+{
+  return rmq_pull_consumer_pull_selector(c, mq, RMQ_SELECTOR_TAG, expression, offset, max_nums, r);
+}
+
+RMQ_API int rmq_pull_consumer_pull_selector_block(rmq_pull_consumer *c, const rmq_message_queue *mq, int type,
+                                                  const char *expression, int64_t offset, int max_nums,
+                                                  int timeout_ms, rmq_pull_result *r)
 {
   if (!c) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_pull_block_if_not_found: consumer is NULL");
   int64_t until = rmqi_mono_us() + (int64_t)(timeout_ms < 0 ? 0 : timeout_ms) * 1000;
   for (;;) {
     uint64_t seq = rmqi_store_seq(c->b->st);
-    int rc = rmq_pull_consumer_pull(c, mq, expression, offset, max_nums, r);
+    int rc = rmq_pull_consumer_pull_selector(c, mq, type, expression, offset, max_nums, r);
     if (rc || r->pull_status != RMQ_PULL_NO_NEW_MSG) return rc;
     int64_t left = (until - rmqi_mono_us()) / 1000;
     if (left <= 0) return RMQ_OK;
     rmqi_store_wait(c->b->st, seq, (int)(left > 1000 ? 1000 : left));
   }
+}
+
+RMQ_API int rmq_pull_consumer_pull_block_if_not_found(rmq_pull_consumer *c, const rmq_message_queue *mq,
+                                                      const char *expression, int64_t offset, int max_nums,
+                                                      int timeout_ms, rmq_pull_result *r)
+{
+  return rmq_pull_consumer_pull_selector_block(c, mq, RMQ_SELECTOR_TAG, expression, offset, max_nums,
+                                               timeout_ms, r);
 }
 
 static int pull_offent(rmq_pull_consumer *c, const rmq_message_queue *mq, int create, offent **e)
@@ -3340,7 +3369,8 @@ RMQ_API int rmq_pull_consumer_fetch_consume_offset(rmq_pull_consumer *c, const r
 
 /* ---- lite pull ---------------------------------------------------------- */
 
-RMQ_API int rmq_pull_consumer_assign(rmq_pull_consumer *c, const rmq_message_queue *mqs, size_t n, const char *expression)
+RMQ_API int rmq_pull_consumer_assign_selector(rmq_pull_consumer *c, const rmq_message_queue *mqs, size_t n,
+                                              int type, const char *expression)
 {
   if (!c || (!mqs && n)) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_assign: NULL argument");
   if (n > 1024) return rmqi_err(RMQ_EINVAL, "at most 1024 queues can be assigned (%zu given)", n);
@@ -3349,9 +3379,7 @@ RMQ_API int rmq_pull_consumer_assign(rmq_pull_consumer *c, const rmq_message_que
   char *ne = NULL;
   int rc = RMQ_OK;
   if (n) {
-    rmqi_tag_filter tf;
-    if ((rc = rmqi_tag_filter_compile(expression, &tf))) return rc;
-    rmqi_tag_filter_free(&tf);
+    if ((rc = pull_filter(c, type, expression))) return rc;
     nm = rmqi_calloc(n, sizeof *nm);
     np = rmqi_calloc(n, sizeof *np);
     ne = rmqi_strdup(expression ? expression : "*");
@@ -3372,6 +3400,7 @@ RMQ_API int rmq_pull_consumer_assign(rmq_pull_consumer *c, const rmq_message_que
   c->amqs = nm;
   c->apos = np;
   c->aexpr = ne;
+  c->atype = type;
   c->na = (int)n;
   c->next_q = 0;
   return RMQ_OK;
@@ -3380,6 +3409,11 @@ fail:
   rmqi_free(np, n * sizeof *np);
   rmqi_strfree(ne);
   return rc;
+}
+
+RMQ_API int rmq_pull_consumer_assign(rmq_pull_consumer *c, const rmq_message_queue *mqs, size_t n, const char *expression)
+{
+  return rmq_pull_consumer_assign_selector(c, mqs, n, RMQ_SELECTOR_TAG, expression);
 }
 
 static int assigned_index(rmq_pull_consumer *c, const rmq_message_queue *mq)
@@ -3439,7 +3473,7 @@ RMQ_API int rmq_pull_consumer_poll(rmq_pull_consumer *c, int max_nums, int timeo
     uint64_t seq = rmqi_store_seq(c->b->st);
     for (int k = 0; k < c->na; k++) {
       int i = (c->next_q + k) % c->na;
-      int rc = rmq_pull_consumer_pull(c, &c->amqs[i], c->aexpr, c->apos[i], max_nums, r);
+      int rc = rmq_pull_consumer_pull_selector(c, &c->amqs[i], c->atype, c->aexpr, c->apos[i], max_nums, r);
       if (rc) return rc;
       if (r->pull_status == RMQ_PULL_NO_NEW_MSG) continue;
       c->apos[i] = r->next_begin_offset; /* past what was read, matched or not */

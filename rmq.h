@@ -218,6 +218,10 @@ typedef struct rmq_broker_options {
   int default_topic_queue_nums;
   /* autoCreateTopicEnable, default 1: a send to an unknown topic creates it. */
   int auto_create_topic_enable;
+  /* enablePropertyFilter, default 1 (RocketMQ's default is false): consumers
+  ** may subscribe and pull with SQL92 selectors. With 0 such a subscribe,
+  ** pull or assign fails with RMQ_ENOTSUP, as RocketMQ refuses it. */
+  int enable_property_filter;
   /* checkCRCOnRecover, default 1: recovery checks every record's body CRC. */
   int check_crc_on_recover;
   /* flushConsumerOffsetInterval, ms, default 5000: consumer offsets are
@@ -621,6 +625,11 @@ typedef struct rmq_push_consumer_options {
 
 RMQ_API void rmq_push_consumer_options_init(rmq_push_consumer_options *o);
 
+/* Selector types (RocketMQ's ExpressionType), for subscribe, pull, assign
+** and rmq_selector_compile. */
+#define RMQ_SELECTOR_TAG   0  /* "*", "a || b": the TAGS property */
+#define RMQ_SELECTOR_SQL92 1  /* MessageSelector.bySql: sex='F' AND age>=18 */
+
 /* Creates a push consumer of `group` on broker b. Subscribe, register a
 ** listener, then start it. Destroy before closing the broker. Any thread.
 ** Errors: RMQ_EGROUP, RMQ_EINVAL (options), RMQ_ENOMEM. */
@@ -633,6 +642,18 @@ RMQ_API int rmq_push_consumer_create(rmq_broker *b, const char *group,
 ** RMQ_EEXPR, RMQ_ESTATE. */
 RMQ_API int rmq_push_consumer_subscribe(rmq_push_consumer *c, const char *topic,
                                         const char *expression);
+/* Subscribes `topic` with a selector (RocketMQ's MessageSelector): type
+** RMQ_SELECTOR_TAG takes a tag expression as above, RMQ_SELECTOR_SQL92 an
+** SQL92 expression over the message's properties (MessageSelector.bySql,
+** e.g. "sex='F' AND age>=18"; see the README). Messages that do not match
+** are skipped store-side: the group's offset moves past them and the
+** listener never sees them. The group's own %RETRY% topic is always
+** subscribed with "*", as in RocketMQ. Before start only. Errors:
+** RMQ_ETOPIC, RMQ_EINVAL (type), RMQ_EEXPR (rmq_errmsg() names the column
+** and what was expected), RMQ_ENOTSUP (SQL92 with enable_property_filter
+** off), RMQ_ESTATE, RMQ_ENOMEM. */
+RMQ_API int rmq_push_consumer_subscribe_selector(rmq_push_consumer *c, const char *topic, int type,
+                                                 const char *expression);
 /* Registers the listener. Before start only. Errors: RMQ_ESTATE. */
 RMQ_API int rmq_push_consumer_register_listener_concurrently(rmq_push_consumer *c,
                                                              rmq_listener_concurrently fn,
@@ -666,8 +687,6 @@ RMQ_API void rmq_push_consumer_destroy(rmq_push_consumer *c);
 /* ------------------------------------------------------------------------- */
 
 typedef struct rmq_selector rmq_selector;
-#define RMQ_SELECTOR_TAG   0  /* "*", "a || b": the TAGS property */
-#define RMQ_SELECTOR_SQL92 1  /* MessageSelector.bySql: sex='F' AND age>=18 */
 
 /* Compiles expression into *out (free with rmq_selector_free). A bad
 ** expression is RMQ_EEXPR with rmq_errmsg() naming the column and what was
@@ -745,6 +764,14 @@ RMQ_API int rmq_pull_consumer_fetch_subscribe_message_queues(rmq_pull_consumer *
 RMQ_API int rmq_pull_consumer_pull(rmq_pull_consumer *c, const rmq_message_queue *mq,
                                    const char *expression, int64_t offset, int max_nums,
                                    rmq_pull_result *r);
+/* rmq_pull_consumer_pull with a selector of either type (see
+** rmq_push_consumer_subscribe_selector): RocketMQ's pull(mq, MessageSelector,
+** offset, maxNums). The compiled expression is kept for the next pull with
+** the same one. Errors as rmq_pull_consumer_pull, and RMQ_ENOTSUP (SQL92
+** with enable_property_filter off). */
+RMQ_API int rmq_pull_consumer_pull_selector(rmq_pull_consumer *c, const rmq_message_queue *mq, int type,
+                                            const char *expression, int64_t offset, int max_nums,
+                                            rmq_pull_result *r);
 /* As rmq_pull_consumer_pull, but when the queue has no new message it waits
 ** up to timeout_ms for one (long polling: woken by the send, no sleep loop). */
 RMQ_API int rmq_pull_consumer_pull_block_if_not_found(rmq_pull_consumer *c,
@@ -752,6 +779,10 @@ RMQ_API int rmq_pull_consumer_pull_block_if_not_found(rmq_pull_consumer *c,
                                                       const char *expression, int64_t offset,
                                                       int max_nums, int timeout_ms,
                                                       rmq_pull_result *r);
+/* rmq_pull_consumer_pull_block_if_not_found with a selector of either type. */
+RMQ_API int rmq_pull_consumer_pull_selector_block(rmq_pull_consumer *c, const rmq_message_queue *mq,
+                                                  int type, const char *expression, int64_t offset,
+                                                  int max_nums, int timeout_ms, rmq_pull_result *r);
 /* Stores the group's next offset for mq (persisted with the others, and at
 ** destroy). Any thread. Errors: RMQ_ENOTOPIC, RMQ_EQUEUE, RMQ_EINVAL. */
 RMQ_API int rmq_pull_consumer_update_consume_offset(rmq_pull_consumer *c,
@@ -772,6 +803,10 @@ RMQ_API int rmq_pull_consumer_fetch_consume_offset(rmq_pull_consumer *c,
 ** them all. Errors: RMQ_EINVAL, RMQ_ENOTOPIC, RMQ_EQUEUE, RMQ_EEXPR, RMQ_ENOMEM. */
 RMQ_API int rmq_pull_consumer_assign(rmq_pull_consumer *c, const rmq_message_queue *mqs, size_t n,
                                      const char *expression);
+/* rmq_pull_consumer_assign with a selector of either type; poll() filters
+** with it. Also RMQ_ENOTSUP (SQL92 with enable_property_filter off). */
+RMQ_API int rmq_pull_consumer_assign_selector(rmq_pull_consumer *c, const rmq_message_queue *mqs,
+                                              size_t n, int type, const char *expression);
 /* Moves the position in held queue mq to offset (min..max of the queue).
 ** Errors: RMQ_ENOTFOUND (not held), RMQ_EINVAL (out of range). */
 RMQ_API int rmq_pull_consumer_seek(rmq_pull_consumer *c, const rmq_message_queue *mq, int64_t offset);

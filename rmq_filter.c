@@ -630,7 +630,14 @@ RMQI_FUNC int rmqi_sql_compile(const char *expr, rmqi_sql **out)
   int root = rc ? -1 : parse_or(&lx);
   if (!rc && root >= 0) rc = expect_bool(&lx, root, lx.src) < 0 ? lx.rc : RMQ_OK;
   /* rmq's difference 1: nothing may follow a complete expression. */
-  if (!rc && root >= 0 && lx.tok != T_EOF) rc = sql_err(&lx, lx.ts, "%s", "unexpected input after the expression");
+  if (!rc && root >= 0 && lx.tok != T_EOF) {
+    /* Name what RocketMQ's grammar lacks but SQL users try first. */
+    const char *what = "unexpected input after the expression";
+    if (lx.tok == T_IDENT && kw(lx.ts, lx.tlen, "like")) what = "LIKE is not supported";
+    else if (lx.tok == T_IDENT && kw(lx.ts, lx.tlen, "escape")) what = "ESCAPE is not supported";
+    else if (lx.tok == T_PLUS || lx.tok == T_MINUS) what = "arithmetic is not supported";
+    rc = sql_err(&lx, lx.ts, "%s", what);
+  }
   if (!rc && root < 0) rc = lx.rc ? lx.rc : rmqi_err(RMQ_EEXPR, "invalid SQL92 expression");
   if (rc) { rmqi_sql_free(q); return rc; }
   q->root = root;
@@ -940,4 +947,45 @@ RMQI_FUNC int rmqi_sql_match(const rmqi_sql *q, rmqi_sql_getter get, void *ud)
   sctx x = {q, get, ud};
   sval v = as_bool(eval(&x, q->root));
   return v.t == V_BOOL && v.i;
+}
+
+/* ======================================================================= */
+/* Either kind, as a subscription holds it                                 */
+/* ======================================================================= */
+
+RMQI_FUNC int rmqi_filter_compile(int type, const char *expr, rmqi_filter *f)
+{
+  memset(f, 0, sizeof *f);
+  if (type != RMQ_SELECTOR_TAG && type != RMQ_SELECTOR_SQL92)
+    return rmqi_err(RMQ_EINVAL, "selector type %d is neither RMQ_SELECTOR_TAG nor RMQ_SELECTOR_SQL92", type);
+  f->type = type;
+  return type == RMQ_SELECTOR_TAG ? rmqi_tag_filter_compile(expr, &f->tf) : rmqi_sql_compile(expr, &f->sql);
+}
+
+RMQI_FUNC void rmqi_filter_free(rmqi_filter *f)
+{
+  if (f->type == RMQ_SELECTOR_TAG) rmqi_tag_filter_free(&f->tf);
+  else rmqi_sql_free(f->sql);
+  memset(f, 0, sizeof *f);
+}
+
+RMQI_FUNC int rmqi_filter_code(const rmqi_filter *f, int64_t tags_code)
+{
+  return f->type != RMQ_SELECTOR_TAG || rmqi_tag_filter_code(&f->tf, tags_code);
+}
+
+typedef struct rawprops { const char *p; size_t n; } rawprops;
+
+static int rawprops_get(void *ud, const char *name, size_t nlen, const char **v, size_t *vl)
+{
+  const rawprops *r = ud;
+  return rmqi_props_find(r->p, r->n, name, nlen, v, vl);
+}
+
+RMQI_FUNC int rmqi_filter_record(const rmqi_filter *f, const char *tags, size_t tags_len,
+                                 const char *props, size_t props_len)
+{
+  if (f->type == RMQ_SELECTOR_TAG) return rmqi_tag_filter_tags(&f->tf, tags, tags_len);
+  rawprops r = {props, props_len};
+  return rmqi_sql_match(f->sql, rawprops_get, &r);
 }

@@ -331,4 +331,22 @@ RMQI_FUNC int rmqi_sql_match(const rmqi_sql *q, rmqi_sql_getter get, void *ud);
 /* The client-side re-check on the TAGS string (NULL: untagged). */
 RMQI_FUNC int rmqi_tag_filter_tags(const rmqi_tag_filter *f, const char *tags, size_t len);
 
+
+/* A subscription's filter, either kind (RMQ_SELECTOR_TAG / _SQL92): what
+** consumers and rmq_selector hold. */
+typedef struct rmqi_filter {
+  int type;
+  rmqi_tag_filter tf;            /* TAG */
+  rmqi_sql *sql;                 /* SQL92 */
+} rmqi_filter;
+RMQI_FUNC int rmqi_filter_compile(int type, const char *expr, rmqi_filter *f);
+RMQI_FUNC void rmqi_filter_free(rmqi_filter *f);
+/* The ConsumeQueue pre-check on a unit's tag code (SQL92 passes them all:
+** rmq keeps no bloom filter in ConsumeQueue ext files). */
+RMQI_FUNC int rmqi_filter_code(const rmqi_filter *f, int64_t tags_code);
+/* The check on the record: its TAGS (NULL: untagged) and its raw
+** properties (name 0x01 value 0x02 ...). */
+RMQI_FUNC int rmqi_filter_record(const rmqi_filter *f, const char *tags, size_t tags_len,
+                                 const char *props, size_t props_len);
+
 #endif /* RMQ_INT_H */

@@ -336,11 +336,13 @@ RMQI_FUNC int rmqi_record_decode(const uint8_t *buf, size_t avail, int check_crc
 }
 
 /* RocketMQ's string2messageProperties: segments split on 0x02; kept when at
-** least 3 bytes long with the first 0x01 neither first nor last. */
+** least 3 bytes long with the first 0x01 neither first nor last; the last of
+** duplicate names wins. */
 RMQI_FUNC int rmqi_props_find(const char *props, size_t len, const char *name, size_t name_len,
                               const char **val, size_t *val_len)
 {
   size_t i = 0;
+  int found = 0;
   while (i < len) {
     const char *seg = props + i;
     const char *e = memchr(seg, 2, len - i);
@@ -351,12 +353,12 @@ RMQI_FUNC int rmqi_props_find(const char *props, size_t len, const char *name, s
           memcmp(seg, name, name_len) == 0) {
         *val = sep + 1;
         *val_len = slen - name_len - 1;
-        return 1;
+        found = 1; /* go on: in Java's map a later duplicate wins */
       }
     }
     i += slen + 1;
   }
-  return 0;
+  return found;
 }
 
 /* ======================================================================= */

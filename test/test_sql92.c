@@ -11,9 +11,8 @@
 static void unused_helpers(void) __attribute__((unused));
 static void unused_helpers(void)
 {
-  (void)tu_log_fn; (void)tu_wait_atleast; (void)tu_clock_advance; (void)tu_clock_read; (void)tu_small_opts;
-  (void)tu_make_body; (void)tu_body_check; (void)tu_java_hash; (void)tu_read_exact; (void)tu_rmqstore_check;
-  (void)tu_store_path; (void)tu_store_remove;
+  (void)tu_log_fn; (void)tu_clock_advance; (void)tu_clock_read;
+  (void)tu_make_body; (void)tu_body_check; (void)tu_java_hash; (void)tu_read_exact;
 }
 
 enum { Y = 1, N = 0, E = -1 }; /* delivered, not delivered, compile error */
@@ -304,8 +303,10 @@ static void test_table(void **state)
     int got;
     if (rc == RMQ_EEXPR) {
       got = E;
-      if (!strstr(rmq_errmsg(), "column") && !strstr(rmq_errmsg(), "empty") && !strstr(rmq_errmsg(), "NULL"))
+      if (!strstr(rmq_errmsg(), "column") && !strstr(rmq_errmsg(), "empty") && !strstr(rmq_errmsg(), "NULL")) {
         print_message("  row %zu: error message without a position: %s\n", i, rmq_errmsg());
+        bad++;
+      }
     } else {
       assert_int_equal(rc, RMQ_OK);
       char buf[512];
@@ -361,11 +362,284 @@ static void test_error_messages(void **state)
   rmq_selector_free(s);
 }
 
+
+/* ---- consumers with SQL92 selectors -------------------------------------- */
+
+#define SEED_TOPIC "my-topic-filter"
+#define SEED_EXPR "sex='女' AND age>=18"
+
+/* The seed's producer, varied: each message's sex and age (NULL: not set)
+** and whether the seed's consumer must get it. */
+typedef struct person { const char *sex, *age; int match; } person;
+static const person k_people[] = {
+  {"女", "21", 1}, {"女", "22", 1}, {"女", "23", 1}, {"女", "18", 1}, {"女", "17", 0},
+  {"男", "30", 0}, {NULL, "30", 0}, {"女", NULL, 0}, {"女", "abc", 0}, {"女", " 40 ", 0},
+  {"女", "1e2", 0}, {"女", "18.0", 0}, {"女", "0x20", 0}, {"F", "30", 0}, {"女", "-5", 0},
+  {"女", "018", 1}, {"女", "+19", 1}, /* Integer.parseInt: the int literal decides */
+};
+#define NPEOPLE (sizeof k_people / sizeof k_people[0])
+
+static void seed_send(rmq_producer *p, int rounds)
+{
+  for (int r = 0; r < rounds; r++)
+    for (size_t i = 0; i < NPEOPLE; i++) {
+      char body[64];
+      int n = snprintf(body, sizeof body, "美女%03zu-%d", i, r);
+      rmq_msg *m;
+      ok(rmq_msg_create(&m, SEED_TOPIC, "delete", body, (size_t)n));
+      if (k_people[i].sex) ok(rmq_msg_put_user_property(m, "sex", k_people[i].sex));
+      if (k_people[i].age) ok(rmq_msg_put_user_property(m, "age", k_people[i].age));
+      ok(rmq_producer_send(p, m, NULL));
+      rmq_msg_free(m);
+    }
+}
+
+/* Which person a delivered body names ("美女<i>-<round>"). */
+static int body_person(const rmq_message_ext *e)
+{
+  char b[64];
+  size_t n = (size_t)e->body_len < sizeof b - 1 ? (size_t)e->body_len : sizeof b - 1;
+  memcpy(b, e->body, n);
+  b[n] = 0;
+  return atoi(b + strlen("美女"));
+}
+
+typedef struct seen {
+  pthread_mutex_t mu;
+  int per_person[NPEOPLE];
+  atomic_int total;
+  atomic_int wrong;
+} seen;
+
+static int seed_listener(void *ctx, const rmq_message_ext *const *msgs, size_t n, rmq_consume_concurrently_context *cc)
+{
+  (void)cc;
+  seen *s = ctx;
+  for (size_t i = 0; i < n; i++) {
+    int k = body_person(msgs[i]);
+    if (k < 0 || (size_t)k >= NPEOPLE || !k_people[k].match) { atomic_fetch_add(&s->wrong, 1); continue; }
+    pthread_mutex_lock(&s->mu);
+    s->per_person[k]++;
+    pthread_mutex_unlock(&s->mu);
+    atomic_fetch_add(&s->total, 1);
+  }
+  return RMQ_CONSUME_SUCCESS;
+}
+
+/* The group's committed offsets reached every queue's end. */
+static int group_caught_up(rmq_broker *b, const char *group, int timeout_ms)
+{
+  int64_t end = tu_mono_ms() + timeout_ms;
+  for (;;) {
+    rmq_queue_progress pg[16];
+    size_t n = 0;
+    int lag = 0;
+    if (rmq_broker_consumer_progress(b, group, SEED_TOPIC, pg, 16, &n) != RMQ_OK) return 0;
+    for (size_t i = 0; i < n && i < 16; i++) lag += pg[i].consumer_offset < 0 ? 1 : (int)pg[i].lag;
+    if (lag == 0) return 1;
+    if (tu_mono_ms() > end) return 0;
+    usleep(5000);
+  }
+}
+
+/* The seed's ConsumerFilter: a push consumer subscribed with
+** MessageSelector.bySql gets exactly the matching messages, and its offsets
+** move past the others. */
+static void test_seed_filter_push_end_to_end(void **state)
+{
+  (void)state;
+  char path[1024];
+  tu_store_path(path, sizeof path, "sql-push");
+  rmq_broker_options o;
+  tu_small_opts(&o, NULL);
+  rmq_broker *b;
+  ok(rmq_broker_open(path, &o, &b));
+  ok(rmq_topic_create(b, SEED_TOPIC, 4));
+  rmq_producer *p;
+  ok(rmq_producer_create(b, "haoke", NULL, &p));
+  seed_send(p, 2); /* some before the consumer starts, some after */
+
+  seen s;
+  memset(&s, 0, sizeof s);
+  pthread_mutex_init(&s.mu, NULL);
+  rmq_push_consumer_options co;
+  rmq_push_consumer_options_init(&co);
+  co.consume_from_where = RMQ_CONSUME_FROM_FIRST_OFFSET;
+  co.consume_thread_min = co.consume_thread_max = 4;
+  rmq_push_consumer *c;
+  ok(rmq_push_consumer_create(b, "haoke", &co, &c));
+  ok(rmq_push_consumer_subscribe_selector(c, SEED_TOPIC, RMQ_SELECTOR_SQL92, SEED_EXPR));
+  ok(rmq_push_consumer_register_listener_concurrently(c, seed_listener, &s));
+  ok(rmq_push_consumer_start(c));
+  seed_send(p, 3);
+
+  int want = 0;
+  for (size_t i = 0; i < NPEOPLE; i++) want += k_people[i].match * 5;
+  assert_true(tu_wait_atleast(&s.total, want, 20000));
+  assert_true(group_caught_up(b, "haoke", 20000));
+  rmq_push_consumer_destroy(c);
+  assert_int_equal(atomic_load(&s.wrong), 0);
+  assert_int_equal(atomic_load(&s.total), want);
+  for (size_t i = 0; i < NPEOPLE; i++) assert_int_equal(s.per_person[i], k_people[i].match * 5);
+  pthread_mutex_destroy(&s.mu);
+  rmq_producer_destroy(p);
+  ok(rmq_broker_close(b));
+  tu_store_remove(path);
+}
+
+static void test_sql_pull_and_poll(void **state)
+{
+  (void)state;
+  char path[1024];
+  tu_store_path(path, sizeof path, "sql-pull");
+  rmq_broker_options o;
+  tu_small_opts(&o, NULL);
+  rmq_broker *b;
+  ok(rmq_broker_open(path, &o, &b));
+  ok(rmq_topic_create(b, SEED_TOPIC, 1));
+  rmq_producer *p;
+  ok(rmq_producer_create(b, "haoke", NULL, &p));
+  seed_send(p, 1);
+  rmq_pull_consumer *c;
+  ok(rmq_pull_consumer_create(b, "pullg", &c));
+  rmq_message_queue mq;
+  memset(&mq, 0, sizeof mq);
+  snprintf(mq.topic, sizeof mq.topic, SEED_TOPIC);
+
+  /* One pull returns every match of the queue, in offset order. */
+  rmq_pull_result r;
+  ok(rmq_pull_consumer_pull_selector(c, &mq, RMQ_SELECTOR_SQL92, SEED_EXPR, 0, 32, &r));
+  assert_int_equal(r.pull_status, RMQ_PULL_FOUND);
+  size_t j = 0;
+  for (size_t i = 0; i < NPEOPLE; i++) {
+    if (!k_people[i].match) continue;
+    assert_true(j < r.n);
+    assert_int_equal(r.msgs[j].queue_offset, (int64_t)i);
+    assert_int_equal(body_person(&r.msgs[j]), (int)i);
+    j++;
+  }
+  assert_int_equal(r.n, j);
+  assert_int_equal(r.next_begin_offset, (int64_t)NPEOPLE);
+
+  /* Only non-matching messages in range: NO_MATCHED_MSG, moving past them. */
+  ok(rmq_pull_consumer_pull_selector(c, &mq, RMQ_SELECTOR_SQL92, SEED_EXPR, 4, 32, &r));
+  assert_int_equal(r.msgs[0].queue_offset, 15); /* the next match: "018" */
+  ok(rmq_pull_consumer_pull_selector(c, &mq, RMQ_SELECTOR_SQL92, "sex = 'nobody'", 0, 32, &r));
+  assert_int_equal(r.pull_status, RMQ_PULL_NO_MATCHED_MSG);
+  assert_int_equal(r.n, 0);
+  assert_int_equal(r.next_begin_offset, (int64_t)NPEOPLE);
+
+  /* System properties are visible too: TAGS, KEYS, UNIQ_KEY. */
+  ok(rmq_pull_consumer_pull_selector(c, &mq, RMQ_SELECTOR_SQL92, "TAGS = 'delete' AND UNIQ_KEY IS NOT NULL", 0,
+                                     32, &r));
+  assert_int_equal(r.n, NPEOPLE);
+  ok(rmq_pull_consumer_pull_selector(c, &mq, RMQ_SELECTOR_SQL92, "KEYS IS NULL AND sex IS NULL", 0, 32, &r));
+  assert_int_equal(r.n, 1);
+  assert_int_equal(r.msgs[0].queue_offset, 6);
+
+  /* A tag selector through the same call, and the old one. */
+  ok(rmq_pull_consumer_pull_selector(c, &mq, RMQ_SELECTOR_TAG, "add || delete", 0, 32, &r));
+  assert_int_equal(r.n, NPEOPLE);
+  ok(rmq_pull_consumer_pull(c, &mq, "add", 0, 32, &r));
+  assert_int_equal(r.pull_status, RMQ_PULL_NO_MATCHED_MSG);
+
+  /* Bad expressions fail the pull with the position. */
+  assert_int_equal(rmq_pull_consumer_pull_selector(c, &mq, RMQ_SELECTOR_SQL92, "age LIKE '1%'", 0, 32, &r),
+                   RMQ_EEXPR);
+  assert_non_null(strstr(rmq_errmsg(), "column 5"));
+  assert_int_equal(rmq_pull_consumer_pull_selector(c, &mq, 9, "a", 0, 32, &r), RMQ_EINVAL);
+
+  /* Lite pull: assign with SQL, poll returns the matches only. */
+  ok(rmq_pull_consumer_assign_selector(c, &mq, 1, RMQ_SELECTOR_SQL92, "age BETWEEN 21 AND 23"));
+  ok(rmq_pull_consumer_seek(c, &mq, 0));
+  ok(rmq_pull_consumer_poll(c, 32, 0, &r));
+  assert_int_equal(r.pull_status, RMQ_PULL_FOUND);
+  assert_int_equal(r.n, 3);
+  for (size_t i = 0; i < 3; i++) assert_int_equal(body_person(&r.msgs[i]), (int)i);
+  ok(rmq_pull_consumer_poll(c, 32, 0, &r));
+  assert_int_equal(r.pull_status, RMQ_PULL_NO_NEW_MSG);
+  ok(rmq_pull_consumer_commit(c));
+  int64_t off;
+  ok(rmq_pull_consumer_fetch_consume_offset(c, &mq, &off));
+  assert_int_equal(off, (int64_t)NPEOPLE); /* the position moved past the rest */
+  assert_int_equal(rmq_pull_consumer_assign_selector(c, &mq, 1, RMQ_SELECTOR_SQL92, "age >"), RMQ_EEXPR);
+
+  rmq_pull_consumer_destroy(c);
+  rmq_producer_destroy(p);
+  ok(rmq_broker_close(b));
+  tu_store_remove(path);
+}
+
+/* enablePropertyFilter off: SQL92 is refused everywhere, tags still work. */
+static void test_property_filter_disabled(void **state)
+{
+  (void)state;
+  char path[1024];
+  tu_store_path(path, sizeof path, "sql-off");
+  rmq_broker_options o;
+  tu_small_opts(&o, NULL);
+  o.enable_property_filter = 0;
+  rmq_broker *b;
+  ok(rmq_broker_open(path, &o, &b));
+  ok(rmq_topic_create(b, SEED_TOPIC, 1));
+  rmq_push_consumer *pc;
+  ok(rmq_push_consumer_create(b, "haoke", NULL, &pc));
+  assert_int_equal(rmq_push_consumer_subscribe_selector(pc, SEED_TOPIC, RMQ_SELECTOR_SQL92, SEED_EXPR), RMQ_ENOTSUP);
+  assert_non_null(strstr(rmq_errmsg(), "enable_property_filter"));
+  ok(rmq_push_consumer_subscribe_selector(pc, SEED_TOPIC, RMQ_SELECTOR_TAG, "delete"));
+  rmq_push_consumer_destroy(pc);
+  rmq_pull_consumer *c;
+  ok(rmq_pull_consumer_create(b, "pullg", &c));
+  rmq_message_queue mq;
+  memset(&mq, 0, sizeof mq);
+  snprintf(mq.topic, sizeof mq.topic, SEED_TOPIC);
+  rmq_pull_result r;
+  assert_int_equal(rmq_pull_consumer_pull_selector(c, &mq, RMQ_SELECTOR_SQL92, "TRUE", 0, 32, &r), RMQ_ENOTSUP);
+  assert_int_equal(rmq_pull_consumer_assign_selector(c, &mq, 1, RMQ_SELECTOR_SQL92, "TRUE"), RMQ_ENOTSUP);
+  ok(rmq_pull_consumer_pull_selector(c, &mq, RMQ_SELECTOR_TAG, "*", 0, 32, &r));
+  assert_int_equal(r.pull_status, RMQ_PULL_NO_NEW_MSG);
+  rmq_pull_consumer_destroy(c);
+  ok(rmq_broker_close(b));
+  tu_store_remove(path);
+}
+
+/* A bad expression fails at subscribe time, naming where and what. */
+static void test_subscribe_errors(void **state)
+{
+  (void)state;
+  char path[1024];
+  tu_store_path(path, sizeof path, "sql-sub");
+  rmq_broker_options o;
+  tu_small_opts(&o, NULL);
+  rmq_broker *b;
+  ok(rmq_broker_open(path, &o, &b));
+  rmq_push_consumer *pc;
+  ok(rmq_push_consumer_create(b, "haoke", NULL, &pc));
+  assert_int_equal(rmq_push_consumer_subscribe_selector(pc, SEED_TOPIC, RMQ_SELECTOR_SQL92, "a LIKE 'x%'"), RMQ_EEXPR);
+  assert_non_null(strstr(rmq_errmsg(), "LIKE is not supported at column 3"));
+  assert_int_equal(rmq_push_consumer_subscribe_selector(pc, SEED_TOPIC, RMQ_SELECTOR_SQL92, "a IN (1, 2)"), RMQ_EEXPR);
+  assert_non_null(strstr(rmq_errmsg(), "expected a string literal after IN ("));
+  assert_int_equal(rmq_push_consumer_subscribe_selector(pc, SEED_TOPIC, RMQ_SELECTOR_SQL92, ""), RMQ_EEXPR);
+  assert_int_equal(rmq_push_consumer_subscribe_selector(pc, SEED_TOPIC, RMQ_SELECTOR_SQL92, NULL), RMQ_EEXPR);
+  assert_int_equal(rmq_push_consumer_subscribe_selector(pc, SEED_TOPIC, 5, "a"), RMQ_EINVAL);
+  assert_int_equal(rmq_push_consumer_subscribe_selector(pc, "bad/topic", RMQ_SELECTOR_SQL92, "TRUE"), RMQ_ETOPIC);
+  /* Replacing a subscription's expression changes its type too. */
+  ok(rmq_push_consumer_subscribe_selector(pc, SEED_TOPIC, RMQ_SELECTOR_SQL92, SEED_EXPR));
+  ok(rmq_push_consumer_subscribe(pc, SEED_TOPIC, "delete"));
+  rmq_push_consumer_destroy(pc);
+  ok(rmq_broker_close(b));
+  tu_store_remove(path);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_table),
     cmocka_unit_test(test_error_messages),
+    cmocka_unit_test(test_seed_filter_push_end_to_end),
+    cmocka_unit_test(test_sql_pull_and_poll),
+    cmocka_unit_test(test_property_filter_disabled),
+    cmocka_unit_test(test_subscribe_errors),
   };
   if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));
   return cmocka_run_group_tests_name("sql92", tests, NULL, NULL);

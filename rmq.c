@@ -3037,7 +3037,7 @@ typedef struct pairs { const char *const *p; size_t n; } pairs;
 static int pairs_get(void *ud, const char *name, size_t nlen, const char **v, size_t *vl)
 {
   const pairs *ps = ud;
-  for (size_t i = 0; i < ps->n; i++) {
+  for (size_t i = ps->n; i-- > 0;) { /* the last of duplicates wins, as in a record */
     const char *k = ps->p[2 * i];
     if (k && strlen(k) == nlen && !memcmp(k, name, nlen) && ps->p[2 * i + 1]) {
       *v = ps->p[2 * i + 1];

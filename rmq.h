@@ -694,8 +694,8 @@ typedef struct rmq_selector rmq_selector;
 ** README. Any thread. Errors: RMQ_EINVAL, RMQ_EEXPR, RMQ_ENOMEM. */
 RMQ_API int rmq_selector_compile(int type, const char *expression, rmq_selector **out);
 /* 1 when a message with the properties props[0..2*nprops) (name, value,
-** name, value, ...; TAGS among them) is delivered under s, else 0: an SQL92
-** expression delivers only on TRUE. No allocation; any thread, s shared
+** name, value, ...; TAGS among them; of duplicate names the last wins) is
+** delivered under s, else 0: an SQL92 expression delivers only on TRUE. No allocation; any thread, s shared
 ** read-only. RMQ_EINVAL (negative) for NULL arguments. */
 RMQ_API int rmq_selector_match(const rmq_selector *s, const char *const *props, size_t nprops);
 RMQ_API void rmq_selector_free(rmq_selector *s);

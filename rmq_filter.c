@@ -115,12 +115,18 @@ enum {
 typedef struct snode {
   uint8_t op;
   uint8_t paren_prop;      /* N_PROP, possibly in parentheses: for IN's check */
-  int a, b, c;             /* children; IN: a = property, b = first list node, c = count */
+  int a, b, c;             /* children; IN: a = property, b = first list node, c = count;
+                           ** N_PROP: c = its slot */
   const char *s;           /* N_PROP / N_STR: text (N_STR: quotes undone into the pool) */
   int len;
   int64_t i;               /* N_INT / N_LONG */
   double d;                /* N_DBL */
 } snode;
+
+/* A record's properties are read in one pass into one slot per distinct
+** property name the expression uses (N_PROP's `c`), when there are at most
+** this many; more fall back to a lookup per reference. */
+#define SQL_MAX_SLOTS 32
 
 struct rmqi_sql {
   snode *nodes;
@@ -128,6 +134,8 @@ struct rmqi_sql {
   char *pool;              /* string literals, unquoted */
   size_t pool_len, pool_cap;
   int root;
+  int nslots;              /* distinct property names; > SQL_MAX_SLOTS: no slots */
+  int slot_node[SQL_MAX_SLOTS]; /* an N_PROP node naming each slot */
 };
 
 typedef struct lexer {
@@ -641,6 +649,21 @@ RMQI_FUNC int rmqi_sql_compile(const char *expr, rmqi_sql **out)
   if (!rc && root < 0) rc = lx.rc ? lx.rc : rmqi_err(RMQ_EEXPR, "invalid SQL92 expression");
   if (rc) { rmqi_sql_free(q); return rc; }
   q->root = root;
+  for (int i = 0; i < q->n; i++) {
+    snode *n = &q->nodes[i];
+    if (n->op != N_PROP) continue;
+    int k = 0;
+    while (k < q->nslots && k < SQL_MAX_SLOTS) {
+      const snode *o = &q->nodes[q->slot_node[k]];
+      if (o->len == n->len && !memcmp(o->s, n->s, (size_t)n->len)) break;
+      k++;
+    }
+    if (k == q->nslots) {
+      if (k < SQL_MAX_SLOTS) q->slot_node[k] = i;
+      q->nslots++;
+    }
+    n->c = k;
+  }
   *out = q;
   return RMQ_OK;
 }
@@ -659,8 +682,11 @@ typedef struct sval {
 
 typedef struct sctx {
   const rmqi_sql *q;
-  rmqi_sql_getter get;
+  rmqi_sql_getter get;     /* NULL: the values are in slots */
   void *ud;
+  const char *const *val;  /* per slot, set when its bit is in `present` */
+  const uint32_t *vlen;
+  uint32_t present;
 } sctx;
 
 static sval vnull(void) { sval v = {V_NULL, NULL, 0, 0, 0}; return v; }
@@ -782,6 +808,15 @@ static int compare(sval l, sval r, int *c)
 
 static sval eval(sctx *x, int i);
 
+/* Property names and values are a few bytes: comparing inline beats a
+** call to memcmp. */
+static inline int bytes_eq(const char *a, const char *b, size_t n)
+{
+  for (size_t i = 0; i < n; i++)
+    if (a[i] != b[i]) return 0;
+  return 1;
+}
+
 /* A property or a value as a condition: null stays null, strings are FALSE. */
 static sval as_bool(sval v)
 {
@@ -797,6 +832,7 @@ static sval eval_eq(sctx *x, const snode *n)
   if (l.t == V_NULL && r.t == V_NULL) return vbool(1);
   if (l.t == V_NULL) return vnull();
   if (r.t == V_NULL) return vbool(0);
+  if (l.t == V_STR && r.t == V_STR) return vbool(l.n == r.n && bytes_eq(l.s, r.s, l.n));
   int c;
   /* rmq's difference 3: TRUE/FALSE left of a present property compares as
   ** the mirrored expression (RocketMQ throws there). */
@@ -836,7 +872,13 @@ static sval eval(sctx *x, int i)
   case N_PROP: {
     const char *v;
     size_t vl;
-    if (!x->get(x->ud, n->s, (size_t)n->len, &v, &vl)) return vnull();
+    if (!x->get) {
+      if (!(x->present >> n->c & 1)) return vnull();
+      v = x->val[n->c];
+      vl = x->vlen[n->c];
+    } else if (!x->get(x->ud, n->s, (size_t)n->len, &v, &vl)) {
+      return vnull();
+    }
     sval r = {V_STR, v, vl, 0, 0};
     return r;
   }
@@ -900,7 +942,7 @@ static sval eval(sctx *x, int i)
     int found = 0;
     for (int k = 0; k < n->c && !found; k++) {
       const snode *s = &x->q->nodes[n->b + k];
-      found = (size_t)s->len == v.n && !memcmp(s->s, v.s, v.n);
+      found = (size_t)s->len == v.n && bytes_eq(s->s, v.s, v.n);
     }
     return vbool(n->op == N_IN ? found : !found);
   }
@@ -944,7 +986,72 @@ static sval eval(sctx *x, int i)
 
 RMQI_FUNC int rmqi_sql_match(const rmqi_sql *q, rmqi_sql_getter get, void *ud)
 {
-  sctx x = {q, get, ud};
+  sctx x = {q, get, ud, NULL, NULL, 0};
+  sval v = as_bool(eval(&x, q->root));
+  return v.t == V_BOOL && v.i;
+}
+
+typedef struct rawprops { const char *p; size_t n; } rawprops;
+
+static int rawprops_get(void *ud, const char *name, size_t nlen, const char **v, size_t *vl)
+{
+  const rawprops *r = ud;
+  return rmqi_props_find(r->p, r->n, name, nlen, v, vl);
+}
+
+/* The first 0x01 or 0x02 byte at or after p, else end. Eight bytes at a
+** time: (w - 0x03..) & ~w & 0x80.. flags a byte below 3 (the lowest flag
+** is exact); a 0x00 byte is passed over. */
+static const char *next_sep(const char *p, const char *end)
+{
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  while (end - p >= 8) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    uint64_t t = (w - UINT64_C(0x0303030303030303)) & ~w & UINT64_C(0x8080808080808080);
+    if (!t) { p += 8; continue; }
+    p += __builtin_ctzll(t) >> 3; /* little-endian: the lowest byte first */
+    if (*p) return p;
+    p++;
+  }
+#endif
+  while (p < end && *p != 1 && *p != 2) p++;
+  return p;
+}
+
+/* One pass over the record's properties (string2messageProperties' rules,
+** as rmqi_props_find: a later duplicate wins) fills the slots. */
+RMQI_FUNC int rmqi_sql_match_props(const rmqi_sql *q, const char *props, size_t len)
+{
+  if (q->nslots > SQL_MAX_SLOTS) {
+    rawprops r = {props, len};
+    return rmqi_sql_match(q, rawprops_get, &r);
+  }
+  const char *val[SQL_MAX_SLOTS];
+  uint32_t vlen[SQL_MAX_SLOTS];
+  uint32_t present = 0;
+  const char *p = props, *end = props + len;
+  while (p < end) {
+    const char *seg = p, *sep = NULL;
+    while ((p = next_sep(p, end)) < end && *p == 1) {
+      if (!sep) sep = p;
+      p++;
+    }
+    if (sep && sep > seg && sep < p - 1) {
+      size_t nl = (size_t)(sep - seg);
+      for (int k = 0; k < q->nslots; k++) {
+        const snode *o = &q->nodes[q->slot_node[k]];
+        if ((size_t)o->len == nl && bytes_eq(o->s, seg, nl)) {
+          val[k] = sep + 1;
+          vlen[k] = (uint32_t)(p - sep - 1);
+          present |= UINT32_C(1) << k;
+          break;
+        }
+      }
+    }
+    p++; /* past the 0x02 */
+  }
+  sctx x = {q, NULL, NULL, val, vlen, present};
   sval v = as_bool(eval(&x, q->root));
   return v.t == V_BOOL && v.i;
 }
@@ -974,18 +1081,9 @@ RMQI_FUNC int rmqi_filter_code(const rmqi_filter *f, int64_t tags_code)
   return f->type != RMQ_SELECTOR_TAG || rmqi_tag_filter_code(&f->tf, tags_code);
 }
 
-typedef struct rawprops { const char *p; size_t n; } rawprops;
-
-static int rawprops_get(void *ud, const char *name, size_t nlen, const char **v, size_t *vl)
-{
-  const rawprops *r = ud;
-  return rmqi_props_find(r->p, r->n, name, nlen, v, vl);
-}
-
 RMQI_FUNC int rmqi_filter_record(const rmqi_filter *f, const char *tags, size_t tags_len,
                                  const char *props, size_t props_len)
 {
   if (f->type == RMQ_SELECTOR_TAG) return rmqi_tag_filter_tags(&f->tf, tags, tags_len);
-  rawprops r = {props, props_len};
-  return rmqi_sql_match(f->sql, rawprops_get, &r);
+  return rmqi_sql_match_props(f->sql, props, props_len);
 }

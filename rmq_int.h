@@ -328,6 +328,8 @@ RMQI_FUNC void rmqi_sql_free(rmqi_sql *q);
 /* 1 when the expression is TRUE for the message (null, FALSE and a failed
 ** conversion are 0). No allocation. */
 RMQI_FUNC int rmqi_sql_match(const rmqi_sql *q, rmqi_sql_getter get, void *ud);
+/* The same over a record's raw properties (name 0x01 value 0x02 ...). */
+RMQI_FUNC int rmqi_sql_match_props(const rmqi_sql *q, const char *props, size_t len);
 /* The client-side re-check on the TAGS string (NULL: untagged). */
 RMQI_FUNC int rmqi_tag_filter_tags(const rmqi_tag_filter *f, const char *tags, size_t len);
 

@@ -80,6 +80,19 @@ void demo_expect_destroy(demo_expect *w)
   pthread_mutex_destroy(&w->mu);
 }
 
+int demo_print_send_result(const rmq_send_result *r)
+{
+  printf("消息id：%s\n", r->msg_id);
+  printf("消息队列：MessageQueue [topic=%s, brokerName=%s, queueId=%d]\n", r->message_queue.topic,
+         r->message_queue.broker_name, r->message_queue.queue_id);
+  printf("消息offset值：%lld\n", (long long)r->queue_offset);
+  char line[1024];
+  int rc = rmq_send_result_format(r, line, sizeof line);
+  if (rc < 0) return demo_error("rmq_send_result_format", rc);
+  printf("%s\n", line);
+  return RMQ_OK;
+}
+
 /* MessageExt.toString(); a small message's text fits the stack buffer, a
 ** bigger one gets a heap buffer of the size needed. */
 static void print_message_ext(const rmq_message_ext *m)

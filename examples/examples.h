@@ -67,6 +67,11 @@ void demo_expect_note(demo_expect *w, const rmq_message_ext *const *msgs, size_t
 int demo_expect_wait(demo_expect *w, int wait_ms);
 void demo_expect_destroy(demo_expect *w);
 
+/* What SyncProducer prints for a SendResult: the msgId ("消息id"), the
+** queue ("消息队列"), the queue offset ("消息offset值"), then
+** SendResult.toString(). Returns RMQ_OK or the format error. */
+int demo_print_send_result(const rmq_send_result *r);
+
 /* What the Java listeners print for a batch: each body ("消息:" = message),
 ** then the list of MessageExt.toString() ("接收到消息 -> [...]" = received).
 ** Holds stdout's lock, so batches of concurrent listeners do not interleave. */

@@ -74,18 +74,7 @@ int filter_producer(rmq_broker *b, demo_stats *st)
     if (who->matches && st->nfilter_expected < DEMO_MAX_EXPECTED)
       memcpy(st->filter_expected[st->nfilter_expected++], r.msg_id, RMQ_MSG_ID_SIZE);
 
-    printf("消息id：%s\n", r.msg_id);
-    printf("消息队列：MessageQueue [topic=%s, brokerName=%s, queueId=%d]\n", r.message_queue.topic,
-           r.message_queue.broker_name, r.message_queue.queue_id);
-    printf("消息offset值：%lld\n", (long long)r.queue_offset);
-    char line[1024];
-    rc = rmq_send_result_format(&r, line, sizeof line);
-    if (rc < 0) {
-      demo_error("rmq_send_result_format", rc);
-      break;
-    }
-    printf("%s\n", line);
-    rc = RMQ_OK;
+    if ((rc = demo_print_send_result(&r)) != RMQ_OK) break;
   }
 
   /* producer.shutdown(); */

@@ -9,7 +9,7 @@
 **
 ** rmq.h entries used: rmq_producer_create / rmq_producer_destroy,
 ** rmq_msg_create / rmq_msg_free, rmq_producer_send (rmq_send_result),
-** rmq_send_result_format, rmq_errstr / rmq_errmsg (through demo_error).
+** rmq_send_result_format (demo_print_send_result), rmq_errstr / rmq_errmsg (through demo_error).
 */
 #include <stdio.h>
 #include <string.h>
@@ -49,18 +49,7 @@ int sync_producer(rmq_broker *b, demo_stats *st)
   if (st->nexpected < DEMO_MAX_EXPECTED)
     memcpy(st->expected[st->nexpected++], r.msg_id, RMQ_MSG_ID_SIZE);
 
-  printf("消息id：%s\n", r.msg_id);
-  printf("消息队列：MessageQueue [topic=%s, brokerName=%s, queueId=%d]\n", r.message_queue.topic,
-         r.message_queue.broker_name, r.message_queue.queue_id);
-  printf("消息offset值：%lld\n", (long long)r.queue_offset);
-  char line[1024];
-  rc = rmq_send_result_format(&r, line, sizeof line);
-  if (rc < 0) {
-    demo_error("rmq_send_result_format", rc);
-    goto out_msg;
-  }
-  printf("%s\n", line);
-  rc = RMQ_OK;
+  rc = demo_print_send_result(&r);
 
 out_msg:
   rmq_msg_free(message);

@@ -239,7 +239,17 @@ static const row k_rows[] = {
   {"a NOT BETWEEN 1 AND 10", "a=5", N},
   {"a NOT BETWEEN 1 AND 10", "", N},
   {"a between 10 and 0", "a=5", E},
-  {"a BETWEEN 5 AND -1", "a=2", N},         /* a signed bound is not checked */
+  {"a BETWEEN 5 AND -1", "a=2", N},         /* a negated bound is not checked */
+  /* '+' and parentheses leave a bound plain, so it is checked (RocketMQ's
+  ** unaryExpr returns the operand of '+' itself; the sheet's "a signed
+  ** bound is not plain" holds for '-' only) */
+  {"a BETWEEN +10 AND 0", "a=5", E},
+  {"a BETWEEN (10) AND 0", "a=5", E},
+  {"a BETWEEN 10 AND +0", "a=5", E},
+  {"a BETWEEN +1 AND (10)", "a=5", Y},
+  /* -2147483648 is the Long 2147483648 negated: the value is read as a long */
+  {"a > -2147483648", "a=9999999999", Y},
+  {"a > -2147483647", "a=9999999999", N},   /* an Int: Integer.parseInt throws */
   {"a NOT BETWEEN 10 AND 0", "a=5", Y},
   {"a BETWEEN 'a' AND 'z'", "a=b", E},
   {"a BETWEEN 1", "a=1", E},
@@ -368,6 +378,34 @@ static void test_error_messages(void **state)
 #define SEED_TOPIC "my-topic-filter"
 #define SEED_EXPR "sex='女' AND age>=18"
 
+/* A store for one test: small files, no service thread, SEED_TOPIC with
+** nqueues queues (none for 0). Close with sql_broker_close. */
+static rmq_broker *sql_broker(char *path, size_t n, const char *tag, int property_filter, int nqueues)
+{
+  tu_store_path(path, n, tag);
+  rmq_broker_options o;
+  tu_small_opts(&o, NULL);
+  o.enable_property_filter = property_filter;
+  rmq_broker *b;
+  ok(rmq_broker_open(path, &o, &b));
+  if (nqueues) ok(rmq_topic_create(b, SEED_TOPIC, nqueues));
+  return b;
+}
+
+static void sql_broker_close(rmq_broker *b, const char *path)
+{
+  ok(rmq_broker_close(b));
+  tu_store_remove(path);
+}
+
+static rmq_message_queue seed_queue(void)
+{
+  rmq_message_queue mq;
+  memset(&mq, 0, sizeof mq);
+  snprintf(mq.topic, sizeof mq.topic, SEED_TOPIC);
+  return mq;
+}
+
 /* The seed's producer, varied: each message's sex and age (NULL: not set)
 ** and whether the seed's consumer must get it. */
 typedef struct person { const char *sex, *age; int match; } person;
@@ -449,12 +487,7 @@ static void test_seed_filter_push_end_to_end(void **state)
 {
   (void)state;
   char path[1024];
-  tu_store_path(path, sizeof path, "sql-push");
-  rmq_broker_options o;
-  tu_small_opts(&o, NULL);
-  rmq_broker *b;
-  ok(rmq_broker_open(path, &o, &b));
-  ok(rmq_topic_create(b, SEED_TOPIC, 4));
+  rmq_broker *b = sql_broker(path, sizeof path, "sql-push", 1, 4);
   rmq_producer *p;
   ok(rmq_producer_create(b, "haoke", NULL, &p));
   seed_send(p, 2); /* some before the consumer starts, some after */
@@ -483,28 +516,20 @@ static void test_seed_filter_push_end_to_end(void **state)
   for (size_t i = 0; i < NPEOPLE; i++) assert_int_equal(s.per_person[i], k_people[i].match * 5);
   pthread_mutex_destroy(&s.mu);
   rmq_producer_destroy(p);
-  ok(rmq_broker_close(b));
-  tu_store_remove(path);
+  sql_broker_close(b, path);
 }
 
 static void test_sql_pull_and_poll(void **state)
 {
   (void)state;
   char path[1024];
-  tu_store_path(path, sizeof path, "sql-pull");
-  rmq_broker_options o;
-  tu_small_opts(&o, NULL);
-  rmq_broker *b;
-  ok(rmq_broker_open(path, &o, &b));
-  ok(rmq_topic_create(b, SEED_TOPIC, 1));
+  rmq_broker *b = sql_broker(path, sizeof path, "sql-pull", 1, 1);
   rmq_producer *p;
   ok(rmq_producer_create(b, "haoke", NULL, &p));
   seed_send(p, 1);
   rmq_pull_consumer *c;
   ok(rmq_pull_consumer_create(b, "pullg", &c));
-  rmq_message_queue mq;
-  memset(&mq, 0, sizeof mq);
-  snprintf(mq.topic, sizeof mq.topic, SEED_TOPIC);
+  rmq_message_queue mq = seed_queue();
 
   /* One pull returns every match of the queue, in offset order. */
   rmq_pull_result r;
@@ -566,8 +591,7 @@ static void test_sql_pull_and_poll(void **state)
 
   rmq_pull_consumer_destroy(c);
   rmq_producer_destroy(p);
-  ok(rmq_broker_close(b));
-  tu_store_remove(path);
+  sql_broker_close(b, path);
 }
 
 /* enablePropertyFilter off: SQL92 is refused everywhere, tags still work. */
@@ -575,13 +599,7 @@ static void test_property_filter_disabled(void **state)
 {
   (void)state;
   char path[1024];
-  tu_store_path(path, sizeof path, "sql-off");
-  rmq_broker_options o;
-  tu_small_opts(&o, NULL);
-  o.enable_property_filter = 0;
-  rmq_broker *b;
-  ok(rmq_broker_open(path, &o, &b));
-  ok(rmq_topic_create(b, SEED_TOPIC, 1));
+  rmq_broker *b = sql_broker(path, sizeof path, "sql-off", 0, 1);
   rmq_push_consumer *pc;
   ok(rmq_push_consumer_create(b, "haoke", NULL, &pc));
   assert_int_equal(rmq_push_consumer_subscribe_selector(pc, SEED_TOPIC, RMQ_SELECTOR_SQL92, SEED_EXPR), RMQ_ENOTSUP);
@@ -590,17 +608,14 @@ static void test_property_filter_disabled(void **state)
   rmq_push_consumer_destroy(pc);
   rmq_pull_consumer *c;
   ok(rmq_pull_consumer_create(b, "pullg", &c));
-  rmq_message_queue mq;
-  memset(&mq, 0, sizeof mq);
-  snprintf(mq.topic, sizeof mq.topic, SEED_TOPIC);
+  rmq_message_queue mq = seed_queue();
   rmq_pull_result r;
   assert_int_equal(rmq_pull_consumer_pull_selector(c, &mq, RMQ_SELECTOR_SQL92, "TRUE", 0, 32, &r), RMQ_ENOTSUP);
   assert_int_equal(rmq_pull_consumer_assign_selector(c, &mq, 1, RMQ_SELECTOR_SQL92, "TRUE"), RMQ_ENOTSUP);
   ok(rmq_pull_consumer_pull_selector(c, &mq, RMQ_SELECTOR_TAG, "*", 0, 32, &r));
   assert_int_equal(r.pull_status, RMQ_PULL_NO_NEW_MSG);
   rmq_pull_consumer_destroy(c);
-  ok(rmq_broker_close(b));
-  tu_store_remove(path);
+  sql_broker_close(b, path);
 }
 
 /* A bad expression fails at subscribe time, naming where and what. */
@@ -608,11 +623,7 @@ static void test_subscribe_errors(void **state)
 {
   (void)state;
   char path[1024];
-  tu_store_path(path, sizeof path, "sql-sub");
-  rmq_broker_options o;
-  tu_small_opts(&o, NULL);
-  rmq_broker *b;
-  ok(rmq_broker_open(path, &o, &b));
+  rmq_broker *b = sql_broker(path, sizeof path, "sql-sub", 1, 0);
   rmq_push_consumer *pc;
   ok(rmq_push_consumer_create(b, "haoke", NULL, &pc));
   assert_int_equal(rmq_push_consumer_subscribe_selector(pc, SEED_TOPIC, RMQ_SELECTOR_SQL92, "a LIKE 'x%'"), RMQ_EEXPR);
@@ -627,8 +638,7 @@ static void test_subscribe_errors(void **state)
   ok(rmq_push_consumer_subscribe_selector(pc, SEED_TOPIC, RMQ_SELECTOR_SQL92, SEED_EXPR));
   ok(rmq_push_consumer_subscribe(pc, SEED_TOPIC, "delete"));
   rmq_push_consumer_destroy(pc);
-  ok(rmq_broker_close(b));
-  tu_store_remove(path);
+  sql_broker_close(b, path);
 }
 
 int main(void)

@@ -2423,8 +2423,12 @@ static void retry_topic_restore(rmq_push_consumer *c, rmq_message_ext *e)
     if (strlen(c->subs[i].topic) == n && !memcmp(c->subs[i].topic, v, n)) { e->topic = c->subs[i].topic; return; }
 }
 
-/* Pull thread: reads up to a batch of units of p into free slots and queues
-** them. Returns how many units were read. */
+/* RocketMQ scans at most max(16000 bytes of units, max_nums units) per pull. */
+#define PULL_SCAN_UNITS 800
+
+/* Pull thread: reads units of p until a batch of matching messages fills
+** free slots (or PULL_SCAN_UNITS were read, so a sparse filter still moves
+** on in big steps) and queues them. Returns how many units were read. */
 static int pull_queue(rmq_push_consumer *c, pq *p)
 {
   if (!pq_lock(c, p)) { atomic_store(&c->throttled, 1); return 0; }
@@ -2434,32 +2438,37 @@ static int pull_queue(rmq_push_consumer *c, pq *p)
   pthread_mutex_unlock(&c->mu);
   int want = c->o.pull_batch_size < free_slots ? c->o.pull_batch_size : free_slots;
   if (want <= 0) { atomic_store(&c->throttled, 1); return 0; }
-  int n = want;
-  const uint8_t *u = rmqi_queue_units(p->q, p->pull_offset, &n);
-  if (!u) return 0;
   int64_t min = rmqi_queue_min_offset(p->q), max = rmqi_queue_max_offset(p->q);
-  int got = 0;
-  for (int i = 0; i < n; i++, u += RMQI_CQ_UNIT) {
-    int64_t phys = (int64_t)rmqi_get64(u);
-    int32_t size = (int32_t)rmqi_get32(u + 8);
-    int64_t code = (int64_t)rmqi_get64(u + 12);
-    if (size == INT32_MAX || !rmqi_filter_code(&p->sb->f, code)) continue;
-    const uint8_t *rec = rmqi_store_record(c->b->st, phys, size);
-    int slot = (tail + got) % p->cap;
-    rmq_message_ext *e = &p->slots[slot];
-    if (!rec || ext_fill(e, rec, size, rmqi_topic_name(rmqi_queue_topic(p->q)), c->b->broker_name) != RMQ_OK) {
-      rmqi_log(&c->b->env, RMQ_LOG_ERROR, "consumer %s: unreadable record at %" PRId64 " (%s/%d offset %" PRId64 "); skipped",
-               c->client_id, phys, p->sb->topic, p->qid, p->pull_offset + i);
-      continue;
+  int got = 0, n = 0; /* matched, units read */
+  while (got < want && n < PULL_SCAN_UNITS) {
+    int avail = PULL_SCAN_UNITS - n;
+    const uint8_t *u = rmqi_queue_units(p->q, p->pull_offset + n, &avail);
+    if (!u) break;
+    int i;
+    for (i = 0; i < avail && got < want; i++, u += RMQI_CQ_UNIT) {
+      int64_t phys = (int64_t)rmqi_get64(u);
+      int32_t size = (int32_t)rmqi_get32(u + 8);
+      int64_t code = (int64_t)rmqi_get64(u + 12);
+      if (size == INT32_MAX || !rmqi_filter_code(&p->sb->f, code)) continue;
+      const uint8_t *rec = rmqi_store_record(c->b->st, phys, size);
+      int slot = (tail + got) % p->cap;
+      rmq_message_ext *e = &p->slots[slot];
+      if (!rec || ext_fill(e, rec, size, rmqi_topic_name(rmqi_queue_topic(p->q)), c->b->broker_name) != RMQ_OK) {
+        rmqi_log(&c->b->env, RMQ_LOG_ERROR, "consumer %s: unreadable record at %" PRId64 " (%s/%d offset %" PRId64 "); skipped",
+                 c->client_id, phys, p->sb->topic, p->qid, p->pull_offset + n + i);
+        continue;
+      }
+      if (!rmqi_filter_record(&p->sb->f, e->tags, (size_t)e->tags_len, e->properties, (size_t)e->properties_len))
+        continue;
+      if (p->sb->is_retry) retry_topic_restore(c, e);
+      e->min_offset = min;
+      e->max_offset = max;
+      p->done[slot] = 0;
+      got++;
     }
-    if (!rmqi_filter_record(&p->sb->f, e->tags, (size_t)e->tags_len, e->properties, (size_t)e->properties_len))
-      continue;
-    if (p->sb->is_retry) retry_topic_restore(c, e);
-    e->min_offset = min;
-    e->max_offset = max;
-    p->done[slot] = 0;
-    got++;
+    n += i;
   }
+  if (n == 0) return 0;
   pthread_mutex_lock(&c->mu);
   p->pull_offset += n;
   int bmax = c->o.consume_message_batch_max_size;
@@ -3224,8 +3233,6 @@ static int pull_filter(rmq_pull_consumer *c, int type, const char *expr)
   return RMQ_OK;
 }
 
-/* RocketMQ scans at most max(16000 bytes of units, max_nums units) per pull. */
-#define PULL_SCAN_UNITS 800
 /* A queue's records lie one per few hundred bytes of CommitLog, interleaved
 ** with the other queues', a stride the hardware prefetcher does not follow:
 ** ask for the record this many units ahead while decoding the current one. */

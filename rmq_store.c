@@ -707,9 +707,10 @@ static int mkdir_p(const char *path)
 }
 
 /* Opens (create: creates sparse) the file dir/<20 digits of start> of `size`
-** bytes and maps it shared. A created file's directory entry is fsynced so
-** a SYNC_FLUSH send that lands in it is durable with its name. */
-static int mfile_open(const char *dir, int64_t start, int64_t size, int create, mfile **out)
+** bytes and maps it shared. A created file's directory entry is fsynced
+** (unless sync_dir is 0: the caller has the next flush do it) so a send that
+** lands in it is durable with its name. */
+static int mfile_open(const char *dir, int64_t start, int64_t size, int create, int sync_dir, mfile **out)
 {
   char path[4200];
   snprintf(path, sizeof path, "%s/%020" PRId64, dir, start);
@@ -736,7 +737,7 @@ static int mfile_open(const char *dir, int64_t start, int64_t size, int create, 
   /* Pages are written once, front to back: readahead of the whole file would
   ** only fault in zeros (DESIGN.md 10). */
   madvise(p, (size_t)size, MADV_RANDOM);
-  if (create && st.st_size == 0) {
+  if (create && sync_dir && st.st_size == 0) {
     rc = fsync_dir(dir);
     if (rc) goto out_unmap;
   }
@@ -825,6 +826,7 @@ struct rmqi_queue {
   _Atomic int64_t max_offset;  /* published end (release by the appender) */
   _Atomic int64_t min_offset;
   int64_t flushed_units;     /* cq_flush_lock: units known on disk */
+  atomic_int dir_dirty;      /* a file was made: the next cq_flush fsyncs dir */
 };
 
 struct rmqi_topic {
@@ -901,8 +903,17 @@ struct rmqi_store {
   int pf_stop;
   int64_t pf_next;
   _Atomic int64_t pf_upto;   /* faulted in up to here (prefaulter) */
+  /* ASYNC_FLUSH: a CommitLog file was made whose directory entry the next
+  ** flush must fsync (a directory fsync can take a journal commit, seconds on
+  ** a busy disk: never under append_lock). */
+  atomic_int cl_dir_dirty;
   pthread_mutex_t pf_lock;
   pthread_cond_t pf_cond;
+  /* pf_lock: queues past half of their last ConsumeQueue file, whose next
+  ** file the prefaulter makes ahead (creating a file can wait on the
+  ** journal for a second; the sender must not, under append_lock). */
+  rmqi_queue *cq_want[16];
+  int ncq_want;
 
   rmq_recovery_info rinfo;
 };
@@ -1006,7 +1017,7 @@ static int queue_make(rmqi_topic *t, int qid, int mkfiles)
     rc = mkdir_p(q->dir);
     if (rc) return rc;
     mfile *f;
-    rc = mfile_open(q->dir, 0, s->cq_size, 1, &f);
+    rc = mfile_open(q->dir, 0, s->cq_size, 1, 1, &f);
     if (rc) return rc;
     pthread_mutex_lock(&s->append_lock);
     rc = mvec_push(&q->cq, f);
@@ -1242,19 +1253,62 @@ static int config_json(rmqi_store *s, const char *name, rmqi_json **out, int *da
 /* Appending                                                               */
 /* ======================================================================= */
 
+/* append_lock held (prefaulter running). Asks the prefaulter for q's next
+** ConsumeQueue file. */
+static void cq_want_next(rmqi_store *s, rmqi_queue *q)
+{
+  pthread_mutex_lock(&s->pf_lock);
+  int have = 0;
+  for (int i = 0; i < s->ncq_want; i++) have |= s->cq_want[i] == q;
+  if (!have && s->ncq_want < (int)(sizeof s->cq_want / sizeof s->cq_want[0])) {
+    s->cq_want[s->ncq_want++] = q;
+    pthread_cond_signal(&s->pf_cond);
+  }
+  pthread_mutex_unlock(&s->pf_lock);
+}
+
 /* append_lock held. Makes sure CommitLog file `idx` (relative to the first)
-** exists. */
+** exists. Under SYNC_FLUSH its directory entry is synced at once (the send
+** waits for the disk anyway); under ASYNC_FLUSH by the next flush. */
 static int cl_file_ensure(rmqi_store *s, int64_t idx)
 {
+  int sync_now = s->o.flush_disk_type == RMQ_SYNC_FLUSH;
   while (mvec_len(&s->cl) <= idx) {
     int64_t start = s->min_phys + (int64_t)mvec_len(&s->cl) * s->cl_size;
     mfile *f;
-    int rc = mfile_open(s->cl_dir, start, s->cl_size, 1, &f);
+    int rc = mfile_open(s->cl_dir, start, s->cl_size, 1, sync_now, &f);
     if (rc) return rc;
     rc = mvec_push(&s->cl, f);
     if (rc) { mfile_close(f); return rc; }
+    if (!sync_now) atomic_store(&s->cl_dir_dirty, 1);
   }
   return RMQ_OK;
+}
+
+/* Prefaulter: makes the next CommitLog file without append_lock (opening
+** and sizing a file can wait on the disk), then installs it unless a sender
+** made it meanwhile. ASYNC_FLUSH only. */
+static int cl_file_make_next(rmqi_store *s, int64_t idx)
+{
+  if (mvec_len(&s->cl) > idx) return RMQ_OK;
+  if (mvec_len(&s->cl) < idx) { /* not the next one: the plain way */
+    pthread_mutex_lock(&s->append_lock);
+    int rc = cl_file_ensure(s, idx);
+    pthread_mutex_unlock(&s->append_lock);
+    return rc;
+  }
+  mfile *f;
+  int rc = mfile_open(s->cl_dir, s->min_phys + idx * s->cl_size, s->cl_size, 1, 0, &f);
+  if (rc) return rc;
+  pthread_mutex_lock(&s->append_lock);
+  if (mvec_len(&s->cl) == idx) {
+    rc = mvec_push(&s->cl, f);
+    if (rc == RMQ_OK) f = NULL;
+    atomic_store(&s->cl_dir_dirty, 1);
+  }
+  pthread_mutex_unlock(&s->append_lock);
+  mfile_close(f); /* a sender opened the same file first: drop this mapping */
+  return rc;
 }
 
 /* append_lock held (or single-threaded open). Makes sure the ConsumeQueue
@@ -1269,10 +1323,14 @@ static int cq_unit_ptr(rmqi_store *s, rmqi_queue *q, int64_t off, uint8_t **unit
     if (rc) return rc;
     mfile *f;
     int64_t start = (q->first_file + mvec_len(&q->cq)) * s->cq_size;
-    rc = mfile_open(q->dir, start, s->cq_size, 1, &f);
+    /* Its directory entry is synced by the next cq_flush, not here under
+    ** append_lock: ConsumeQueues are flushed lazily and rebuilt from the
+    ** CommitLog by recovery, whatever the flush type. */
+    rc = mfile_open(q->dir, start, s->cq_size, 1, 0, &f);
     if (rc) return rc;
     rc = mvec_push(&q->cq, f);
     if (rc) { mfile_close(f); return rc; }
+    atomic_store(&q->dir_dirty, 1);
   }
   mfile *f = mvec_at(&q->cq, fidx);
   *unit = f->base + (byte - f->start);
@@ -1401,6 +1459,9 @@ RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
       unit_write(u, pos, (int32_t)p[i].size, p[i].tags_code);
       if (s->o.flush_disk_type == RMQ_ASYNC_FLUSH && (qoff * RMQI_CQ_UNIT) % CQ_CHUNK < RMQI_CQ_UNIT)
         cq_prefault(s, p[i].q, qoff);
+      int64_t in_file = (qoff * RMQI_CQ_UNIT) % s->cq_size;
+      if (s->pf_running && in_file >= s->cq_size / 2 && in_file < s->cq_size / 2 + RMQI_CQ_UNIT)
+        cq_want_next(s, p[i].q);
     }
     pos += p[i].size;
   }
@@ -1442,14 +1503,28 @@ out_unlock:
   return rc;
 }
 
+/* Prefaulter: makes queue q's next ConsumeQueue file outside append_lock
+** and installs it unless the queue's sender got there first. */
+static void cq_file_make_next(rmqi_store *s, rmqi_queue *q)
+{
+  int len = mvec_len(&q->cq);
+  mfile *f;
+  if (mfile_open(q->dir, (q->first_file + len) * s->cq_size, s->cq_size, 1, 0, &f)) return; /* the sender retries */
+  pthread_mutex_lock(&s->append_lock);
+  if (mvec_len(&q->cq) == len && mvec_push(&q->cq, f) == RMQ_OK) {
+    f = NULL;
+    atomic_store(&q->dir_dirty, 1);
+  }
+  pthread_mutex_unlock(&s->append_lock);
+  mfile_close(f);
+}
+
 /* Faults in the CommitLog chunk at pf_next (making its file when needed)
 ** and moves on. Returns 0 when there is nothing it can do. */
 static int prefault_step(rmqi_store *s)
 {
   int64_t idx = (s->pf_next - s->min_phys) / s->cl_size;
-  pthread_mutex_lock(&s->append_lock);
-  int rc = cl_file_ensure(s, idx);
-  pthread_mutex_unlock(&s->append_lock);
+  int rc = cl_file_make_next(s, idx);
   if (rc) return 0; /* the sender meets the same error and reports it */
   mfile *f = mvec_at(&s->cl, idx);
   int64_t fend = f->start + f->size;
@@ -1467,6 +1542,13 @@ static void *prefault_main(void *arg)
   rmqi_store *s = arg;
   pthread_mutex_lock(&s->pf_lock);
   while (!s->pf_stop) {
+    if (s->ncq_want > 0) {
+      rmqi_queue *q = s->cq_want[--s->ncq_want];
+      pthread_mutex_unlock(&s->pf_lock);
+      cq_file_make_next(s, q);
+      pthread_mutex_lock(&s->pf_lock);
+      continue;
+    }
     int64_t want = atomic_load_explicit(&s->published, memory_order_relaxed) + PREFAULT_AHEAD;
     if (s->pf_next >= want) {
       pthread_cond_wait(&s->pf_cond, &s->pf_lock);
@@ -1630,6 +1712,12 @@ static int cl_sync_range(rmqi_store *s, int64_t from, int64_t to)
     }
     if (rc) return rc;
   }
+  /* New files' directory entries, after their data: a flushed position is
+  ** only published once its file's name is durable too. */
+  if (atomic_exchange(&s->cl_dir_dirty, 0)) {
+    int rc = fsync_dir(s->cl_dir);
+    if (rc) { atomic_store(&s->cl_dir_dirty, 1); return rc; }
+  }
   return RMQ_OK;
 }
 
@@ -1708,6 +1796,10 @@ static int cq_flush(rmqi_store *s)
       rmqi_queue *q = rmqi_topic_queue(t, qid);
       if (!q) break;
       int64_t max = rmqi_queue_max_offset(q);
+      if (atomic_exchange(&q->dir_dirty, 0)) {
+        int rc = fsync_dir(q->dir);
+        if (rc) { atomic_store(&q->dir_dirty, 1); return rc; }
+      }
       if (max <= q->flushed_units) continue;
       int64_t a = q->flushed_units * RMQI_CQ_UNIT / s->cq_size - q->first_file;
       int64_t b = ((max * RMQI_CQ_UNIT) - 1) / s->cq_size - q->first_file;
@@ -1883,7 +1975,7 @@ static int load_cqs(rmqi_store *s, int *rebuild)
             *rebuild = 1;
           }
           mfile *f;
-          rc = mfile_open(q->dir, starts[i], s->cq_size, 1, &f);
+          rc = mfile_open(q->dir, starts[i], s->cq_size, 1, 1, &f);
           if (!rc) rc = mvec_push(&q->cq, f);
         }
         list20_free(starts, n);
@@ -1919,7 +2011,7 @@ static int load_commitlog(rmqi_store *s)
       break;
     }
     mfile *f;
-    rc = mfile_open(s->cl_dir, starts[i], s->cl_size, 0, &f);
+    rc = mfile_open(s->cl_dir, starts[i], s->cl_size, 0, 1, &f);
     if (!rc) rc = mvec_push(&s->cl, f);
   }
   list20_free(starts, n);

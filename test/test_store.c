@@ -277,6 +277,21 @@ static int hook_fdatasync(int fd)
   return g_real.fdatasync(fd);
 }
 
+/* fsyncs of the CommitLog directory itself (a new file's entry). */
+static atomic_int g_cl_dir_syncs;
+
+static int hook_fsync_cl_dir(int fd)
+{
+  char link[64], path[4096];
+  snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  ssize_t n = readlink(link, path, sizeof path - 1);
+  if (n > 0) {
+    path[n] = 0;
+    if (n >= 10 && !strcmp(path + n - 10, "/commitlog")) atomic_fetch_add(&g_cl_dir_syncs, 1);
+  }
+  return g_real.fsync(fd);
+}
+
 static int setup_os(void **state)
 {
   (void)state;
@@ -956,6 +971,57 @@ static void test_eio_on_fdatasync(void **state)
   }
 }
 
+/* A new CommitLog file's directory entry is durable before a send into it
+** returns under SYNC_FLUSH; under ASYNC_FLUSH it is synced by the next flush
+** (never on the send path, where a directory fsync can wait seconds for the
+** journal), and before the flushed position covers the file. */
+static void test_new_file_dir_sync(void **state)
+{
+  (void)state;
+  const int types[2] = {RMQ_SYNC_FLUSH, RMQ_ASYNC_FLUSH};
+  for (int ci = 0; ci < 2; ci++) {
+    char store[1024];
+    tu_store_path(store, sizeof store, "dirsync");
+    rmq_broker_options o;
+    tu_small_opts(&o, NULL);
+    o.flush_disk_type = types[ci];
+    rmq_broker *b;
+    ok(rmq_broker_open(store, &o, &b));
+    rmq_producer *p;
+    ok(rmq_producer_create(b, NULL, NULL, &p));
+    rmq_msg *m;
+    ok(rmq_msg_create(&m, "DirSync", NULL, NULL, 0));
+    rmq_send_result r;
+    ok(send_id(p, m, 0, 1000, 0, &r));
+    ok(rmq_broker_flush(b));
+    rmqi_os_table.fsync = hook_fsync_cl_dir;
+    atomic_store(&g_cl_dir_syncs, 0);
+    /* 1000-byte records: the 64 KiB first file fills after about 60. */
+    uint64_t id = 1;
+    for (; id < 200; id++) {
+      ok(send_id(p, m, id, 1000, 0, &r));
+      int64_t phys = (int64_t)strtoull(r.offset_msg_id + 16, NULL, 16);
+      if (phys >= TU_CL_SIZE) break;
+    }
+    assert_true(id < 200);
+    if (types[ci] == RMQ_SYNC_FLUSH) {
+      assert_int_equal(atomic_load(&g_cl_dir_syncs), 1);
+    } else {
+      assert_int_equal(atomic_load(&g_cl_dir_syncs), 0);
+      ok(rmq_broker_flush(b));
+      assert_int_equal(atomic_load(&g_cl_dir_syncs), 1);
+      ok(rmq_broker_flush(b)); /* once per new file */
+      assert_int_equal(atomic_load(&g_cl_dir_syncs), 1);
+    }
+    rmqi_os_reset();
+    rmq_msg_free(m);
+    rmq_producer_destroy(p);
+    ok(rmq_broker_close(b));
+    tu_rmqstore_check(store);
+    tu_store_remove(store);
+  }
+}
+
 /* ======================================================================= */
 /* Flush modes and the fake clock                                          */
 /* ======================================================================= */
@@ -1264,6 +1330,7 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_prefaulter_and_range_sync, setup_os, teardown_os),
     cmocka_unit_test_setup_teardown(test_sync_append_write_error, setup_os, teardown_os),
     cmocka_unit_test_setup_teardown(test_sync_and_async_flush, setup_os, teardown_os),
+    cmocka_unit_test_setup_teardown(test_new_file_dir_sync, setup_os, teardown_os),
     cmocka_unit_test_setup_teardown(test_run_due_with_fake_clock, setup_os, teardown_os),
     cmocka_unit_test_setup_teardown(test_timestamps_from_clock, setup_os, teardown_os),
   };

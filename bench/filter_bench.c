@@ -196,8 +196,13 @@ static void push_sql(rmq_broker *b, uint64_t want)
   if (rc) fail_rmq("rmq_push_consumer_create", rc);
   if ((rc = rmq_push_consumer_subscribe_selector(c, TOPIC, RMQ_SELECTOR_SQL92, "k = 3"))) fail_rmq("subscribe", rc);
   if ((rc = rmq_push_consumer_register_listener_concurrently(c, on_push, &x))) fail_rmq("listener", rc);
-  double t0 = now_s(), t;
+  /* start() makes the group's %RETRY% topic and writes topics.json with
+  ** fsync, which waits behind the writeback of what was just produced: it is
+  ** timed on its own. */
+  double ts = now_s();
   if ((rc = rmq_push_consumer_start(c))) fail_rmq("start", rc);
+  double t0 = now_s(), t;
+  ts = t0 - ts;
   /* Done when every match came and the offsets passed the rest. */
   for (;;) {
     rmq_queue_progress pg[QUEUES];
@@ -212,8 +217,8 @@ static void push_sql(rmq_broker *b, uint64_t want)
   }
   rmq_push_consumer_destroy(c);
   if (atomic_load(&x.n) != want || atomic_load(&x.bad)) fail("push k = 3", "wrong deliveries");
-  printf("%-30s %10.0f scanned/s %10.0f delivered/s %9" PRIu64 " delivered  k = 3 (4 threads, offsets caught up)\n",
-         "push, SQL92 10%", (double)g_msgs / (t - t0), (double)want / (t - t0), want);
+  printf("%-30s %10.0f scanned/s %10.0f delivered/s %9" PRIu64 " delivered  k = 3 (4 threads, offsets caught up;"
+         " start took %.3f s)\n", "push, SQL92 10%", (double)g_msgs / (t - t0), (double)want / (t - t0), want, ts);
 }
 
 int main(void)

@@ -573,37 +573,25 @@ static int parse_eq(lexer *lx)
   }
 }
 
-static int parse_and(lexer *lx)
+/* AND and OR: left-associative chains of boolean operands of `sub`. */
+static int parse_logic(lexer *lx, int tok, int op, int (*sub)(lexer *))
 {
   const char *at = lx->ts;
-  int l = parse_eq(lx);
+  int l = sub(lx);
   if (l < 0) return -1;
-  while (lx->tok == T_AND) {
+  while (lx->tok == tok) {
     if (expect_bool(lx, l, at) < 0 || lex(lx)) return -1;
     at = lx->ts;
-    int r = parse_eq(lx);
+    int r = sub(lx);
     if (r < 0 || expect_bool(lx, r, at) < 0) return -1;
-    l = binary(lx, N_AND, l, r);
+    l = binary(lx, op, l, r);
     if (l < 0) return -1;
   }
   return l;
 }
 
-static int parse_or(lexer *lx)
-{
-  const char *at = lx->ts;
-  int l = parse_and(lx);
-  if (l < 0) return -1;
-  while (lx->tok == T_OR) {
-    if (expect_bool(lx, l, at) < 0 || lex(lx)) return -1;
-    at = lx->ts;
-    int r = parse_and(lx);
-    if (r < 0 || expect_bool(lx, r, at) < 0) return -1;
-    l = binary(lx, N_OR, l, r);
-    if (l < 0) return -1;
-  }
-  return l;
-}
+static int parse_and(lexer *lx) { return parse_logic(lx, T_AND, N_AND, parse_eq); }
+static int parse_or(lexer *lx) { return parse_logic(lx, T_OR, N_OR, parse_and); }
 
 RMQI_FUNC void rmqi_sql_free(rmqi_sql *q)
 {

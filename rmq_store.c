@@ -79,6 +79,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,6 +88,10 @@
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#endif
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23 /* Linux 5.14; older kernels answer EINVAL, harmlessly */
@@ -862,15 +867,16 @@ struct rmqi_store {
   int64_t delay_ms[RMQI_DELAY_LEVELS_MAX + 1];
   int ndelay;
 
-  /* flush_lock: group-commit leadership and flush_err. Never taken with
-  ** append_lock held. flushed is written under it, read anywhere. */
+  /* flush_lock: flushed is written under it, read anywhere. Never taken
+  ** with append_lock held. Group commit: one sender at a time wins
+  ** flush_leader and syncs for all; the others sleep on flush_gen, which
+  ** the leader bumps after each sync (a futex: no mutex to hand round). */
   pthread_mutex_t flush_lock;
-  pthread_cond_t flush_cond;
-  int flush_leader;
+  atomic_int flush_leader;
+  atomic_uint flush_gen;
   _Atomic int64_t flushed;
   _Atomic int64_t flushed_ts;  /* store time of the newest flushed record */
   atomic_int appending;        /* senders between enter and leave */
-  atomic_int flush_waiters;
 
   /* cq_flush_lock: periodic work (ConsumeQueue flush, checkpoint). */
   pthread_mutex_t cq_flush_lock;
@@ -1748,31 +1754,52 @@ static int flush_once(rmqi_store *s, int gather)
   return rc;
 }
 
+/* Sleeps while *gen == seen, at most us microseconds (spurious returns are
+** fine: callers re-check). */
+static void gen_wait(atomic_uint *gen, unsigned seen, int64_t us)
+{
+#ifdef __linux__
+  struct timespec ts = {(time_t)(us / 1000000), (long)(us % 1000000) * 1000};
+  syscall(SYS_futex, (unsigned *)gen, FUTEX_WAIT_PRIVATE, seen, &ts, NULL, 0);
+#else
+  (void)gen; (void)seen;
+  struct timespec ts = {0, (long)(us < 50 ? us : 50) * 1000};
+  nanosleep(&ts, NULL);
+#endif
+}
+
+static void gen_wake_all(atomic_uint *gen)
+{
+#ifdef __linux__
+  syscall(SYS_futex, (unsigned *)gen, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+#else
+  (void)gen;
+#endif
+}
+
 RMQI_FUNC int rmqi_store_wait_flushed(rmqi_store *s, int64_t end, int timeout_ms)
 {
-  if (atomic_load(&s->flushed) >= end) return RMQ_OK;
-  struct timespec dl;
-  abs_deadline(&dl, timeout_ms);
-  int rc = RMQ_OK;
-  pthread_mutex_lock(&s->flush_lock);
-  while (atomic_load(&s->flushed) < end) {
-    if (!s->flush_leader) {
-      s->flush_leader = 1;
-      pthread_mutex_unlock(&s->flush_lock);
-      rc = flush_once(s, 1);
-      pthread_mutex_lock(&s->flush_lock);
-      s->flush_leader = 0;
-      pthread_cond_broadcast(&s->flush_cond);
-      if (rc) break;
+  int64_t until = rmqi_mono_us() + (int64_t)timeout_ms * 1000;
+  for (;;) {
+    if (atomic_load(&s->flushed) >= end) return RMQ_OK;
+    int idle = 0;
+    if (atomic_compare_exchange_strong(&s->flush_leader, &idle, 1)) {
+      int rc = flush_once(s, 1);
+      atomic_store(&s->flush_leader, 0);
+      atomic_fetch_add(&s->flush_gen, 1);
+      gen_wake_all(&s->flush_gen);
+      if (rc) return rc;
       continue;
     }
-    atomic_fetch_add(&s->flush_waiters, 1);
-    int w = pthread_cond_timedwait(&s->flush_cond, &s->flush_lock, &dl);
-    atomic_fetch_sub(&s->flush_waiters, 1);
-    if (w == ETIMEDOUT && atomic_load(&s->flushed) < end) { rc = RMQ_ETIMEDOUT; break; }
+    /* Read the generation, then re-check: a leader that finished in between
+    ** has bumped it, so the wait returns at once. */
+    unsigned g = atomic_load(&s->flush_gen);
+    if (atomic_load(&s->flushed) >= end) return RMQ_OK;
+    if (!atomic_load(&s->flush_leader)) continue;
+    int64_t left = until - rmqi_mono_us();
+    if (left <= 0) return RMQ_ETIMEDOUT;
+    gen_wait(&s->flush_gen, g, left);
   }
-  pthread_mutex_unlock(&s->flush_lock);
-  return rc;
 }
 
 RMQI_FUNC int rmqi_store_flush_commitlog(rmqi_store *s)
@@ -2365,7 +2392,6 @@ static void store_free(rmqi_store *s)
   if (s->lock_fd >= 0) OS->close(s->lock_fd);
   pthread_mutex_destroy(&s->append_lock);
   pthread_mutex_destroy(&s->flush_lock);
-  pthread_cond_destroy(&s->flush_cond);
   pthread_mutex_destroy(&s->cq_flush_lock);
   pthread_mutex_destroy(&s->topic_lock);
   pthread_mutex_destroy(&s->wait_lock);
@@ -2436,7 +2462,6 @@ RMQI_FUNC int rmqi_store_open(const char *dir, const rmq_broker_options *o, cons
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&s->flush_cond, &ca);
   pthread_cond_init(&s->wait_cond, &ca);
   pthread_condattr_destroy(&ca);
   pthread_mutex_init(&s->pf_lock, NULL);

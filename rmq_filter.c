@@ -109,8 +109,13 @@ enum {
 };
 
 #define SQL_MAX_LEN 65536
-#define SQL_MAX_DEPTH 64
-#define SQL_MAX_NODES 4096
+#define SQL_MAX_DEPTH 64         /* parentheses and prefix operators, while parsing */
+#define SQL_MAX_NODES SQL_MAX_LEN /* each node takes at least a byte of text */
+/* Evaluation recurses once per level of the tree (AND and OR chains lean
+** right and are walked in a loop, so they do not count): this bounds the
+** stack an evaluation takes, about half a KiB a level, whatever thread
+** calls it. */
+#define SQL_MAX_EVAL_DEPTH 256
 
 typedef struct snode {
   uint8_t op;
@@ -149,6 +154,8 @@ typedef struct lexer {
   int depth;
   rmqi_sql *out;
   int rc;
+  int *terms;              /* AND/OR chain terms being gathered (a stack) */
+  int nterms, terms_cap;
 } lexer;
 
 static int sql_err(lexer *lx, const char *at, const char *fmt, const char *what)
@@ -469,7 +476,6 @@ static int parse_cmp(lexer *lx)
       }
     }
     if (t == T_CONTAINS || t == T_STARTSWITH || t == T_ENDSWITH) {
-      if (ND(l).op == N_NOT) { sql_err(lx, opat, "%s", "write NOT (...) around a condition"); return -1; }
       if (lex(lx)) return -1;
       if (lx->tok != T_STR) { sql_err(lx, lx->ts, "%s", "expected a string literal"); return -1; }
       int r = parse_primary(lx);
@@ -574,20 +580,44 @@ static int parse_eq(lexer *lx)
 }
 
 /* AND and OR: left-associative chains of boolean operands of `sub`. */
+static int push_term(lexer *lx, int t)
+{
+  if (lx->nterms == lx->terms_cap) {
+    int ncap = lx->terms_cap ? 2 * lx->terms_cap : 64;
+    int *nt = rmqi_realloc(lx->terms, (size_t)lx->terms_cap * sizeof *nt, (size_t)ncap * sizeof *nt);
+    if (!nt) { lx->rc = rmqi_err(RMQ_ENOMEM, "out of memory compiling a filter"); return -1; }
+    lx->terms = nt;
+    lx->terms_cap = ncap;
+  }
+  lx->terms[lx->nterms++] = t;
+  return 0;
+}
+
+/* A chain `t1 AND t2 AND t3` is built leaning right, AND(t1, AND(t2, t3)),
+** so that eval walks it in a loop in source order; with Java's left-to-right
+** short circuit the result is the same as the left-leaning tree's. The
+** terms are gathered first so that every node still follows its children
+** in the node array (check_eval_depth relies on it). */
 static int parse_logic(lexer *lx, int tok, int op, int (*sub)(lexer *))
 {
   const char *at = lx->ts;
   int l = sub(lx);
   if (l < 0) return -1;
+  if (lx->tok != tok) return l;
+  int base = lx->nterms;
+  if (push_term(lx, l) < 0) return -1;
   while (lx->tok == tok) {
     if (expect_bool(lx, l, at) < 0 || lex(lx)) return -1;
     at = lx->ts;
-    int r = sub(lx);
-    if (r < 0 || expect_bool(lx, r, at) < 0) return -1;
-    l = binary(lx, op, l, r);
-    if (l < 0) return -1;
+    l = sub(lx);
+    if (l < 0 || expect_bool(lx, l, at) < 0 || push_term(lx, l) < 0) return -1;
   }
-  return l;
+  int r = lx->terms[--lx->nterms];
+  while (lx->nterms > base) {
+    r = binary(lx, op, lx->terms[--lx->nterms], r);
+    if (r < 0) return -1;
+  }
+  return r;
 }
 
 static int parse_and(lexer *lx) { return parse_logic(lx, T_AND, N_AND, parse_eq); }
@@ -599,6 +629,43 @@ RMQI_FUNC void rmqi_sql_free(rmqi_sql *q)
   rmqi_free(q->nodes, (size_t)q->cap * sizeof *q->nodes);
   rmqi_free(q->pool, q->pool_cap + 1);
   rmqi_free(q, sizeof *q);
+}
+
+/* The stack depth eval reaches from each node (children come before their
+** parents in the node array, so one pass does it). */
+static int check_eval_depth(rmqi_sql *q)
+{
+  int *h = rmqi_malloc((size_t)q->n * sizeof *h);
+  if (!h) return rmqi_err(RMQ_ENOMEM, "out of memory compiling a filter");
+  int worst = 0;
+  for (int i = 0; i < q->n; i++) {
+    const snode *n = &q->nodes[i];
+    int d = 0;
+    switch (n->op) {
+    case N_PROP: case N_STR: case N_INT: case N_LONG: case N_DBL: case N_TRUE: case N_FALSE: case N_NULL:
+      break;
+    case N_NEG: case N_NOT: case N_ISNULL: case N_ISNOTNULL: case N_IN: case N_NOTIN:
+      d = h[n->a];
+      break;
+    case N_AND: case N_OR:
+      /* The chain's next link runs in this frame. */
+      d = h[n->a];
+      if (q->nodes[n->b].op == n->op) { if (h[n->b] - 1 > d) d = h[n->b] - 1; }
+      else if (h[n->b] > d) d = h[n->b];
+      break;
+    default: /* binary and BETWEEN */
+      d = h[n->a] > h[n->b] ? h[n->a] : h[n->b];
+      if (n->c >= 0 && h[n->c] > d) d = h[n->c];
+      break;
+    }
+    h[i] = d + 1;
+    if (h[i] > worst) worst = h[i];
+  }
+  rmqi_free(h, (size_t)q->n * sizeof *h);
+  if (worst > SQL_MAX_EVAL_DEPTH)
+    return rmqi_err(RMQ_EEXPR, "expression nested too deeply: its operators nest %d levels (at most %d)", worst,
+                    SQL_MAX_EVAL_DEPTH);
+  return RMQ_OK;
 }
 
 RMQI_FUNC int rmqi_sql_compile(const char *expr, rmqi_sql **out)
@@ -635,6 +702,8 @@ RMQI_FUNC int rmqi_sql_compile(const char *expr, rmqi_sql **out)
     rc = sql_err(&lx, lx.ts, "%s", what);
   }
   if (!rc && root < 0) rc = lx.rc ? lx.rc : rmqi_err(RMQ_EEXPR, "invalid SQL92 expression");
+  rmqi_free(lx.terms, (size_t)lx.terms_cap * sizeof *lx.terms);
+  if (!rc) rc = check_eval_depth(q);
   if (rc) { rmqi_sql_free(q); return rc; }
   q->root = root;
   for (int i = 0; i < q->n; i++) {
@@ -681,7 +750,46 @@ static sval vnull(void) { sval v = {V_NULL, NULL, 0, 0, 0}; return v; }
 static sval verr(void) { sval v = {V_ERR, NULL, 0, 0, 0}; return v; }
 static sval vbool(int b) { sval v = {V_BOOL, NULL, 0, b, 0}; return v; }
 
-/* Java's Integer/Long.parseInt: optional sign, ASCII digits only, range. */
+/* The first code point of each run of ten decimal digits (Unicode category
+** Nd) in the Basic Multilingual Plane, Unicode 14. Java's Integer/Long
+** parsing takes any of them (Character.digit on one UTF-16 unit, so digits
+** beyond the BMP are not digits there). */
+static const uint16_t k_bmp_digit_zero[] = {
+  0x0030, 0x0660, 0x06F0, 0x07C0, 0x0966, 0x09E6, 0x0A66, 0x0AE6, 0x0B66, 0x0BE6, 0x0C66, 0x0CE6, 0x0D66,
+  0x0DE6, 0x0E50, 0x0ED0, 0x0F20, 0x1040, 0x1090, 0x17E0, 0x1810, 0x1946, 0x19D0, 0x1A80, 0x1A90, 0x1B50,
+  0x1BB0, 0x1C40, 0x1C50, 0xA620, 0xA8D0, 0xA900, 0xA9D0, 0xA9F0, 0xAA50, 0xABF0, 0xFF10};
+
+/* The decimal digit at s[*i] (ASCII, or a UTF-8 encoded BMP digit), moving
+** *i past it; -1 when it is not one. Malformed UTF-8 is never a digit: Java
+** decodes it to U+FFFD. */
+static int java_digit(const char *s, size_t n, size_t *i)
+{
+  unsigned c = (unsigned char)s[*i];
+  if (c < 0x80) { (*i)++; return is_digit(c) ? (int)(c - '0') : -1; }
+  unsigned cp;
+  size_t len;
+  if (c >= 0xC2 && c <= 0xDF) { cp = c & 0x1F; len = 2; }
+  else if (c >= 0xE0 && c <= 0xEF) { cp = c & 0x0F; len = 3; }
+  else return -1;
+  if (n - *i < len) return -1;
+  for (size_t k = 1; k < len; k++) {
+    unsigned cc = (unsigned char)s[*i + k];
+    if ((cc & 0xC0) != 0x80) return -1;
+    cp = cp << 6 | (cc & 0x3F);
+  }
+  if (len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) return -1;
+  int lo = 0, hi = (int)(sizeof k_bmp_digit_zero / sizeof *k_bmp_digit_zero) - 1, at = -1;
+  while (lo <= hi) {
+    int mid = (lo + hi) / 2;
+    if (k_bmp_digit_zero[mid] <= cp) { at = mid; lo = mid + 1; } else hi = mid - 1;
+  }
+  if (at < 0 || cp - k_bmp_digit_zero[at] > 9) return -1;
+  *i += len;
+  return (int)(cp - k_bmp_digit_zero[at]);
+}
+
+/* Java's Integer/Long.parseInt: optional ASCII sign, decimal digits of any
+** script (java_digit), range. */
 static int parse_java_long(const char *s, size_t n, int bits, int64_t *out)
 {
   if (n == 0) return 0;
@@ -690,11 +798,11 @@ static int parse_java_long(const char *s, size_t n, int bits, int64_t *out)
   if (s[0] == '-' || s[0] == '+') { neg = s[0] == '-'; i = 1; if (n == 1) return 0; }
   uint64_t lim = bits == 32 ? (neg ? 2147483648u : 2147483647u) : (neg ? UINT64_C(9223372036854775808) : UINT64_C(9223372036854775807));
   uint64_t v = 0;
-  for (; i < n; i++) {
-    if (!is_digit((unsigned char)s[i])) return 0;
-    uint64_t d = (uint64_t)(s[i] - '0');
-    if (v > (lim - d) / 10) return 0;
-    v = v * 10 + d;
+  while (i < n) {
+    int d = java_digit(s, n, &i);
+    if (d < 0) return 0;
+    if (v > (lim - (uint64_t)d) / 10) return 0;
+    v = v * 10 + (uint64_t)d;
   }
   *out = neg ? (int64_t)(0 - v) : (int64_t)v;
   return 1;
@@ -702,14 +810,27 @@ static int parse_java_long(const char *s, size_t n, int bits, int64_t *out)
 
 /* Java's Double.parseDouble: trims, accepts exponents, NaN, Infinity, hex
 ** floats and a d/f suffix. */
+static int parse_java_double_z(char *buf, size_t n, double *out);
+
 static int parse_java_double(const char *s, size_t n, double *out)
 {
   while (n && (unsigned char)*s <= ' ') { s++; n--; }
   while (n && (unsigned char)s[n - 1] <= ' ') n--;
-  if (n == 0 || n > 350) return 0;
-  char buf[360];
+  if (n == 0) return 0;
+  /* strtod wants a terminated copy; numbers longer than the stack buffer
+  ** (Java reads any length) are rare enough to take the heap. */
+  char sbuf[360], *buf = sbuf;
+  if (n >= sizeof sbuf && !(buf = rmqi_malloc(n + 1))) return 0;
   memcpy(buf, s, n);
   buf[n] = 0;
+  int ok = parse_java_double_z(buf, n, out);
+  if (buf != sbuf) rmqi_free(buf, n + 1);
+  return ok;
+}
+
+/* buf holds n > 0 trimmed bytes and a terminator; it may be changed. */
+static int parse_java_double_z(char *buf, size_t n, double *out)
+{
   if (buf[n - 1] == 'd' || buf[n - 1] == 'D' || buf[n - 1] == 'f' || buf[n - 1] == 'F') buf[--n] = 0;
   if (n == 0) return 0;
   const char *b = buf;
@@ -890,25 +1011,21 @@ static sval eval(sctx *x, int i)
     if (v.t == V_BOOL) v.i = !v.i;
     return v;
   }
-  case N_AND: {
-    sval l = as_bool(eval(x, n->a));
-    if (l.t == V_ERR) return l;
-    if (l.t == V_BOOL && !l.i) return l;
-    sval r = as_bool(eval(x, n->b));
-    if (r.t == V_ERR) return r;
-    if (r.t == V_BOOL && !r.i) return r;
-    if (l.t == V_NULL || r.t == V_NULL) return vnull();
-    return vbool(1);
-  }
-  case N_OR: {
-    sval l = as_bool(eval(x, n->a));
-    if (l.t == V_ERR) return l;
-    if (l.t == V_BOOL && l.i) return l;
-    sval r = as_bool(eval(x, n->b));
-    if (r.t == V_ERR) return r;
-    if (r.t == V_BOOL && r.i) return r;
-    if (l.t == V_NULL || r.t == V_NULL) return vnull();
-    return vbool(0);
+  case N_AND: case N_OR: {
+    /* The chain's terms in source order: an exception or the deciding value
+    ** (FALSE for AND, TRUE for OR) ends it; else null if any was null. */
+    int op = n->op, stop = op == N_OR, saw_null = 0;
+    for (int j = i;;) {
+      const snode *m = &x->q->nodes[j];
+      int more = m->op == op;
+      sval v = as_bool(eval(x, more ? m->a : j));
+      if (v.t == V_ERR) return v;
+      if (v.t == V_BOOL && v.i == stop) return v;
+      if (v.t == V_NULL) saw_null = 1;
+      if (!more) break;
+      j = m->b;
+    }
+    return saw_null ? vnull() : vbool(!stop);
   }
   case N_EQ: return eval_eq(x, n);
   case N_NE: {

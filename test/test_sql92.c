@@ -271,7 +271,20 @@ static const row k_rows[] = {
   {"a contains 'é'", "a=café", Y},
   {"a CONTAINS b", "a=x;b=x", E},
   {"a CONTAINS 1", "a=1", E},
-  {"NOT a CONTAINS 'x'", "a=x", E},
+  /* NOT binds first: (NOT a) is no string, so CONTAINS is FALSE, never an error */
+  {"NOT a CONTAINS 'x'", "a=x", N},
+  {"NOT a CONTAINS 'x'", "", N},
+  {"(NOT a) CONTAINS 'x'", "a=x", N},
+  {"NOT a NOT ENDSWITH 'x'", "a=x", N},
+  {"NOT (NOT a CONTAINS 'x')", "a=x", Y},
+  /* Integer/Long parsing reads decimal digits of any script in the BMP */
+  {"a = 18", "a=١٨", Y},
+  {"a = 18", "a=１８", Y},
+  {"a = 2147483648", "a=٢١٤٧٤٨٣٦٤٨", Y},
+  {"a = 18", "a=۱۸", Y},
+  {"a > 5", "a=๙", Y},
+  {"a = 1", "a=𝟏", N},
+  {"a = 1.0", "a=١", N},
   /* system properties are visible */
   {"TAGS = 'TagA'", "TAGS=TagA", Y},
   {"KEYS IS NOT NULL", "KEYS=k1", Y},
@@ -360,6 +373,27 @@ static void test_error_messages(void **state)
   static char big[70000];
   memset(big, 'a', sizeof big - 1);
   assert_int_equal(rmq_selector_compile(RMQ_SELECTOR_SQL92, big, &s), RMQ_EEXPR);
+  /* AND and OR chains cost no stack: a 3000-term chain compiles and runs. */
+  k = 0;
+  for (int i = 0; i < 3000; i++) k += (size_t)sprintf(big + k, "%sa <> 'v%d'", i ? " AND " : "", i);
+  ok(rmq_selector_compile(RMQ_SELECTOR_SQL92, big, &s));
+  const char *pv[2] = {"a", "v2999"}, *pw[2] = {"a", "w"};
+  assert_int_equal(rmq_selector_match(s, pv, 1), 0);
+  assert_int_equal(rmq_selector_match(s, pw, 1), 1);
+  rmq_selector_free(s);
+  /* ... but operators that nest (a chain of =) stop at the evaluation depth. */
+  k = (size_t)sprintf(big, "a IS NULL");
+  for (int i = 0; i < 300; i++) k += (size_t)sprintf(big + k, " = TRUE");
+  assert_int_equal(rmq_selector_compile(RMQ_SELECTOR_SQL92, big, &s), RMQ_EEXPR);
+  assert_non_null(strstr(rmq_errmsg(), "nested too deeply"));
+  /* A number string longer than any buffer still reads as a double. */
+  static char longnum[2000];
+  memset(longnum, '0', sizeof longnum - 1);
+  memcpy(longnum, "a=1.", 4);
+  const char *pl[2] = {"a", longnum + 2};
+  ok(rmq_selector_compile(RMQ_SELECTOR_SQL92, "a = 1.0", &s));
+  assert_int_equal(rmq_selector_match(s, pl, 1), 1);
+  rmq_selector_free(s);
   assert_int_equal(rmq_selector_compile(7, "a", &s), RMQ_EINVAL);
   assert_int_equal(rmq_selector_compile(RMQ_SELECTOR_SQL92, NULL, &s), RMQ_EEXPR);
   assert_int_equal(rmq_selector_match(NULL, NULL, 0), RMQ_EINVAL);

@@ -852,6 +852,7 @@ struct rmqi_store {
   const rmqi_env *env;
   int lock_fd;
   int64_t cl_size;           /* CommitLog file size */
+  int cl_shift;              /* log2(cl_size) when a power of two, else -1 */
   int cq_size;               /* ConsumeQueue file size */
 
   /* append_lock: CommitLog write position, file creation, every queue's
@@ -923,6 +924,21 @@ struct rmqi_store {
 
   rmq_recovery_info rinfo;
 };
+
+static void set_cl_size(rmqi_store *s, int64_t size)
+{
+  s->cl_size = size;
+  s->cl_shift = -1;
+  if (size > 0 && (size & (size - 1)) == 0) s->cl_shift = __builtin_ctzll((unsigned long long)size);
+}
+
+/* The index of the CommitLog file holding phys. Every read of a record asks
+** this; a 64-bit division costs more than the rest of the lookup. */
+static inline int64_t cl_index(const rmqi_store *s, int64_t phys)
+{
+  int64_t rel = phys - s->min_phys;
+  return s->cl_shift >= 0 ? rel >> s->cl_shift : rel / s->cl_size;
+}
 
 RMQI_FUNC const char *rmqi_store_dir(rmqi_store *s) { return s->dir; }
 RMQI_FUNC const char *rmqi_topic_name(const rmqi_topic *t) { return t->name; }
@@ -1421,7 +1437,7 @@ RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
                     p[i].size, s->cl_size);
       goto out_unlock;
     }
-    int64_t fidx = (pos - s->min_phys) / s->cl_size;
+    int64_t fidx = cl_index(s, pos);
     int64_t fend = s->min_phys + (fidx + 1) * s->cl_size;
     if (pos + p[i].size + RMQI_END_FILE_MIN_BLANK > fend) { pos = fend; fidx++; }
     rc = cl_file_ensure(s, fidx);
@@ -1441,7 +1457,7 @@ RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
   for (int i = 0; i < n; i++) {
     if (p[i].phys_offset != pos) {
       /* The rest of this file gets the BLANK end record. */
-      mfile *f = mvec_at(&s->cl, (pos - s->min_phys) / s->cl_size);
+      mfile *f = mvec_at(&s->cl, cl_index(s, pos));
       uint8_t blank[8];
       rmqi_put32(blank, (uint32_t)(p[i].phys_offset - pos));
       rmqi_put32(blank + 4, RMQI_MAGIC_BLANK);
@@ -1456,7 +1472,7 @@ RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
     rmqi_put64(rec + RMQI_OFF_QUEUEOFFSET, (uint64_t)qoff);
     rmqi_put64(rec + RMQI_OFF_PHYSOFFSET, (uint64_t)pos);
     rmqi_put64(rec + store_ts_off(rec), (uint64_t)now);
-    mfile *f = mvec_at(&s->cl, (pos - s->min_phys) / s->cl_size);
+    mfile *f = mvec_at(&s->cl, cl_index(s, pos));
     if ((rc = cl_write(s, f, pos, rec, p[i].size))) { put_undo(p, i); goto out_unlock; }
     if (p[i].q) p[i].q->next_offset++;
     if (p[i].q) {
@@ -1494,7 +1510,7 @@ out_unlock:
     ** of one page fault per 4 KiB on the send path (DESIGN.md 10). Not under
     ** SYNC_FLUSH, where each sync would write the prefaulted zeros. */
     int64_t next = ((pos - s->min_phys) / CL_CHUNK + 1) * CL_CHUNK + s->min_phys;
-    mfile *f = mvec_at(&s->cl, (next - s->min_phys) / s->cl_size);
+    mfile *f = mvec_at(&s->cl, cl_index(s, next));
     if (f && next + CL_CHUNK <= f->start + f->size)
       madvise(f->base + (next - f->start), CL_CHUNK, MADV_POPULATE_WRITE);
   }
@@ -1592,7 +1608,7 @@ static void prefault_stop(rmqi_store *s)
 RMQI_FUNC const uint8_t *rmqi_store_record(rmqi_store *s, int64_t phys, int32_t size)
 {
   if (phys < s->min_phys || size <= 0 || phys + size > rmqi_store_max_phys(s)) return NULL;
-  mfile *f = mvec_at(&s->cl, (phys - s->min_phys) / s->cl_size);
+  mfile *f = mvec_at(&s->cl, cl_index(s, phys));
   if (!f || phys + size > f->start + f->size) return NULL;
   return f->base + (phys - f->start);
 }
@@ -2027,7 +2043,7 @@ static int load_commitlog(rmqi_store *s)
     snprintf(fp, sizeof fp, "%s/%020" PRId64, s->cl_dir, starts[0]);
     if (stat(fp, &st) == 0 && st.st_size > 0 && st.st_size != s->cl_size) {
       rmqi_log(s->env, RMQ_LOG_INFO, "commitlog files are %lld bytes; using that size", (long long)st.st_size);
-      s->cl_size = st.st_size;
+      set_cl_size(s, st.st_size);
     }
     s->min_phys = starts[0];
   }
@@ -2099,7 +2115,7 @@ static int unit_matches(rmqi_store *s, rmqi_queue *q, int64_t off, const uint8_t
   int32_t size = (int32_t)rmqi_get32(u + 8);
   if (size == INT32_MAX && phys == 0) return 1; /* pad */
   if (phys < s->min_phys || size <= 0 || phys + size > cl_end) return 0;
-  mfile *f = mvec_at(&s->cl, (phys - s->min_phys) / s->cl_size);
+  mfile *f = mvec_at(&s->cl, cl_index(s, phys));
   if (!f || phys + size > f->start + f->size) return 0;
   rmqi_record r;
   if (rmqi_record_decode(f->base + (phys - f->start), (size_t)size, 0, &r) != RMQ_OK) return 0;
@@ -2446,7 +2462,7 @@ RMQI_FUNC int rmqi_store_open(const char *dir, const rmq_broker_options *o, cons
   s->lock_fd = s->cp_fd = -1;
   s->o = *o;
   s->env = env;
-  s->cl_size = o->mapped_file_size_commit_log;
+  set_cl_size(s, o->mapped_file_size_commit_log);
   /* The delay table is kept parsed; the caller's string need not outlive open. */
   if ((rc = rmqi_delay_levels_parse(o->message_delay_level, s->delay_ms, &s->ndelay))) {
     rmqi_free(s, sizeof *s);

@@ -1164,21 +1164,25 @@ static const char k_hex2[256][2] = {HEX64(0), HEX64(64), HEX64(128), HEX64(192)}
 
 /* Ids are built on every send and delivery: 16 bytes at once with SSE2
 ** (nibbles interleaved high first, then '0' plus 7 more where over 9). */
+#ifdef __SSE2__
+static inline void hex16(char *out, __m128i v)
+{
+  __m128i lo4 = _mm_set1_epi8(0x0F);
+  __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), lo4), lo = _mm_and_si128(v, lo4);
+  __m128i a = _mm_unpacklo_epi8(hi, lo), b = _mm_unpackhi_epi8(hi, lo);
+  __m128i nine = _mm_set1_epi8(9), zero = _mm_set1_epi8('0'), seven = _mm_set1_epi8(7);
+  a = _mm_add_epi8(_mm_add_epi8(a, zero), _mm_and_si128(_mm_cmpgt_epi8(a, nine), seven));
+  b = _mm_add_epi8(_mm_add_epi8(b, zero), _mm_and_si128(_mm_cmpgt_epi8(b, nine), seven));
+  _mm_storeu_si128((__m128i *)out, a);
+  _mm_storeu_si128((__m128i *)(out + 16), b);
+}
+#endif
+
 static void hex_id(char *out, const uint8_t *bytes, int n)
 {
   int i = 0;
 #ifdef __SSE2__
-  for (; i + 16 <= n; i += 16) {
-    __m128i v = _mm_loadu_si128((const __m128i *)(bytes + i));
-    __m128i lo4 = _mm_set1_epi8(0x0F);
-    __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), lo4), lo = _mm_and_si128(v, lo4);
-    __m128i a = _mm_unpacklo_epi8(hi, lo), b = _mm_unpackhi_epi8(hi, lo);
-    __m128i nine = _mm_set1_epi8(9), zero = _mm_set1_epi8('0'), seven = _mm_set1_epi8(7);
-    a = _mm_add_epi8(_mm_add_epi8(a, zero), _mm_and_si128(_mm_cmpgt_epi8(a, nine), seven));
-    b = _mm_add_epi8(_mm_add_epi8(b, zero), _mm_and_si128(_mm_cmpgt_epi8(b, nine), seven));
-    _mm_storeu_si128((__m128i *)(out + 2 * i), a);
-    _mm_storeu_si128((__m128i *)(out + 2 * i + 16), b);
-  }
+  for (; i + 16 <= n; i += 16) hex16(out + 2 * i, _mm_loadu_si128((const __m128i *)(bytes + i)));
 #endif
   for (; i < n; i++) memcpy(out + 2 * i, k_hex2[bytes[i]], 2);
   out[2 * n] = 0;
@@ -1244,10 +1248,13 @@ static int ext_fill(rmq_message_ext *e, const uint8_t *rec, int32_t size, const 
   e->flag = r.flag;
   e->born_timestamp = r.born_ts;
   e->store_timestamp = r.store_ts;
-  memcpy(e->born_host, r.born_host, (size_t)r.born_host_len);
+  /* Fixed-size copies: a call to memcpy per host costs more than the copy. */
+  if (r.born_host_len == 4) memcpy(e->born_host, r.born_host, 4);
+  else memcpy(e->born_host, r.born_host, 16);
   e->born_host_len = r.born_host_len;
   e->born_port = (int32_t)rmqi_get32(r.born_host + r.born_host_len);
-  memcpy(e->store_host, r.store_host, (size_t)r.store_host_len);
+  if (r.store_host_len == 4) memcpy(e->store_host, r.store_host, 4);
+  else memcpy(e->store_host, r.store_host, 16);
   e->store_host_len = r.store_host_len;
   e->store_port = (int32_t)rmqi_get32(r.store_host + r.store_host_len);
   e->reconsume_times = r.reconsume_times;
@@ -1263,7 +1270,18 @@ static int ext_fill(rmq_message_ext *e, const uint8_t *rec, int32_t size, const 
   e->tags = NULL; e->tags_len = 0;
   e->keys = NULL; e->keys_len = 0;
   props_scan(r.props, (size_t)r.props_len, e, &v, &vl);
-  offset_msg_id(e->offset_msg_id, r.store_host, r.store_host_len, e->store_port, r.phys_offset);
+#ifdef __SSE2__
+  if (r.store_host_len == 4) {
+    /* The id's 16 bytes are in the record already, big-endian: the store
+    ** host and port, then the physical offset at byte 28. */
+    uint64_t hp, ph;
+    memcpy(&hp, r.store_host, 8);
+    memcpy(&ph, rec + 28, 8);
+    hex16(e->offset_msg_id, _mm_set_epi64x((long long)ph, (long long)hp));
+    e->offset_msg_id[32] = 0;
+  } else
+#endif
+    offset_msg_id(e->offset_msg_id, r.store_host, r.store_host_len, e->store_port, r.phys_offset);
   if (v && vl < RMQ_MSG_ID_SIZE) {
     memcpy(e->msg_id, v, vl);
     e->msg_id[vl] = 0;
@@ -2877,6 +2895,34 @@ static void consumer_stop_threads(rmq_push_consumer *c)
   c->nworkers = 0;
 }
 
+/* c->bc_file for a broadcasting consumer: client id and group with every
+** byte outside [A-Za-z0-9_@-] (and '.', outside the client id's address)
+** as %XX, which keeps distinct names distinct. The group holds no '.', so
+** the name splits back unambiguously. */
+static int bc_file_name(rmq_push_consumer *c)
+{
+  static const char keep[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_@";
+  char buf[1024];
+  size_t k = (size_t)snprintf(buf, sizeof buf, "broadcastOffset.");
+  const char *at = strchr(c->client_id, '@');
+  for (int part = 0; part < 2; part++) {
+    const char *src = part ? c->group : c->client_id;
+    for (const char *p = src; *p && k + 4 < sizeof buf; p++) {
+      unsigned char ch = (unsigned char)*p;
+      if (strchr(keep, ch) || (ch == '.' && !part && at && p < at)) buf[k++] = (char)ch;
+      else k += (size_t)snprintf(buf + k, sizeof buf - k, "%%%02X", ch);
+    }
+    if (k + 1 < sizeof buf) buf[k++] = '.';
+  }
+  k += (size_t)snprintf(buf + k, sizeof buf - k, "json");
+  /* 255 bytes is the common file name limit; the temporary file adds ".tmp". */
+  if (k + 4 > 255 || k >= sizeof c->bc_file)
+    return rmqi_err(RMQ_EINVAL, "broadcasting consumer %s of group %s: its offsets file name would be %zu bytes "
+                    "(at most 251): use a shorter instance name", c->client_id, c->group, k);
+  memcpy(c->bc_file, buf, k + 1);
+  return RMQ_OK;
+}
+
 RMQ_API int rmq_push_consumer_start(rmq_push_consumer *c)
 {
   if (!c) return rmqi_err(RMQ_EINVAL, "rmq_push_consumer_start: consumer is NULL");
@@ -2920,10 +2966,10 @@ RMQ_API int rmq_push_consumer_start(rmq_push_consumer *c)
       return rmqi_err(RMQ_ESTATE, "The consumer group[%s] has been created before, specify another name please. "
                       "(a broadcasting consumer of %s with instance name %s is running)", c->group, c->group,
                       strchr(c->client_id, '@') + 1);
-    /* Its offsets are its own: config/broadcastOffset.<clientId>.<group>.json. */
-    size_t k = (size_t)snprintf(c->bc_file, sizeof c->bc_file, "broadcastOffset.%s.%s.json", c->client_id, c->group);
-    for (size_t i = 0; i < k && i < sizeof c->bc_file; i++)
-      if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_@%", c->bc_file[i])) c->bc_file[i] = '_';
+    /* Its offsets are its own: config/broadcastOffset.<clientId>.<group>.json,
+    ** the names %XX-escaped so that no two instances share a file. */
+    int rc = bc_file_name(c);
+    if (rc) return rc;
     for (int i = 0; i < c->nsubs; i++)
       if (!c->subs[i].offs && !(c->subs[i].offs = offent_new(c->subs[i].topic, c->group)))
         return rmqi_err(RMQ_ENOMEM, "out of memory starting consumer %s", c->client_id);

@@ -14,7 +14,10 @@
 **     rmq_errstr(code) names the code; rmq_errmsg() gives the calling thread's
 **     message for its last failed call (which argument, which limit, which
 **     file). Results come back through out-parameters.
-**   - A NULL handle or a NULL required pointer argument is RMQ_EINVAL.
+**   - A NULL handle or a NULL required pointer argument is RMQ_EINVAL,
+**     except a NULL name, message or expression, which gets that argument's
+**     own code (RMQ_ETOPIC, RMQ_EGROUP, RMQ_ENOBODY, RMQ_EPROPERTY,
+**     RMQ_EEXPR) as an empty one does.
 **   - Strings passed in are NUL-terminated UTF-8 and are copied: the caller
 **     keeps ownership and may free them when the call returns.
 **   - Options structs are filled with defaults by their *_options_init
@@ -619,7 +622,9 @@ typedef struct rmq_push_consumer_options {
   /* instanceName; NULL = "<pid>#<n>", unique per consumer (broadcasting:
   ** "DEFAULT", as RocketMQ's). The client id ("127.0.0.1@instanceName")
   ** orders consumers for queue allocation and names a broadcasting
-  ** consumer's offsets file. */
+  ** consumer's offsets file, config/broadcastOffset.<clientId>.<group>.json
+  ** (bytes other than letters, digits, '-', '_' and '@' written %XX; start
+  ** fails with RMQ_EINVAL when that name would pass 251 bytes). */
   const char *instance_name;
 } rmq_push_consumer_options;
 
@@ -677,7 +682,8 @@ RMQ_API int rmq_push_consumer_start(rmq_push_consumer *c);
 RMQ_API int rmq_push_consumer_assigned_queues(rmq_push_consumer *c, rmq_message_queue *out,
                                               size_t cap, size_t *n);
 /* Stops delivery: waits for running listeners, commits and persists the
-** offsets, leaves the group (the rest rebalance). Idempotent. One thread. */
+** offsets, leaves the group (the rest rebalance). Idempotent. One thread;
+** not from a listener (it would wait for itself). */
 RMQ_API void rmq_push_consumer_shutdown(rmq_push_consumer *c);
 /* Shuts down (if started) and frees. NULL is a no-op. Not from a listener. */
 RMQ_API void rmq_push_consumer_destroy(rmq_push_consumer *c);
@@ -695,8 +701,10 @@ typedef struct rmq_selector rmq_selector;
 RMQ_API int rmq_selector_compile(int type, const char *expression, rmq_selector **out);
 /* 1 when a message with the properties props[0..2*nprops) (name, value,
 ** name, value, ...; TAGS among them; of duplicate names the last wins) is
-** delivered under s, else 0: an SQL92 expression delivers only on TRUE. No allocation; any thread, s shared
-** read-only. RMQ_EINVAL (negative) for NULL arguments. */
+** delivered under s, else 0: an SQL92 expression delivers only on TRUE.
+** No allocation, except a moment's copy to read a number string longer than
+** 359 bytes. Any thread, s shared read-only. RMQ_EINVAL (negative) for NULL
+** arguments. */
 RMQ_API int rmq_selector_match(const rmq_selector *s, const char *const *props, size_t nprops);
 RMQ_API void rmq_selector_free(rmq_selector *s);
 

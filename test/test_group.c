@@ -369,6 +369,47 @@ static void test_broadcasting_offsets(void **state)
   assert_non_null(strstr(rmq_errmsg(), "has been created before"));
   rmq_push_consumer_destroy(d2);
   rmq_push_consumer_destroy(d1);
+
+  /* Names that differ only in a character a file name cannot hold keep
+  ** files of their own: a new "x_y" starts from the first offset even
+  ** though "x/y" has consumed everything. */
+  static bodies gs, gu;
+  memset(&gs, 0, sizeof gs);
+  memset(&gu, 0, sizeof gu);
+  pthread_mutex_init(&gs.mu, NULL);
+  pthread_mutex_init(&gu.mu, NULL);
+  rmq_push_consumer *cs = bc_member(b, "x/y", &gs);
+  ok(rmq_push_consumer_start(cs));
+  assert_true(tu_wait_atleast(&gs.n, 30, 10000));
+  rmq_push_consumer_destroy(cs);
+  rmq_push_consumer *cu = bc_member(b, "x_y", &gu);
+  ok(rmq_push_consumer_start(cu));
+  assert_true(tu_wait_atleast(&gu.n, 30, 10000));
+  rmq_push_consumer_destroy(cu);
+  snprintf(f, sizeof f, "%s/config/broadcastOffset.127.0.0.1@x%%2Fy.BcGroup.json", path);
+  assert_int_equal(access(f, R_OK), 0);
+  /* A name too long for the offsets file is refused at start, not lost at
+  ** every save. */
+  char longname[101];
+  memset(longname, 'I', 100);
+  longname[100] = 0;
+  static bodies gl;
+  memset(&gl, 0, sizeof gl);
+  pthread_mutex_init(&gl.mu, NULL);
+  rmq_push_consumer_options co;
+  rmq_push_consumer_options_init(&co);
+  co.message_model = RMQ_BROADCASTING;
+  co.instance_name = longname;
+  char group[121];
+  memset(group, 'G', 120);
+  group[120] = 0;
+  rmq_push_consumer *cl;
+  ok(rmq_push_consumer_create(b, group, &co, &cl));
+  ok(rmq_push_consumer_subscribe(cl, "BcT", "*"));
+  ok(rmq_push_consumer_register_listener_concurrently(cl, keep_bodies, &gl));
+  assert_int_equal(rmq_push_consumer_start(cl), RMQ_EINVAL);
+  assert_non_null(strstr(rmq_errmsg(), "offsets file name"));
+  rmq_push_consumer_destroy(cl);
   rmq_producer_destroy(p);
   ok(rmq_broker_close(b));
   tu_rmqstore_check(path);

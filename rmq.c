@@ -1198,40 +1198,49 @@ static void offset_msg_id(char *out, const uint8_t *host, int host_len, int32_t 
   hex_id(out, b, host_len + 12);
 }
 
-/* The first 0x02 in [p, end), or end. Eight bytes at a time: a byte of
-** x ^ 0x0202.. is zero exactly where p holds 0x02, and the classic
-** (v - 0x01..) & ~v & 0x80.. test flags the lowest such byte correctly. */
-static const char *find_sep(const char *p, const char *end)
+/* Bit i set where p[i] is the 0x02 separator, for i < min(64, end - p).
+** Reads only inside [p, end): a record's properties end it, and the
+** mapping may end right after. */
+static uint64_t sep_mask64(const char *p, const char *end)
 {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-  const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-  while (end - p >= 8) {
-    uint64_t x;
-    memcpy(&x, p, 8);
-    x ^= 2 * ones;
-    uint64_t hit = (x - ones) & ~x & highs;
-    if (hit) return p + (__builtin_ctzll(hit) >> 3); /* little-endian: lowest byte first */
-    p += 8;
+  uint64_t m = 0;
+  int i = 0, n = end - p < 64 ? (int)(end - p) : 64;
+#ifdef __SSE2__
+  const __m128i two = _mm_set1_epi8(2);
+  for (; i + 16 <= n; i += 16)
+    m |= (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(p + i)), two)) << i;
+  if (i < n && n >= 16) {
+    /* The tail: the last 16 bytes, overlapping what was seen. */
+    uint32_t t = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(p + n - 16)), two));
+    return m | (uint64_t)(t >> (16 - (n - i))) << i;
   }
 #endif
-  while (p < end && *p != 2) p++;
-  return p;
+  for (; i < n; i++) m |= (uint64_t)(p[i] == 2) << i;
+  return m;
 }
 
-/* One pass over the raw properties for the three a view needs (RocketMQ's
-** parsing rules: see rmqi_props_find). */
+/* One segment of the properties (RocketMQ's parsing rules: see
+** rmqi_props_find) checked for the three names a view needs. */
+static inline void props_seg(const char *p, size_t slen, rmq_message_ext *e, const char **uniq, size_t *uniq_len)
+{
+  if (slen > 5 && !memcmp(p, "TAGS\1", 5)) { e->tags = p + 5; e->tags_len = (int32_t)(slen - 5); }
+  else if (slen > 5 && !memcmp(p, "KEYS\1", 5)) { e->keys = p + 5; e->keys_len = (int32_t)(slen - 5); }
+  else if (slen > 9 && !memcmp(p, "UNIQ_KEY\1", 9)) { *uniq = p + 9; *uniq_len = slen - 9; }
+}
+
+/* One pass over the raw properties, 64 bytes of separators at a time. */
 static void props_scan(const char *p, size_t len, rmq_message_ext *e, const char **uniq, size_t *uniq_len)
 {
-  const char *end = p + len;
+  const char *end = p + len, *seg = p;
   *uniq = NULL;
-  while (p < end) {
-    const char *seg_end = find_sep(p, end);
-    size_t slen = (size_t)(seg_end - p);
-    if (slen > 5 && !memcmp(p, "TAGS\1", 5)) { e->tags = p + 5; e->tags_len = (int32_t)(slen - 5); }
-    else if (slen > 5 && !memcmp(p, "KEYS\1", 5)) { e->keys = p + 5; e->keys_len = (int32_t)(slen - 5); }
-    else if (slen > 9 && !memcmp(p, "UNIQ_KEY\1", 9)) { *uniq = p + 9; *uniq_len = slen - 9; }
-    p = seg_end + 1;
+  for (const char *blk = p; blk < end; blk += 64) {
+    for (uint64_t m = sep_mask64(blk, end); m; m &= m - 1) {
+      const char *sep = blk + __builtin_ctzll(m);
+      props_seg(seg, (size_t)(sep - seg), e, uniq, uniq_len);
+      seg = sep + 1;
+    }
   }
+  if (seg < end) props_seg(seg, (size_t)(end - seg), e, uniq, uniq_len);
 }
 
 /* Fills a view from the record at rec. */
@@ -2458,6 +2467,7 @@ static int pull_queue(rmq_push_consumer *c, pq *p)
   if (want <= 0) { atomic_store(&c->throttled, 1); return 0; }
   int64_t min = rmqi_queue_min_offset(p->q), max = rmqi_queue_max_offset(p->q);
   int got = 0, n = 0; /* matched, units read */
+  rmqi_cl_span sp = {0};
   while (got < want && n < PULL_SCAN_UNITS) {
     int avail = PULL_SCAN_UNITS - n;
     const uint8_t *u = rmqi_queue_units(p->q, p->pull_offset + n, &avail);
@@ -2468,7 +2478,7 @@ static int pull_queue(rmq_push_consumer *c, pq *p)
       int32_t size = (int32_t)rmqi_get32(u + 8);
       int64_t code = (int64_t)rmqi_get64(u + 12);
       if (size == INT32_MAX || !rmqi_filter_code(&p->sb->f, code)) continue;
-      const uint8_t *rec = rmqi_store_record(c->b->st, phys, size);
+      const uint8_t *rec = rmqi_span_record(c->b->st, &sp, phys, size);
       int slot = (tail + got) % p->cap;
       rmq_message_ext *e = &p->slots[slot];
       if (!rec || ext_fill(e, rec, size, rmqi_topic_name(rmqi_queue_topic(p->q)), c->b->broker_name) != RMQ_OK) {
@@ -3284,10 +3294,10 @@ static int pull_filter(rmq_pull_consumer *c, int type, const char *expr)
 ** ask for the record this many units ahead while decoding the current one. */
 #define PULL_PREFETCH 6
 
-static void prefetch_record(rmqi_store *st, const uint8_t *unit)
+static void prefetch_record(rmqi_store *st, rmqi_cl_span *sp, const uint8_t *unit)
 {
   int32_t size = (int32_t)rmqi_get32(unit + 8);
-  const uint8_t *rec = rmqi_store_record(st, (int64_t)rmqi_get64(unit), size);
+  const uint8_t *rec = rmqi_span_record(st, sp, (int64_t)rmqi_get64(unit), size);
   if (!rec) return;
   /* The header and a small body; the properties end the record. */
   for (int32_t at = 0; at < size && at < 256; at += 64) __builtin_prefetch(rec + at);
@@ -3331,16 +3341,17 @@ RMQ_API int rmq_pull_consumer_pull_selector(rmq_pull_consumer *c, const rmq_mess
   int64_t off = offset;
   size_t got = 0;
   const char *topic = rmqi_topic_name(rmqi_queue_topic(q));
+  rmqi_cl_span sp = {0};
   while (got < (size_t)max_nums && off - offset < scan_max) {
     int n = (int)(scan_max - (off - offset));
     const uint8_t *u = rmqi_queue_units(q, off, &n);
     if (!u) break;
     int i;
     for (i = 0; i < n && got < (size_t)max_nums; i++, u += RMQI_CQ_UNIT) {
-      if (i + PULL_PREFETCH < n) prefetch_record(c->b->st, u + PULL_PREFETCH * RMQI_CQ_UNIT);
+      if (i + PULL_PREFETCH < n) prefetch_record(c->b->st, &sp, u + PULL_PREFETCH * RMQI_CQ_UNIT);
       int32_t size = (int32_t)rmqi_get32(u + 8);
       if (size == INT32_MAX || !rmqi_filter_code(&c->f, (int64_t)rmqi_get64(u + 12))) continue;
-      const uint8_t *rec = rmqi_store_record(c->b->st, (int64_t)rmqi_get64(u), size);
+      const uint8_t *rec = rmqi_span_record(c->b->st, &sp, (int64_t)rmqi_get64(u), size);
       rmq_message_ext *e = &c->msgs[got];
       if (!rec || ext_fill(e, rec, size, topic, c->b->broker_name) != RMQ_OK) continue;
       if (!rmqi_filter_record(&c->f, e->tags, (size_t)e->tags_len, e->properties, (size_t)e->properties_len))

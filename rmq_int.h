@@ -264,6 +264,20 @@ RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n);
 /* Pointer to the record at phys (size bytes) inside the mapped CommitLog, or
 ** NULL when out of range. Valid until the store closes. */
 RMQI_FUNC const uint8_t *rmqi_store_record(rmqi_store *s, int64_t phys, int32_t size);
+/* A reader's cache of the CommitLog file it last read from: a batch's
+** records mostly share a file, and finding the file is most of a lookup.
+** Zero-initialise; good for one call's loop (the bounds are a snapshot). */
+typedef struct rmqi_cl_span {
+  const uint8_t *base;
+  int64_t start, lo, hi;   /* base maps start; records in [lo, hi) are readable */
+} rmqi_cl_span;
+RMQI_FUNC const uint8_t *rmqi_store_record_span(rmqi_store *s, rmqi_cl_span *sp, int64_t phys, int32_t size);
+/* rmqi_store_record through the span cache. */
+static inline const uint8_t *rmqi_span_record(rmqi_store *s, rmqi_cl_span *sp, int64_t phys, int32_t size)
+{
+  if (phys >= sp->lo && size > 0 && phys + size <= sp->hi) return sp->base + (phys - sp->start);
+  return rmqi_store_record_span(s, sp, phys, size);
+}
 RMQI_FUNC int64_t rmqi_store_max_phys(rmqi_store *s);
 RMQI_FUNC int64_t rmqi_store_min_phys(rmqi_store *s);
 

@@ -1613,6 +1613,19 @@ RMQI_FUNC const uint8_t *rmqi_store_record(rmqi_store *s, int64_t phys, int32_t 
   return f->base + (phys - f->start);
 }
 
+RMQI_FUNC const uint8_t *rmqi_store_record_span(rmqi_store *s, rmqi_cl_span *sp, int64_t phys, int32_t size)
+{
+  int64_t max = rmqi_store_max_phys(s);
+  if (phys < s->min_phys || size <= 0 || phys + size > max) return NULL;
+  mfile *f = mvec_at(&s->cl, cl_index(s, phys));
+  if (!f || phys + size > f->start + f->size) return NULL;
+  sp->base = f->base;
+  sp->start = f->start;
+  sp->lo = f->start > s->min_phys ? f->start : s->min_phys;
+  sp->hi = f->start + f->size < max ? f->start + f->size : max;
+  return f->base + (phys - f->start);
+}
+
 RMQI_FUNC const uint8_t *rmqi_queue_units(rmqi_queue *q, int64_t offset, int *n)
 {
   rmqi_store *s = q->topic->s;

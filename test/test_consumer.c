@@ -909,6 +909,71 @@ static void test_pull_block_if_not_found(void **state)
 /* Pull consumer                                                              */
 /* ------------------------------------------------------------------------- */
 
+/* A view's tags, keys and msg id come from one pass over the raw
+** properties, 64 bytes of separators at a time: they must agree with a
+** lookup by name whatever the properties' length and wherever the
+** separators fall. */
+static void test_view_fields_any_layout(void **state)
+{
+  (void)state;
+  fx f;
+  fx_open(&f, "cons-layout");
+  ok(rmq_topic_create(f.b, "LayT", 1));
+  rmq_pull_consumer *c;
+  ok(rmq_pull_consumer_create(f.b, "LayGroup", &c));
+  rmq_message_queue mq;
+  memset(&mq, 0, sizeof mq);
+  snprintf(mq.topic, sizeof mq.topic, "LayT");
+  enum { N = 200 };
+  for (int i = 0; i < N; i++) {
+    rmq_msg *m;
+    char v[300], tag[64], keys[64];
+    ok(rmq_msg_create(&m, "LayT", NULL, "b", 1));
+    /* A user property of length i % 150 first, so the system ones shift. */
+    memset(v, 'v', sizeof v);
+    v[i % 150] = 0;
+    if (i % 150) ok(rmq_msg_put_user_property(m, "pad", v));
+    snprintf(tag, sizeof tag, "t%.*s", i % 40, "0123456789012345678901234567890123456789");
+    if (i % 3) ok(rmq_msg_set_tags(m, tag));
+    snprintf(keys, sizeof keys, "k%d", i);
+    if (i % 5) ok(rmq_msg_set_keys(m, keys));
+    ok(rmq_producer_send(f.p, m, NULL));
+    rmq_msg_free(m);
+  }
+  int64_t off = 0;
+  int seen = 0;
+  while (seen < N) {
+    rmq_pull_result r;
+    ok(rmq_pull_consumer_pull(c, &mq, "*", off, 32, &r));
+    assert_int_equal(r.pull_status, RMQ_PULL_FOUND);
+    for (size_t k = 0; k < r.n; k++) {
+      const rmq_message_ext *e = &r.msgs[k];
+      const char *val;
+      size_t len;
+      if (rmq_message_ext_property(e, "TAGS", &val, &len) == RMQ_OK) {
+        assert_non_null(e->tags);
+        assert_int_equal((size_t)e->tags_len, len);
+        assert_memory_equal(e->tags, val, len);
+      } else {
+        assert_null(e->tags);
+      }
+      if (rmq_message_ext_property(e, "KEYS", &val, &len) == RMQ_OK) {
+        assert_int_equal((size_t)e->keys_len, len);
+        assert_memory_equal(e->keys, val, len);
+      } else {
+        assert_null(e->keys);
+      }
+      ok(rmq_message_ext_property(e, "UNIQ_KEY", &val, &len));
+      assert_int_equal(strlen(e->msg_id), len);
+      assert_memory_equal(e->msg_id, val, len);
+      seen++;
+    }
+    off = r.next_begin_offset;
+  }
+  rmq_pull_consumer_destroy(c);
+  fx_close(&f);
+}
+
 static void test_pull_statuses(void **state)
 {
   (void)state;
@@ -1174,6 +1239,7 @@ int main(void)
     cmocka_unit_test(test_push_long_polling),
     cmocka_unit_test(test_pull_block_if_not_found),
     cmocka_unit_test(test_pull_statuses),
+    cmocka_unit_test(test_view_fields_any_layout),
     cmocka_unit_test(test_pull_no_matched_scan_advances),
     cmocka_unit_test(test_consume_offsets),
     cmocka_unit_test(test_fetch_subscribe_message_queues),

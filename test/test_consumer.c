@@ -58,6 +58,20 @@ static void fx_open(fx *f, const char *tag)
   ok(rmq_producer_create(f->b, "ProducerGroup", NULL, &f->p));
 }
 
+/* fx_open, a topic of nq queues, a pull consumer of group and *mq naming
+** the topic (queue 0). */
+static rmq_pull_consumer *fx_open_pull(fx *f, const char *tag, const char *topic, int nq, const char *group,
+                                       rmq_message_queue *mq)
+{
+  fx_open(f, tag);
+  ok(rmq_topic_create(f->b, topic, nq));
+  rmq_pull_consumer *c;
+  ok(rmq_pull_consumer_create(f->b, group, &c));
+  memset(mq, 0, sizeof *mq);
+  snprintf(mq->topic, sizeof mq->topic, "%s", topic);
+  return c;
+}
+
 static void fx_close(fx *f)
 {
   rmq_producer_destroy(f->p);
@@ -863,13 +877,8 @@ static void test_pull_block_if_not_found(void **state)
 {
   (void)state;
   fx f;
-  fx_open(&f, "cons-block");
-  ok(rmq_topic_create(f.b, "BlockT", 2));
-  rmq_pull_consumer *c;
-  ok(rmq_pull_consumer_create(f.b, "BlockGroup", &c));
   rmq_message_queue mq;
-  memset(&mq, 0, sizeof mq);
-  snprintf(mq.topic, sizeof mq.topic, "BlockT");
+  rmq_pull_consumer *c = fx_open_pull(&f, "cons-block", "BlockT", 2, "BlockGroup", &mq);
   rmq_pull_result r;
 
   /* Nothing comes: NO_NEW_MSG after the wait. */
@@ -917,13 +926,8 @@ static void test_view_fields_any_layout(void **state)
 {
   (void)state;
   fx f;
-  fx_open(&f, "cons-layout");
-  ok(rmq_topic_create(f.b, "LayT", 1));
-  rmq_pull_consumer *c;
-  ok(rmq_pull_consumer_create(f.b, "LayGroup", &c));
   rmq_message_queue mq;
-  memset(&mq, 0, sizeof mq);
-  snprintf(mq.topic, sizeof mq.topic, "LayT");
+  rmq_pull_consumer *c = fx_open_pull(&f, "cons-layout", "LayT", 1, "LayGroup", &mq);
   enum { N = 200 };
   for (int i = 0; i < N; i++) {
     rmq_msg *m;
@@ -978,13 +982,8 @@ static void test_pull_statuses(void **state)
 {
   (void)state;
   fx f;
-  fx_open(&f, "cons-pull");
-  ok(rmq_topic_create(f.b, "PullT", 2));
-  rmq_pull_consumer *c;
-  ok(rmq_pull_consumer_create(f.b, "PullGroup", &c));
   rmq_message_queue mq;
-  memset(&mq, 0, sizeof mq);
-  snprintf(mq.topic, sizeof mq.topic, "PullT");
+  rmq_pull_consumer *c = fx_open_pull(&f, "cons-pull", "PullT", 2, "PullGroup", &mq);
   rmq_msg *m;
   ok(rmq_msg_create(&m, "PullT", NULL, NULL, 0));
   for (int i = 0; i < 10; i++) {
@@ -1124,13 +1123,8 @@ static void test_consume_offsets(void **state)
 {
   (void)state;
   fx f;
-  fx_open(&f, "cons-offsets");
-  ok(rmq_topic_create(f.b, "OffT", 2));
-  rmq_pull_consumer *c;
-  ok(rmq_pull_consumer_create(f.b, "OffGroup", &c));
   rmq_message_queue mq;
-  memset(&mq, 0, sizeof mq);
-  snprintf(mq.topic, sizeof mq.topic, "OffT");
+  rmq_pull_consumer *c = fx_open_pull(&f, "cons-offsets", "OffT", 2, "OffGroup", &mq);
   int64_t off = -5;
   assert_int_equal(rmq_pull_consumer_fetch_consume_offset(c, &mq, &off), RMQ_ENOTFOUND);
   assert_int_equal(off, -5);

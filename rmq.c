@@ -905,7 +905,12 @@ static int offsets_load(rmq_broker *b)
     if (!oe) { rc = RMQ_ENOMEM; break; }
     for (const rmqi_json *q = e->child; q; q = q->next) {
       long qid = q->key ? strtol(q->key, NULL, 10) : -1;
-      if (qid < 0 || qid >= RMQ_MAX_QUEUE_NUMS || q->type != RMQI_JNUM || q->inum < 0) continue;
+      /* INT64_MAX is what an out-of-range number reads as. */
+      if (qid < 0 || qid >= RMQ_MAX_QUEUE_NUMS || q->type != RMQI_JNUM || q->inum < 0 || q->inum == INT64_MAX) {
+        rmqi_log(&b->env, RMQ_LOG_WARN, "consumerOffset.json: %s queue %s: not a queue and offset; ignored", e->key,
+                 q->key ? q->key : "?");
+        continue;
+      }
       atomic_store(&oe->off[qid], q->inum);
     }
   }
@@ -1241,6 +1246,16 @@ static void props_scan(const char *p, size_t len, rmq_message_ext *e, const char
     }
   }
   if (seg < end) props_seg(seg, (size_t)(end - seg), e, uniq, uniq_len);
+}
+
+/* A damaged ConsumeQueue unit can point at another queue's record: that
+** record is not delivered in its place. */
+static int unit_is_record(rmq_broker *b, const rmq_message_ext *e, int queue_id, int64_t offset)
+{
+  if (e->queue_id == queue_id && e->queue_offset == offset) return 1;
+  rmqi_log(&b->env, RMQ_LOG_ERROR, "%s/%d offset %" PRId64 ": its unit points at the record of queue %d offset %"
+           PRId64 " (damaged consume queue); skipped", e->topic, queue_id, offset, e->queue_id, e->queue_offset);
+  return 0;
 }
 
 /* Fills a view from the record at rec. */
@@ -2481,7 +2496,8 @@ static int pull_queue(rmq_push_consumer *c, pq *p)
       const uint8_t *rec = rmqi_span_record(c->b->st, &sp, phys, size);
       int slot = (tail + got) % p->cap;
       rmq_message_ext *e = &p->slots[slot];
-      if (!rec || ext_fill(e, rec, size, rmqi_topic_name(rmqi_queue_topic(p->q)), c->b->broker_name) != RMQ_OK) {
+      if (!rec || ext_fill(e, rec, size, rmqi_topic_name(rmqi_queue_topic(p->q)), c->b->broker_name) != RMQ_OK ||
+          !unit_is_record(c->b, e, p->qid, p->pull_offset + n + i)) {
         rmqi_log(&c->b->env, RMQ_LOG_ERROR, "consumer %s: unreadable record at %" PRId64 " (%s/%d offset %" PRId64 "); skipped",
                  c->client_id, phys, p->sb->topic, p->qid, p->pull_offset + n + i);
         continue;
@@ -3353,7 +3369,9 @@ RMQ_API int rmq_pull_consumer_pull_selector(rmq_pull_consumer *c, const rmq_mess
       if (size == INT32_MAX || !rmqi_filter_code(&c->f, (int64_t)rmqi_get64(u + 12))) continue;
       const uint8_t *rec = rmqi_span_record(c->b->st, &sp, (int64_t)rmqi_get64(u), size);
       rmq_message_ext *e = &c->msgs[got];
-      if (!rec || ext_fill(e, rec, size, topic, c->b->broker_name) != RMQ_OK) continue;
+      if (!rec || ext_fill(e, rec, size, topic, c->b->broker_name) != RMQ_OK ||
+          !unit_is_record(c->b, e, mq->queue_id, off + i))
+        continue;
       if (!rmqi_filter_record(&c->f, e->tags, (size_t)e->tags_len, e->properties, (size_t)e->properties_len))
         continue;
       e->min_offset = min;

@@ -839,6 +839,7 @@ struct rmqi_topic {
   size_t name_len;
   atomic_int nqueues;
   int perm;
+  int configured;            /* its queue count is known: topics.json or created */
   rmqi_store *s;
   _Atomic(rmqi_queue *) queues[RMQ_MAX_QUEUE_NUMS];
 };
@@ -1144,6 +1145,7 @@ RMQI_FUNC int rmqi_topic_create(rmqi_store *s, const char *name, int nqueues, rm
   pthread_mutex_lock(&s->topic_lock);
   rmqi_topic *t = NULL;
   int rc = topic_make(s, name, nqueues, 6, 1, &t);
+  if (!rc) t->configured = 1;
   if (!rc) rc = topics_persist(s);
   pthread_mutex_unlock(&s->topic_lock);
   if (!rc && out) *out = t;
@@ -1964,6 +1966,8 @@ static int load_topics(rmqi_store *s)
     rmqi_topic *tp;
     rc = topic_make(s, t->key, nq, perm ? (int)perm->inum : 6, 0, &tp);
     if (rc) break;
+    /* An older .bak may lack a later queue count: then the log decides. */
+    tp->configured = !damaged;
   }
   rmqi_json_free(j);
   /* Loaded from the .bak: rewrite the damaged main file now, so that other
@@ -2017,8 +2021,25 @@ static int load_cqs(rmqi_store *s, int *rebuild)
             rmqi_log(s->env, RMQ_LOG_WARN, "%s/%020" PRId64 ": name is not a multiple of the file size; ignored", q->dir, starts[i]);
             continue;
           }
-          if (mvec_len(&q->cq) == 0) q->first_file = starts[i] / s->cq_size;
-          else if (starts[i] / s->cq_size != q->first_file + mvec_len(&q->cq)) {
+          if (mvec_len(&q->cq) == 0) {
+            q->first_file = starts[i] / s->cq_size;
+            if (q->first_file > 0 && s->min_phys == 0 && mvec_len(&s->cl) > 0) {
+              /* rmq deletes no ConsumeQueue file, and RocketMQ only after
+              ** the CommitLog's head: with the log whole from 0, the
+              ** queue's head files were lost. Make them and rebuild. */
+              rmqi_log(s->env, RMQ_LOG_WARN, "%s: the files before %020" PRId64 " are missing; rebuilding", q->dir,
+                       starts[i]);
+              *rebuild = 1;
+              int64_t nhead = q->first_file;
+              q->first_file = 0;
+              for (int64_t k = 0; k < nhead && !rc; k++) {
+                mfile *h;
+                rc = mfile_open(q->dir, k * s->cq_size, s->cq_size, 1, 1, &h);
+                if (!rc) rc = mvec_push(&q->cq, h);
+              }
+              if (rc) break;
+            }
+          } else if (starts[i] / s->cq_size != q->first_file + mvec_len(&q->cq)) {
             rmqi_log(s->env, RMQ_LOG_WARN, "%s: gap before file %020" PRId64 "; rebuilding", q->dir, starts[i]);
             *rebuild = 1;
             break;
@@ -2051,12 +2072,16 @@ static int load_commitlog(rmqi_store *s)
   int rc = list20(s->cl_dir, &starts, &n);
   if (rc) return rc;
   if (n > 0) {
+    /* The store's file size: the first file's, unless the distance to the
+    ** second name says that file was cut (a gap of whole files keeps it). */
     char fp[4200];
     struct stat st;
     snprintf(fp, sizeof fp, "%s/%020" PRId64, s->cl_dir, starts[0]);
-    if (stat(fp, &st) == 0 && st.st_size > 0 && st.st_size != s->cl_size) {
-      rmqi_log(s->env, RMQ_LOG_INFO, "commitlog files are %lld bytes; using that size", (long long)st.st_size);
-      set_cl_size(s, st.st_size);
+    int64_t size = stat(fp, &st) == 0 ? (int64_t)st.st_size : 0;
+    if (n > 1 && (size <= 0 || (starts[1] - starts[0]) % size != 0)) size = starts[1] - starts[0];
+    if (size > 0 && size != s->cl_size) {
+      rmqi_log(s->env, RMQ_LOG_INFO, "commitlog files are %lld bytes; using that size", (long long)size);
+      set_cl_size(s, size);
     }
     s->min_phys = starts[0];
   }
@@ -2064,6 +2089,16 @@ static int load_commitlog(rmqi_store *s)
     if (starts[i] != s->min_phys + (int64_t)i * s->cl_size) {
       rc = rmqi_err(RMQ_ECORRUPT, "%s: file %020" PRId64 " does not follow the previous one (expected %020" PRId64 ")",
                     s->cl_dir, starts[i], s->min_phys + (int64_t)i * s->cl_size);
+      break;
+    }
+    /* Only the last file may be short (a crash while making it); a short
+    ** one before it has lost records and would read as a hole. */
+    char fp[4200];
+    struct stat st;
+    snprintf(fp, sizeof fp, "%s/%020" PRId64, s->cl_dir, starts[i]);
+    if (i < n - 1 && stat(fp, &st) == 0 && (int64_t)st.st_size != s->cl_size) {
+      rc = rmqi_err(RMQ_ECORRUPT, "%s: %lld bytes, expected %lld (damaged or cut); open refused, nothing changed", fp,
+                    (long long)st.st_size, (long long)s->cl_size);
       break;
     }
     mfile *f;
@@ -2146,12 +2181,27 @@ static int dispatch(rmqi_store *s, const rmqi_record *r, int64_t pos, int *creat
   memcpy(name, r->topic, (size_t)r->topic_len);
   name[r->topic_len] = 0;
   if (strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, "..")) return RMQ_OK;
+  /* QUEUEID and QUEUEOFFSET lie outside the body's CRC: a damaged one must
+  ** not grow a topic or make queue files without end. Such a record stays
+  ** in the CommitLog, unindexed. No log this size holds more records than
+  ** this (91 bytes is the smallest record). */
+  int64_t most = (s->min_phys + (int64_t)mvec_len(&s->cl) * s->cl_size) / 91 + 1;
+  if (r->queue_offset > most) {
+    rmqi_log(s->env, RMQ_LOG_WARN, "recovery: record at %" PRId64 " of %s claims queue offset %" PRId64
+             " (no log this size reaches %" PRId64 "); not indexed", pos, name, r->queue_offset, most);
+    return RMQ_OK;
+  }
   rmqi_topic *t = rmqi_topic_find(s, name);
   int rc;
   if (!t) {
     rc = topic_make(s, name, 0, 6, 0, &t);
     if (rc) return rc;
     *created_topic = 1;
+  }
+  if (t->configured && r->queue_id >= rmqi_topic_nqueues(t) && !rmqi_topic_queue(t, r->queue_id)) {
+    rmqi_log(s->env, RMQ_LOG_WARN, "recovery: record at %" PRId64 " claims queue %d of %s, which has %d; not indexed",
+             pos, r->queue_id, name, rmqi_topic_nqueues(t));
+    return RMQ_OK;
   }
   /* A queue mapped from disk above the topic's count was hidden by a shrink:
   ** it stays hidden. Only a queue with no files at all is added. */
@@ -2255,6 +2305,11 @@ static int recover(rmqi_store *s, int abnormal, int rebuild)
       }
       if (drc != RMQ_OK) { snprintf(whybuf, sizeof whybuf, "%s", rmq_errmsg()); why = whybuf; break; }
       if (r.phys_offset != f->start + p) {
+        /* A whole file of records that belong elsewhere was renamed: cutting
+        ** here would destroy them. */
+        if (p == 0 && r.phys_offset >= 0 && r.phys_offset % s->cl_size == s->min_phys % s->cl_size)
+          return rmqi_err(RMQ_ECORRUPT, "%s/%020" PRId64 ": the file holds the records of offset %020" PRId64
+                          " (renamed?); open refused, nothing changed", s->cl_dir, f->start, r.phys_offset);
         snprintf(whybuf, sizeof whybuf, "PHYSICALOFFSET %" PRId64 " stored at %" PRId64, r.phys_offset, f->start + p);
         why = whybuf;
         break;
@@ -2269,6 +2324,15 @@ static int recover(rmqi_store *s, int abnormal, int rebuild)
   /* Cut at `end`: zero the rest of its file, delete the files after it. */
   if (nf) {
     int64_t cut_idx = (end - s->min_phys) / s->cl_size;
+    /* A file past the cut that begins with a whole record of another
+    ** offset was renamed, not torn: refuse rather than destroy it. */
+    for (int64_t i = cut_idx + 1; i < nf; i++) {
+      mfile *f = mvec_at(&s->cl, i);
+      rmqi_record r;
+      if (rmqi_record_decode(f->base, (size_t)f->size, 1, &r) == RMQ_OK && r.phys_offset != f->start)
+        return rmqi_err(RMQ_ECORRUPT, "%s/%020" PRId64 ": the file holds the records of offset %020" PRId64
+                        " (renamed?); open refused, nothing changed", s->cl_dir, f->start, r.phys_offset);
+    }
     for (int64_t i = cut_idx; i < nf; i++) {
       mfile *f = mvec_at(&s->cl, i);
       int64_t from = end > f->start ? end - f->start : 0;
@@ -2317,7 +2381,9 @@ static int recover(rmqi_store *s, int abnormal, int rebuild)
         uint8_t *u = f->base + (byte - f->start);
         int64_t phys = (int64_t)rmqi_get64(u);
         int32_t size = (int32_t)rmqi_get32(u + 8);
-        if (size != INT32_MAX && phys + size > end) {
+        /* Past the cut, or not the unit of this queue's record there
+        ** (garbage after the queue's end). */
+        if (size != INT32_MAX && (phys + size > end || !unit_matches(s, q, max - 1, u, end))) {
           memset(u, 0, RMQI_CQ_UNIT);
           ri->cq_units_dropped++;
           max--;

@@ -781,6 +781,25 @@ static void dmg_cl_junk(const char *store)
   assert_int_equal(mkdir(p, 0755), 0);
 }
 
+/* The middle CommitLog file cut short: its records are gone, so open
+** refuses rather than read the rest as a hole. */
+static void dmg_cl_mid_short(const char *store)
+{
+  char p[2048];
+  cl_file(p, sizeof p, store, CL_SIZE);
+  assert_int_equal(truncate(p, 1000), 0);
+}
+
+/* The first CommitLog file renamed to follow the last one. */
+static void dmg_cl_renamed(const char *store)
+{
+  move_file(store, "commitlog/00000000000000000000", "commitlog/00000000000000196608");
+}
+static void fix_cl_renamed(const char *store)
+{
+  move_file(store, "commitlog/00000000000000196608", "commitlog/00000000000000000000");
+}
+
 static void garbage(const char *store, const char *rel)
 {
   char p[2048];
@@ -840,6 +859,8 @@ static const bad_case k_bad[] = {
   {"CommitLog file longer than the others", dmg_cl_long, RMQ_ECORRUPT, "expected", fix_cl_long, BAD_N, 1, 0},
   {"last CommitLog file cut mid-record", dmg_cl_short, RMQ_OK, NULL, NULL, BAD_N - 3, 1, 0},
   {"junk names in commitlog/ and consumequeue/", dmg_cl_junk, RMQ_OK, NULL, NULL, BAD_N, 1, 0},
+  {"middle CommitLog file cut short", dmg_cl_mid_short, RMQ_ECORRUPT, "expected 65536", NULL, 0, 0, 0},
+  {"first CommitLog file renamed after the last", dmg_cl_renamed, RMQ_ECORRUPT, "renamed?", fix_cl_renamed, BAD_N, 1, 0},
   {"topics.json and .bak garbage", dmg_topics_both, RMQ_ECORRUPT, "topics.json", NULL, 0, 0, 0},
   {"topics.json garbage, no .bak", dmg_topics_nobak, RMQ_ECORRUPT, "topics.json", NULL, 0, 0, 0},
   {"topics.json empty, .bak good", dmg_topics_empty, RMQ_OK, NULL, NULL, BAD_N, 1, 0},
@@ -917,6 +938,187 @@ static void test_damaged_files_never_crash(void **state)
   }
 }
 
+/* ======================================================================= */
+/* Damaged record headers and ConsumeQueue units                            */
+/* ======================================================================= */
+
+/* Writes n big-endian bytes of v at the CommitLog offset phys. */
+static void patch_cl(const char *store, int64_t phys, uint64_t v, int n)
+{
+  char p[2048];
+  cl_file(p, sizeof p, store, phys / CL_SIZE * CL_SIZE);
+  uint8_t b[8];
+  for (int i = 0; i < n; i++) b[i] = (uint8_t)(v >> (8 * (n - 1 - i)));
+  int fd = open(p, O_WRONLY);
+  assert_true(fd >= 0);
+  assert_int_equal(pwrite(fd, b, (size_t)n, phys % CL_SIZE), n);
+  close(fd);
+}
+
+static void cq_path(char *buf, size_t n, const char *store, int qid, int64_t file_start)
+{
+  snprintf(buf, n, "%s/consumequeue/Hdr/%d/%020" PRId64, store, qid, file_start);
+}
+
+static int count_files(const char *dir)
+{
+  DIR *d = opendir(dir);
+  if (!d) return 0;
+  int n = 0;
+  for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
+  closedir(d);
+  return n;
+}
+
+#define HDR_N 300
+#define HDR_CQ 2000 /* 100 units a ConsumeQueue file */
+
+static seen g_hdr_sent[HDR_N];
+
+static rmq_broker *hdr_open(const char *store, rmq_broker_options *o, tu_log *log)
+{
+  tu_small_opts(o, log);
+  o->mapped_file_size_consume_queue = HDR_CQ;
+  rmq_broker *b;
+  ok(rmq_broker_open(store, o, &b));
+  return b;
+}
+
+/* Messages of queue qid, as sent. */
+static size_t hdr_expected(int qid, seen *out, int skip_id)
+{
+  size_t n = 0;
+  for (size_t i = 0; i < HDR_N; i++)
+    if (g_hdr_sent[i].qid == qid && (int)g_hdr_sent[i].id != skip_id) out[n++] = g_hdr_sent[i];
+  return n;
+}
+
+/* Pulls queue qid of Hdr to its end: messages whose bodies check, each of
+** that queue; holes (skipped units) allowed. */
+static size_t hdr_pull(rmq_broker *b, int qid, seen *out)
+{
+  rmq_pull_consumer *pc;
+  ok(rmq_pull_consumer_create(b, "HdrGroup", &pc));
+  rmq_message_queue mq;
+  memset(&mq, 0, sizeof mq);
+  snprintf(mq.topic, sizeof mq.topic, "Hdr");
+  mq.queue_id = qid;
+  int64_t min, max;
+  ok(rmq_topic_queue_offsets(b, "Hdr", qid, &min, &max));
+  size_t n = 0;
+  for (int64_t off = min; off < max;) {
+    rmq_pull_result r;
+    ok(rmq_pull_consumer_pull(pc, &mq, "*", off, 32, &r));
+    assert_true(r.pull_status == RMQ_PULL_FOUND || r.pull_status == RMQ_PULL_NO_MATCHED_MSG);
+    for (size_t i = 0; i < r.n; i++) {
+      uint64_t id;
+      assert_true(tu_body_check(r.msgs[i].body, (size_t)r.msgs[i].body_len, &id));
+      assert_int_equal(r.msgs[i].queue_id, qid);
+      out[n++] = (seen){id, qid, r.msgs[i].queue_offset, r.msgs[i].commit_log_offset, r.msgs[i].store_size};
+    }
+    off = r.next_begin_offset;
+  }
+  rmq_pull_consumer_destroy(pc);
+  return n;
+}
+
+static void test_damaged_headers_and_units(void **state)
+{
+  (void)state;
+  char store[1024], p[2048];
+  tu_log log = {0};
+  rmq_broker_options o;
+  static seen got[HDR_N + 2], want[HDR_N];
+
+  /* QUEUEOFFSET and QUEUEID lie outside the body's CRC. A crash recovery
+  ** that meets a record claiming offset 10^17 or queue 1000 leaves it
+  ** unindexed: no queue files without end, no queue count grown. */
+  tu_store_path(store, sizeof store, "hdr");
+  tu_small_opts(&o, NULL);
+  o.mapped_file_size_consume_queue = HDR_CQ;
+  populate(store, &o, "Hdr", 2, HDR_N, 100, 200, g_hdr_sent);
+  patch_cl(store, g_hdr_sent[HDR_N - 10].phys + 20, 100000000000000000ull, 8);
+  patch_cl(store, g_hdr_sent[HDR_N - 5].phys + 12, 1000, 4);
+  make_abort(store);
+  rmq_broker *b = hdr_open(store, &o, &log);
+  assert_non_null(strstr(log.text, "not indexed"));
+  for (int q = 0; q < 2; q++) {
+    snprintf(p, sizeof p, "%s/consumequeue/Hdr/%d", store, q);
+    assert_true(count_files(p) <= 2);
+  }
+  rmq_message_queue mqs[8];
+  size_t nq;
+  rmq_pull_consumer *pc;
+  ok(rmq_pull_consumer_create(b, "HdrGroup", &pc));
+  ok(rmq_pull_consumer_fetch_subscribe_message_queues(pc, "Hdr", mqs, 8, &nq));
+  assert_int_equal(nq, 2);
+  rmq_pull_consumer_destroy(pc);
+  /* Every other message reads back; the two damaged ones, whose units
+  ** still point at them, are skipped rather than delivered as what their
+  ** headers now claim. */
+  size_t n = hdr_pull(b, 0, got);
+  n += hdr_pull(b, 1, got + n);
+  assert_int_equal(n, HDR_N - 2);
+  assert_non_null(strstr(log.text, "damaged consume queue"));
+  ok(rmq_broker_close(b));
+  tu_store_remove(store);
+
+  /* Garbage units after a queue's end are dropped with the rebuild, so the
+  ** next send takes the next offset and leaves no hole. */
+  tu_store_path(store, sizeof store, "hdr");
+  populate(store, &o, "Hdr", 2, HDR_N, 100, 200, g_hdr_sent);
+  cq_path(p, sizeof p, store, 1, HDR_CQ);
+  int fd = open(p, O_WRONLY);
+  assert_true(fd >= 0);
+  uint8_t junk[20 * 10];
+  memset(junk, 0x17, sizeof junk);
+  assert_int_equal(pwrite(fd, junk, sizeof junk, 20 * 60), (ssize_t)sizeof junk); /* units 160..169 */
+  close(fd);
+  make_abort(store);
+  b = hdr_open(store, &o, &log);
+  int64_t min, max;
+  ok(rmq_topic_queue_offsets(b, "Hdr", 1, &min, &max));
+  assert_int_equal(max, HDR_N / 2);
+  ok(rmq_broker_close(b));
+  tu_rmqstore_check(store);
+  tu_store_remove(store);
+
+  /* A queue's first ConsumeQueue file deleted: rebuilt from the log. */
+  tu_store_path(store, sizeof store, "hdr");
+  populate(store, &o, "Hdr", 2, HDR_N, 100, 200, g_hdr_sent);
+  cq_path(p, sizeof p, store, 0, 0);
+  assert_int_equal(unlink(p), 0);
+  b = hdr_open(store, &o, &log);
+  ok(rmq_topic_queue_offsets(b, "Hdr", 0, &min, &max));
+  assert_int_equal(min, 0);
+  assert_int_equal(max, HDR_N / 2);
+  n = pull_all(b, "Hdr", got, HDR_N + 2);
+  assert_same(got, n, g_hdr_sent, HDR_N);
+  ok(rmq_broker_close(b));
+  tu_store_remove(store);
+
+  /* After a clean close the units before the last three CommitLog files
+  ** are trusted, but one that points at another queue's record does not
+  ** deliver that record in its place. */
+  tu_store_path(store, sizeof store, "hdr");
+  populate(store, &o, "Hdr", 2, HDR_N, 1000, 200, g_hdr_sent);
+  uint8_t unit[20];
+  cq_path(p, sizeof p, store, 0, 0);
+  tu_read_exact(p, 20 * 7, unit, sizeof unit);
+  cq_path(p, sizeof p, store, 1, 0);
+  fd = open(p, O_WRONLY);
+  assert_true(fd >= 0);
+  assert_int_equal(pwrite(fd, unit, sizeof unit, 20 * 7), 20);
+  close(fd);
+  b = hdr_open(store, &o, &log);
+  n = hdr_pull(b, 1, got);
+  size_t nw = hdr_expected(1, want, -1);
+  assert_int_equal(n, nw - 1); /* queue 1's offset 7 is skipped, nothing else */
+  assert_non_null(strstr(log.text, "damaged consume queue"));
+  ok(rmq_broker_close(b));
+  tu_store_remove(store);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -927,6 +1129,7 @@ int main(void)
     cmocka_unit_test(test_second_open_is_busy),
     cmocka_unit_test(test_abort_file),
     cmocka_unit_test(test_damaged_files_never_crash),
+    cmocka_unit_test(test_damaged_headers_and_units),
   };
   (void)tu_wait_atleast; /* shared helpers this file has no use for */
   (void)tu_clock_read;

@@ -2496,8 +2496,13 @@ static int pull_queue(rmq_push_consumer *c, pq *p)
       const uint8_t *rec = rmqi_span_record(c->b->st, &sp, phys, size);
       int slot = (tail + got) % p->cap;
       rmq_message_ext *e = &p->slots[slot];
-      if (!rec || ext_fill(e, rec, size, rmqi_topic_name(rmqi_queue_topic(p->q)), c->b->broker_name) != RMQ_OK ||
-          !unit_is_record(c->b, e, p->qid, p->pull_offset + n + i)) {
+      /* A unit that points nowhere or at another record is the queue's
+      ** damage (a rebuild mends it); a record that fails to decode is the
+      ** CommitLog's. */
+      int bad = !rec ? 1 : ext_fill(e, rec, size, rmqi_topic_name(rmqi_queue_topic(p->q)), c->b->broker_name) != RMQ_OK
+                               ? 2 : !unit_is_record(c->b, e, p->qid, p->pull_offset + n + i);
+      if (bad) {
+        if (bad == 1) rmqi_store_note_bad_unit(c->b->st);
         rmqi_log(&c->b->env, RMQ_LOG_ERROR, "consumer %s: unreadable record at %" PRId64 " (%s/%d offset %" PRId64 "); skipped",
                  c->client_id, phys, p->sb->topic, p->qid, p->pull_offset + n + i);
         continue;
@@ -3369,9 +3374,14 @@ RMQ_API int rmq_pull_consumer_pull_selector(rmq_pull_consumer *c, const rmq_mess
       if (size == INT32_MAX || !rmqi_filter_code(&c->f, (int64_t)rmqi_get64(u + 12))) continue;
       const uint8_t *rec = rmqi_span_record(c->b->st, &sp, (int64_t)rmqi_get64(u), size);
       rmq_message_ext *e = &c->msgs[got];
-      if (!rec || ext_fill(e, rec, size, topic, c->b->broker_name) != RMQ_OK ||
-          !unit_is_record(c->b, e, mq->queue_id, off + i))
+      if (!rec || ext_fill(e, rec, size, topic, c->b->broker_name) != RMQ_OK) {
+        if (!rec) rmqi_store_note_bad_unit(c->b->st); /* the unit points nowhere */
         continue;
+      }
+      if (!unit_is_record(c->b, e, mq->queue_id, off + i)) {
+        rmqi_store_note_bad_unit(c->b->st);
+        continue;
+      }
       if (!rmqi_filter_record(&c->f, e->tags, (size_t)e->tags_len, e->properties, (size_t)e->properties_len))
         continue;
       e->min_offset = min;

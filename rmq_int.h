@@ -272,6 +272,9 @@ typedef struct rmqi_cl_span {
   int64_t start, lo, hi;   /* base maps start; records in [lo, hi) are readable */
 } rmqi_cl_span;
 RMQI_FUNC const uint8_t *rmqi_store_record_span(rmqi_store *s, rmqi_cl_span *sp, int64_t phys, int32_t size);
+/* A reader met a ConsumeQueue unit that does not lead to its record: the
+** next open rebuilds the queues (a marker file in the store). Any thread. */
+RMQI_FUNC void rmqi_store_note_bad_unit(rmqi_store *s);
 /* rmqi_store_record through the span cache. */
 static inline const uint8_t *rmqi_span_record(rmqi_store *s, rmqi_cl_span *sp, int64_t phys, int32_t size)
 {

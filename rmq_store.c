@@ -879,6 +879,7 @@ struct rmqi_store {
   _Atomic int64_t flushed;
   _Atomic int64_t flushed_ts;  /* store time of the newest flushed record */
   atomic_int appending;        /* senders between enter and leave */
+  atomic_int bad_unit_noted;   /* a reader met a unit that is not its record's */
 
   /* cq_flush_lock: periodic work (ConsumeQueue flush, checkpoint). */
   pthread_mutex_t cq_flush_lock;
@@ -1613,6 +1614,22 @@ RMQI_FUNC const uint8_t *rmqi_store_record(rmqi_store *s, int64_t phys, int32_t 
   mfile *f = mvec_at(&s->cl, cl_index(s, phys));
   if (!f || phys + size > f->start + f->size) return NULL;
   return f->base + (phys - f->start);
+}
+
+/* A unit that does not lead to its own record was damaged after a clean
+** close (nothing rescans it then): the marker makes the next open rebuild
+** every queue from the CommitLog, as after a lost ConsumeQueue. */
+#define REBUILD_MARK "consumequeue.rebuild"
+
+RMQI_FUNC void rmqi_store_note_bad_unit(rmqi_store *s)
+{
+  if (atomic_exchange(&s->bad_unit_noted, 1)) return;
+  char path[4200];
+  snprintf(path, sizeof path, "%s/" REBUILD_MARK, s->dir);
+  int fd = OS->open(path, O_WRONLY | O_CREAT, 0644);
+  if (fd >= 0) OS->close(fd);
+  rmqi_log(s->env, RMQ_LOG_WARN, "a consume queue unit does not lead to its record: %s written, the queues are "
+           "rebuilt at the next open", path);
 }
 
 RMQI_FUNC const uint8_t *rmqi_store_record_span(rmqi_store *s, rmqi_cl_span *sp, int64_t phys, int32_t size)
@@ -2575,6 +2592,13 @@ RMQI_FUNC int rmqi_store_open(const char *dir, const rmq_broker_options *o, cons
   s->rinfo.abnormal = abnormal;
   int rebuild = 0;
   if ((rc = load_topics(s)) || (rc = load_commitlog(s)) || (rc = load_cqs(s, &rebuild))) goto out_free;
+  snprintf(path, sizeof path, "%s/" REBUILD_MARK, dir);
+  int marked = OS->open(path, O_RDONLY, 0);
+  if (marked >= 0) {
+    OS->close(marked);
+    rmqi_log(env, RMQ_LOG_WARN, "%s: a reader met a damaged consume queue unit; rebuilding the queues", path);
+    rebuild = 1;
+  }
   if (!rebuild) rebuild = cqs_suspect(s);
   if ((rc = recover(s, abnormal, rebuild))) goto out_free;
   /* Queues of known topics get their directory and first file now, so a
@@ -2597,6 +2621,10 @@ RMQI_FUNC int rmqi_store_open(const char *dir, const rmq_broker_options *o, cons
   atomic_store(&s->flushed, s->min_phys);
   atomic_store(&s->last_store_ts, 0);
   if ((rc = rmqi_store_flush_all(s))) goto out_free;
+  if (marked >= 0) {
+    snprintf(path, sizeof path, "%s/" REBUILD_MARK, dir);
+    OS->unlink(path);
+  }
   if ((rc = write_abort(s))) goto out_free;
   int64_t now = rmqi_now(env);
   s->next_cl_flush = now + o->flush_interval_commit_log;

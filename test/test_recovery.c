@@ -1116,6 +1116,19 @@ static void test_damaged_headers_and_units(void **state)
   assert_int_equal(n, nw - 1); /* queue 1's offset 7 is skipped, nothing else */
   assert_non_null(strstr(log.text, "damaged consume queue"));
   ok(rmq_broker_close(b));
+  /* The reader left a marker: the next open rebuilds the queues, and the
+  ** message comes back. */
+  store_file(p, sizeof p, store, "consumequeue.rebuild");
+  assert_true(file_exists(p));
+  b = hdr_open(store, &o, &log);
+  assert_non_null(strstr(log.text, "rebuilding the queues"));
+  assert_false(file_exists(p));
+  n = hdr_pull(b, 1, got);
+  assert_int_equal(n, nw);
+  qsort(got, n, sizeof *got, seen_cmp);
+  for (size_t i = 0; i < n; i++) assert_int_equal(got[i].id, want[i].id);
+  ok(rmq_broker_close(b));
+  tu_rmqstore_check(store);
   tu_store_remove(store);
 }
 

@@ -273,12 +273,15 @@ typedef struct rmq_recovery_info {
   int64_t cq_units_rebuilt;     /* ConsumeQueue units written from the CommitLog */
   int64_t cq_units_dropped;     /* ConsumeQueue units removed (pointed past the end) */
   int files_removed;            /* CommitLog / ConsumeQueue files deleted */
+  int64_t bytes_skipped;        /* CommitLog bytes after damage in the middle of the log
+                                ** (whole records follow in the next file): kept, not indexed */
 } rmq_recovery_info;
 
 /* Opens (creating if needed) the store directory `dir` and recovers it:
-** after a clean close it trusts the checkpoint and ConsumeQueues; after a
-** crash it rescans the CommitLog, truncates at the first bad record and
-** repairs the ConsumeQueues. What was found and dropped is logged and
+** after a clean close it trusts the checkpoint and ConsumeQueues (rescanning
+** the last three CommitLog files); after a crash it rescans the CommitLog,
+** truncates at the first bad record and repairs the ConsumeQueues. Damage
+** met when there was no crash is skipped, not cut (see the README). What was found and dropped is logged and
 ** readable with rmq_broker_recovery_info(). `o` may be NULL (defaults); its
 ** strings are copied. On success *out is a broker the caller closes with
 ** rmq_broker_close(). Any thread.

@@ -2293,6 +2293,31 @@ static int64_t last_nonzero(const mfile *f, int64_t from)
   return from;
 }
 
+/* Does CommitLog file idx begin with a whole, CRC-checked record of its own
+** offset? Then damage before it is in the middle of the log, not a torn
+** tail. */
+static int file_starts_intact(rmqi_store *s, int64_t idx)
+{
+  mfile *f = mvec_at(&s->cl, idx);
+  rmqi_record r;
+  return f && rmqi_record_decode(f->base, (size_t)f->size, 1, &r) == RMQ_OK && r.phys_offset == f->start;
+}
+
+/* The next whole record of f at or after `from`, found by its magic and
+** its PHYSICALOFFSET naming its own position (and its CRC), or -1. */
+static int64_t resync(rmqi_store *s, const mfile *f, int64_t from)
+{
+  for (int64_t q = from; q + 91 <= f->size; q++) {
+    uint32_t magic = rmqi_get32(f->base + q + 4);
+    if ((magic != RMQI_MAGIC_V1 && magic != RMQI_MAGIC_V2) || (int64_t)rmqi_get64(f->base + q + 28) != f->start + q)
+      continue;
+    rmqi_record r;
+    if (rmqi_record_decode(f->base + q, (size_t)(f->size - q), 1, &r) == RMQ_OK) return q;
+  }
+  (void)s;
+  return -1;
+}
+
 static int recover(rmqi_store *s, int abnormal, int rebuild)
 {
   rmq_recovery_info *ri = &s->rinfo;
@@ -2309,26 +2334,54 @@ static int recover(rmqi_store *s, int abnormal, int rebuild)
     mfile *f = mvec_at(&s->cl, fidx);
     int64_t p = 0;
     for (;;) {
-      if (f->size - p < 8 || (rmqi_get32(f->base + p) == 0 && rmqi_get32(f->base + p + 4) == 0)) {
-        why = "end of data";
-        break;
-      }
+      const char *bad = NULL;
       rmqi_record r;
-      int drc = rmqi_record_decode(f->base + p, (size_t)(f->size - p), check_crc, &r);
-      if (drc == RMQ_ENOTFOUND) {  /* BLANK: the file is full */
-        if (p + r.total != f->size) { snprintf(whybuf, sizeof whybuf, "blank record of %u bytes does not end its file", r.total); why = whybuf; break; }
-        end = f->start + f->size;
-        break;
+      int drc = RMQ_OK;
+      if (f->size - p < 8 || (rmqi_get32(f->base + p) == 0 && rmqi_get32(f->base + p + 4) == 0)) {
+        bad = "end of data";
+      } else {
+        drc = rmqi_record_decode(f->base + p, (size_t)(f->size - p), check_crc, &r);
+        if (drc == RMQ_ENOTFOUND) {  /* BLANK: the file is full */
+          if (p + r.total == f->size) { end = f->start + f->size; break; }
+          snprintf(whybuf, sizeof whybuf, "blank record of %u bytes does not end its file", r.total);
+          bad = whybuf;
+        } else if (drc != RMQ_OK) {
+          snprintf(whybuf, sizeof whybuf, "%s", rmq_errmsg());
+          bad = whybuf;
+        } else if (r.phys_offset != f->start + p) {
+          /* A whole file of records that belong elsewhere was renamed:
+          ** cutting here would destroy them. */
+          if (p == 0 && r.phys_offset >= 0 && r.phys_offset % s->cl_size == s->min_phys % s->cl_size)
+            return rmqi_err(RMQ_ECORRUPT, "%s/%020" PRId64 ": the file holds the records of offset %020" PRId64
+                            " (renamed?); open refused, nothing changed", s->cl_dir, f->start, r.phys_offset);
+          snprintf(whybuf, sizeof whybuf, "PHYSICALOFFSET %" PRId64 " stored at %" PRId64, r.phys_offset, f->start + p);
+          bad = whybuf;
+        }
       }
-      if (drc != RMQ_OK) { snprintf(whybuf, sizeof whybuf, "%s", rmq_errmsg()); why = whybuf; break; }
-      if (r.phys_offset != f->start + p) {
-        /* A whole file of records that belong elsewhere was renamed: cutting
-        ** here would destroy them. */
-        if (p == 0 && r.phys_offset >= 0 && r.phys_offset % s->cl_size == s->min_phys % s->cl_size)
-          return rmqi_err(RMQ_ECORRUPT, "%s/%020" PRId64 ": the file holds the records of offset %020" PRId64
-                          " (renamed?); open refused, nothing changed", s->cl_dir, f->start, r.phys_offset);
-        snprintf(whybuf, sizeof whybuf, "PHYSICALOFFSET %" PRId64 " stored at %" PRId64, r.phys_offset, f->start + p);
-        why = whybuf;
+      if (bad && !abnormal) {
+        /* No crash: this is damage, not a torn tail, and cutting here (as
+        ** after a crash) would delete every intact record after it. Skip
+        ** to the next whole record, in this file or the next. */
+        int zeros = !strcmp(bad, "end of data");
+        int64_t next = zeros && last_nonzero(f, p) == p ? -1 : resync(s, f, p + 1);
+        if (next > 0) {
+          ri->bytes_skipped += next - p;
+          rmqi_log(s->env, RMQ_LOG_ERROR, "recovery: commitlog damaged at %" PRId64 " (%s): %" PRId64
+                   " bytes skipped (not indexed), the records after them kept", f->start + p, bad, next - p);
+          p = next;
+          continue;
+        }
+        if (fidx + 1 < nf && file_starts_intact(s, fidx + 1)) {
+          if (!zeros || last_nonzero(f, p) > p) {
+            ri->bytes_skipped += f->size - p;
+            rmqi_log(s->env, RMQ_LOG_ERROR, "recovery: commitlog damaged at %" PRId64 " (%s): the rest of file %020"
+                     PRId64 " skipped (not indexed), the files after it kept", f->start + p, bad, f->start);
+          }
+          break;
+        }
+      }
+      if (bad) {
+        why = bad;
         break;
       }
       ri->records_scanned++;

@@ -1097,6 +1097,31 @@ static void test_damaged_headers_and_units(void **state)
   ok(rmq_broker_close(b));
   tu_store_remove(store);
 
+  /* A damaged record in the middle of the log found by a rebuild after a
+  ** clean close (a queue's files were lost): no crash, so no torn tail to
+  ** cut. The scan skips to the next whole record and keeps everything after
+  ** it; only the damaged record is lost. (After a crash the CommitLog is
+  ** cut at the first bad record, as RocketMQ does: test_flipped_body_byte.) */
+  tu_store_path(store, sizeof store, "hdr");
+  populate(store, &o, "Hdr", 2, HDR_N, 1000, 200, g_hdr_sent);
+  assert_true(g_hdr_sent[HDR_N - 1].phys >= 4 * CL_SIZE);
+  int victim = 0;
+  while (g_hdr_sent[victim].phys < CL_SIZE + CL_SIZE / 2) victim++;
+  patch_cl(store, g_hdr_sent[victim].phys + 4, 0x01020304, 4); /* its magic */
+  snprintf(p, sizeof p, "%s/consumequeue/Hdr/0", store);
+  tu_rm_rf(p);
+  b = hdr_open(store, &o, &log);
+  rmq_recovery_info ri;
+  ok(rmq_broker_recovery_info(b, &ri));
+  assert_true(ri.bytes_skipped > 0);
+  assert_int_equal(ri.bytes_truncated, 0);
+  assert_int_equal(ri.commitlog_max_offset, g_hdr_sent[HDR_N - 1].phys + g_hdr_sent[HDR_N - 1].size);
+  n = hdr_pull(b, 0, got);
+  n += hdr_pull(b, 1, got + n);
+  assert_int_equal(n, HDR_N - 1);
+  ok(rmq_broker_close(b));
+  tu_store_remove(store);
+
   /* After a clean close the units before the last three CommitLog files
   ** are trusted, but one that points at another queue's record does not
   ** deliver that record in its place. */

@@ -1248,6 +1248,14 @@ static void props_scan(const char *p, size_t len, rmq_message_ext *e, const char
   if (seg < end) props_seg(seg, (size_t)(end - seg), e, uniq, uniq_len);
 }
 
+/* A record that did not decode: the unit's fault (it points nowhere, or
+** its size is not the record's), or the CommitLog's (a rebuild cannot mend
+** that)? */
+static int unit_is_bad(const uint8_t *rec, int32_t size)
+{
+  return !rec || size < 91 || (int32_t)rmqi_get32(rec) != size;
+}
+
 /* A damaged ConsumeQueue unit can point at another queue's record: that
 ** record is not delivered in its place. */
 static int unit_is_record(rmq_broker *b, const rmq_message_ext *e, int queue_id, int64_t offset)
@@ -2496,13 +2504,13 @@ static int pull_queue(rmq_push_consumer *c, pq *p)
       const uint8_t *rec = rmqi_span_record(c->b->st, &sp, phys, size);
       int slot = (tail + got) % p->cap;
       rmq_message_ext *e = &p->slots[slot];
-      /* A unit that points nowhere or at another record is the queue's
-      ** damage (a rebuild mends it); a record that fails to decode is the
-      ** CommitLog's. */
+      /* A unit that points nowhere, at another record or with another size
+      ** is the queue's damage (a rebuild mends it); a record that fails to
+      ** decode otherwise is the CommitLog's. */
       int bad = !rec ? 1 : ext_fill(e, rec, size, rmqi_topic_name(rmqi_queue_topic(p->q)), c->b->broker_name) != RMQ_OK
                                ? 2 : !unit_is_record(c->b, e, p->qid, p->pull_offset + n + i);
       if (bad) {
-        if (bad == 1) rmqi_store_note_bad_unit(c->b->st);
+        if (bad != 2 || unit_is_bad(rec, size)) rmqi_store_note_bad_unit(c->b->st);
         rmqi_log(&c->b->env, RMQ_LOG_ERROR, "consumer %s: unreadable record at %" PRId64 " (%s/%d offset %" PRId64 "); skipped",
                  c->client_id, phys, p->sb->topic, p->qid, p->pull_offset + n + i);
         continue;
@@ -3375,7 +3383,7 @@ RMQ_API int rmq_pull_consumer_pull_selector(rmq_pull_consumer *c, const rmq_mess
       const uint8_t *rec = rmqi_span_record(c->b->st, &sp, (int64_t)rmqi_get64(u), size);
       rmq_message_ext *e = &c->msgs[got];
       if (!rec || ext_fill(e, rec, size, topic, c->b->broker_name) != RMQ_OK) {
-        if (!rec) rmqi_store_note_bad_unit(c->b->st); /* the unit points nowhere */
+        if (unit_is_bad(rec, size)) rmqi_store_note_bad_unit(c->b->st);
         continue;
       }
       if (!unit_is_record(c->b, e, mq->queue_id, off + i)) {

@@ -447,6 +447,14 @@ static int binary(lexer *lx, int op, int a, int b)
   return n;
 }
 
+/* BETWEEN's bounds and IN's list both take a third field. */
+static int ternary(lexer *lx, int op, int a, int b, int c)
+{
+  int n = binary(lx, op, a, b);
+  if (n >= 0) ND(n).c = c;
+  return n;
+}
+
 static int parse_cmp(lexer *lx)
 {
   const char *at = lx->ts;
@@ -505,12 +513,8 @@ static int parse_cmp(lexer *lx)
           if (gt) { sql_err(lx, lo_at, "%s", "BETWEEN's low bound is above its high bound"); return -1; }
         }
       }
-      int n = node_new(lx, neg ? N_NOTBETWEEN : N_BETWEEN);
-      if (n < 0) return -1;
-      ND(n).a = l;
-      ND(n).b = lo;
-      ND(n).c = hi;
-      l = n;
+      l = ternary(lx, neg ? N_NOTBETWEEN : N_BETWEEN, l, lo, hi);
+      if (l < 0) return -1;
       continue;
     }
     if (t == T_IN) {
@@ -531,12 +535,8 @@ static int parse_cmp(lexer *lx)
         return -1;
       }
       if (lex(lx)) return -1;
-      int n = node_new(lx, neg ? N_NOTIN : N_IN);
-      if (n < 0) return -1;
-      ND(n).a = l;
-      ND(n).b = first;
-      ND(n).c = count;
-      l = n;
+      l = ternary(lx, neg ? N_NOTIN : N_IN, l, first, count);
+      if (l < 0) return -1;
       continue;
     }
     if (neg) return -1; /* not reached */

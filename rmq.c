@@ -584,7 +584,7 @@ static int check_broker_options(const rmq_broker_options *o)
 
 static int offsets_load(rmq_broker *b);
 static int offsets_persist(rmq_broker *b);
-static void delay_offsets_load(rmq_broker *b);
+static int delay_offsets_load(rmq_broker *b);
 static int delay_offsets_persist(rmq_broker *b);
 static int schedule_due(rmq_broker *b, int64_t now, int64_t *next);
 static int async_drain(rmq_broker *b);
@@ -624,7 +624,8 @@ RMQ_API int rmq_broker_open(const char *dir, const rmq_broker_options *opts, rmq
   b->o.message_delay_level = NULL; /* the store keeps it parsed */
   rc = offsets_load(b);
   if (rc) goto out_store;
-  delay_offsets_load(b);
+  rc = delay_offsets_load(b);
+  if (rc) goto out_store;
   b->next_off_persist = rmqi_now(&b->env) + o.flush_consumer_offset_interval;
   if (o.service_thread) {
     if (pthread_create(&b->svc, NULL, service_main, b) != 0) {
@@ -979,17 +980,18 @@ static void offsets_free(rmq_broker *b)
 /* config/delayOffset.json: {"offsetTable":{1:5,3:17}}, level -> next unit of
 ** SCHEDULE_TOPIC_XXXX queue level-1. A damaged file restarts at 0, which
 ** re-delivers: never a loss. */
-static void delay_offsets_load(rmq_broker *b)
+static int delay_offsets_load(rmq_broker *b)
 {
   char *text;
   size_t len;
-  if (rmqi_store_read_config(b->st, "delayOffset.json", &text, &len) != RMQ_OK) return;
+  int rc = rmqi_store_read_config(b->st, "delayOffset.json", &text, &len);
+  if (rc) return rc == RMQ_ENOTFOUND ? RMQ_OK : rc;
   int prc;
   rmqi_json *j = rmqi_json_parse(text, len, &prc);
   rmqi_free(text, len + 1);
   if (!j) {
     rmqi_log(&b->env, RMQ_LOG_ERROR, "config/delayOffset.json is damaged; delayed messages are delivered again from the start");
-    return;
+    return prc == RMQ_ENOMEM ? rmqi_err(RMQ_ENOMEM, "out of memory reading delayOffset.json") : RMQ_OK;
   }
   const rmqi_json *tab = rmqi_json_get(j, "offsetTable");
   for (const rmqi_json *e = tab ? tab->child : NULL; e; e = e->next) {
@@ -997,6 +999,7 @@ static void delay_offsets_load(rmq_broker *b)
     if (level >= 1 && level <= RMQI_DELAY_LEVELS_MAX && e->type == RMQI_JNUM && e->inum >= 0) b->delay_off[level] = e->inum;
   }
   rmqi_json_free(j);
+  return RMQ_OK;
 }
 
 static int delay_offsets_persist(rmq_broker *b)

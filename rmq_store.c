@@ -1211,6 +1211,8 @@ static int read_file(const char *path, char **text, size_t *len)
   struct stat st;
   int rc = RMQ_OK;
   if (OS->fstat(fd, &st) != 0) { rc = rmqi_errno(errno, "fstat", path); goto out_close; }
+  /* A directory in its place would fail every later save: say so now. */
+  if (!S_ISREG(st.st_mode)) { rc = rmqi_err(RMQ_ECORRUPT, "%s is not a regular file", path); goto out_close; }
   if (st.st_size > (64 << 20)) { rc = rmqi_err(RMQ_ECORRUPT, "%s: %lld bytes is too large for a config file", path, (long long)st.st_size); goto out_close; }
   char *buf = rmqi_malloc((size_t)st.st_size + 1);
   if (!buf) { rc = rmqi_err(RMQ_ENOMEM, "out of memory reading %s", path); goto out_close; }

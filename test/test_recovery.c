@@ -800,6 +800,22 @@ static void fix_cl_renamed(const char *store)
   move_file(store, "commitlog/00000000000000196608", "commitlog/00000000000000000000");
 }
 
+/* A directory where consumerOffset.json should be. */
+static void dmg_offsets_dir(const char *store)
+{
+  char p[2048];
+  move_file(store, "config/consumerOffset.json", "offsets-away");
+  store_file(p, sizeof p, store, "config/consumerOffset.json");
+  assert_int_equal(mkdir(p, 0755), 0);
+}
+static void fix_offsets_dir(const char *store)
+{
+  char p[2048];
+  store_file(p, sizeof p, store, "config/consumerOffset.json");
+  assert_int_equal(rmdir(p), 0);
+  move_file(store, "offsets-away", "config/consumerOffset.json");
+}
+
 static void garbage(const char *store, const char *rel)
 {
   char p[2048];
@@ -865,6 +881,8 @@ static const bad_case k_bad[] = {
   {"topics.json garbage, no .bak", dmg_topics_nobak, RMQ_ECORRUPT, "topics.json", NULL, 0, 0, 0},
   {"topics.json empty, .bak good", dmg_topics_empty, RMQ_OK, NULL, NULL, BAD_N, 1, 0},
   {"consumerOffset.json and .bak garbage", dmg_offsets_both, RMQ_OK, NULL, NULL, BAD_N, 0, 0},
+  {"a directory in place of consumerOffset.json", dmg_offsets_dir, RMQ_ECORRUPT, "not a regular file", fix_offsets_dir,
+   BAD_N, 1, 0},
   {"checkpoint cut to 3 bytes, crash", dmg_checkpoint, RMQ_OK, NULL, NULL, BAD_N, 1, 0},
   {"reopened with another CommitLog file size", NULL, RMQ_OK, NULL, NULL, BAD_N, 1, 2 * CL_SIZE},
 };

@@ -2938,20 +2938,19 @@ static void consumer_stop_threads(rmq_push_consumer *c)
 }
 
 /* c->bc_file for a broadcasting consumer: client id and group with every
-** byte outside [A-Za-z0-9_@-] (and '.', outside the client id's address)
-** as %XX, which keeps distinct names distinct. The group holds no '.', so
-** the name splits back unambiguously. */
+** byte outside [A-Za-z0-9_@-] (and '.' in the client id) as %XX, which keeps
+** distinct names distinct. The group's dots are escaped, so the name splits
+** back unambiguously at its last two dots. */
 static int bc_file_name(rmq_push_consumer *c)
 {
   static const char keep[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_@";
   char buf[1024];
   size_t k = (size_t)snprintf(buf, sizeof buf, "broadcastOffset.");
-  const char *at = strchr(c->client_id, '@');
   for (int part = 0; part < 2; part++) {
     const char *src = part ? c->group : c->client_id;
     for (const char *p = src; *p && k + 4 < sizeof buf; p++) {
       unsigned char ch = (unsigned char)*p;
-      if (strchr(keep, ch) || (ch == '.' && !part && at && p < at)) buf[k++] = (char)ch;
+      if (strchr(keep, ch) || (ch == '.' && !part)) buf[k++] = (char)ch;
       else k += (size_t)snprintf(buf + k, sizeof buf - k, "%%%02X", ch);
     }
     if (k + 1 < sizeof buf) buf[k++] = '.';

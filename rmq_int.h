@@ -278,7 +278,7 @@ RMQI_FUNC void rmqi_store_note_bad_unit(rmqi_store *s);
 /* rmqi_store_record through the span cache. */
 static inline const uint8_t *rmqi_span_record(rmqi_store *s, rmqi_cl_span *sp, int64_t phys, int32_t size)
 {
-  if (phys >= sp->lo && size > 0 && phys + size <= sp->hi) return sp->base + (phys - sp->start);
+  if (size > 0 && phys >= sp->lo && phys <= sp->hi - size) return sp->base + (phys - sp->start); /* phys may be damaged: no phys + size */
   return rmqi_store_record_span(s, sp, phys, size);
 }
 RMQI_FUNC int64_t rmqi_store_max_phys(rmqi_store *s);

@@ -682,6 +682,24 @@ static int fsync_dir(const char *dir)
   return rc;
 }
 
+/* A unit that does not lead to its own record was damaged after a clean
+** close (nothing rescans it then), or a queue's head files were lost: the
+** marker makes the next open rebuild every queue from the CommitLog; an
+** open removes it once a rebuild is durable. */
+#define REBUILD_MARK "consumequeue.rebuild"
+
+static int mark_rebuild(const char *store_dir)
+{
+  char path[4200];
+  snprintf(path, sizeof path, "%s/" REBUILD_MARK, store_dir);
+  int fd = OS->open(path, O_WRONLY | O_CREAT, 0644);
+  if (fd < 0) return rmqi_errno(errno, "open", path);
+  int rc = OS->fsync(fd) != 0 ? rmqi_errno(errno, "fsync", path) : RMQ_OK;
+  OS->close(fd);
+  return rc ? rc : fsync_dir(store_dir);
+}
+
+
 /* Creates path and its missing parents; each directory it creates has its
 ** parent fsynced, so the new entry survives a power cut. */
 static int mkdir_p(const char *path)
@@ -1612,24 +1630,19 @@ static void prefault_stop(rmqi_store *s)
 
 RMQI_FUNC const uint8_t *rmqi_store_record(rmqi_store *s, int64_t phys, int32_t size)
 {
-  if (phys < s->min_phys || size <= 0 || phys + size > rmqi_store_max_phys(s)) return NULL;
+  if (phys < s->min_phys || size <= 0 || phys > rmqi_store_max_phys(s) - size) return NULL;
   mfile *f = mvec_at(&s->cl, cl_index(s, phys));
   if (!f || phys + size > f->start + f->size) return NULL;
   return f->base + (phys - f->start);
 }
 
-/* A unit that does not lead to its own record was damaged after a clean
-** close (nothing rescans it then): the marker makes the next open rebuild
-** every queue from the CommitLog, as after a lost ConsumeQueue. */
-#define REBUILD_MARK "consumequeue.rebuild"
 
 RMQI_FUNC void rmqi_store_note_bad_unit(rmqi_store *s)
 {
   if (atomic_exchange(&s->bad_unit_noted, 1)) return;
   char path[4200];
   snprintf(path, sizeof path, "%s/" REBUILD_MARK, s->dir);
-  int fd = OS->open(path, O_WRONLY | O_CREAT, 0644);
-  if (fd >= 0) OS->close(fd);
+  mark_rebuild(s->dir);
   rmqi_log(s->env, RMQ_LOG_WARN, "a consume queue unit does not lead to its record: %s written, the queues are "
            "rebuilt at the next open", path);
 }
@@ -1637,7 +1650,7 @@ RMQI_FUNC void rmqi_store_note_bad_unit(rmqi_store *s)
 RMQI_FUNC const uint8_t *rmqi_store_record_span(rmqi_store *s, rmqi_cl_span *sp, int64_t phys, int32_t size)
 {
   int64_t max = rmqi_store_max_phys(s);
-  if (phys < s->min_phys || size <= 0 || phys + size > max) return NULL;
+  if (phys < s->min_phys || size <= 0 || phys > max - size) return NULL;
   mfile *f = mvec_at(&s->cl, cl_index(s, phys));
   if (!f || phys + size > f->start + f->size) return NULL;
   sp->base = f->base;
@@ -2049,6 +2062,9 @@ static int load_cqs(rmqi_store *s, int *rebuild)
               rmqi_log(s->env, RMQ_LOG_WARN, "%s: the files before %020" PRId64 " are missing; rebuilding", q->dir,
                        starts[i]);
               *rebuild = 1;
+              /* Once the empty head files exist the loss no longer shows:
+              ** the marker keeps the rebuild due until one completes. */
+              if ((rc = mark_rebuild(s->dir))) break;
               int64_t nhead = q->first_file;
               q->first_file = 0;
               for (int64_t k = 0; k < nhead && !rc; k++) {
@@ -2181,7 +2197,7 @@ static int unit_matches(rmqi_store *s, rmqi_queue *q, int64_t off, const uint8_t
   int64_t phys = (int64_t)rmqi_get64(u);
   int32_t size = (int32_t)rmqi_get32(u + 8);
   if (size == INT32_MAX && phys == 0) return 1; /* pad */
-  if (phys < s->min_phys || size <= 0 || phys + size > cl_end) return 0;
+  if (phys < s->min_phys || size <= 0 || phys > cl_end - size) return 0;
   mfile *f = mvec_at(&s->cl, cl_index(s, phys));
   if (!f || phys + size > f->start + f->size) return 0;
   rmqi_record r;
@@ -2454,8 +2470,11 @@ static int recover(rmqi_store *s, int abnormal, int rebuild)
         int64_t phys = (int64_t)rmqi_get64(u);
         int32_t size = (int32_t)rmqi_get32(u + 8);
         /* Past the cut, or not the unit of this queue's record there
-        ** (garbage after the queue's end). */
-        if (size != INT32_MAX && (phys + size > end || !unit_matches(s, q, max - 1, u, end))) {
+        ** (garbage after the queue's end). A unit below the CommitLog's
+        ** first file is a record that expired (RocketMQ keeps the queue's
+        ** last file): it stays. */
+        if (size != INT32_MAX &&
+            (phys > end - size || (phys >= s->min_phys && !unit_matches(s, q, max - 1, u, end)))) {
           memset(u, 0, RMQI_CQ_UNIT);
           ri->cq_units_dropped++;
           max--;

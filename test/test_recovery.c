@@ -1152,15 +1152,19 @@ static void test_damaged_headers_and_units(void **state)
   fd = open(p, O_WRONLY);
   assert_true(fd >= 0);
   assert_int_equal(pwrite(fd, unit, sizeof unit, 20 * 7), 20);
+  /* And one whose offset is near INT64_MAX: no overflow on the way to the
+  ** record, skipped like any unit that points nowhere. */
+  uint8_t huge[8] = {0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xEF};
+  assert_int_equal(pwrite(fd, huge, 8, 20 * 9), 8);
   close(fd);
   b = hdr_open(store, &o, &log);
   n = hdr_pull(b, 1, got);
   size_t nw = hdr_expected(1, want, -1);
-  assert_int_equal(n, nw - 1); /* queue 1's offset 7 is skipped, nothing else */
+  assert_int_equal(n, nw - 2); /* queue 1's offsets 7 and 9 are skipped, nothing else */
   assert_non_null(strstr(log.text, "damaged consume queue"));
   ok(rmq_broker_close(b));
   /* The reader left a marker: the next open rebuilds the queues, and the
-  ** message comes back. */
+  ** messages come back. */
   store_file(p, sizeof p, store, "consumequeue.rebuild");
   assert_true(file_exists(p));
   b = hdr_open(store, &o, &log);
@@ -1175,6 +1179,47 @@ static void test_damaged_headers_and_units(void **state)
   tu_store_remove(store);
 }
 
+/* RocketMQ deletes expired CommitLog files from the head and keeps each
+** queue's last ConsumeQueue file: units below the CommitLog's first file
+** are records that expired, and a queue keeps its offsets. */
+static void test_expired_head_keeps_queue_offsets(void **state)
+{
+  (void)state;
+  char store[1024], p[2048];
+  tu_store_path(store, sizeof store, "expired");
+  tu_log log = {0};
+  rmq_broker_options o;
+  tu_small_opts(&o, &log);
+  rmq_broker *b;
+  ok(rmq_broker_open(store, &o, &b));
+  ok(rmq_topic_create(b, "ExpA", 1));
+  ok(rmq_topic_create(b, "ExpB", 1));
+  rmq_producer *pr;
+  ok(rmq_producer_create(b, NULL, NULL, &pr));
+  rmq_msg *m;
+  ok(rmq_msg_create(&m, "ExpA", NULL, "hello", 5));
+  for (int i = 0; i < 100; i++) ok(rmq_producer_send(pr, m, NULL));
+  ok(rmq_msg_set_topic(m, "ExpB"));
+  for (int i = 0; i < 2000; i++) ok(rmq_producer_send(pr, m, NULL));
+  rmq_producer_destroy(pr);
+  ok(rmq_broker_close(b));
+  cl_file(p, sizeof p, store, 0);
+  assert_int_equal(unlink(p), 0);
+  ok(rmq_broker_open(store, &o, &b));
+  int64_t min, max;
+  ok(rmq_topic_queue_offsets(b, "ExpA", 0, &min, &max));
+  assert_int_equal(max, 100);
+  ok(rmq_producer_create(b, NULL, NULL, &pr));
+  rmq_send_result r;
+  ok(rmq_msg_set_topic(m, "ExpA"));
+  ok(rmq_producer_send(pr, m, &r));
+  assert_int_equal(r.queue_offset, 100);
+  rmq_msg_free(m);
+  rmq_producer_destroy(pr);
+  ok(rmq_broker_close(b));
+  tu_store_remove(store);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -1186,6 +1231,7 @@ int main(void)
     cmocka_unit_test(test_abort_file),
     cmocka_unit_test(test_damaged_files_never_crash),
     cmocka_unit_test(test_damaged_headers_and_units),
+    cmocka_unit_test(test_expired_head_keeps_queue_offsets),
   };
   (void)tu_wait_atleast; /* shared helpers this file has no use for */
   (void)tu_clock_read;

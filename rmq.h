@@ -627,8 +627,8 @@ typedef struct rmq_push_consumer_options {
   ** orders consumers for queue allocation and names a broadcasting
   ** consumer's offsets file, config/broadcastOffset.<clientId>.<group>.json
   ** (bytes other than letters, digits, '-', '_', '@' and the client id's
-  ** dots written %XX; start
-  ** fails with RMQ_EINVAL when that name would pass 251 bytes). */
+  ** dots written %XX; start fails with RMQ_EINVAL when that name would pass
+  ** 251 bytes). */
   const char *instance_name;
 } rmq_push_consumer_options;
 

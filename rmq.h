@@ -698,10 +698,12 @@ RMQ_API void rmq_push_consumer_destroy(rmq_push_consumer *c);
 
 typedef struct rmq_selector rmq_selector;
 
-/* Compiles expression into *out (free with rmq_selector_free). A bad
-** expression is RMQ_EEXPR with rmq_errmsg() naming the column and what was
-** expected; SQL92 follows RocketMQ 5 with the differences listed in the
-** README. Any thread. Errors: RMQ_EINVAL, RMQ_EEXPR, RMQ_ENOMEM. */
+/* Compiles expression (type RMQ_SELECTOR_TAG or RMQ_SELECTOR_SQL92) into
+** *out, which the caller owns and frees with rmq_selector_free; the
+** expression text is copied. A bad expression is RMQ_EEXPR with
+** rmq_errmsg() naming the column and what was expected; SQL92 follows
+** RocketMQ 5 with the differences listed in the README. Needs no broker.
+** Any thread. Errors: RMQ_EINVAL (type, out), RMQ_EEXPR, RMQ_ENOMEM. */
 RMQ_API int rmq_selector_compile(int type, const char *expression, rmq_selector **out);
 /* 1 when a message with the properties props[0..2*nprops) (name, value,
 ** name, value, ...; TAGS among them; of duplicate names the last wins) is
@@ -710,6 +712,8 @@ RMQ_API int rmq_selector_compile(int type, const char *expression, rmq_selector 
 ** 359 bytes. Any thread, s shared read-only. RMQ_EINVAL (negative) for NULL
 ** arguments. */
 RMQ_API int rmq_selector_match(const rmq_selector *s, const char *const *props, size_t nprops);
+/* Frees a selector from rmq_selector_compile; NULL is a no-op. Not while
+** another thread matches with it. */
 RMQ_API void rmq_selector_free(rmq_selector *s);
 
 /* ------------------------------------------------------------------------- */

@@ -208,7 +208,11 @@ typedef struct rmqi_os {
   int (*unlink)(const char *path);
   int (*rmdir)(const char *path);
   int (*mkdir)(const char *path, mode_t mode);
-  int (*flock)(int fd, int op);
+  /* Write-locks byte 0 of fd without waiting (EAGAIN/EACCES when held). */
+  int (*lock)(int fd);
+  /* Allocates blocks for [off, off + len) (posix_fallocate). */
+  int (*fallocate)(int fd, off_t off, off_t len);
+  off_t (*lseek)(int fd, off_t off, int whence);
 } rmqi_os;
 RMQI_DATA_DECL rmqi_os rmqi_os_table;
 RMQI_FUNC void rmqi_os_reset(void);

@@ -45,7 +45,8 @@
 **   @0 physicMsgTimestamp (last record flushed to the CommitLog),
 **   @8 logicsMsgTimestamp (last unit flushed to a ConsumeQueue),
 **   @16 indexMsgTimestamp, @24 masterFlushedOffset, @32 confirmPhyOffset.
-** <store>/lock   flock'ed while open; holds "lock".
+** <store>/lock   byte 0 write-locked while open (an fcntl open-file-
+**   description lock, which RocketMQ's FileChannel.tryLock sees); holds "lock".
 ** <store>/abort  exists while open (holds the pid): found at open = crash.
 ** <store>/config/<name>.json  fastjson text, written atomically (temp, fsync,
 **   rename, fsync dir; the previous file kept as .bak).
@@ -107,13 +108,44 @@
 static int os_open(const char *p, int f, mode_t m) { return open(p, f | O_CLOEXEC, m); }
 static int os_mkdir(const char *p, mode_t m) { return mkdir(p, m); }
 
+/* Blocks for [off, off + len), so that a later store through a mapping
+** never meets an unallocated block (SIGBUS on a full disk): ENOSPC comes
+** back here instead. posix_fallocate returns its error; the table's
+** convention is -1 and errno. */
+static int os_fallocate(int fd, off_t off, off_t len)
+{
+  int e = posix_fallocate(fd, off, len);
+  if (e == 0) return 0;
+  errno = e;
+  return -1;
+}
+
+/* RocketMQ locks byte 0 of <store>/lock with FileChannel.tryLock, a POSIX
+** record lock. An open-file-description lock on the same byte conflicts with
+** it (and, unlike a POSIX lock, with a second open in this process too); a
+** flock would not see it at all. */
+static int os_lock(int fd)
+{
+  struct flock fl;
+  memset(&fl, 0, sizeof fl);
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = 0;
+  fl.l_len = 1;
+#ifdef F_OFD_SETLK
+  if (fcntl(fd, F_OFD_SETLK, &fl) == 0) return 0;
+  if (errno != EINVAL) return -1;
+#endif
+  return fcntl(fd, F_SETLK, &fl);
+}
+
 static const rmqi_os os_default = {
   os_open, close, ftruncate, fstat, mmap, munmap, fdatasync, fsync, msync,
-  pwrite, pread, rename, unlink, rmdir, os_mkdir, flock,
+  pwrite, pread, rename, unlink, rmdir, os_mkdir, os_lock, os_fallocate, lseek,
 };
 RMQI_DATA rmqi_os rmqi_os_table = {
   os_open, close, ftruncate, fstat, mmap, munmap, fdatasync, fsync, msync,
-  pwrite, pread, rename, unlink, rmdir, os_mkdir, flock,
+  pwrite, pread, rename, unlink, rmdir, os_mkdir, os_lock, os_fallocate, lseek,
 };
 #define OS (&rmqi_os_table)
 
@@ -602,6 +634,10 @@ typedef struct mfile {
   uint8_t *base;
   int fd;
   int64_t ro_upto; /* bytes remapped read-only (see seal); flush leader / cq_flush_lock */
+  /* Bytes from the file's start whose blocks are allocated: nothing is
+  ** stored through the mapping at or past it (a store into a hole of a
+  ** full disk is SIGBUS, not an error). Raised under alloc_lock. */
+  _Atomic int64_t alloc;
 } mfile;
 
 /* CommitLog pages are prefaulted in chunks of CL_CHUNK; written pages of
@@ -784,6 +820,10 @@ static int mfile_zero_from(const char *dir, mfile *f, int64_t from)
   snprintf(path, sizeof path, "%s/%020" PRId64, dir, f->start);
   if (OS->ftruncate(f->fd, from) != 0 || OS->ftruncate(f->fd, f->size) != 0)
     return rmqi_errno(errno, "ftruncate", path);
+  /* Durable now: open syncs only what recovery changed, not the whole log. */
+  if (OS->fsync(f->fd) != 0) return rmqi_errno(errno, "fsync", path);
+  atomic_store(&f->alloc, from);
+  if (f->ro_upto > from) f->ro_upto = from & ~(int64_t)(SEAL_CHUNK - 1);
   return RMQ_OK;
 }
 
@@ -794,6 +834,11 @@ static int mfile_sync(const char *dir, mfile *f)
   snprintf(path, sizeof path, "%s/%020" PRId64, dir, f->start);
   return rmqi_errno(errno, "fdatasync", path);
 }
+
+/* Makes sure the blocks of f's first `need` bytes are allocated, allocating
+** in steps of `step` (never past the file's end). alloc_lock serialises the
+** prefaulter and senders; the common case reads one atomic. */
+static int mfile_reserve(rmqi_store *s, const char *dir, mfile *f, int64_t need, int64_t step);
 
 /* Lists the 20-digit file names of dir, sorted; RMQ_OK with *n = 0 when the
 ** directory does not exist. */
@@ -850,6 +895,7 @@ struct rmqi_queue {
   _Atomic int64_t min_offset;
   int64_t flushed_units;     /* cq_flush_lock: units known on disk */
   atomic_int dir_dirty;      /* a file was made: the next cq_flush fsyncs dir */
+  int rec_dirty;             /* open only: recovery rewrote units of this queue */
 };
 
 struct rmqi_topic {
@@ -859,8 +905,18 @@ struct rmqi_topic {
   int perm;
   int configured;            /* its queue count is known: topics.json or created */
   rmqi_store *s;
-  _Atomic(rmqi_queue *) queues[RMQ_MAX_QUEUE_NUMS];
+  /* Its queue structs, sized to the queue count (a fixed array of the
+  ** 1024 allowed would cost 8 KiB a topic: 80 MB for 10,000 topics).
+  ** Grown under topic_lock; readers load it without a lock, so an
+  ** outgrown array stays (chained through `prev`) until close. */
+  _Atomic(struct qvec *) qv;
 };
+
+typedef struct qvec {
+  int cap;
+  struct qvec *prev;
+  _Atomic(rmqi_queue *) q[];
+} qvec;
 
 struct rmqi_store {
   char *dir;
@@ -912,6 +968,12 @@ struct rmqi_store {
   int tcap, tcount;
   void *tchain;
   int64_t topics_version;
+  /* The topic journal (config/rmq_topics.journal), topic_lock: one synced
+  ** line per create since topics.json was last written, so that N creates
+  ** cost O(N) and not N rewrites of a growing topics.json. */
+  int tj_fd;
+  int64_t tj_size;
+  int tj_count;
 
   /* Long polling: seq is bumped after each publish; waiters sleep on
   ** wait_cond under wait_lock only while `waiters` says so. */
@@ -942,8 +1004,37 @@ struct rmqi_store {
   rmqi_queue *cq_want[16];
   int ncq_want;
 
+  /* alloc_lock: raising any mapped file's `alloc` (block allocation ahead
+  ** of stores through the mapping). Taken under append_lock or alone. */
+  pthread_mutex_t alloc_lock;
+
+  /* The checkpoint as found at open: its fields never move backwards. */
+  int64_t cp_old[5];
+
   rmq_recovery_info rinfo;
 };
+
+static int mfile_reserve(rmqi_store *s, const char *dir, mfile *f, int64_t need, int64_t step)
+{
+  if (need > f->size) need = f->size;
+  if (atomic_load_explicit(&f->alloc, memory_order_acquire) >= need) return RMQ_OK;
+  int rc = RMQ_OK;
+  pthread_mutex_lock(&s->alloc_lock);
+  int64_t have = atomic_load_explicit(&f->alloc, memory_order_relaxed);
+  if (have < need) {
+    int64_t to = (need + step - 1) / step * step;
+    if (to > f->size) to = f->size;
+    if (OS->fallocate(f->fd, (off_t)have, (off_t)(to - have)) != 0) {
+      char path[4200];
+      snprintf(path, sizeof path, "%s/%020" PRId64, dir, f->start);
+      rc = rmqi_errno(errno, "fallocate", path);
+    } else {
+      atomic_store_explicit(&f->alloc, to, memory_order_release);
+    }
+  }
+  pthread_mutex_unlock(&s->alloc_lock);
+  return rc;
+}
 
 static void set_cl_size(rmqi_store *s, int64_t size)
 {
@@ -1035,38 +1126,68 @@ static void ttab_free(rmqi_store *s)
   }
 }
 
-/* Makes queue qid's struct and, if `mkfiles`, its directory and first
-** ConsumeQueue file, so that a queue directory missing later is noticed.
-** topic_lock held (or single-threaded open). */
-static int queue_make(rmqi_topic *t, int qid, int mkfiles)
+/* Makes queue qid's struct. Its directory and first ConsumeQueue file are
+** made when its first unit is written, as RocketMQ does: an empty queue
+** costs no file, and no all-zero file is left for RocketMQ's recovery to
+** read a phantom message from (ROCKETMQ.md 2). topic_lock held (or
+** single-threaded open). */
+static rmqi_queue *queue_new(rmqi_topic *t, int qid)
 {
   rmqi_store *s = t->s;
-  rmqi_queue *q = atomic_load(&t->queues[qid]);
-  int rc;
-  if (!q) {
-    q = rmqi_calloc(1, sizeof *q);
-    if (!q) return rmqi_err(RMQ_ENOMEM, "out of memory creating queue %s/%d", t->name, qid);
-    q->topic = t;
-    q->qid = qid;
-    /* Exactly the string's size: queue_free frees strlen + 1 bytes. */
-    size_t n = (size_t)snprintf(NULL, 0, "%s/%s/%d", s->cq_root, t->name, qid) + 1;
-    q->dir = rmqi_malloc(n);
-    if (!q->dir) { rmqi_free(q, sizeof *q); return rmqi_err(RMQ_ENOMEM, "out of memory"); }
-    snprintf(q->dir, n, "%s/%s/%d", s->cq_root, t->name, qid);
-    atomic_store_explicit(&t->queues[qid], q, memory_order_release);
+  rmqi_queue *q = rmqi_calloc(1, sizeof *q);
+  if (!q) return NULL;
+  q->topic = t;
+  q->qid = qid;
+  /* Exactly the string's size: queue_free frees strlen + 1 bytes. */
+  size_t n = (size_t)snprintf(NULL, 0, "%s/%s/%d", s->cq_root, t->name, qid) + 1;
+  q->dir = rmqi_malloc(n);
+  if (!q->dir) { rmqi_free(q, sizeof *q); return NULL; }
+  snprintf(q->dir, n, "%s/%s/%d", s->cq_root, t->name, qid);
+  return q;
+}
+
+/* Makes sure queues [0, n) of t have structs: all or nothing. topic_lock
+** held (or single-threaded open). */
+static int queues_make(rmqi_topic *t, int n)
+{
+  qvec *v = atomic_load_explicit(&t->qv, memory_order_relaxed);
+  int have = v ? v->cap : 0;
+  if (n > have) {
+    int cap = have ? have : 1;
+    while (cap < n) cap *= 2;
+    if (cap > RMQ_MAX_QUEUE_NUMS) cap = RMQ_MAX_QUEUE_NUMS;
+    qvec *nv = rmqi_calloc(1, sizeof *nv + (size_t)cap * sizeof nv->q[0]);
+    if (!nv) return rmqi_err(RMQ_ENOMEM, "out of memory creating the queues of %s", t->name);
+    nv->cap = cap;
+    nv->prev = v;
+    for (int i = 0; i < have; i++) atomic_store_explicit(&nv->q[i], atomic_load(&v->q[i]), memory_order_relaxed);
+    atomic_store_explicit(&t->qv, nv, memory_order_release);
+    v = nv;
   }
-  if (mkfiles && mvec_len(&q->cq) == 0) {
-    rc = mkdir_p(q->dir);
-    if (rc) return rc;
-    mfile *f;
-    rc = mfile_open(q->dir, 0, s->cq_size, 1, 1, &f);
-    if (rc) return rc;
-    pthread_mutex_lock(&s->append_lock);
-    rc = mvec_push(&q->cq, f);
-    pthread_mutex_unlock(&s->append_lock);
-    if (rc) { mfile_close(f); return rc; }
+  rmqi_queue *made[64];
+  for (int base = 0; base < n; base += 64) {
+    int k = 0;
+    for (int i = base; i < n && i < base + 64; i++) {
+      if (atomic_load_explicit(&v->q[i], memory_order_relaxed)) continue;
+      rmqi_queue *q = queue_new(t, i);
+      if (!q) {
+        while (k-- > 0) { rmqi_free(made[k]->dir, strlen(made[k]->dir) + 1); rmqi_free(made[k], sizeof *made[k]); }
+        return rmqi_err(RMQ_ENOMEM, "out of memory creating queue %s/%d", t->name, i);
+      }
+      made[k++] = q;
+    }
+    for (int j = 0; j < k; j++) atomic_store_explicit(&v->q[made[j]->qid], made[j], memory_order_release);
   }
   return RMQ_OK;
+}
+
+/* Makes queue qid's struct. Its directory and first ConsumeQueue file are
+** made when its first unit is written, as RocketMQ does: an empty queue
+** costs no file, and no all-zero file is left for RocketMQ's recovery to
+** read a phantom message from (ROCKETMQ.md 2). */
+static int queue_make(rmqi_topic *t, int qid)
+{
+  return queues_make(t, qid + 1);
 }
 
 static void queue_free(rmqi_queue *q)
@@ -1078,7 +1199,22 @@ static void queue_free(rmqi_queue *q)
 }
 
 /* topic_lock held (or single-threaded open). */
-static int topic_make(rmqi_store *s, const char *name, int nqueues, int perm, int mkfiles, rmqi_topic **out)
+static void topic_free(rmqi_topic *t)
+{
+  qvec *v = atomic_load(&t->qv);
+  for (int i = 0; v && i < v->cap; i++) queue_free(atomic_load(&v->q[i]));
+  while (v) {
+    qvec *prev = v->prev;
+    rmqi_free(v, sizeof *v + (size_t)v->cap * sizeof v->q[0]);
+    v = prev;
+  }
+  rmqi_free(t, sizeof *t);
+}
+
+/* Finds or makes topic `name` with queues [0, nqueues) (0: leave the count).
+** All or nothing: a failure leaves the table as it was. topic_lock held (or
+** single-threaded open). */
+static int topic_make(rmqi_store *s, const char *name, int nqueues, int perm, rmqi_topic **out)
 {
   rmqi_topic *t = rmqi_topic_find(s, name);
   int rc;
@@ -1089,12 +1225,9 @@ static int topic_make(rmqi_store *s, const char *name, int nqueues, int perm, in
     t->name_len = strlen(t->name);
     t->perm = perm;
     t->s = s;
-    rc = ttab_insert(s, t);
-    if (rc) { rmqi_free(t, sizeof *t); return rc; }
-  }
-  for (int i = 0; i < nqueues; i++) {
-    rc = queue_make(t, i, mkfiles);
-    if (rc) return rc;
+    if ((rc = queues_make(t, nqueues)) || (rc = ttab_insert(s, t))) { topic_free(t); return rc; }
+  } else if ((rc = queues_make(t, nqueues))) {
+    return rc; /* the structs made are unused until the count says so */
   }
   if (nqueues > 0) atomic_store(&t->nqueues, nqueues);
   *out = t;
@@ -1154,18 +1287,131 @@ static int topics_persist(rmqi_store *s)
   rmqi_buf_puts(&b, "}}");
   rmqi_free(v, (size_t)(s->tcount ? s->tcount : 1) * sizeof *v);
   if (b.oom) { rmqi_buf_free(&b); return rmqi_err(RMQ_ENOMEM, "out of memory writing topics.json"); }
+  /* Twice, so that topics.json.bak holds the whole table too: with the
+  ** journal, topics.json is rewritten seldom, and a .bak one version old
+  ** would lose the topics made since (load falls back to it). */
   rc = rmqi_store_write_config(s, "topics.json", b.p, b.len);
+  if (!rc) rc = rmqi_store_write_config(s, "topics.json", b.p, b.len);
   rmqi_buf_free(&b);
   return rc;
+}
+
+#define TOPICS_JOURNAL "rmq_topics.journal"
+
+static int read_file(const char *path, char **text, size_t *len);
+
+/* topic_lock held. Appends topic `name`'s config to the journal and syncs
+** it; on failure the journal is as before. */
+static int journal_append(rmqi_store *s, const char *name, int nq, int perm)
+{
+  char path[4200];
+  snprintf(path, sizeof path, "%s/" TOPICS_JOURNAL, s->cfg_dir);
+  if (s->tj_fd < 0) {
+    s->tj_fd = OS->open(path, O_RDWR | O_CREAT, 0644);
+    if (s->tj_fd < 0) return rmqi_errno(errno, "open", path);
+    int rc = fsync_dir(s->cfg_dir);
+    if (rc) { OS->close(s->tj_fd); s->tj_fd = -1; return rc; }
+  }
+  rmqi_buf b = {0};
+  rmqi_buf_puts(&b, "{\"topicName\":");
+  rmqi_buf_json_str(&b, name);
+  rmqi_buf_printf(&b, ",\"readQueueNums\":%d,\"writeQueueNums\":%d,\"perm\":%d}\n", nq, nq, perm);
+  if (b.oom) { rmqi_buf_free(&b); return rmqi_err(RMQ_ENOMEM, "out of memory writing %s", path); }
+  int rc = RMQ_OK;
+  ssize_t w = OS->pwrite(s->tj_fd, b.p, b.len, (off_t)s->tj_size);
+  if (w != (ssize_t)b.len) rc = rmqi_errno(w < 0 ? errno : ENOSPC, "pwrite", path);
+  else if (OS->fdatasync(s->tj_fd) != 0) rc = rmqi_errno(errno, "fdatasync", path);
+  if (rc) {
+    OS->ftruncate(s->tj_fd, (off_t)s->tj_size); /* no torn line left behind */
+  } else {
+    s->tj_size += (int64_t)b.len;
+    s->tj_count++;
+  }
+  rmqi_buf_free(&b);
+  return rc;
+}
+
+/* topic_lock held. Writes topics.json whole and empties the journal: the
+** journal only replays what topics.json already says if a crash comes
+** between the two. */
+static int journal_compact(rmqi_store *s)
+{
+  int rc = topics_persist(s);
+  if (rc || s->tj_fd < 0 || s->tj_size == 0) return rc;
+  char path[4200];
+  snprintf(path, sizeof path, "%s/" TOPICS_JOURNAL, s->cfg_dir);
+  if (OS->ftruncate(s->tj_fd, 0) != 0) return rmqi_errno(errno, "ftruncate", path);
+  if (OS->fdatasync(s->tj_fd) != 0) return rmqi_errno(errno, "fdatasync", path);
+  s->tj_size = 0;
+  s->tj_count = 0;
+  return RMQ_OK;
+}
+
+/* Open: applies the journal's lines over topics.json. A line cut by a crash
+** (its create never returned) ends the replay. */
+static int journal_replay(rmqi_store *s)
+{
+  char path[4200];
+  snprintf(path, sizeof path, "%s/" TOPICS_JOURNAL, s->cfg_dir);
+  char *text;
+  size_t len;
+  int rc = read_file(path, &text, &len);
+  if (rc == RMQ_ENOTFOUND) return RMQ_OK;
+  if (rc) return rc;
+  size_t at = 0;
+  int n = 0;
+  while (at < len && !rc) {
+    char *nl = memchr(text + at, '\n', len - at);
+    if (!nl) break;
+    int prc;
+    rmqi_json *j = rmqi_json_parse(text + at, (size_t)(nl - (text + at)), &prc);
+    const rmqi_json *tn = rmqi_json_get(j, "topicName"), *w = rmqi_json_get(j, "writeQueueNums");
+    const rmqi_json *perm = rmqi_json_get(j, "perm");
+    if (!tn || tn->type != RMQI_JSTR || !w || w->inum < 1 || w->inum > RMQ_MAX_QUEUE_NUMS || !*tn->str ||
+        strlen(tn->str) > 255 || strchr(tn->str, '/') || !strcmp(tn->str, ".") || !strcmp(tn->str, "..")) {
+      rmqi_log(s->env, RMQ_LOG_WARN, "%s: line %d is not a topic; the rest is ignored", path, n + 1);
+      rmqi_json_free(j);
+      break;
+    }
+    rmqi_topic *t;
+    rc = topic_make(s, tn->str, (int)w->inum, perm ? (int)perm->inum : 6, &t);
+    if (!rc) t->configured = 1;
+    rmqi_json_free(j);
+    at = (size_t)(nl - text) + 1;
+    n++;
+  }
+  rmqi_free(text, len + 1);
+  if (rc || n == 0) return rc;
+  pthread_mutex_lock(&s->topic_lock);
+  rc = topics_persist(s);
+  pthread_mutex_unlock(&s->topic_lock);
+  if (rc) return rc;
+  /* topics.json now holds every line: the journal starts empty. */
+  if (OS->unlink(path) != 0 && errno != ENOENT) return rmqi_errno(errno, "unlink", path);
+  return fsync_dir(s->cfg_dir);
 }
 
 RMQI_FUNC int rmqi_topic_create(rmqi_store *s, const char *name, int nqueues, rmqi_topic **out)
 {
   pthread_mutex_lock(&s->topic_lock);
-  rmqi_topic *t = NULL;
-  int rc = topic_make(s, name, nqueues, 6, 1, &t);
-  if (!rc) t->configured = 1;
-  if (!rc) rc = topics_persist(s);
+  rmqi_topic *t = rmqi_topic_find(s, name);
+  int rc = RMQ_OK;
+  if (t && t->configured && rmqi_topic_nqueues(t) == nqueues) goto out_unlock; /* nothing changes */
+  /* Durable first, then in memory: a failure changes neither. */
+  int64_t undo = s->tj_size;
+  if ((rc = journal_append(s, name, nqueues, t ? t->perm : 6))) goto out_unlock;
+  if ((rc = topic_make(s, name, nqueues, 6, &t))) {
+    if (OS->ftruncate(s->tj_fd, (off_t)undo) == 0) { s->tj_size = undo; s->tj_count--; }
+    goto out_unlock;
+  }
+  t->configured = 1;
+  /* Rewrite topics.json once the journal is as long as half of it: each
+  ** rewrite is paid for by as many cheap appends. */
+  if (s->tj_count >= 64 + s->tcount / 2) {
+    int crc = journal_compact(s);
+    if (crc) rmqi_log(s->env, RMQ_LOG_WARN, "topics.json not rewritten (%s); the journal keeps the topics", rmq_errmsg());
+  }
+out_unlock:
   pthread_mutex_unlock(&s->topic_lock);
   if (!rc && out) *out = t;
   return rc;
@@ -1174,7 +1420,9 @@ RMQI_FUNC int rmqi_topic_create(rmqi_store *s, const char *name, int nqueues, rm
 RMQI_FUNC rmqi_queue *rmqi_topic_queue(rmqi_topic *t, int qid)
 {
   if (qid < 0 || qid >= RMQ_MAX_QUEUE_NUMS) return NULL;
-  return atomic_load_explicit(&t->queues[qid], memory_order_acquire);
+  qvec *v = atomic_load_explicit(&t->qv, memory_order_acquire);
+  if (!v || qid >= v->cap) return NULL;
+  return atomic_load_explicit(&v->q[qid], memory_order_acquire);
 }
 
 RMQI_FUNC int rmqi_topic_list(rmqi_store *s, rmq_topic_info *out, size_t cap, size_t *n)
@@ -1197,7 +1445,14 @@ RMQI_FUNC int rmqi_topic_list(rmqi_store *s, rmq_topic_info *out, size_t cap, si
 /* Config files                                                            */
 /* ======================================================================= */
 
+static int write_config(rmqi_store *s, const char *name, const char *text, size_t len, int keep_bak);
+
 RMQI_FUNC int rmqi_store_write_config(rmqi_store *s, const char *name, const char *text, size_t len)
+{
+  return write_config(s, name, text, len, 1);
+}
+
+static int write_config(rmqi_store *s, const char *name, const char *text, size_t len, int keep_bak)
 {
   char path[4200], tmp[4300], bak[4300];
   snprintf(path, sizeof path, "%s/%s", s->cfg_dir, name);
@@ -1217,7 +1472,11 @@ RMQI_FUNC int rmqi_store_write_config(rmqi_store *s, const char *name, const cha
   if (rc) { OS->unlink(tmp); return rc; }
   /* The old version becomes .bak; a crash between the renames leaves only
   ** .bak, which read_config falls back to. */
-  if (OS->rename(path, bak) != 0 && errno != ENOENT) { rc = rmqi_errno(errno, "rename", path); OS->unlink(tmp); return rc; }
+  if (keep_bak && OS->rename(path, bak) != 0 && errno != ENOENT) {
+    rc = rmqi_errno(errno, "rename", path);
+    OS->unlink(tmp);
+    return rc;
+  }
   if (OS->rename(tmp, path) != 0) { rc = rmqi_errno(errno, "rename", tmp); OS->unlink(tmp); return rc; }
   return fsync_dir(s->cfg_dir);
 }
@@ -1378,7 +1637,16 @@ static int cq_unit_ptr(rmqi_store *s, rmqi_queue *q, int64_t off, uint8_t **unit
     atomic_store(&q->dir_dirty, 1);
   }
   mfile *f = mvec_at(&q->cq, fidx);
-  *unit = f->base + (byte - f->start);
+  int64_t in = byte - f->start;
+  if (atomic_load_explicit(&f->alloc, memory_order_relaxed) < in + RMQI_CQ_UNIT) {
+    /* Small steps for a small queue (thousands of queues with a few
+    ** messages each must not take 64 KiB each), larger as it grows. */
+    int64_t step = atomic_load_explicit(&f->alloc, memory_order_relaxed);
+    step = step < 4096 ? 4096 : step > CQ_CHUNK ? CQ_CHUNK : step;
+    int rc = mfile_reserve(s, q->dir, f, in + RMQI_CQ_UNIT, step);
+    if (rc) return rc;
+  }
+  *unit = f->base + in;
   return RMQ_OK;
 }
 
@@ -1422,6 +1690,15 @@ static int cl_write(rmqi_store *s, mfile *f, int64_t pos, const void *buf, size_
   return RMQ_OK;
 }
 
+/* Allocates CommitLog file idx's blocks up to log offset `end` (a chunk at
+** a time) before anything is stored there through the mapping. */
+static int cl_reserve(rmqi_store *s, int64_t idx, int64_t end)
+{
+  mfile *f = mvec_at(&s->cl, idx);
+  if (atomic_load_explicit(&f->alloc, memory_order_relaxed) >= end - f->start) return RMQ_OK;
+  return mfile_reserve(s, s->cl_dir, f, end - f->start, CL_CHUNK);
+}
+
 /* A failed pass 2 leaves nothing published; records [0, i) took queue
 ** offsets that go back. */
 static void put_undo(rmqi_put *p, int i)
@@ -1437,13 +1714,15 @@ static void cq_prefault(rmqi_store *s, rmqi_queue *q, int64_t qoff)
 {
   int64_t byte = (qoff * RMQI_CQ_UNIT / CQ_CHUNK + 1) * CQ_CHUNK;
   mfile *f = mvec_at(&q->cq, byte / s->cq_size - q->first_file);
-  if (f && byte >= f->start && byte + CQ_CHUNK <= f->start + f->size)
+  if (f && byte >= f->start && byte + CQ_CHUNK <= f->start + f->size &&
+      mfile_reserve(s, q->dir, f, byte - f->start + CQ_CHUNK, CQ_CHUNK) == RMQ_OK)
     madvise(f->base + (byte - f->start), CQ_CHUNK, MADV_POPULATE_WRITE);
 }
 
 RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
 {
   int rc = RMQ_OK;
+  const int via_map = s->o.flush_disk_type != RMQ_SYNC_FLUSH; /* see cl_write */
   pthread_mutex_lock(&s->append_lock);
   /* The caller may pass the time it read just before; store times never go
   ** back in CommitLog order. */
@@ -1462,9 +1741,14 @@ RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
     }
     int64_t fidx = cl_index(s, pos);
     int64_t fend = s->min_phys + (fidx + 1) * s->cl_size;
-    if (pos + p[i].size + RMQI_END_FILE_MIN_BLANK > fend) { pos = fend; fidx++; }
+    if (pos + p[i].size + RMQI_END_FILE_MIN_BLANK > fend) {
+      if (via_map && (rc = cl_reserve(s, fidx, pos + RMQI_END_FILE_MIN_BLANK))) goto out_unlock; /* the BLANK */
+      pos = fend;
+      fidx++;
+    }
     rc = cl_file_ensure(s, fidx);
     if (rc) goto out_unlock;
+    if (via_map && (rc = cl_reserve(s, fidx, pos + p[i].size))) goto out_unlock;
     p[i].phys_offset = pos;
     pos += p[i].size;
     if (p[i].q) {
@@ -1534,7 +1818,8 @@ out_unlock:
     ** SYNC_FLUSH, where each sync would write the prefaulted zeros. */
     int64_t next = ((pos - s->min_phys) / CL_CHUNK + 1) * CL_CHUNK + s->min_phys;
     mfile *f = mvec_at(&s->cl, cl_index(s, next));
-    if (f && next + CL_CHUNK <= f->start + f->size)
+    if (f && next + CL_CHUNK <= f->start + f->size &&
+        mfile_reserve(s, s->cl_dir, f, next + CL_CHUNK - f->start, CL_CHUNK) == RMQ_OK)
       madvise(f->base + (next - f->start), CL_CHUNK, MADV_POPULATE_WRITE);
   }
   if (rc == RMQ_OK) {
@@ -1546,6 +1831,14 @@ out_unlock:
     }
   }
   return rc;
+}
+
+static void abs_deadline(struct timespec *ts, int timeout_ms)
+{
+  clock_gettime(CLOCK_MONOTONIC, ts);
+  ts->tv_sec += timeout_ms / 1000;
+  ts->tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+  if (ts->tv_nsec >= 1000000000L) { ts->tv_sec++; ts->tv_nsec -= 1000000000L; }
 }
 
 /* Prefaulter: makes queue q's next ConsumeQueue file outside append_lock
@@ -1574,6 +1867,9 @@ static int prefault_step(rmqi_store *s)
   mfile *f = mvec_at(&s->cl, idx);
   int64_t fend = f->start + f->size;
   if (s->pf_next + CL_CHUNK <= fend) {
+    /* Allocate before faulting in: the disk may be full (then the sender
+    ** meets ENOSPC from its own reserve; the prefaulter tries again later). */
+    if (mfile_reserve(s, s->cl_dir, f, s->pf_next + CL_CHUNK - f->start, CL_CHUNK)) return 0;
     madvise(f->base + (s->pf_next - f->start), CL_CHUNK, MADV_POPULATE_WRITE);
     s->pf_next += CL_CHUNK;
   }
@@ -1602,7 +1898,13 @@ static void *prefault_main(void *arg)
     pthread_mutex_unlock(&s->pf_lock);
     int more = prefault_step(s);
     pthread_mutex_lock(&s->pf_lock);
-    if (!more) break;
+    if (!more && !s->pf_stop) {
+      /* A full disk (or a file call failing): try again in a while, so
+      ** that sending picks up again once space is freed. */
+      struct timespec dl;
+      abs_deadline(&dl, 1000);
+      pthread_cond_timedwait(&s->pf_cond, &s->pf_lock, &dl);
+    }
   }
   pthread_mutex_unlock(&s->pf_lock);
   return NULL;
@@ -1701,14 +2003,6 @@ RMQI_FUNC int64_t rmqi_queue_offset_by_time(rmqi_store *s, rmqi_queue *q, int64_
 /* ======================================================================= */
 
 RMQI_FUNC uint64_t rmqi_store_seq(rmqi_store *s) { return atomic_load(&s->seq); }
-
-static void abs_deadline(struct timespec *ts, int timeout_ms)
-{
-  clock_gettime(CLOCK_MONOTONIC, ts);
-  ts->tv_sec += timeout_ms / 1000;
-  ts->tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-  if (ts->tv_nsec >= 1000000000L) { ts->tv_sec++; ts->tv_nsec -= 1000000000L; }
-}
 
 RMQI_FUNC void rmqi_store_wait(rmqi_store *s, uint64_t seen, int timeout_ms)
 {
@@ -1907,15 +2201,17 @@ static int cq_flush(rmqi_store *s)
   return RMQ_OK;
 }
 
+/* The checkpoint's fields never move backwards: an open and close with no
+** writes leaves the times RocketMQ's recovery relies on as they were. */
 static int checkpoint_write(rmqi_store *s)
 {
   uint8_t b[40];
-  int64_t phys_ts = atomic_load(&s->flushed_ts);
-  rmqi_put64(b, (uint64_t)phys_ts);
-  rmqi_put64(b + 8, (uint64_t)s->logics_ts);
-  rmqi_put64(b + 16, 0);
-  rmqi_put64(b + 24, (uint64_t)atomic_load(&s->flushed));
-  rmqi_put64(b + 32, (uint64_t)atomic_load(&s->flushed));
+  int64_t v[5] = {atomic_load(&s->flushed_ts), s->logics_ts, 0, atomic_load(&s->flushed), atomic_load(&s->flushed)};
+  for (int i = 0; i < 5; i++) {
+    if (v[i] < s->cp_old[i]) v[i] = s->cp_old[i];
+    s->cp_old[i] = v[i];
+    rmqi_put64(b + 8 * i, (uint64_t)v[i]);
+  }
   char path[4200];
   snprintf(path, sizeof path, "%s/checkpoint", s->dir);
   if (OS->pwrite(s->cp_fd, b, sizeof b, 0) != (ssize_t)sizeof b) return rmqi_errno(errno, "pwrite", path);
@@ -1996,7 +2292,7 @@ static int load_topics(rmqi_store *s)
     }
     if (!strcmp(t->key, ".") || !strcmp(t->key, "..")) continue;
     rmqi_topic *tp;
-    rc = topic_make(s, t->key, nq, perm ? (int)perm->inum : 6, 0, &tp);
+    rc = topic_make(s, t->key, nq, perm ? (int)perm->inum : 6, &tp);
     if (rc) break;
     /* An older .bak may lack a later queue count: then the log decides. */
     tp->configured = !damaged;
@@ -2037,11 +2333,11 @@ static int load_cqs(rmqi_store *s, int *rebuild)
         if (qe->d_name[0] < '0' || qe->d_name[0] > '9' || *endp || qid < 0 || qid >= RMQ_MAX_QUEUE_NUMS) continue;
         rmqi_topic *t = rmqi_topic_find(s, tn);
         if (!t) {
-          rc = topic_make(s, tn, 0, 6, 0, &t);
+          rc = topic_make(s, tn, 0, 6, &t);
           if (rc) break;
         }
         if (!listed && qid >= rmqi_topic_nqueues(t)) atomic_store(&t->nqueues, (int)qid + 1);
-        rc = queue_make(t, (int)qid, 0);
+        rc = queue_make(t, (int)qid);
         if (rc) break;
         rmqi_queue *q = rmqi_topic_queue(t, (int)qid);
         int64_t *starts;
@@ -2153,23 +2449,61 @@ static int zero_block(const uint8_t *b, size_t n)
   return acc == 0;
 }
 
-/* Last unit + 1 of a queue's files (units are written front to back, so the
-** queue ends at the last non-zero unit). Walks back a page at a time. */
+/* The end of the last nonzero byte of f in [from, f->size), or `from` when
+** there is none. Only the file's data regions are read (SEEK_DATA and
+** SEEK_HOLE): a file's unwritten tail is a hole, and reading a hole would
+** cost its whole reserved size in reads (and, on tmpfs, in memory). */
+static int64_t last_nonzero(const mfile *f, int64_t from)
+{
+  int64_t lo = from, hi = f->size; /* the last data region found */
+  if (f->fd >= 0) {
+    off_t d = OS->lseek(f->fd, (off_t)from, SEEK_DATA);
+    if (d < 0 && errno == ENXIO) return from;
+    if (d >= 0) {
+      /* Walk the regions forward and keep the last; then read backwards
+      ** through it, and through earlier ones when it is all zeros. */
+      int64_t rl[64][2];
+      int nr = 0;
+      while (d >= 0 && d < f->size) {
+        off_t h = OS->lseek(f->fd, d, SEEK_HOLE);
+        if (h < 0 || h > f->size) h = (off_t)f->size;
+        if (nr == 64) { memmove(rl, rl + 1, sizeof rl[0] * 63); nr = 63; }
+        rl[nr][0] = d < from ? from : d;
+        rl[nr][1] = h;
+        nr++;
+        if (h >= f->size) break;
+        d = OS->lseek(f->fd, h, SEEK_DATA);
+      }
+      for (int r = nr - 1; r >= 0; r--) {
+        int64_t i = rl[r][1];
+        while (i - 4096 >= rl[r][0] && (i % 8) == 0 && zero_block(f->base + i - 4096, 4096)) i -= 4096;
+        for (int64_t k = i - 1; k >= rl[r][0]; k--)
+          if (f->base[k]) return k + 1;
+      }
+      if (nr < 64) return from;
+      hi = rl[0][0]; /* more regions than kept: read the rest plainly */
+    }
+  }
+  int64_t i = hi;
+  while (i - 4096 >= lo && (i % 8) == 0) {
+    if (!zero_block(f->base + i - 4096, 4096)) break;
+    i -= 4096;
+  }
+  for (int64_t k = i - 1; k >= lo; k--)
+    if (f->base[k]) return k + 1;
+  return from;
+}
+
+/* Last unit + 1 of a queue's files: units are written front to back, so
+** the queue ends at its last nonzero unit. Only data regions are read, never
+** a file's unwritten tail. */
 static int64_t cq_scan_max(rmqi_store *s, rmqi_queue *q)
 {
-  static const uint8_t z[RMQI_CQ_UNIT];
   int nf = mvec_len(&q->cq);
   for (int k = nf - 1; k >= 0; k--) {
     mfile *f = mvec_at(&q->cq, k);
-    int64_t end = f->size - f->size % 4000; /* 4000 = 200 units, 8-aligned */
-    int64_t units = f->size / RMQI_CQ_UNIT;
-    for (int64_t u = units - 1; u >= end / RMQI_CQ_UNIT; u--)
-      if (memcmp(f->base + u * RMQI_CQ_UNIT, z, RMQI_CQ_UNIT)) return f->start / RMQI_CQ_UNIT + u + 1;
-    for (int64_t blk = end; blk > 0; blk -= 4000) {
-      if (zero_block(f->base + blk - 4000, 4000)) continue;
-      for (int64_t u = blk / RMQI_CQ_UNIT - 1; u >= (blk - 4000) / RMQI_CQ_UNIT; u--)
-        if (memcmp(f->base + u * RMQI_CQ_UNIT, z, RMQI_CQ_UNIT)) return f->start / RMQI_CQ_UNIT + u + 1;
-    }
+    int64_t e = last_nonzero(f, 0);
+    if (e > 0) return f->start / RMQI_CQ_UNIT + (e - 1) / RMQI_CQ_UNIT + 1;
   }
   return nf ? (q->first_file * s->cq_size) / RMQI_CQ_UNIT : 0;
 }
@@ -2229,7 +2563,7 @@ static int dispatch(rmqi_store *s, const rmqi_record *r, int64_t pos, int *creat
   rmqi_topic *t = rmqi_topic_find(s, name);
   int rc;
   if (!t) {
-    rc = topic_make(s, name, 0, 6, 0, &t);
+    rc = topic_make(s, name, 0, 6, &t);
     if (rc) return rc;
     *created_topic = 1;
   }
@@ -2244,7 +2578,7 @@ static int dispatch(rmqi_store *s, const rmqi_record *r, int64_t pos, int *creat
     atomic_store(&t->nqueues, r->queue_id + 1);
     *created_topic = 1;
   }
-  rc = queue_make(t, r->queue_id, 0);
+  rc = queue_make(t, r->queue_id);
   if (rc) return rc;
   rmqi_queue *q = rmqi_topic_queue(t, r->queue_id);
   if (r->queue_offset * RMQI_CQ_UNIT / s->cq_size < q->first_file) return RMQ_OK; /* cleaned up */
@@ -2262,22 +2596,35 @@ static int dispatch(rmqi_store *s, const rmqi_record *r, int64_t pos, int *creat
       (int64_t)rmqi_get64(u + 12) != tags_code) {
     unit_write(u, pos, (int32_t)r->total, tags_code);
     s->rinfo.cq_units_rebuilt++;
+    q->rec_dirty = 1;
   }
   if (r->queue_offset + 1 > q->next_offset) q->next_offset = r->queue_offset + 1;
   return RMQ_OK;
 }
 
-static int64_t checkpoint_min_ts(rmqi_store *s)
+/* Reads the checkpoint's five fields into s->cp_old (zeros when missing or
+** short). */
+static void checkpoint_read(rmqi_store *s)
 {
   char path[4200];
   snprintf(path, sizeof path, "%s/checkpoint", s->dir);
   uint8_t b[40] = {0};
   int fd = OS->open(path, O_RDONLY, 0);
-  if (fd < 0) return 0;
-  ssize_t n = OS->pread(fd, b, sizeof b, 0);
-  OS->close(fd);
-  if (n < 16) return 0;
-  int64_t phys = (int64_t)rmqi_get64(b), logics = (int64_t)rmqi_get64(b + 8);
+  if (fd >= 0) {
+    ssize_t n = OS->pread(fd, b, sizeof b, 0);
+    OS->close(fd);
+    if (n < (ssize_t)sizeof b) memset(b + (n > 0 ? n : 0), 0, sizeof b - (size_t)(n > 0 ? n : 0));
+  }
+  int64_t later = rmqi_now(s->env) + 86400000; /* a time past this is damage, not to be kept */
+  for (int i = 0; i < 5; i++) {
+    int64_t v = (int64_t)rmqi_get64(b + 8 * i);
+    s->cp_old[i] = v > 0 && (i > 2 || v <= later) ? v : 0;
+  }
+}
+
+static int64_t checkpoint_min_ts(rmqi_store *s)
+{
+  int64_t phys = s->cp_old[0], logics = s->cp_old[1];
   int64_t m = (phys < logics ? phys : logics) - 3000;
   return m > 0 ? m : 0;
 }
@@ -2298,19 +2645,6 @@ static int64_t scan_start_file(rmqi_store *s, int abnormal, int rebuild)
   return 0;
 }
 
-/* Any nonzero byte in f at or after `from`? Returns the end of the last one. */
-static int64_t last_nonzero(const mfile *f, int64_t from)
-{
-  int64_t i = f->size;
-  while (i - 4096 >= from && (i % 8) == 0) {
-    if (!zero_block(f->base + i - 4096, 4096)) break;
-    i -= 4096;
-  }
-  for (int64_t k = i - 1; k >= from; k--)
-    if (f->base[k]) return k + 1;
-  return from;
-}
-
 /* Does CommitLog file idx begin with a whole, CRC-checked record of its own
 ** offset? Then damage before it is in the middle of the log, not a torn
 ** tail. */
@@ -2325,7 +2659,8 @@ static int file_starts_intact(rmqi_store *s, int64_t idx)
 ** its PHYSICALOFFSET naming its own position (and its CRC), or -1. */
 static int64_t resync(rmqi_store *s, const mfile *f, int64_t from)
 {
-  for (int64_t q = from; q + 91 <= f->size; q++) {
+  int64_t lim = last_nonzero(f, from); /* a record's magic lies inside the data */
+  for (int64_t q = from; q + 91 <= f->size && q + 8 <= lim; q++) {
     uint32_t magic = rmqi_get32(f->base + q + 4);
     if ((magic != RMQI_MAGIC_V1 && magic != RMQI_MAGIC_V2) || (int64_t)rmqi_get64(f->base + q + 28) != f->start + q)
       continue;
@@ -2431,6 +2766,7 @@ static int recover(rmqi_store *s, int abnormal, int rebuild)
         if (rc) return rc;
       }
     }
+    if (ri->bytes_truncated) s->cp_old[3] = s->cp_old[4] = 0; /* offsets past the cut are gone */
     if (ri->bytes_truncated)
       rmqi_log(s->env, RMQ_LOG_WARN, "recovery: commitlog cut at offset %" PRId64 " (%s): %" PRId64 " bytes dropped",
                end, why ? why : "?", ri->bytes_truncated);
@@ -2451,6 +2787,13 @@ static int recover(rmqi_store *s, int abnormal, int rebuild)
   s->write_pos = end;
   atomic_store(&s->published, end);
   atomic_store(&s->flushed, end);
+  for (int i = 0; i < mvec_len(&s->cl); i++) {
+    mfile *f = mvec_at(&s->cl, i);
+    int64_t w = end - f->start;
+    w = w < 0 ? 0 : w > f->size ? f->size : w;
+    atomic_store(&f->alloc, w);
+    f->ro_upto = w & ~(int64_t)(SEAL_CHUNK - 1);
+  }
   ri->commitlog_min_offset = s->min_phys;
   ri->commitlog_max_offset = end;
   /* Queues: drop units past the cut, set bounds. */
@@ -2477,6 +2820,7 @@ static int recover(rmqi_store *s, int abnormal, int rebuild)
             (phys > end - size || (phys >= s->min_phys && !unit_matches(s, q, max - 1, u, end)))) {
           memset(u, 0, RMQI_CQ_UNIT);
           ri->cq_units_dropped++;
+          q->rec_dirty = 1;
           max--;
           continue;
         }
@@ -2485,7 +2829,16 @@ static int recover(rmqi_store *s, int abnormal, int rebuild)
       if (q->next_offset > max) max = q->next_offset;
       q->next_offset = max;
       atomic_store(&q->max_offset, max);
-      q->flushed_units = 0;
+      /* Only what recovery rewrote needs a sync at open; written units are
+      ** allocated, and sealing starts after them. */
+      q->flushed_units = q->rec_dirty ? 0 : max;
+      for (int k = 0; k < mvec_len(&q->cq); k++) {
+        mfile *f = mvec_at(&q->cq, k);
+        int64_t w = max * RMQI_CQ_UNIT - f->start;
+        w = w < 0 ? 0 : w > f->size ? f->size : w;
+        atomic_store(&f->alloc, w);
+        f->ro_upto = q->rec_dirty ? 0 : w & ~(int64_t)(SEAL_CHUNK - 1);
+      }
       atomic_store(&q->min_offset, cq_scan_min(s, q, max));
     }
   }
@@ -2512,10 +2865,7 @@ static int cqs_suspect(rmqi_store *s)
     int nq = rmqi_topic_nqueues(t);
     for (int qid = 0; qid < nq; qid++) {
       rmqi_queue *q = rmqi_topic_queue(t, qid);
-      if (!q || mvec_len(&q->cq) == 0) {
-        rmqi_log(s->env, RMQ_LOG_WARN, "consume queue %s/%d has no files; rebuilding from the commitlog", t->name, qid);
-        return 1;
-      }
+      if (!q || mvec_len(&q->cq) == 0) continue; /* empty: files come with the first unit */
       int64_t max = cq_scan_max(s, q);
       if (max > (q->first_file * s->cq_size) / RMQI_CQ_UNIT) {
         int64_t byte = (max - 1) * RMQI_CQ_UNIT;
@@ -2536,13 +2886,13 @@ static int lock_dir(rmqi_store *s)
   snprintf(path, sizeof path, "%s/lock", s->dir);
   s->lock_fd = OS->open(path, O_RDWR | O_CREAT, 0644);
   if (s->lock_fd < 0) return rmqi_errno(errno, "open", path);
-  if (OS->flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+  if (OS->lock(s->lock_fd) != 0) {
     int e = errno;
     OS->close(s->lock_fd);
     s->lock_fd = -1;
-    if (e == EWOULDBLOCK)
+    if (e == EAGAIN || e == EACCES)
       return rmqi_err(RMQ_EBUSY, "Lock failed, MQ already started: %s is held by another open of this store", path);
-    return rmqi_errno(e, "flock", path);
+    return rmqi_errno(e, "fcntl(F_SETLK)", path);
   }
   OS->pwrite(s->lock_fd, "lock", 4, 0);
   return RMQ_OK;
@@ -2569,12 +2919,12 @@ static void store_free(rmqi_store *s)
   for (int i = 0; tab && i < s->tcap; i++) {
     rmqi_topic *t = tab[i];
     if (!t) continue;
-    for (int q = 0; q < RMQ_MAX_QUEUE_NUMS; q++) queue_free(atomic_load(&t->queues[q]));
-    rmqi_free(t, sizeof *t);
+    topic_free(t);
   }
   ttab_free(s);
   mvec_free(&s->cl);
   if (s->cp_fd >= 0) OS->close(s->cp_fd);
+  if (s->tj_fd >= 0) OS->close(s->tj_fd);
   if (s->lock_fd >= 0) OS->close(s->lock_fd);
   pthread_mutex_destroy(&s->append_lock);
   pthread_mutex_destroy(&s->flush_lock);
@@ -2584,6 +2934,7 @@ static void store_free(rmqi_store *s)
   pthread_cond_destroy(&s->wait_cond);
   pthread_mutex_destroy(&s->pf_lock);
   pthread_cond_destroy(&s->pf_cond);
+  pthread_mutex_destroy(&s->alloc_lock);
   rmqi_strfree(s->dir);
   rmqi_strfree(s->cl_dir);
   rmqi_strfree(s->cq_root);
@@ -2624,12 +2975,14 @@ RMQI_FUNC int64_t rmqi_store_delay_ms(rmqi_store *s, int level)
   return s->delay_ms[level];
 }
 
+static int queues_state_check(rmqi_store *s);
+
 RMQI_FUNC int rmqi_store_open(const char *dir, const rmq_broker_options *o, const rmqi_env *env, rmqi_store **out)
 {
   int rc;
   rmqi_store *s = rmqi_calloc(1, sizeof *s);
   if (!s) return rmqi_err(RMQ_ENOMEM, "out of memory opening %s", dir);
-  s->lock_fd = s->cp_fd = -1;
+  s->lock_fd = s->cp_fd = s->tj_fd = -1;
   s->o = *o;
   s->env = env;
   set_cl_size(s, o->mapped_file_size_commit_log);
@@ -2651,7 +3004,11 @@ RMQI_FUNC int rmqi_store_open(const char *dir, const rmq_broker_options *o, cons
   pthread_cond_init(&s->wait_cond, &ca);
   pthread_condattr_destroy(&ca);
   pthread_mutex_init(&s->pf_lock, NULL);
-  pthread_cond_init(&s->pf_cond, NULL);
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&s->pf_cond, &ca);
+  pthread_condattr_destroy(&ca);
+  pthread_mutex_init(&s->alloc_lock, NULL);
   s->dir = rmqi_strdup(dir);
   s->cl_dir = path_join(dir, "commitlog");
   s->cq_root = path_join(dir, "consumequeue");
@@ -2664,8 +3021,10 @@ RMQI_FUNC int rmqi_store_open(const char *dir, const rmq_broker_options *o, cons
   struct stat st;
   int abnormal = stat(path, &st) == 0;
   s->rinfo.abnormal = abnormal;
+  checkpoint_read(s);
   int rebuild = 0;
-  if ((rc = load_topics(s)) || (rc = load_commitlog(s)) || (rc = load_cqs(s, &rebuild))) goto out_free;
+  if ((rc = load_topics(s)) || (rc = journal_replay(s)) || (rc = load_commitlog(s)) || (rc = load_cqs(s, &rebuild)))
+    goto out_free;
   snprintf(path, sizeof path, "%s/" REBUILD_MARK, dir);
   int marked = OS->open(path, O_RDONLY, 0);
   if (marked >= 0) {
@@ -2674,16 +3033,8 @@ RMQI_FUNC int rmqi_store_open(const char *dir, const rmq_broker_options *o, cons
     rebuild = 1;
   }
   if (!rebuild) rebuild = cqs_suspect(s);
+  if (!rebuild && !abnormal) rebuild = queues_state_check(s);
   if ((rc = recover(s, abnormal, rebuild))) goto out_free;
-  /* Queues of known topics get their directory and first file now, so a
-  ** queue directory that vanishes later is noticed at the next open. */
-  pthread_mutex_lock(&s->topic_lock);
-  rmqi_topic **tab = atomic_load(&s->ttab);
-  for (int i = 0; !rc && tab && i < s->tcap; i++)
-    if (tab[i])
-      for (int q = 0; !rc && q < rmqi_topic_nqueues(tab[i]); q++) rc = queue_make(tab[i], q, 1);
-  pthread_mutex_unlock(&s->topic_lock);
-  if (rc) goto out_free;
   snprintf(path, sizeof path, "%s/checkpoint", dir);
   s->cp_fd = OS->open(path, O_RDWR | O_CREAT, 0644);
   if (s->cp_fd < 0) { rc = rmqi_errno(errno, "open", path); goto out_free; }
@@ -2691,8 +3042,9 @@ RMQI_FUNC int rmqi_store_open(const char *dir, const rmq_broker_options *o, cons
     rc = rmqi_errno(errno, "ftruncate", path);
     goto out_free;
   }
-  /* Whatever recovery rewrote is made durable before new appends. */
-  atomic_store(&s->flushed, s->min_phys);
+  /* Whatever recovery rewrote is made durable before new appends: the
+  ** CommitLog files it cut were synced as it cut them; the queues it
+  ** rewrote are synced here. Nothing else is read or synced. */
   atomic_store(&s->last_store_ts, 0);
   if ((rc = rmqi_store_flush_all(s))) goto out_free;
   if (marked >= 0) {
@@ -2720,10 +3072,122 @@ out_free:
 
 RMQI_FUNC void rmqi_store_recovery_info(rmqi_store *s, rmq_recovery_info *out) { *out = s->rinfo; }
 
+/* A clean close leaves no file made ahead of the writer: RocketMQ deletes
+** its pre-made CommitLog file at shutdown, and reads an all-zero last
+** ConsumeQueue file as a phantom message (ROCKETMQ.md 1, 2). */
+static void close_tidy(rmqi_store *s)
+{
+  char path[4200];
+  while (mvec_len(&s->cl) > 1) {
+    int last = mvec_len(&s->cl) - 1;
+    mfile *f = mvec_at(&s->cl, last);
+    if (f->start < s->write_pos) break;
+    snprintf(path, sizeof path, "%s/%020" PRId64, s->cl_dir, f->start);
+    mfile_close(f);
+    OS->unlink(path);
+    atomic_store(&s->cl.n, last);
+  }
+  rmqi_topic **tab = atomic_load(&s->ttab);
+  for (int i = 0; tab && i < s->tcap; i++) {
+    rmqi_topic *t = tab[i];
+    qvec *v = t ? atomic_load(&t->qv) : NULL;
+    for (int qid = 0; v && qid < v->cap; qid++) {
+      rmqi_queue *q = atomic_load(&v->q[qid]);
+      if (!q) continue;
+      int64_t end = rmqi_queue_max_offset(q) * RMQI_CQ_UNIT;
+      /* A queue whose only file starts at its end keeps it: without it the
+      ** next open would not know where the queue's offsets stand. */
+      while (mvec_len(&q->cq) > (end > 0 ? 1 : 0)) {
+        int last = mvec_len(&q->cq) - 1;
+        mfile *f = mvec_at(&q->cq, last);
+        if (f->start < end) break;
+        snprintf(path, sizeof path, "%s/%020" PRId64, q->dir, f->start);
+        mfile_close(f);
+        OS->unlink(path);
+        atomic_store(&q->cq.n, last);
+      }
+    }
+  }
+}
+
+#define QUEUES_STATE "rmq_queues.txt"
+
+/* Close: each queue with units, as "topic TAB qid TAB min TAB max" lines,
+** so that the next open notices a queue whose files were lost (an empty
+** queue has no files, so their absence alone says nothing). */
+static int queues_state_write(rmqi_store *s)
+{
+  rmqi_buf b = {0};
+  rmqi_topic **tab = atomic_load(&s->ttab);
+  for (int i = 0; tab && i < s->tcap; i++) {
+    rmqi_topic *t = tab[i];
+    qvec *v = t ? atomic_load(&t->qv) : NULL;
+    for (int qid = 0; v && qid < v->cap; qid++) {
+      rmqi_queue *q = atomic_load(&v->q[qid]);
+      if (!q || rmqi_queue_max_offset(q) <= rmqi_queue_min_offset(q)) continue;
+      rmqi_buf_printf(&b, "%s\t%d\t%" PRId64 "\t%" PRId64 "\n", t->name, qid, rmqi_queue_min_offset(q),
+                      rmqi_queue_max_offset(q));
+    }
+  }
+  if (b.oom) { rmqi_buf_free(&b); return rmqi_err(RMQ_ENOMEM, "out of memory writing " QUEUES_STATE); }
+  int rc = write_config(s, QUEUES_STATE, b.p ? b.p : "", b.len, 0);
+  rmqi_buf_free(&b);
+  return rc;
+}
+
+/* Open after a clean close: a queue the last close saw with units but whose
+** files are gone, or end short of what it had, needs the rebuild. */
+static int queues_state_check(rmqi_store *s)
+{
+  char *text;
+  size_t len;
+  char path[4200];
+  snprintf(path, sizeof path, "%s/" QUEUES_STATE, s->cfg_dir);
+  if (read_file(path, &text, &len) != RMQ_OK) return 0;
+  int suspect = 0;
+  for (char *line = text; !suspect && line < text + len;) {
+    char *nl = memchr(line, '\n', (size_t)(text + len - line));
+    if (!nl) break;
+    *nl = 0;
+    char name[256];
+    int qid;
+    long long mn, mx;
+    if (sscanf(line, "%255[^\t]\t%d\t%lld\t%lld", name, &qid, &mn, &mx) == 4 && mx > mn) {
+      rmqi_topic *t = rmqi_topic_find(s, name);
+      rmqi_queue *q = t ? rmqi_topic_queue(t, qid) : NULL;
+      if (!q || mvec_len(&q->cq) == 0 || cq_scan_max(s, q) < mx) {
+        rmqi_log(s->env, RMQ_LOG_WARN, "consume queue %s/%d had units up to %lld at the last close and has %s now; "
+                 "rebuilding from the commitlog", name, qid, mx, !q || mvec_len(&q->cq) == 0 ? "no files" : "fewer");
+        suspect = 1;
+      }
+    }
+    line = nl + 1;
+  }
+  rmqi_free(text, len + 1);
+  return suspect;
+}
+
 RMQI_FUNC int rmqi_store_close(rmqi_store *s)
 {
   prefault_stop(s);
-  int rc = rmqi_store_flush_all(s);
+  int rc = RMQ_OK;
+  if (s->tj_count > 0) {
+    /* topics.json whole at a clean close, for RocketMQ's readers. */
+    pthread_mutex_lock(&s->topic_lock);
+    rc = journal_compact(s);
+    pthread_mutex_unlock(&s->topic_lock);
+  }
+  if (s->tj_fd >= 0 && s->tj_size == 0) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/" TOPICS_JOURNAL, s->cfg_dir);
+    OS->unlink(path);
+  }
+  int frc = rmqi_store_flush_all(s);
+  if (!rc) rc = frc;
+  if (rc == RMQ_OK) {
+    close_tidy(s);
+    rc = queues_state_write(s);
+  }
   if (rc == RMQ_OK) {
     char path[4200];
     snprintf(path, sizeof path, "%s/abort", s->dir);

@@ -1,0 +1,578 @@
+/*
+** test_disk.c -- the store over a long life, as a user runs it: the lock
+** RocketMQ's kind of lock sees, a checkpoint an idle open leaves alone, no
+** file made ahead of the writer left behind (no all-zero ConsumeQueue file
+** for RocketMQ's recovery to misread), a full disk that is an error and
+** never a signal (through the OS layer, and on a real small tmpfs and ext4
+** image when the tests run as root), a failed topic create that changes
+** nothing, and many topics.
+*/
+#include "test_util.h"
+#include "rmq_int.h"
+
+#include <dirent.h>
+#include <inttypes.h>
+#include <sys/mount.h>
+
+static void unused_helpers(void) __attribute__((unused));
+static void unused_helpers(void)
+{
+  (void)tu_log_fn; (void)tu_wait_atleast; (void)tu_clock_advance; (void)tu_clock_read; (void)tu_java_hash;
+}
+
+static int setup_os(void **state) { (void)state; rmqi_os_reset(); return 0; }
+static int teardown_os(void **state) { (void)state; rmqi_os_reset(); return 0; }
+
+static void opts(rmq_broker_options *o, int flush, int service)
+{
+  rmq_broker_options_init(o);
+  o->mapped_file_size_commit_log = 256 << 10;
+  o->mapped_file_size_consume_queue = 20 * 2048;
+  o->flush_disk_type = flush;
+  o->service_thread = service;
+  o->log_level = RMQ_LOG_ERROR;
+}
+
+/* Sends one message with body id; returns the send's code. */
+static int send_one(rmq_producer *p, const char *topic, uint64_t id, size_t len, rmq_send_result *r)
+{
+  static __thread uint8_t body[65536];
+  rmq_msg *m;
+  ok(rmq_msg_create(&m, topic, "TagD", NULL, 0));
+  tu_make_body(body, id, len);
+  ok(rmq_msg_set_body(m, body, len));
+  rmq_send_result local;
+  int rc = rmq_producer_send(p, m, r ? r : &local);
+  rmq_msg_free(m);
+  return rc;
+}
+
+/* Every message of topic, all queues, checked intact; ids into seen[] (a
+** bitmap over 0..max). Returns the count. */
+static size_t read_all(rmq_broker *b, const char *topic, uint8_t *seen, uint64_t max)
+{
+  rmq_pull_consumer *c;
+  ok(rmq_pull_consumer_create(b, "DiskReader", &c));
+  rmq_message_queue mqs[64];
+  size_t nq = 0;
+  ok(rmq_pull_consumer_fetch_subscribe_message_queues(c, topic, mqs, 64, &nq));
+  size_t n = 0;
+  for (size_t q = 0; q < nq; q++) {
+    int64_t off = 0;
+    for (;;) {
+      rmq_pull_result r;
+      ok(rmq_pull_consumer_pull(c, &mqs[q], "*", off, 32, &r));
+      if (r.pull_status != RMQ_PULL_FOUND) break;
+      for (size_t i = 0; i < r.n; i++) {
+        uint64_t id;
+        const rmq_message_ext *e = &r.msgs[i];
+        if (!tu_body_check(e->body, e->body_len, &id)) fail_msg("a damaged body in %s/%zu", topic, q);
+        if (id > max) fail_msg("message %" PRIu64 " was never sent", id);
+        if (seen[id]) fail_msg("message %" PRIu64 " read twice", id);
+        seen[id] = 1;
+        n++;
+      }
+      off = r.next_begin_offset;
+    }
+  }
+  rmq_pull_consumer_destroy(c);
+  return n;
+}
+
+static int count_files(const char *dir, int (*want)(const char *path, const struct stat *st), char *first_bad,
+                       size_t cap)
+{
+  int n = 0;
+  DIR *d = opendir(dir);
+  if (!d) return 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (e->d_name[0] == '.') continue;
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+    struct stat st;
+    if (lstat(p, &st) != 0) continue;
+    if (S_ISDIR(st.st_mode)) n += count_files(p, want, first_bad, cap);
+    else if (want(p, &st)) {
+      if (first_bad && !*first_bad) snprintf(first_bad, cap, "%s", p);
+      n++;
+    }
+  }
+  closedir(d);
+  return n;
+}
+
+static int all_zero_file(const char *path, const struct stat *st)
+{
+  (void)st;
+  FILE *f = fopen(path, "rb");
+  if (!f) return 0;
+  uint8_t buf[65536];
+  size_t k;
+  int zero = 1;
+  while (zero && (k = fread(buf, 1, sizeof buf, f)) > 0)
+    for (size_t i = 0; i < k; i++)
+      if (buf[i]) { zero = 0; break; }
+  fclose(f);
+  return zero;
+}
+
+static int any_file(const char *path, const struct stat *st) { (void)path; (void)st; return 1; }
+
+/* ======================================================================= */
+/* The lock                                                                */
+/* ======================================================================= */
+
+/* RocketMQ's FileChannel.tryLock(0, 1, false) is an fcntl F_SETLK on byte 0:
+** a store rmq holds refuses it, and a store it holds refuses rmq. */
+static void test_lock_is_rocketmqs(void **state)
+{
+  (void)state;
+  char store[1024], lock[1100];
+  tu_store_path(store, sizeof store, "lock");
+  rmq_broker_options o;
+  opts(&o, RMQ_ASYNC_FLUSH, 0);
+  rmq_broker *b;
+  ok(rmq_broker_open(store, &o, &b));
+  snprintf(lock, sizeof lock, "%s/lock", store);
+
+  /* Another process, as RocketMQ would: its POSIX lock fails. */
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    int fd = open(lock, O_RDWR);
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+    _exit(fd >= 0 && fcntl(fd, F_SETLK, &fl) != 0 && (errno == EAGAIN || errno == EACCES) ? 0 : 1);
+  }
+  int st;
+  assert_int_equal(waitpid(pid, &st, 0), pid);
+  assert_true(WIFEXITED(st));
+  assert_int_equal(WEXITSTATUS(st), 0);
+  ok(rmq_broker_close(b));
+
+  /* A POSIX lock held (here, in this process) keeps rmq out. */
+  int fd = open(lock, O_RDWR);
+  assert_true(fd >= 0);
+  struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+  assert_int_equal(fcntl(fd, F_SETLK, &fl), 0);
+  assert_int_equal(rmq_broker_open(store, &o, &b), RMQ_EBUSY);
+  assert_non_null(strstr(rmq_errmsg(), "Lock failed"));
+  close(fd); /* drops the POSIX lock */
+  ok(rmq_broker_open(store, &o, &b));
+  ok(rmq_broker_close(b));
+  tu_store_remove(store);
+}
+
+/* ======================================================================= */
+/* What a clean close leaves                                               */
+/* ======================================================================= */
+
+static void slurp_cp(const char *store, uint8_t cp[40])
+{
+  char p[1100];
+  snprintf(p, sizeof p, "%s/checkpoint", store);
+  tu_read_exact(p, 0, cp, 40);
+}
+
+static void test_idle_open_keeps_checkpoint(void **state)
+{
+  (void)state;
+  char store[1024];
+  tu_store_path(store, sizeof store, "cp");
+  rmq_broker_options o;
+  opts(&o, RMQ_SYNC_FLUSH, 0);
+  rmq_broker *b;
+  rmq_producer *p;
+  ok(rmq_broker_open(store, &o, &b));
+  ok(rmq_producer_create(b, NULL, NULL, &p));
+  for (int i = 0; i < 20; i++) ok(send_one(p, "Cp", (uint64_t)i, 100, NULL));
+  rmq_producer_destroy(p);
+  ok(rmq_broker_run_due(b, NULL));
+  ok(rmq_broker_flush(b));
+  ok(rmq_broker_close(b));
+  uint8_t before[40], after[40];
+  slurp_cp(store, before);
+  assert_true(rmqi_get64(before) > 0); /* physicMsgTimestamp */
+  char none[8] = "";
+  int files = count_files(store, any_file, none, sizeof none);
+  for (int round = 0; round < 3; round++) {
+    ok(rmq_broker_open(store, &o, &b));
+    ok(rmq_broker_close(b));
+  }
+  slurp_cp(store, after);
+  assert_memory_equal(before, after, 40);
+  assert_int_equal(count_files(store, any_file, none, sizeof none), files);
+  tu_store_remove(store);
+}
+
+/* Files made ahead of the writer (the next CommitLog file, the next
+** ConsumeQueue file) are gone after a clean close, and queues that never
+** got a message have no file at all. */
+static void test_no_files_made_ahead_remain(void **state)
+{
+  (void)state;
+  char store[1024], bad[4096] = "";
+  tu_store_path(store, sizeof store, "ahead");
+  rmq_broker_options o;
+  opts(&o, RMQ_ASYNC_FLUSH, 1); /* the prefaulter makes files ahead */
+  o.mapped_file_size_commit_log = 4 << 20;
+  o.mapped_file_size_consume_queue = 20 * 64;
+  rmq_broker *b;
+  rmq_producer *p;
+  ok(rmq_broker_open(store, &o, &b));
+  ok(rmq_topic_create(b, "Ahead", 8));
+  ok(rmq_topic_create(b, "Empty", 8));
+  ok(rmq_producer_create(b, NULL, NULL, &p));
+  /* Queues 0..2 of 8 get messages; queue 0 fills its first file and
+  ** half its second (the prefaulter makes a third). */
+  for (int i = 0; i < 100; i++) {
+    rmq_send_result r;
+    rmq_msg *m;
+    ok(rmq_msg_create(&m, "Ahead", NULL, "x", 1));
+    ok(rmq_producer_send_to_queue(p, m, i < 98 ? 0 : i - 97, &r));
+    rmq_msg_free(m);
+  }
+  /* Well into the CommitLog's first file: the prefaulter makes the second. */
+  for (int i = 0; i < 3000; i++) ok(send_one(p, "Big", (uint64_t)i, 1000, NULL));
+  rmq_producer_destroy(p);
+  ok(rmq_broker_close(b));
+
+  char dir[1200];
+  snprintf(dir, sizeof dir, "%s/consumequeue", store);
+  assert_int_equal(count_files(dir, all_zero_file, bad, sizeof bad), 0);
+  snprintf(dir, sizeof dir, "%s/consumequeue/Empty", store);
+  assert_int_equal(count_files(dir, any_file, NULL, 0), 0);
+  snprintf(dir, sizeof dir, "%s/consumequeue/Ahead", store);
+  assert_int_equal(count_files(dir, any_file, NULL, 0), 2 + 1 + 1); /* queue 0: two files; 1, 2: one */
+  snprintf(dir, sizeof dir, "%s/commitlog", store);
+  assert_int_equal(count_files(dir, all_zero_file, bad, sizeof bad), 0);
+  tu_rmqstore_check(store);
+
+  ok(rmq_broker_open(store, &o, &b));
+  int64_t mn, mx;
+  ok(rmq_topic_queue_offsets(b, "Ahead", 0, &mn, &mx));
+  assert_int_equal(mx, 98);
+  ok(rmq_topic_queue_offsets(b, "Empty", 5, &mn, &mx));
+  assert_int_equal(mx, 0);
+  ok(rmq_broker_close(b));
+  tu_store_remove(store);
+}
+
+/* ======================================================================= */
+/* A full disk through the OS layer                                        */
+/* ======================================================================= */
+
+static atomic_int g_full;          /* 1: every fallocate fails with ENOSPC */
+static atomic_int g_cq_only;       /* ... only for ConsumeQueue files */
+static atomic_int g_fallocs;
+static char g_fd_cq[65536];        /* fd -> opened under consumequeue/ */
+
+static int hook_open(const char *p, int f, mode_t m)
+{
+  int fd = open(p, f | O_CLOEXEC, m);
+  if (fd >= 0 && fd < (int)sizeof g_fd_cq) g_fd_cq[fd] = strstr(p, "/consumequeue/") != NULL;
+  return fd;
+}
+
+static int hook_fallocate(int fd, off_t off, off_t len)
+{
+  atomic_fetch_add(&g_fallocs, 1);
+  if (atomic_load(&g_full) && (!atomic_load(&g_cq_only) || (fd < (int)sizeof g_fd_cq && g_fd_cq[fd]))) {
+    errno = ENOSPC;
+    return -1;
+  }
+  int e = posix_fallocate(fd, off, len);
+  if (e) { errno = e; return -1; }
+  return 0;
+}
+
+static void test_enospc_is_an_error(void **state)
+{
+  (void)state;
+  static const struct { const char *what; int flush, service, cq_only; const char *file; } cases[] = {
+    {"ASYNC, no service thread, every file", RMQ_ASYNC_FLUSH, 0, 0, "fallocate"},
+    {"ASYNC with the prefaulter, every file", RMQ_ASYNC_FLUSH, 1, 0, "fallocate"},
+    {"ASYNC, ConsumeQueue files only", RMQ_ASYNC_FLUSH, 0, 1, "/consumequeue/"},
+    {"SYNC, ConsumeQueue files only", RMQ_SYNC_FLUSH, 0, 1, "/consumequeue/"},
+  };
+  enum { N = 3000 };
+  static uint8_t seen[N];
+  for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+    print_message("  case: %s\n", cases[ci].what);
+    rmqi_os_table.open = hook_open;
+    rmqi_os_table.fallocate = hook_fallocate;
+    atomic_store(&g_full, 0);
+    atomic_store(&g_cq_only, cases[ci].cq_only);
+    char store[1024];
+    tu_store_path(store, sizeof store, "nospc");
+    rmq_broker_options o;
+    opts(&o, cases[ci].flush, cases[ci].service);
+    o.mapped_file_size_commit_log = 2 << 20;
+    rmq_broker *b;
+    rmq_producer *p;
+    ok(rmq_broker_open(store, &o, &b));
+    ok(rmq_topic_create(b, "Full", 4));
+    ok(rmq_producer_create(b, NULL, NULL, &p));
+    uint8_t acked[N] = {0};
+    int failures = 0, resumed = 0;
+    for (uint64_t id = 0; id < N; id++) {
+      if (id == 1000) atomic_store(&g_full, 1); /* the disk fills */
+      if (id == 2000) atomic_store(&g_full, 0); /* space is freed */
+      int rc = send_one(p, "Full", id, 200 + (size_t)(id % 700), NULL);
+      if (rc == RMQ_OK) {
+        acked[id] = 1;
+        resumed += id >= 2000;
+        continue;
+      }
+      if (rc != RMQ_ENOSPC) fail_msg("send %" PRIu64 ": %d (%s)", id, rc, rmq_errmsg());
+      if (!strstr(rmq_errmsg(), cases[ci].file) || !strstr(rmq_errmsg(), store))
+        fail_msg("the error does not name the file: %s", rmq_errmsg());
+      assert_true(id >= 1000 && id < 2000);
+      failures++;
+    }
+    assert_true(failures > 0);
+    assert_int_equal(resumed, N - 2000); /* no reopen needed */
+    memset(seen, 0, sizeof seen);
+    size_t n = read_all(b, "Full", seen, N - 1);
+    for (int i = 0; i < N; i++)
+      if (acked[i] != seen[i]) fail_msg("message %d: acknowledged %d, stored %d", i, acked[i], seen[i]);
+    rmq_producer_destroy(p);
+    ok(rmq_broker_close(b));
+    rmqi_os_reset();
+    ok(rmq_broker_open(store, &o, &b));
+    memset(seen, 0, sizeof seen);
+    assert_int_equal(read_all(b, "Full", seen, N - 1), n);
+    ok(rmq_broker_close(b));
+    tu_rmqstore_check(store);
+    tu_store_remove(store);
+  }
+}
+
+/* ======================================================================= */
+/* A real full disk (root only)                                            */
+/* ======================================================================= */
+
+static int sh(const char *cmd)
+{
+  int st = system(cmd);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Fills the file system under mnt with sends until RMQ_ENOSPC, then frees
+** space and sends again; in a child, so a SIGBUS shows as what it is. */
+static void fill_and_free(const char *mnt, int flush, int service)
+{
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    char store[1024], filler[1024];
+    snprintf(store, sizeof store, "%s/store", mnt);
+    snprintf(filler, sizeof filler, "%s/filler", mnt);
+    int fd = open(filler, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    static uint8_t zeros[1 << 20];
+    memset(zeros, 1, sizeof zeros);
+    for (int i = 0; i < 3; i++)
+      if (fd < 0 || write(fd, zeros, sizeof zeros) != (ssize_t)sizeof zeros) _exit(2);
+    fsync(fd);
+    close(fd);
+    rmq_broker_options o;
+    opts(&o, flush, service);
+    o.mapped_file_size_commit_log = 1 << 20;
+    rmq_broker *b;
+    rmq_producer *p;
+    if (rmq_broker_open(store, &o, &b) || rmq_producer_create(b, NULL, NULL, &p)) _exit(3);
+    uint64_t id = 0, acked = 0;
+    int rc = RMQ_OK;
+    for (; id < 100000 && rc == RMQ_OK; id++) {
+      rc = send_one(p, "Disk", id, 4000, NULL);
+      if (rc == RMQ_OK) acked++;
+    }
+    if (rc != RMQ_ENOSPC) { fprintf(stderr, "fill: %d %s\n", rc, rmq_errmsg()); _exit(4); }
+    if (send_one(p, "Disk", id++, 4000, NULL) != RMQ_ENOSPC) _exit(5);
+    if (unlink(filler) != 0) _exit(6);
+    for (int i = 0; i < 100; i++, id++) {
+      if ((rc = send_one(p, "Disk", id, 4000, NULL)) != RMQ_OK) {
+        fprintf(stderr, "after freeing: %d %s\n", rc, rmq_errmsg());
+        _exit(7);
+      }
+      acked++;
+    }
+    static uint8_t seen[100200];
+    size_t n = read_all(b, "Disk", seen, id);
+    rmq_producer_destroy(p);
+    if (rmq_broker_close(b) != RMQ_OK) _exit(8);
+    if (rmq_broker_open(store, &o, &b) != RMQ_OK) _exit(9);
+    memset(seen, 0, sizeof seen);
+    size_t n2 = read_all(b, "Disk", seen, id);
+    if (rmq_broker_close(b) != RMQ_OK) _exit(10);
+    if (n != acked || n2 != acked) { fprintf(stderr, "acked %" PRIu64 " read %zu / %zu\n", acked, n, n2); _exit(11); }
+    _exit(0);
+  }
+  int st;
+  assert_int_equal(waitpid(pid, &st, 0), pid);
+  if (WIFSIGNALED(st)) fail_msg("%s: killed by signal %d", mnt, WTERMSIG(st));
+  assert_true(WIFEXITED(st));
+  if (WEXITSTATUS(st) != 0) fail_msg("%s: child exit %d", mnt, WEXITSTATUS(st));
+}
+
+static void test_real_full_disk(void **state)
+{
+  (void)state;
+  if (geteuid() != 0) { print_message("  not root: real full-disk runs skipped\n"); return; }
+  char dir[512], mnt[600], img[600], cmd[4096];
+  tu_tmpdir(dir, sizeof dir, "fulldisk");
+  snprintf(mnt, sizeof mnt, "%s/mnt", dir);
+  snprintf(img, sizeof img, "%s/ext4.img", dir);
+  assert_int_equal(mkdir(mnt, 0755), 0);
+  static const int modes[][2] = {{RMQ_ASYNC_FLUSH, 0}, {RMQ_ASYNC_FLUSH, 1}, {RMQ_SYNC_FLUSH, 0}};
+  if (mount("tmpfs", mnt, "tmpfs", 0, "size=8m") == 0) {
+    for (size_t i = 0; i < 3; i++) {
+      print_message("  tmpfs 8 MiB, %s%s\n", modes[i][0] == RMQ_SYNC_FLUSH ? "SYNC" : "ASYNC",
+                    modes[i][1] ? " + service thread" : "");
+      snprintf(cmd, sizeof cmd, "rm -rf '%s'/*", mnt);
+      sh(cmd);
+      fill_and_free(mnt, modes[i][0], modes[i][1]);
+    }
+    umount(mnt);
+  } else {
+    print_message("  mount tmpfs: %s (skipped)\n", strerror(errno));
+  }
+  snprintf(cmd, sizeof cmd, "truncate -s 24M '%s' && mkfs.ext4 -q -F '%s' >/dev/null 2>&1 && mount -o loop '%s' '%s' 2>/dev/null",
+           img, img, img, mnt);
+  if (sh(cmd) == 0) {
+    for (size_t i = 0; i < 3; i++) {
+      print_message("  ext4 24 MiB loop, %s%s\n", modes[i][0] == RMQ_SYNC_FLUSH ? "SYNC" : "ASYNC",
+                    modes[i][1] ? " + service thread" : "");
+      snprintf(cmd, sizeof cmd, "rm -rf '%s'/* && sync", mnt);
+      sh(cmd);
+      fill_and_free(mnt, modes[i][0], modes[i][1]);
+    }
+    umount(mnt);
+  } else {
+    print_message("  ext4 loop image not available here (skipped)\n");
+  }
+  tu_rm_rf(dir);
+}
+
+/* ======================================================================= */
+/* Topic creation                                                          */
+/* ======================================================================= */
+
+static atomic_int g_fail_journal;
+
+static ssize_t hook_pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+  char link[64], path[4096];
+  snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  ssize_t k = readlink(link, path, sizeof path - 1);
+  path[k > 0 ? k : 0] = 0;
+  if (atomic_load(&g_fail_journal) && (strstr(path, "rmq_topics.journal") || strstr(path, "topics.json"))) {
+    errno = EIO;
+    return -1;
+  }
+  return pwrite(fd, buf, n, off);
+}
+
+static void test_failed_create_changes_nothing(void **state)
+{
+  (void)state;
+  char store[1024], tj[1100];
+  tu_store_path(store, sizeof store, "tcreate");
+  rmq_broker_options o;
+  opts(&o, RMQ_ASYNC_FLUSH, 0);
+  rmq_broker *b;
+  ok(rmq_broker_open(store, &o, &b));
+  ok(rmq_topic_create(b, "Kept", 4));
+  rmqi_os_table.pwrite = hook_pwrite;
+  atomic_store(&g_fail_journal, 1);
+  assert_int_equal(rmq_topic_create(b, "Lost", 8), RMQ_EIO);
+  assert_non_null(strstr(rmq_errmsg(), "rmq_topics.journal"));
+  assert_int_equal(rmq_topic_create(b, "Kept", 2), RMQ_EIO);
+  rmq_topic_info ti[8];
+  size_t n;
+  ok(rmq_topic_list(b, ti, 8, &n));
+  assert_int_equal(n, 1);
+  assert_string_equal(ti[0].topic_name, "Kept");
+  assert_int_equal(ti[0].write_queue_nums, 4);
+  /* A send to the failed topic does not find it half made. */
+  rmq_producer *p;
+  ok(rmq_producer_create(b, NULL, NULL, &p));
+  assert_int_equal(send_one(p, "Lost", 1, 50, NULL), RMQ_EIO);
+  atomic_store(&g_fail_journal, 0);
+  rmq_send_result r;
+  ok(send_one(p, "Kept", 2, 50, &r));
+  assert_true(r.message_queue.queue_id < 4);
+  rmq_producer_destroy(p);
+  ok(rmq_broker_close(b));
+  rmqi_os_reset();
+  ok(rmq_broker_open(store, &o, &b));
+  ok(rmq_topic_list(b, ti, 8, &n));
+  assert_int_equal(n, 1);
+  assert_int_equal(ti[0].write_queue_nums, 4);
+  ok(rmq_broker_close(b));
+  snprintf(tj, sizeof tj, "%s/config/rmq_topics.journal", store);
+  assert_int_equal(access(tj, F_OK), -1); /* folded into topics.json at close */
+  tu_rmqstore_check(store);
+  tu_store_remove(store);
+}
+
+/* A crash after creates: the journal brings them back (topics.json was
+** not rewritten for each). */
+static void test_topic_journal_after_crash(void **state)
+{
+  (void)state;
+  char store[1024];
+  tu_store_path(store, sizeof store, "tjournal");
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    rmq_broker_options o;
+    opts(&o, RMQ_ASYNC_FLUSH, 0);
+    rmq_broker *b;
+    if (rmq_broker_open(store, &o, &b)) _exit(2);
+    char name[64];
+    for (int i = 0; i < 300; i++) {
+      snprintf(name, sizeof name, "J%03d", i);
+      if (rmq_topic_create(b, name, 1 + i % 16)) _exit(3);
+    }
+    rmq_producer *p;
+    rmq_send_result r;
+    if (rmq_producer_create(b, NULL, NULL, &p) || send_one(p, "J007", 7, 100, &r)) _exit(4);
+    if (rmq_broker_flush(b)) _exit(5);
+    _exit(0); /* no close: a crash */
+  }
+  int st;
+  assert_int_equal(waitpid(pid, &st, 0), pid);
+  assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  rmq_broker_options o;
+  opts(&o, RMQ_ASYNC_FLUSH, 0);
+  rmq_broker *b;
+  ok(rmq_broker_open(store, &o, &b));
+  static rmq_topic_info ti[400];
+  size_t n;
+  ok(rmq_topic_list(b, ti, 400, &n));
+  assert_int_equal(n, 300);
+  for (int i = 0; i < 300; i++) {
+    char name[64];
+    snprintf(name, sizeof name, "J%03d", i);
+    assert_string_equal(ti[i].topic_name, name);
+    assert_int_equal(ti[i].write_queue_nums, 1 + i % 16);
+  }
+  ok(rmq_broker_close(b));
+  tu_rmqstore_check(store);
+  tu_store_remove(store);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test_setup_teardown(test_lock_is_rocketmqs, setup_os, teardown_os),
+    cmocka_unit_test_setup_teardown(test_idle_open_keeps_checkpoint, setup_os, teardown_os),
+    cmocka_unit_test_setup_teardown(test_no_files_made_ahead_remain, setup_os, teardown_os),
+    cmocka_unit_test_setup_teardown(test_enospc_is_an_error, setup_os, teardown_os),
+    cmocka_unit_test_setup_teardown(test_real_full_disk, setup_os, teardown_os),
+    cmocka_unit_test_setup_teardown(test_failed_create_changes_nothing, setup_os, teardown_os),
+    cmocka_unit_test_setup_teardown(test_topic_journal_after_crash, setup_os, teardown_os),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

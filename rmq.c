@@ -4,9 +4,11 @@
 ** pull consumers, the service thread. It turns API calls into store calls
 ** (rmq_store.c) and filter calls (rmq_filter.c); the store never calls back.
 **
-** Threads: callers' threads send and pull. The broker may own one service
-** thread (flushes, offset persistence, async completions under SYNC_FLUSH).
-** Each push consumer owns a pull thread and a pool of consume threads.
+** Threads: callers' threads send and pull; any number of them may share one
+** producer (its per-send state is atomic or the thread's own, see "Producer").
+** The broker may own one service thread (flushes, offset persistence, async
+** completions under SYNC_FLUSH). Each push consumer owns a pull thread and a
+** pool of consume threads.
 */
 #include "rmq_int.h"
 
@@ -476,7 +478,27 @@ typedef struct async_ent {
 
 struct rmq_push_consumer;
 
+/* Handle magics. The first field of each handle holds its kind's value from
+** create (open) until destroy (close), which overwrites it with MAGIC_DEAD
+** before freeing. Every public call checks it first, so a handle of another
+** kind, or one destroyed (best effort: freed memory may have been reused),
+** gets RMQ_EINVAL and a message instead of a walk through the wrong memory. */
+#define MAGIC_BROKER   0x524D5142u /* "RMQB" */
+#define MAGIC_PRODUCER 0x524D5150u /* "RMQP" */
+#define MAGIC_PUSH     0x524D5155u /* "RMQU" */
+#define MAGIC_PULL     0x524D514Cu /* "RMQL" */
+#define MAGIC_DEAD     0xDEADDEADu
+
+/* The error for handle h of `kind`, NULL or failing its magic check, passed
+** to function fn; `gone` is what ended a handle of that kind. */
+static int bad_handle(const void *h, const char *fn, const char *kind, const char *gone)
+{
+  if (!h) return rmqi_err(RMQ_EINVAL, "%s: the %s is NULL", fn, kind);
+  return rmqi_err(RMQ_EINVAL, "%s: %s handle is invalid (%s or not a %s)", fn, kind, gone, kind);
+}
+
 struct rmq_broker {
+  uint32_t magic;             /* MAGIC_BROKER while open */
   rmqi_store *st;
   rmqi_env env;
   rmq_broker_options o;
@@ -518,6 +540,9 @@ struct rmq_broker {
   uint8_t *reput;
   size_t reput_cap;
 };
+
+static inline int broker_ok(const rmq_broker *b) { return b && b->magic == MAGIC_BROKER; }
+static int bad_broker(const rmq_broker *b, const char *fn) { return bad_handle(b, fn, "broker", "closed"); }
 
 RMQ_API void rmq_broker_options_init(rmq_broker_options *o)
 {
@@ -634,6 +659,7 @@ RMQ_API int rmq_broker_open(const char *dir, const rmq_broker_options *opts, rmq
     }
     b->svc_started = 1;
   }
+  b->magic = MAGIC_BROKER;
   *out = b;
   return RMQ_OK;
 out_store:
@@ -693,13 +719,13 @@ static void *service_main(void *arg)
 
 RMQ_API int rmq_broker_run_due(rmq_broker *b, int64_t *next_due_ms)
 {
-  if (!b) return rmqi_err(RMQ_EINVAL, "rmq_broker_run_due: broker is NULL");
+  if (!broker_ok(b)) return bad_broker(b, "rmq_broker_run_due");
   return broker_due(b, next_due_ms);
 }
 
 RMQ_API int rmq_broker_flush(rmq_broker *b)
 {
-  if (!b) return rmqi_err(RMQ_EINVAL, "rmq_broker_flush: broker is NULL");
+  if (!broker_ok(b)) return bad_broker(b, "rmq_broker_flush");
   int rc = rmqi_store_flush_all(b->st);
   int rc2 = offsets_persist(b);
   if (!rc2) rc2 = delay_offsets_persist(b);
@@ -709,7 +735,8 @@ RMQ_API int rmq_broker_flush(rmq_broker *b)
 
 RMQ_API int rmq_broker_recovery_info(rmq_broker *b, rmq_recovery_info *out)
 {
-  if (!b || !out) return rmqi_err(RMQ_EINVAL, "rmq_broker_recovery_info: NULL argument");
+  if (!broker_ok(b)) return bad_broker(b, "rmq_broker_recovery_info");
+  if (!out) return rmqi_err(RMQ_EINVAL, "rmq_broker_recovery_info: out is NULL");
   rmqi_store_recovery_info(b->st, out);
   return RMQ_OK;
 }
@@ -719,9 +746,13 @@ static void offsets_free(rmq_broker *b);
 RMQ_API int rmq_broker_close(rmq_broker *b)
 {
   if (!b) return RMQ_OK;
+  if (!broker_ok(b)) return bad_broker(b, "rmq_broker_close");
   int n = atomic_load(&b->nhandles);
   if (n > 0)
     return rmqi_err(RMQ_ESTATE, "rmq_broker_close: %d producer(s)/consumer(s) still exist; destroy them first", n);
+  /* From here the broker is freed whatever happens: a second close, or a
+  ** call racing this one, fails the magic check. */
+  b->magic = MAGIC_DEAD;
   if (b->svc_started) {
     pthread_mutex_lock(&b->svc_lock);
     b->svc_stop = 1;
@@ -763,7 +794,7 @@ static void rebalance_all(rmq_broker *b);
 
 RMQ_API int rmq_topic_create(rmq_broker *b, const char *topic, int queue_nums)
 {
-  if (!b) return rmqi_err(RMQ_EINVAL, "rmq_topic_create: broker is NULL");
+  if (!broker_ok(b)) return bad_broker(b, "rmq_topic_create");
   int rc = check_topic(topic);
   if (rc) return rc;
   if (is_system_topic(topic)) return rmqi_err(RMQ_EFORBIDDEN, "The topic[%s] is conflict with system topic.", topic);
@@ -778,7 +809,8 @@ RMQ_API int rmq_topic_create(rmq_broker *b, const char *topic, int queue_nums)
 
 RMQ_API int rmq_topic_list(rmq_broker *b, rmq_topic_info *out, size_t cap, size_t *n)
 {
-  if (!b || !n || (!out && cap)) return rmqi_err(RMQ_EINVAL, "rmq_topic_list: NULL argument");
+  if (!broker_ok(b)) return bad_broker(b, "rmq_topic_list");
+  if (!n || (!out && cap)) return rmqi_err(RMQ_EINVAL, "rmq_topic_list: NULL argument");
   return rmqi_topic_list(b->st, out, cap, n);
 }
 
@@ -796,7 +828,7 @@ static int find_queue(rmq_broker *b, const char *topic, int queue_id, rmqi_queue
 
 RMQ_API int rmq_topic_queue_offsets(rmq_broker *b, const char *topic, int queue_id, int64_t *min_offset, int64_t *max_offset)
 {
-  if (!b) return rmqi_err(RMQ_EINVAL, "rmq_topic_queue_offsets: broker is NULL");
+  if (!broker_ok(b)) return bad_broker(b, "rmq_topic_queue_offsets");
   rmqi_queue *q;
   int rc = find_queue(b, topic, queue_id, &q);
   if (rc) return rc;
@@ -1128,10 +1160,11 @@ static int schedule_due(rmq_broker *b, int64_t now, int64_t *next)
     if (off < min) off = min;
     int64_t delay = rmqi_store_delay_ms(b->st, l);
     int waiting = 0;
+    uint8_t ub[64 * RMQI_CQ_UNIT];
     while (!waiting && !rc) {
-      int k = 64;
-      const uint8_t *u = rmqi_queue_units(q, off, &k);
-      if (!u) break;
+      int k = rmqi_queue_read_units(q, off, ub, 64);
+      if (k <= 0) break;
+      const uint8_t *u = ub;
       for (int i = 0; i < k; i++, u += RMQI_CQ_UNIT) {
         int64_t due = (int64_t)rmqi_get64(u + 12);
         if (due > now + delay) due = now; /* stored under a clock since turned back */
@@ -1447,27 +1480,205 @@ RMQ_API int rmq_send_result_format(const rmq_send_result *r, char *buf, size_t c
 /* Producer                                                                */
 /* ======================================================================= */
 
+/* A producer may be shared by any number of threads, as RocketMQ's
+** DefaultMQProducer is. A send writes nothing of the producer's but two
+** atomics (the round-robin counter and the topic cache); everything else it
+** writes is in the sending thread's scratch (below). So sends take no lock
+** of the producer's, only the store's (as sends through separate producers
+** do), and 4 threads on one producer go as fast as 4 with a producer each. */
 struct rmq_producer {
+  uint32_t magic;            /* MAGIC_PRODUCER while alive */
   rmq_broker *b;
   char *group;
   rmq_producer_options o;
   uint8_t born_ip[4];
   int32_t born_port;
-  uint8_t *buf;              /* the record being encoded */
-  size_t buf_cap;
-  uint32_t rr;               /* round-robin counter */
-  rmqi_topic *last_topic;    /* cache: the topic of the previous send */
+  /* Cache: the topic of a previous send, whose name was checked and looked
+  ** up already. A send that looks up another topic stores it (release);
+  ** readers load it (acquire). Topics live until the broker closes, which
+  ** outlives p, so a loaded pointer stays valid. */
+  _Atomic(rmqi_topic *) last_topic;
+  /* Round-robin counter, one relaxed fetch_add per send (per batch): one
+  ** thread's sends take the queues in turn exactly as with a private
+  ** counter. Every send writes it, so it sits alone on its cache line,
+  ** away from the fields above that every send reads. */
+  char pad_rr[64];
+  atomic_uint rr;
+  char pad_async[64];
+  /* SYNC_FLUSH async sends queued and not yet completed; destroy waits for
+  ** 0 (async_lock and async_cond for the wait). */
   atomic_int pending_async;
-  rmq_message_queue *sel_mqs; /* the queues handed to a selector, for sel_topic */
-  int sel_n, sel_cap;
-  rmqi_topic *sel_topic;
-  rmqi_put *puts;            /* a batch's records */
-  size_t puts_cap;
-  char (*ids)[RMQ_MSG_ID_SIZE]; /* a batch's UNIQ_KEYs */
-  size_t ids_cap;
-  prop *xprops;              /* a delayed message's properties plus REAL_TOPIC, REAL_QID */
-  int xcap;
 };
+
+static inline int producer_ok(const rmq_producer *p) { return p && p->magic == MAGIC_PRODUCER; }
+static int bad_producer(const rmq_producer *p, const char *fn) { return bad_handle(p, fn, "producer", "destroyed"); }
+
+/* ---- per-thread send scratch -------------------------------------------- */
+
+/* What a send writes besides the store and the two atomics above: the
+** record being encoded, a batch's records and ids, a delayed message's
+** properties, the queue list handed to a selector. Each thread has its own,
+** kept between sends, so a loop of sends allocates nothing whichever
+** producers it uses.
+**
+** Reentrancy: a user callback run inside a send (a queue selector; an
+** ASYNC_FLUSH send callback runs after the scratch is given back) may send
+** again on the same thread. A level in use is `busy`, and such a send takes
+** the next level (`nested`, made on first need and kept), so the outer
+** send's buffers and the queue list its selector is reading stay intact.
+**
+** Lifetime: a thread's scratch is freed at its exit (a pthread key's
+** destructor), and every thread's as soon as the process's last producer
+** is destroyed, so no rmq memory outlives the last rmq object (the allocator
+** may then be replaced). The send path needs no lock for that: while no
+** producer is alive no send runs, and a thread learns that its scratch was
+** freed from scratch_gen. */
+typedef struct scratch {
+  struct scratch *next, *prev;   /* scratch_lock: scratch_all's links (first levels only) */
+  pthread_t owner;
+  int busy;                      /* owner thread only */
+  struct scratch *nested;        /* the level a send from a callback inside this one uses */
+  uint8_t *buf;                  /* the record, or a batch's records, being encoded */
+  size_t buf_cap;
+  rmqi_put *puts;                /* a batch's records */
+  size_t puts_cap;
+  char (*ids)[RMQ_MSG_ID_SIZE];  /* a batch's UNIQ_KEYs */
+  size_t ids_cap;
+  prop *xprops;                  /* a delayed message's properties plus REAL_TOPIC, REAL_QID */
+  int xcap;
+  rmq_message_queue *sel_mqs;    /* the queues handed to a selector: sel_n of one topic */
+  int sel_n, sel_cap;
+} scratch;
+
+/* scratch_lock: scratch_all and scratch_producers. Taken when a thread makes
+** its scratch, at thread exit, and by producer create and destroy; never on
+** the send path once a thread has its scratch. A leaf: nothing else is
+** locked under it. */
+static pthread_mutex_t scratch_lock = PTHREAD_MUTEX_INITIALIZER;
+static scratch *scratch_all;
+static long scratch_producers;  /* producers alive in the process */
+/* Bumped (release, under scratch_lock) when the last producer's destroy
+** frees every scratch; a thread whose tls_scratch_gen differs (acquire)
+** drops its freed tls_scratch and makes a new one. */
+static atomic_uint scratch_gen;
+static _Thread_local scratch *tls_scratch;
+static _Thread_local unsigned tls_scratch_gen;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static pthread_key_t scratch_key;
+static int scratch_key_err;
+
+/* Frees s and its nested levels. */
+static void scratch_free(scratch *s)
+{
+  while (s) {
+    scratch *n = s->nested;
+    rmqi_free(s->buf, s->buf_cap);
+    rmqi_free(s->puts, s->puts_cap * sizeof *s->puts);
+    rmqi_free(s->ids, s->ids_cap * sizeof *s->ids);
+    rmqi_free(s->xprops, (size_t)s->xcap * sizeof *s->xprops);
+    rmqi_free(s->sel_mqs, (size_t)s->sel_cap * sizeof *s->sel_mqs);
+    rmqi_free(s, sizeof *s);
+    s = n;
+  }
+}
+
+/* The key's destructor, at thread exit: frees the thread's scratch unless
+** the last producer's destroy did already (v is then stale, and no longer
+** listed as this thread's: its address may be another thread's by now). A
+** send from a later destructor of the thread's makes a new one, which the
+** key's next destructor round frees. */
+static void scratch_thread_exit(void *v)
+{
+  tls_scratch = NULL;
+  pthread_mutex_lock(&scratch_lock);
+  scratch *s = scratch_all;
+  while (s && !(s == v && pthread_equal(s->owner, pthread_self()))) s = s->next;
+  if (s) {
+    if (s->prev) s->prev->next = s->next;
+    else scratch_all = s->next;
+    if (s->next) s->next->prev = s->prev;
+  }
+  pthread_mutex_unlock(&scratch_lock);
+  scratch_free(s);
+}
+
+static void scratch_key_init(void) { scratch_key_err = pthread_key_create(&scratch_key, scratch_thread_exit); }
+
+/* Makes, registers and returns the calling thread's scratch. */
+static scratch *scratch_new(void)
+{
+  pthread_once(&scratch_once, scratch_key_init);
+  if (scratch_key_err) {
+    rmqi_err(RMQ_ENOMEM, "cannot create the thread key of the send buffers: %s", strerror(scratch_key_err));
+    return NULL;
+  }
+  scratch *s = rmqi_calloc(1, sizeof *s);
+  if (!s) {
+    rmqi_err(RMQ_ENOMEM, "out of memory for this thread's send buffers");
+    return NULL;
+  }
+  s->owner = pthread_self();
+  if (pthread_setspecific(scratch_key, s) != 0) {
+    rmqi_free(s, sizeof *s);
+    rmqi_err(RMQ_ENOMEM, "out of memory for this thread's send buffers");
+    return NULL;
+  }
+  pthread_mutex_lock(&scratch_lock);
+  s->next = scratch_all;
+  if (scratch_all) scratch_all->prev = s;
+  scratch_all = s;
+  tls_scratch_gen = atomic_load_explicit(&scratch_gen, memory_order_relaxed);
+  pthread_mutex_unlock(&scratch_lock);
+  tls_scratch = s;
+  return s;
+}
+
+/* The calling thread's first free scratch level, marked busy until
+** scratch_give; NULL (RMQ_ENOMEM, message set) when it cannot be made. */
+static scratch *scratch_take(void)
+{
+  scratch *s = tls_scratch;
+  if (!s || tls_scratch_gen != atomic_load_explicit(&scratch_gen, memory_order_acquire)) {
+    if (!(s = scratch_new())) return NULL;
+  }
+  while (s->busy) {
+    if (!s->nested && !(s->nested = rmqi_calloc(1, sizeof *s))) {
+      rmqi_err(RMQ_ENOMEM, "out of memory for the send buffers of a send from a callback");
+      return NULL;
+    }
+    s = s->nested;
+  }
+  s->busy = 1;
+  return s;
+}
+
+static void scratch_give(scratch *s) { s->busy = 0; }
+
+static void scratch_producer_added(void)
+{
+  pthread_mutex_lock(&scratch_lock);
+  scratch_producers++;
+  pthread_mutex_unlock(&scratch_lock);
+}
+
+/* A producer is gone; after the last one no send can be running (each runs
+** on a live producer), so every thread's scratch is freed now. */
+static void scratch_producer_removed(void)
+{
+  scratch *all = NULL;
+  pthread_mutex_lock(&scratch_lock);
+  if (--scratch_producers == 0) {
+    all = scratch_all;
+    scratch_all = NULL;
+    atomic_fetch_add_explicit(&scratch_gen, 1, memory_order_release);
+  }
+  pthread_mutex_unlock(&scratch_lock);
+  while (all) {
+    scratch *n = all->next;
+    scratch_free(all);
+    all = n;
+  }
+}
 
 RMQ_API void rmq_producer_options_init(rmq_producer_options *o)
 {
@@ -1481,7 +1692,8 @@ RMQ_API void rmq_producer_options_init(rmq_producer_options *o)
 
 RMQ_API int rmq_producer_create(rmq_broker *b, const char *group, const rmq_producer_options *opts, rmq_producer **out)
 {
-  if (!b || !out) return rmqi_err(RMQ_EINVAL, "rmq_producer_create: broker and out are required");
+  if (!broker_ok(b)) return bad_broker(b, "rmq_producer_create");
+  if (!out) return rmqi_err(RMQ_EINVAL, "rmq_producer_create: out is NULL");
   if (!group) group = "DEFAULT_PRODUCER";
   int rc = check_group(group);
   if (rc) return rc;
@@ -1503,6 +1715,8 @@ RMQ_API int rmq_producer_create(rmq_broker *b, const char *group, const rmq_prod
   p->o.born_host = NULL;
   memcpy(p->born_ip, ip, 4);
   p->born_port = o.born_port ? o.born_port : (int32_t)(10000 + getpid() % 50000);
+  p->magic = MAGIC_PRODUCER;
+  scratch_producer_added();
   atomic_fetch_add(&b->nhandles, 1);
   *out = p;
   return RMQ_OK;
@@ -1510,7 +1724,7 @@ RMQ_API int rmq_producer_create(rmq_broker *b, const char *group, const rmq_prod
 
 RMQ_API void rmq_producer_destroy(rmq_producer *p)
 {
-  if (!p) return;
+  if (!producer_ok(p)) return;
   rmq_broker *b = p->b;
   async_drain(b);
   pthread_mutex_lock(&b->async_lock);
@@ -1525,13 +1739,11 @@ RMQ_API void rmq_producer_destroy(rmq_producer *p)
     }
   }
   pthread_mutex_unlock(&b->async_lock);
-  rmqi_free(p->buf, p->buf_cap);
-  rmqi_free(p->sel_mqs, (size_t)p->sel_cap * sizeof *p->sel_mqs);
-  rmqi_free(p->puts, p->puts_cap * sizeof *p->puts);
-  rmqi_free(p->ids, p->ids_cap * sizeof *p->ids);
-  rmqi_free(p->xprops, (size_t)p->xcap * sizeof *p->xprops);
+  p->magic = MAGIC_DEAD;
   rmqi_strfree(p->group);
   rmqi_free(p, sizeof *p);
+  /* Before the broker may close: the last producer frees the scratches. */
+  scratch_producer_removed();
   atomic_fetch_sub(&b->nhandles, 1);
 }
 
@@ -1585,7 +1797,8 @@ static int check_msg(rmq_producer *p, const rmq_msg *m)
 {
   if (!m) return rmqi_err(RMQ_ENOBODY, "the message is null");
   /* The previous send's topic was validated already. */
-  if (!(m->topic && p->last_topic && !strcmp(m->topic, rmqi_topic_name(p->last_topic)))) {
+  rmqi_topic *last = atomic_load_explicit(&p->last_topic, memory_order_acquire);
+  if (!(m->topic && last && !strcmp(m->topic, rmqi_topic_name(last)))) {
     int rc = check_topic(m->topic);
     if (rc) return rc;
     if (in_list(k_send_forbidden, m->topic)) return rmqi_err(RMQ_EFORBIDDEN, "Sending message to topic[%s] is forbidden.", m->topic);
@@ -1599,7 +1812,7 @@ static int check_msg(rmq_producer *p, const rmq_msg *m)
 
 static int producer_topic(rmq_producer *p, const char *name, rmqi_topic **out)
 {
-  rmqi_topic *t = p->last_topic;
+  rmqi_topic *t = atomic_load_explicit(&p->last_topic, memory_order_acquire);
   if (t && !strcmp(rmqi_topic_name(t), name)) { *out = t; return RMQ_OK; }
   t = rmqi_topic_find(p->b->st, name);
   if (!t) {
@@ -1611,21 +1824,27 @@ static int producer_topic(rmq_producer *p, const char *name, rmqi_topic **out)
     int rc = rmqi_topic_create(p->b->st, name, nq, &t);
     if (rc) return rc;
   }
-  p->last_topic = t;
+  atomic_store_explicit(&p->last_topic, t, memory_order_release);
   *out = t;
   return RMQ_OK;
 }
 
-/* Encodes the v1 record (v2 for topics over 127 bytes) into p->buf. */
-static int encode_at(rmq_producer *p, const rmq_msg *m, int qid, const char *uniq, int64_t now, size_t at,
-                     uint32_t *size);
-static int encode(rmq_producer *p, const rmq_msg *m, int qid, const char *uniq, int64_t now, uint32_t *size)
+/* The next queue of n in p's round robin. */
+static int next_queue(rmq_producer *p, int n)
 {
-  return encode_at(p, m, qid, uniq, now, 0, size);
+  return (int)(atomic_fetch_add_explicit(&p->rr, 1, memory_order_relaxed) % (uint32_t)n);
 }
 
-/* Encodes the record at p->buf + at, growing the buffer. */
-static int encode_at(rmq_producer *p, const rmq_msg *m, int qid, const char *uniq, int64_t now, size_t at,
+/* Encodes the v1 record (v2 for topics over 127 bytes) into s->buf. */
+static int encode_at(rmq_producer *p, scratch *s, const rmq_msg *m, int qid, const char *uniq, int64_t now, size_t at,
+                     uint32_t *size);
+static int encode(rmq_producer *p, scratch *s, const rmq_msg *m, int qid, const char *uniq, int64_t now, uint32_t *size)
+{
+  return encode_at(p, s, m, qid, uniq, now, 0, size);
+}
+
+/* Encodes the record at s->buf + at, growing the buffer. */
+static int encode_at(rmq_producer *p, scratch *s, const rmq_msg *m, int qid, const char *uniq, int64_t now, size_t at,
                      uint32_t *size)
 {
   size_t tl = strlen(m->topic);
@@ -1636,15 +1855,15 @@ static int encode_at(rmq_producer *p, const rmq_msg *m, int qid, const char *uni
   if (plen > RMQ_PROPERTIES_MAX_LEN)
     return rmqi_err(RMQ_EPROPSIZE, "message properties take %zu bytes, over the limit of %d", plen, RMQ_PROPERTIES_MAX_LEN);
   size_t total = 91 + (size_t)v2 + m->body_len + tl + plen;
-  if (at + total > p->buf_cap) {
+  if (at + total > s->buf_cap) {
     size_t ncap = at + total;
-    if (at && ncap < 2 * p->buf_cap) ncap = 2 * p->buf_cap; /* a batch grows geometrically */
-    uint8_t *nb = rmqi_realloc(p->buf, p->buf_cap, ncap);
+    if (at && ncap < 2 * s->buf_cap) ncap = 2 * s->buf_cap; /* a batch grows geometrically */
+    uint8_t *nb = rmqi_realloc(s->buf, s->buf_cap, ncap);
     if (!nb) return rmqi_err(RMQ_ENOMEM, "out of memory encoding a %zu-byte record", total);
-    p->buf = nb;
-    p->buf_cap = ncap;
+    s->buf = nb;
+    s->buf_cap = ncap;
   }
-  uint8_t *b = p->buf + at;
+  uint8_t *b = s->buf + at;
   rmqi_put32(b + 0, (uint32_t)total);
   rmqi_put32(b + 4, v2 ? RMQI_MAGIC_V2 : RMQI_MAGIC_V1);
   rmqi_put32(b + 8, rmqi_crc32(m->body, m->body_len) & 0x7FFFFFFF);
@@ -1769,10 +1988,12 @@ static int async_drain(rmq_broker *b)
   return rc;
 }
 
-static int send_impl(rmq_producer *p, const rmq_msg *m, int queue_id, int mode, rmq_send_callback cb, void *ctx,
-                     rmq_send_result *r)
+/* One message to queue_id (< 0: the next in p's round robin) with scratch
+** level s. *call_cb is set when an ASYNC_FLUSH async send is complete and
+** cb must run, which the caller does once s is given back. */
+static int send_one(rmq_producer *p, scratch *s, const rmq_msg *m, int queue_id, int mode, rmq_send_callback cb,
+                    void *ctx, rmq_send_result *r, int *call_cb)
 {
-  if (!p) return rmqi_err(RMQ_EINVAL, "producer is NULL");
   rmq_broker *b = p->b;
   int rc = check_msg(p, m);
   if (rc) return rc;
@@ -1785,7 +2006,7 @@ static int send_impl(rmq_producer *p, const rmq_msg *m, int queue_id, int mode, 
     if (queue_id >= nq) return rmqi_err(RMQ_EQUEUE, "queue %d of topic %s does not exist (it has %d)", queue_id, m->topic, nq);
     qid = queue_id;
   } else {
-    qid = (int)(p->rr++ % (uint32_t)nq);
+    qid = next_queue(p, nq);
   }
   char uniq[RMQ_MSG_ID_SIZE];
   prop *up = MSG_PROP(m, "UNIQ_KEY");
@@ -1808,32 +2029,32 @@ static int send_impl(rmq_producer *p, const rmq_msg *m, int queue_id, int mode, 
     if (level > rmqi_store_delay_levels(b->st)) level = rmqi_store_delay_levels(b->st);
     rmqi_topic *sched;
     if ((rc = schedule_topic(b, &sched))) return rc;
-    if (m->nprops + 2 > p->xcap) {
+    if (m->nprops + 2 > s->xcap) {
       int ncap = m->nprops + 2;
-      prop *np = rmqi_realloc(p->xprops, (size_t)p->xcap * sizeof *np, (size_t)ncap * sizeof *np);
+      prop *np = rmqi_realloc(s->xprops, (size_t)s->xcap * sizeof *np, (size_t)ncap * sizeof *np);
       if (!np) return rmqi_err(RMQ_ENOMEM, "out of memory");
-      p->xprops = np;
-      p->xcap = ncap;
+      s->xprops = np;
+      s->xcap = ncap;
     }
     char qs[16];
     snprintf(qs, sizeof qs, "%d", qid);
-    memcpy(p->xprops, m->props, (size_t)m->nprops * sizeof *p->xprops);
-    prop *x = &p->xprops[m->nprops];
+    memcpy(s->xprops, m->props, (size_t)m->nprops * sizeof *s->xprops);
+    prop *x = &s->xprops[m->nprops];
     memset(x, 0, 2 * sizeof *x);
     x[0].name = (char *)"REAL_TOPIC"; x[0].nlen = 10; x[0].value = m->topic; x[0].vlen = strlen(m->topic);
     x[1].name = (char *)"REAL_QID"; x[1].nlen = 8; x[1].value = qs; x[1].vlen = strlen(qs);
     rmq_msg tmp = *m;
     tmp.topic = (char *)RMQI_SCHEDULE_TOPIC;
-    tmp.props = p->xprops;
+    tmp.props = s->xprops;
     tmp.nprops = m->nprops + 2;
-    rc = encode(p, &tmp, level - 1, up ? NULL : uniq, now, &put.size);
+    rc = encode(p, s, &tmp, level - 1, up ? NULL : uniq, now, &put.size);
     put.q = rmqi_topic_queue(sched, level - 1);
     put.tags_code = now + rmqi_store_delay_ms(b->st, level);
   } else {
-    rc = encode(p, m, qid, up ? NULL : uniq, now, &put.size);
+    rc = encode(p, s, m, qid, up ? NULL : uniq, now, &put.size);
   }
   if (rc) return rc;
-  put.rec = p->buf;
+  put.rec = s->buf;
   prop *wait = MSG_PROP(m, "WAIT");
   int sync_wait = b->o.flush_disk_type == RMQ_SYNC_FLUSH && !(wait && !strcmp(wait->value, "false"));
   if (sync_wait && mode == SEND_SYNC) rmqi_store_sender_enter(b->st);
@@ -1856,63 +2077,98 @@ static int send_impl(rmq_producer *p, const rmq_msg *m, int queue_id, int mode, 
   }
   if (mode == SEND_ASYNC) {
     if (sync_wait) return async_enqueue(b, p, end, cb, ctx, r);
-    if (cb) cb(ctx, RMQ_OK, r);
+    *call_cb = cb != NULL;
   }
   return RMQ_OK;
 }
 
+/* send_one with the calling thread's scratch; p is checked by the caller. */
+static int send_impl(rmq_producer *p, const rmq_msg *m, int queue_id, int mode, rmq_send_callback cb, void *ctx,
+                     rmq_send_result *r)
+{
+  scratch *s = scratch_take();
+  if (!s) return RMQ_ENOMEM;
+  int call_cb = 0;
+  int rc = send_one(p, s, m, queue_id, mode, cb, ctx, r, &call_cb);
+  scratch_give(s);
+  /* With the scratch given back: the callback may send on this thread. */
+  if (call_cb) cb(ctx, RMQ_OK, r);
+  return rc;
+}
+
 RMQ_API int rmq_producer_send(rmq_producer *p, const rmq_msg *m, rmq_send_result *r)
 {
+  if (!producer_ok(p)) return bad_producer(p, "rmq_producer_send");
   return send_impl(p, m, -1, SEND_SYNC, NULL, NULL, r);
 }
 
 RMQ_API int rmq_producer_send_to_queue(rmq_producer *p, const rmq_msg *m, int queue_id, rmq_send_result *r)
 {
+  if (!producer_ok(p)) return bad_producer(p, "rmq_producer_send_to_queue");
   if (queue_id < 0) return rmqi_err(RMQ_EQUEUE, "queue id %d is negative", queue_id);
   return send_impl(p, m, queue_id, SEND_SYNC, NULL, NULL, r);
+}
+
+/* copy, a copy_str of src into cap bytes, is the same as a new copy would be. */
+static int same_copy(const char *copy, size_t cap, const char *src) { return !strncmp(copy, src, cap - 1); }
+
+/* Lists t's nq queues on p's broker in s->sel_mqs for a selector. The list is
+** kept: a level's next send_select, maybe through another producer or broker,
+** rebuilds it only when the topic, broker name or queue count differs. */
+static int select_queues(rmq_producer *p, scratch *s, rmqi_topic *t, int nq)
+{
+  const char *topic = rmqi_topic_name(t), *broker = p->b->broker_name;
+  if (nq == s->sel_n && same_copy(s->sel_mqs[0].topic, sizeof s->sel_mqs[0].topic, topic) &&
+      same_copy(s->sel_mqs[0].broker_name, sizeof s->sel_mqs[0].broker_name, broker))
+    return RMQ_OK;
+  if (nq > s->sel_cap) {
+    rmq_message_queue *n = rmqi_realloc(s->sel_mqs, (size_t)s->sel_cap * sizeof *n, (size_t)nq * sizeof *n);
+    if (!n) return rmqi_err(RMQ_ENOMEM, "out of memory listing %d queues", nq);
+    s->sel_mqs = n;
+    s->sel_cap = nq;
+  }
+  for (int i = 0; i < nq; i++) {
+    copy_str(s->sel_mqs[i].topic, sizeof s->sel_mqs[i].topic, topic);
+    copy_str(s->sel_mqs[i].broker_name, sizeof s->sel_mqs[i].broker_name, broker);
+    s->sel_mqs[i].queue_id = i;
+  }
+  s->sel_n = nq;
+  return RMQ_OK;
 }
 
 RMQ_API int rmq_producer_send_select(rmq_producer *p, const rmq_msg *m, rmq_queue_selector select, void *arg,
                                      rmq_send_result *r)
 {
-  if (!p || !select) return rmqi_err(RMQ_EINVAL, "rmq_producer_send_select: producer and selector are required");
+  if (!producer_ok(p)) return bad_producer(p, "rmq_producer_send_select");
+  if (!select) return rmqi_err(RMQ_EINVAL, "rmq_producer_send_select: the selector is NULL");
   int rc = check_msg(p, m);
   if (rc) return rc;
   rmqi_topic *t;
   if ((rc = producer_topic(p, m->topic, &t))) return rc;
-  int nq = rmqi_topic_nqueues(t);
-  if (t != p->sel_topic || nq != p->sel_n) {
-    if (nq > p->sel_cap) {
-      rmq_message_queue *n = rmqi_realloc(p->sel_mqs, (size_t)p->sel_cap * sizeof *n, (size_t)nq * sizeof *n);
-      if (!n) return rmqi_err(RMQ_ENOMEM, "out of memory listing %d queues", nq);
-      p->sel_mqs = n;
-      p->sel_cap = nq;
-    }
-    for (int i = 0; i < nq; i++) {
-      copy_str(p->sel_mqs[i].topic, sizeof p->sel_mqs[i].topic, rmqi_topic_name(t));
-      copy_str(p->sel_mqs[i].broker_name, sizeof p->sel_mqs[i].broker_name, p->b->broker_name);
-      p->sel_mqs[i].queue_id = i;
-    }
-    p->sel_topic = t;
-    p->sel_n = nq;
+  int nq = rmqi_topic_nqueues(t), qi, call_cb = 0;
+  scratch *s = scratch_take();
+  if (!s) return RMQ_ENOMEM;
+  if ((rc = select_queues(p, s, t, nq))) goto out;
+  /* s stays busy while the selector runs: a send it makes on this thread
+  ** takes another level, and sel_mqs holds still under it. */
+  qi = select(s->sel_mqs, (size_t)nq, m, arg);
+  if (qi < 0 || qi >= nq) {
+    rc = rmqi_err(RMQ_EQUEUE, "the selector chose queue %d of topic %s, which has %d", qi, m->topic, nq);
+    goto out;
   }
-  int qi = select(p->sel_mqs, (size_t)nq, m, arg);
-  if (qi < 0 || qi >= nq)
-    return rmqi_err(RMQ_EQUEUE, "the selector chose queue %d of topic %s, which has %d", qi, m->topic, nq);
-  return send_impl(p, m, qi, SEND_SYNC, NULL, NULL, r);
+  rc = send_one(p, s, m, qi, SEND_SYNC, NULL, NULL, r, &call_cb);
+out:
+  scratch_give(s);
+  return rc;
 }
 
 /* RocketMQ's batch rules (MessageBatch.generateFromList and the broker's
-** checks), then one append of all records to one queue. */
-RMQ_API int rmq_producer_send_batch(rmq_producer *p, const rmq_msg *const *msgs, size_t n, rmq_send_result *results)
+** checks) for msgs[0..n); *wait0 gets the first message's WAIT property. */
+static int batch_check(rmq_producer *p, const rmq_msg *const *msgs, size_t n, const prop **wait0)
 {
-  if (!p || (!msgs && n)) return rmqi_err(RMQ_EINVAL, "rmq_producer_send_batch: NULL argument");
   if (n == 0) return rmqi_err(RMQ_EBATCH, "the batch is empty");
   /* Far more than max_message_size can hold (records are >= 91 bytes). */
   if (n > 65536) return rmqi_err(RMQ_EBATCH, "a batch holds at most 65536 messages (%zu given)", n);
-  rmq_broker *b = p->b;
-  int max = p->o.max_message_size < b->o.max_message_size ? p->o.max_message_size : b->o.max_message_size;
-  const prop *wait0 = NULL;
   for (size_t i = 0; i < n; i++) {
     const rmq_msg *m = msgs[i];
     int rc = check_msg(p, m);
@@ -1925,34 +2181,41 @@ RMQ_API int rmq_producer_send_batch(rmq_producer *p, const rmq_msg *const *msgs,
     if (!strncmp(m->topic, "%RETRY%", 7)) return rmqi_err(RMQ_EBATCH, "Retry Group is not supported for batching");
     const prop *w = MSG_PROP(m, "WAIT");
     int wv = !(w && !strcmp(w->value, "false"));
-    if (i == 0) wait0 = w;
-    else if (wv != !(wait0 && !strcmp(wait0->value, "false")))
+    if (i == 0) *wait0 = w;
+    else if (wv != !(*wait0 && !strcmp((*wait0)->value, "false")))
       return rmqi_err(RMQ_EBATCH, "The waitStoreMsgOK of the messages in one batch should be the same (message %zu)", i);
   }
-  rmqi_topic *t;
-  int rc = producer_topic(p, msgs[0]->topic, &t);
-  if (rc) return rc;
-  int qid = (int)(p->rr++ % (uint32_t)rmqi_topic_nqueues(t));
-  if (n > p->puts_cap || n > p->ids_cap) {
-    rmqi_put *np = rmqi_realloc(p->puts, p->puts_cap * sizeof *np, n * sizeof *np);
+  return RMQ_OK;
+}
+
+/* Encodes a checked batch into scratch level s and appends it to queue qid
+** of t in one store call. */
+static int batch_put(rmq_producer *p, scratch *s, const rmq_msg *const *msgs, size_t n, rmqi_topic *t, int qid,
+                     int sync_wait, rmq_send_result *results)
+{
+  rmq_broker *b = p->b;
+  int max = p->o.max_message_size < b->o.max_message_size ? p->o.max_message_size : b->o.max_message_size;
+  int rc;
+  if (n > s->puts_cap || n > s->ids_cap) {
+    rmqi_put *np = rmqi_realloc(s->puts, s->puts_cap * sizeof *np, n * sizeof *np);
     if (!np) return rmqi_err(RMQ_ENOMEM, "out of memory for a batch of %zu", n);
-    p->puts = np;
-    p->puts_cap = n;
-    char (*ni)[RMQ_MSG_ID_SIZE] = rmqi_realloc(p->ids, p->ids_cap * sizeof *ni, n * sizeof *ni);
+    s->puts = np;
+    s->puts_cap = n;
+    char (*ni)[RMQ_MSG_ID_SIZE] = rmqi_realloc(s->ids, s->ids_cap * sizeof *ni, n * sizeof *ni);
     if (!ni) return rmqi_err(RMQ_ENOMEM, "out of memory for a batch of %zu", n);
-    p->ids = ni;
-    p->ids_cap = n;
+    s->ids = ni;
+    s->ids_cap = n;
   }
   int64_t now = rmqi_now(&b->env);
   size_t at = 0;
   for (size_t i = 0; i < n; i++) {
     const rmq_msg *m = msgs[i];
     const prop *up = MSG_PROP(m, "UNIQ_KEY");
-    if (up) copy_str(p->ids[i], sizeof p->ids[i], up->value);
-    else uniq_key(now, p->ids[i]);
-    rmqi_put *u = &p->puts[i];
+    if (up) copy_str(s->ids[i], sizeof s->ids[i], up->value);
+    else uniq_key(now, s->ids[i]);
+    rmqi_put *u = &s->puts[i];
     memset(u, 0, sizeof *u);
-    if ((rc = encode_at(p, m, qid, up ? NULL : p->ids[i], now, at, &u->size))) return rc;
+    if ((rc = encode_at(p, s, m, qid, up ? NULL : s->ids[i], now, at, &u->size))) return rc;
     u->rec = (uint8_t *)(uintptr_t)at; /* an offset until the buffer stops moving */
     u->q = rmqi_topic_queue(t, qid);
     const prop *tags = MSG_PROP(m, "TAGS");
@@ -1962,34 +2225,54 @@ RMQ_API int rmq_producer_send_batch(rmq_producer *p, const rmq_msg *const *msgs,
     if (at > (size_t)max)
       return rmqi_err(RMQ_EMSGSIZE, "the batch takes over %zu bytes, over the message size limit of %d", at, max);
   }
-  for (size_t i = 0; i < n; i++) p->puts[i].rec = p->buf + (size_t)(uintptr_t)p->puts[i].rec;
-  int sync_wait = b->o.flush_disk_type == RMQ_SYNC_FLUSH && !(wait0 && !strcmp(wait0->value, "false"));
+  for (size_t i = 0; i < n; i++) s->puts[i].rec = s->buf + (size_t)(uintptr_t)s->puts[i].rec;
   if (sync_wait) rmqi_store_sender_enter(b->st);
-  rc = rmqi_store_put(b->st, p->puts, (int)n);
+  rc = rmqi_store_put(b->st, s->puts, (int)n);
   if (sync_wait) rmqi_store_sender_leave(b->st);
   if (rc) return rc;
   int status = RMQ_SEND_OK;
   if (sync_wait) {
-    const rmqi_put *last = &p->puts[n - 1];
+    const rmqi_put *last = &s->puts[n - 1];
     rc = rmqi_store_wait_flushed(b->st, last->phys_offset + last->size, b->o.sync_flush_timeout);
     if (rc == RMQ_ETIMEDOUT) { status = RMQ_FLUSH_DISK_TIMEOUT; rc = RMQ_OK; }
     if (rc) return rc;
   }
   for (size_t i = 0; results && i < n; i++) {
-    result_fill(p, t, qid, p->ids[i], &p->puts[i], &results[i]);
+    result_fill(p, t, qid, s->ids[i], &s->puts[i], &results[i]);
     results[i].send_status = status;
   }
   return RMQ_OK;
 }
 
+/* The batch rules, then one append of all records to one queue. */
+RMQ_API int rmq_producer_send_batch(rmq_producer *p, const rmq_msg *const *msgs, size_t n, rmq_send_result *results)
+{
+  if (!producer_ok(p)) return bad_producer(p, "rmq_producer_send_batch");
+  if (!msgs && n) return rmqi_err(RMQ_EINVAL, "rmq_producer_send_batch: msgs is NULL");
+  const prop *wait0 = NULL;
+  int rc = batch_check(p, msgs, n, &wait0);
+  if (rc) return rc;
+  rmqi_topic *t;
+  if ((rc = producer_topic(p, msgs[0]->topic, &t))) return rc;
+  int qid = next_queue(p, rmqi_topic_nqueues(t));
+  int sync_wait = p->b->o.flush_disk_type == RMQ_SYNC_FLUSH && !(wait0 && !strcmp(wait0->value, "false"));
+  scratch *s = scratch_take();
+  if (!s) return RMQ_ENOMEM;
+  rc = batch_put(p, s, msgs, n, t, qid, sync_wait, results);
+  scratch_give(s);
+  return rc;
+}
+
 RMQ_API int rmq_producer_send_async(rmq_producer *p, const rmq_msg *m, rmq_send_callback cb, void *ctx)
 {
+  if (!producer_ok(p)) return bad_producer(p, "rmq_producer_send_async");
   rmq_send_result r;
   return send_impl(p, m, -1, SEND_ASYNC, cb, ctx, &r);
 }
 
 RMQ_API int rmq_producer_send_oneway(rmq_producer *p, const rmq_msg *m)
 {
+  if (!producer_ok(p)) return bad_producer(p, "rmq_producer_send_oneway");
   return send_impl(p, m, -1, SEND_ONEWAY, NULL, NULL, NULL);
 }
 
@@ -2068,6 +2351,7 @@ typedef struct assign {
 } assign;
 
 struct rmq_push_consumer {
+  uint32_t magic;              /* MAGIC_PUSH while alive */
   rmq_broker *b;
   char *group;
   char client_id[160];
@@ -2105,6 +2389,9 @@ struct rmq_push_consumer {
   int64_t bc_next_us;        /* pull thread */
 };
 
+static inline int push_ok(const rmq_push_consumer *c) { return c && c->magic == MAGIC_PUSH; }
+static int bad_push(const rmq_push_consumer *c, const char *fn) { return bad_handle(c, fn, "push consumer", "destroyed"); }
+
 RMQ_API void rmq_push_consumer_options_init(rmq_push_consumer_options *o)
 {
   if (!o) return;
@@ -2125,7 +2412,8 @@ RMQ_API void rmq_push_consumer_options_init(rmq_push_consumer_options *o)
 RMQ_API int rmq_push_consumer_create(rmq_broker *b, const char *group, const rmq_push_consumer_options *opts,
                                      rmq_push_consumer **out)
 {
-  if (!b || !out) return rmqi_err(RMQ_EINVAL, "rmq_push_consumer_create: broker and out are required");
+  if (!broker_ok(b)) return bad_broker(b, "rmq_push_consumer_create");
+  if (!out) return rmqi_err(RMQ_EINVAL, "rmq_push_consumer_create: out is NULL");
   int rc = check_group(group);
   if (rc) return rc;
   rmq_push_consumer_options o;
@@ -2163,6 +2451,7 @@ RMQ_API int rmq_push_consumer_create(rmq_broker *b, const char *group, const rmq
   pthread_mutex_init(&c->mu, NULL);
   cond_init_mono(&c->work_cond);
   cond_init_mono(&c->gen_cond);
+  c->magic = MAGIC_PUSH;
   atomic_fetch_add(&b->nhandles, 1);
   *out = c;
   return RMQ_OK;
@@ -2171,7 +2460,7 @@ RMQ_API int rmq_push_consumer_create(rmq_broker *b, const char *group, const rmq
 RMQ_API int rmq_push_consumer_subscribe_selector(rmq_push_consumer *c, const char *topic, int type,
                                                  const char *expression)
 {
-  if (!c) return rmqi_err(RMQ_EINVAL, "rmq_push_consumer_subscribe: consumer is NULL");
+  if (!push_ok(c)) return bad_push(c, "rmq_push_consumer_subscribe");
   if (c->started) return rmqi_err(RMQ_ESTATE, "subscribe before rmq_push_consumer_start");
   int rc = check_topic(topic);
   if (rc) return rc;
@@ -2215,7 +2504,8 @@ RMQ_API int rmq_push_consumer_subscribe(rmq_push_consumer *c, const char *topic,
 static int register_listener(rmq_push_consumer *c, rmq_listener_concurrently conc, rmq_listener_orderly ord, void *ctx,
                              const char *fn)
 {
-  if (!c || (!conc && !ord)) return rmqi_err(RMQ_EINVAL, "%s: NULL argument", fn);
+  if (!push_ok(c)) return bad_push(c, fn);
+  if (!conc && !ord) return rmqi_err(RMQ_EINVAL, "%s: the listener is NULL", fn);
   if (c->started) return rmqi_err(RMQ_ESTATE, "register the listener before rmq_push_consumer_start");
   c->listener = conc;
   c->listener_orderly = ord;
@@ -2478,6 +2768,9 @@ static void retry_topic_restore(rmq_push_consumer *c, rmq_message_ext *e)
 
 /* RocketMQ scans at most max(16000 bytes of units, max_nums units) per pull. */
 #define PULL_SCAN_UNITS 800
+/* ConsumeQueue units are copied out a batch at a time (idle files are
+** unmapped at any time): at most this many per read. */
+#define UNIT_BUF 256
 
 /* Pull thread: reads units of p until a batch of matching messages fills
 ** free slots (or PULL_SCAN_UNITS were read, so a sparse filter still moves
@@ -2495,9 +2788,11 @@ static int pull_queue(rmq_push_consumer *c, pq *p)
   int got = 0, n = 0; /* matched, units read */
   rmqi_cl_span sp = {0};
   while (got < want && n < PULL_SCAN_UNITS) {
-    int avail = PULL_SCAN_UNITS - n;
-    const uint8_t *u = rmqi_queue_units(p->q, p->pull_offset + n, &avail);
-    if (!u) break;
+    uint8_t ub[UNIT_BUF * RMQI_CQ_UNIT];
+    int avail = PULL_SCAN_UNITS - n < UNIT_BUF ? PULL_SCAN_UNITS - n : UNIT_BUF;
+    avail = rmqi_queue_read_units(p->q, p->pull_offset + n, ub, avail);
+    if (avail <= 0) break;
+    const uint8_t *u = ub;
     int i;
     for (i = 0; i < avail && got < want; i++, u += RMQI_CQ_UNIT) {
       int64_t phys = (int64_t)rmqi_get64(u);
@@ -2966,7 +3261,7 @@ static int bc_file_name(rmq_push_consumer *c)
 
 RMQ_API int rmq_push_consumer_start(rmq_push_consumer *c)
 {
-  if (!c) return rmqi_err(RMQ_EINVAL, "rmq_push_consumer_start: consumer is NULL");
+  if (!push_ok(c)) return bad_push(c, "rmq_push_consumer_start");
   if (c->started) return rmqi_err(RMQ_ESTATE, "consumer %s is already started", c->client_id);
   if (!c->listener && !c->listener_orderly)
     return rmqi_err(RMQ_ESTATE, "register a listener before starting consumer %s", c->client_id);
@@ -3045,7 +3340,8 @@ RMQ_API int rmq_push_consumer_start(rmq_push_consumer *c)
 
 RMQ_API int rmq_push_consumer_assigned_queues(rmq_push_consumer *c, rmq_message_queue *out, size_t cap, size_t *n)
 {
-  if (!c || !n || (!out && cap)) return rmqi_err(RMQ_EINVAL, "rmq_push_consumer_assigned_queues: NULL argument");
+  if (!push_ok(c)) return bad_push(c, "rmq_push_consumer_assigned_queues");
+  if (!n || (!out && cap)) return rmqi_err(RMQ_EINVAL, "rmq_push_consumer_assigned_queues: NULL argument");
   pthread_mutex_lock(&c->mu);
   size_t k = 0;
   for (int i = 0; i < c->ntarget; i++, k++) {
@@ -3061,7 +3357,7 @@ RMQ_API int rmq_push_consumer_assigned_queues(rmq_push_consumer *c, rmq_message_
 
 RMQ_API void rmq_push_consumer_shutdown(rmq_push_consumer *c)
 {
-  if (!c || !c->started || c->stopped) return;
+  if (!push_ok(c) || !c->started || c->stopped) return;
   rmq_broker *b = c->b;
   consumer_stop_threads(c);
   pthread_mutex_lock(&c->mu);
@@ -3088,8 +3384,9 @@ RMQ_API void rmq_push_consumer_shutdown(rmq_push_consumer *c)
 
 RMQ_API void rmq_push_consumer_destroy(rmq_push_consumer *c)
 {
-  if (!c) return;
+  if (!push_ok(c)) return;
   rmq_push_consumer_shutdown(c);
+  c->magic = MAGIC_DEAD;
   for (pq *p = c->pqs, *n; p; p = n) { n = p->next; pq_free(p); }
   for (pq *p = c->graveyard, *n; p; p = n) { n = p->next; pq_free(p); }
   for (int i = 0; i < c->nsubs; i++) {
@@ -3169,7 +3466,8 @@ RMQ_API void rmq_selector_free(rmq_selector *s)
 RMQ_API int rmq_broker_consumer_progress(rmq_broker *b, const char *group, const char *topic, rmq_queue_progress *out,
                                          size_t cap, size_t *n)
 {
-  if (!b || !n || (!out && cap)) return rmqi_err(RMQ_EINVAL, "rmq_broker_consumer_progress: NULL argument");
+  if (!broker_ok(b)) return bad_broker(b, "rmq_broker_consumer_progress");
+  if (!n || (!out && cap)) return rmqi_err(RMQ_EINVAL, "rmq_broker_consumer_progress: NULL argument");
   int rc = check_group(group);
   if (!rc) rc = check_topic(topic);
   if (rc) return rc;
@@ -3195,7 +3493,7 @@ RMQ_API int rmq_broker_consumer_progress(rmq_broker *b, const char *group, const
 
 RMQ_API int rmq_broker_reset_offset_by_time(rmq_broker *b, const char *group, const char *topic, int64_t timestamp_ms)
 {
-  if (!b) return rmqi_err(RMQ_EINVAL, "rmq_broker_reset_offset_by_time: broker is NULL");
+  if (!broker_ok(b)) return bad_broker(b, "rmq_broker_reset_offset_by_time");
   int rc = check_group(group);
   if (!rc) rc = check_topic(topic);
   if (rc) return rc;
@@ -3236,6 +3534,7 @@ RMQ_API int rmq_broker_reset_offset_by_time(rmq_broker *b, const char *group, co
 /* ======================================================================= */
 
 struct rmq_pull_consumer {
+  uint32_t magic;          /* MAGIC_PULL while alive */
   rmq_broker *b;
   char *group;
   rmq_message_ext *msgs;
@@ -3253,9 +3552,13 @@ struct rmq_pull_consumer {
   int64_t next_commit_us;
 };
 
+static inline int pull_ok(const rmq_pull_consumer *c) { return c && c->magic == MAGIC_PULL; }
+static int bad_pull(const rmq_pull_consumer *c, const char *fn) { return bad_handle(c, fn, "pull consumer", "destroyed"); }
+
 RMQ_API int rmq_pull_consumer_create(rmq_broker *b, const char *group, rmq_pull_consumer **out)
 {
-  if (!b || !out) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_create: broker and out are required");
+  if (!broker_ok(b)) return bad_broker(b, "rmq_pull_consumer_create");
+  if (!out) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_create: out is NULL");
   int rc = check_group(group);
   if (rc) return rc;
   rmq_pull_consumer *c = rmqi_calloc(1, sizeof *c);
@@ -3263,6 +3566,7 @@ RMQ_API int rmq_pull_consumer_create(rmq_broker *b, const char *group, rmq_pull_
   c->group = rmqi_strdup(group);
   if (!c->group) { rmqi_free(c, sizeof *c); return rmqi_err(RMQ_ENOMEM, "out of memory"); }
   c->b = b;
+  c->magic = MAGIC_PULL;
   atomic_fetch_add(&b->nhandles, 1);
   *out = c;
   return RMQ_OK;
@@ -3270,7 +3574,7 @@ RMQ_API int rmq_pull_consumer_create(rmq_broker *b, const char *group, rmq_pull_
 
 RMQ_API void rmq_pull_consumer_destroy(rmq_pull_consumer *c)
 {
-  if (!c) return;
+  if (!pull_ok(c)) return;
   if (atomic_load(&c->b->off_dirty) && offsets_persist(c->b) != RMQ_OK)
     rmqi_log(&c->b->env, RMQ_LOG_ERROR, "pull consumer %s: persisting offsets failed: %s", c->group, rmq_errmsg());
   if (c->auto_commit && c->na && rmq_pull_consumer_commit(c) != RMQ_OK)
@@ -3280,6 +3584,7 @@ RMQ_API void rmq_pull_consumer_destroy(rmq_pull_consumer *c)
   if (c->have_f) rmqi_filter_free(&c->f);
   rmqi_strfree(c->expr);
   rmqi_strfree(c->group);
+  c->magic = MAGIC_DEAD;
   atomic_fetch_sub(&c->b->nhandles, 1);
   rmqi_free(c, sizeof *c);
 }
@@ -3287,7 +3592,8 @@ RMQ_API void rmq_pull_consumer_destroy(rmq_pull_consumer *c)
 RMQ_API int rmq_pull_consumer_fetch_subscribe_message_queues(rmq_pull_consumer *c, const char *topic,
                                                              rmq_message_queue *out, size_t cap, size_t *n)
 {
-  if (!c || !n || (!out && cap)) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_fetch_subscribe_message_queues: NULL argument");
+  if (!pull_ok(c)) return bad_pull(c, "rmq_pull_consumer_fetch_subscribe_message_queues");
+  if (!n || (!out && cap)) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_fetch_subscribe_message_queues: NULL argument");
   int rc = check_topic(topic);
   if (rc) return rc;
   rmqi_topic *t = rmqi_topic_find(c->b->st, topic);
@@ -3340,7 +3646,8 @@ RMQ_API int rmq_pull_consumer_pull_selector(rmq_pull_consumer *c, const rmq_mess
                                             const char *expression, int64_t offset, int max_nums,
                                             rmq_pull_result *r)
 {
-  if (!c || !mq || !r) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_pull: NULL argument");
+  if (!pull_ok(c)) return bad_pull(c, "rmq_pull_consumer_pull");
+  if (!mq || !r) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_pull: NULL argument");
   memset(r, 0, sizeof *r);
   if (max_nums < 1 || max_nums > 1024) return rmqi_err(RMQ_EINVAL, "max_nums %d out of range 1..1024", max_nums);
   rmqi_queue *q;
@@ -3374,9 +3681,11 @@ RMQ_API int rmq_pull_consumer_pull_selector(rmq_pull_consumer *c, const rmq_mess
   const char *topic = rmqi_topic_name(rmqi_queue_topic(q));
   rmqi_cl_span sp = {0};
   while (got < (size_t)max_nums && off - offset < scan_max) {
+    uint8_t ub[UNIT_BUF * RMQI_CQ_UNIT];
     int n = (int)(scan_max - (off - offset));
-    const uint8_t *u = rmqi_queue_units(q, off, &n);
-    if (!u) break;
+    n = rmqi_queue_read_units(q, off, ub, n < UNIT_BUF ? n : UNIT_BUF);
+    if (n <= 0) break;
+    const uint8_t *u = ub;
     int i;
     for (i = 0; i < n && got < (size_t)max_nums; i++, u += RMQI_CQ_UNIT) {
       if (i + PULL_PREFETCH < n) prefetch_record(c->b->st, &sp, u + PULL_PREFETCH * RMQI_CQ_UNIT);
@@ -3416,7 +3725,7 @@ RMQ_API int rmq_pull_consumer_pull_selector_block(rmq_pull_consumer *c, const rm
                                                   const char *expression, int64_t offset, int max_nums,
                                                   int timeout_ms, rmq_pull_result *r)
 {
-  if (!c) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_pull_block_if_not_found: consumer is NULL");
+  if (!pull_ok(c)) return bad_pull(c, "rmq_pull_consumer_pull_block_if_not_found");
   int64_t until = rmqi_mono_us() + (int64_t)(timeout_ms < 0 ? 0 : timeout_ms) * 1000;
   for (;;) {
     uint64_t seq = rmqi_store_seq(c->b->st);
@@ -3438,7 +3747,7 @@ RMQ_API int rmq_pull_consumer_pull_block_if_not_found(rmq_pull_consumer *c, cons
 
 static int pull_offent(rmq_pull_consumer *c, const rmq_message_queue *mq, int create, offent **e)
 {
-  if (!c || !mq) return rmqi_err(RMQ_EINVAL, "NULL argument");
+  if (!mq) return rmqi_err(RMQ_EINVAL, "the message queue is NULL");
   rmqi_queue *q;
   int rc = find_queue(c->b, mq->topic, mq->queue_id, &q);
   if (rc) return rc;
@@ -3449,6 +3758,7 @@ static int pull_offent(rmq_pull_consumer *c, const rmq_message_queue *mq, int cr
 
 RMQ_API int rmq_pull_consumer_update_consume_offset(rmq_pull_consumer *c, const rmq_message_queue *mq, int64_t offset)
 {
+  if (!pull_ok(c)) return bad_pull(c, "rmq_pull_consumer_update_consume_offset");
   if (offset < 0) return rmqi_err(RMQ_EINVAL, "offset %" PRId64 " is negative", offset);
   offent *e;
   int rc = pull_offent(c, mq, 1, &e);
@@ -3459,6 +3769,7 @@ RMQ_API int rmq_pull_consumer_update_consume_offset(rmq_pull_consumer *c, const 
 
 RMQ_API int rmq_pull_consumer_fetch_consume_offset(rmq_pull_consumer *c, const rmq_message_queue *mq, int64_t *offset)
 {
+  if (!pull_ok(c)) return bad_pull(c, "rmq_pull_consumer_fetch_consume_offset");
   if (!offset) return rmqi_err(RMQ_EINVAL, "offset is NULL");
   offent *e;
   int rc = pull_offent(c, mq, 0, &e);
@@ -3474,7 +3785,8 @@ RMQ_API int rmq_pull_consumer_fetch_consume_offset(rmq_pull_consumer *c, const r
 RMQ_API int rmq_pull_consumer_assign_selector(rmq_pull_consumer *c, const rmq_message_queue *mqs, size_t n,
                                               int type, const char *expression)
 {
-  if (!c || (!mqs && n)) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_assign: NULL argument");
+  if (!pull_ok(c)) return bad_pull(c, "rmq_pull_consumer_assign");
+  if (!mqs && n) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_assign: mqs is NULL");
   if (n > 1024) return rmqi_err(RMQ_EINVAL, "at most 1024 queues can be assigned (%zu given)", n);
   rmq_message_queue *nm = NULL;
   int64_t *np = NULL;
@@ -3527,7 +3839,8 @@ static int assigned_index(rmq_pull_consumer *c, const rmq_message_queue *mq)
 
 RMQ_API int rmq_pull_consumer_seek(rmq_pull_consumer *c, const rmq_message_queue *mq, int64_t offset)
 {
-  if (!c || !mq) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_seek: NULL argument");
+  if (!pull_ok(c)) return bad_pull(c, "rmq_pull_consumer_seek");
+  if (!mq) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_seek: the message queue is NULL");
   int i = assigned_index(c, mq);
   if (i < 0) return rmqi_err(RMQ_ENOTFOUND, "queue %s/%d is not assigned to this consumer", mq->topic, mq->queue_id);
   rmqi_queue *q;
@@ -3543,7 +3856,7 @@ RMQ_API int rmq_pull_consumer_seek(rmq_pull_consumer *c, const rmq_message_queue
 
 RMQ_API int rmq_pull_consumer_commit(rmq_pull_consumer *c)
 {
-  if (!c) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_commit: consumer is NULL");
+  if (!pull_ok(c)) return bad_pull(c, "rmq_pull_consumer_commit");
   for (int i = 0; i < c->na; i++) {
     offent *e = off_find(c->b, c->amqs[i].topic, c->group, 1);
     if (!e) return RMQ_ENOMEM;
@@ -3555,7 +3868,8 @@ RMQ_API int rmq_pull_consumer_commit(rmq_pull_consumer *c)
 
 RMQ_API int rmq_pull_consumer_set_auto_commit(rmq_pull_consumer *c, int on, int interval_ms)
 {
-  if (!c || interval_ms < 0) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_set_auto_commit: bad argument");
+  if (!pull_ok(c)) return bad_pull(c, "rmq_pull_consumer_set_auto_commit");
+  if (interval_ms < 0) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_set_auto_commit: interval_ms %d is negative", interval_ms);
   c->auto_commit = on != 0;
   c->auto_ms = interval_ms;
   c->next_commit_us = rmqi_mono_us() + (int64_t)interval_ms * 1000;
@@ -3564,7 +3878,8 @@ RMQ_API int rmq_pull_consumer_set_auto_commit(rmq_pull_consumer *c, int on, int 
 
 RMQ_API int rmq_pull_consumer_poll(rmq_pull_consumer *c, int max_nums, int timeout_ms, rmq_pull_result *r)
 {
-  if (!c || !r) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_poll: NULL argument");
+  if (!pull_ok(c)) return bad_pull(c, "rmq_pull_consumer_poll");
+  if (!r) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_poll: r is NULL");
   if (c->na == 0) return rmqi_err(RMQ_ESTATE, "no queue is assigned to pull consumer %s", c->group);
   if (c->auto_commit && rmqi_mono_us() >= c->next_commit_us) {
     int rc = rmq_pull_consumer_commit(c);

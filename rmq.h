@@ -18,6 +18,13 @@
 **     except a NULL name, message or expression, which gets that argument's
 **     own code (RMQ_ETOPIC, RMQ_EGROUP, RMQ_ENOBODY, RMQ_EPROPERTY,
 **     RMQ_EEXPR) as an empty one does.
+**   - Broker, producer and consumer handles carry a magic number, checked
+**     first by every call taking one: a handle of another kind is RMQ_EINVAL
+**     ("producer handle is invalid (destroyed or not a producer)"), and a
+**     void call (destroy, shutdown) returns doing nothing. A destroyed or
+**     closed handle fails the same check unless its memory has been reused
+**     for a new handle of its kind; that is a cheap best-effort diagnosis,
+**     not a promise: using a handle after destroy or close is undefined.
 **   - Strings passed in are NUL-terminated UTF-8 and are copied: the caller
 **     keeps ownership and may free them when the call returns.
 **   - Options structs are filled with defaults by their *_options_init
@@ -25,11 +32,16 @@
 **   - Callbacks take the caller's `void *ctx` as their first argument.
 **   - Thread safety is stated in fixed words: "any thread" (may be called
 **     concurrently with any call on the same handle), "one thread at a time
-**     per handle", "callback only".
+**     per handle", "callback only". Where RocketMQ's client object is
+**     thread-safe (DefaultMQProducer), rmq's is too: every send is "any
+**     thread".
 **
 ** Memory: rmq allocates through one pair of functions, libc's by default,
 ** replaceable once before first use with rmq_config_allocator(). No heap
-** allocation happens per message on the send and consume paths.
+** allocation happens per message on the send and consume paths: a thread's
+** first send makes its encode buffers, kept for its later sends through any
+** producer and freed at the thread's exit or when the process's last
+** producer is destroyed.
 */
 #ifndef RMQ_H
 #define RMQ_H
@@ -115,8 +127,11 @@ RMQ_API const char *rmq_errmsg(void);
 typedef void *(*rmq_alloc_fn)(void *ud, void *ptr, size_t osize, size_t nsize);
 
 /* Replaces the allocator rmq uses for everything it allocates. Call it before
-** any other rmq call, or when no rmq object exists; NULL restores libc's.
-** The function must be thread-safe. Not thread-safe itself. */
+** any other rmq call, or when no rmq object exists (every broker closed,
+** every producer, consumer, message, selector and copy freed: the threads'
+** send buffers go with the last producer); NULL restores libc's. The
+** function must be thread-safe. Not thread-safe itself: no other rmq call
+** may run meanwhile. */
 RMQ_API void rmq_config_allocator(rmq_alloc_fn fn, void *ud);
 
 /* ------------------------------------------------------------------------- */
@@ -258,6 +273,12 @@ typedef struct rmq_broker_options {
   rmq_log_fn log;
   void *log_ctx;
   int log_level;
+  /* The most ConsumeQueue files kept mapped (each holds a descriptor and a
+  ** mapping) at once, default 4096 (0 = default). Idle ones beyond it are
+  ** unmapped and mapped again when next read or written, so a store of
+  ** any number of queues opens within the process's descriptor and
+  ** mapping limits. No RocketMQ key (RocketMQ keeps every file mapped). */
+  int max_mapped_consume_queue_files;
 } rmq_broker_options;
 
 /* Writes every default into *o. Any thread. */
@@ -353,7 +374,8 @@ RMQ_API int rmq_topic_queue_offsets(rmq_broker *b, const char *topic, int queue_
 
 /* A message under construction, owned by the caller. Reusable: a producer
 ** only reads it, so one rmq_msg can be changed and sent again and again
-** (setters reuse its buffers, so a loop of sends allocates nothing). */
+** (setters reuse its buffers, so a loop of sends allocates nothing), and
+** several threads may send the same message at once while none changes it. */
 typedef struct rmq_msg rmq_msg;
 
 /* Creates a message. topic, tags and body may be NULL (set them later);
@@ -361,7 +383,8 @@ typedef struct rmq_msg rmq_msg;
 ** Errors: RMQ_ENOMEM, and the errors of the matching setters. */
 RMQ_API int rmq_msg_create(rmq_msg **out, const char *topic, const char *tags,
                            const void *body, size_t body_len);
-/* Frees a message. NULL is a no-op. */
+/* Frees a message. NULL is a no-op. One thread at a time per message, and
+** not while a send of it is running. */
 RMQ_API void rmq_msg_free(rmq_msg *m);
 
 /* Setters copy their arguments. One thread at a time per message, and not
@@ -387,7 +410,8 @@ RMQ_API int rmq_msg_set_wait_store_msg_ok(rmq_msg *m, int wait);
 ** reserves, e.g. TAGS, UNIQ_KEY, DELAY). */
 RMQ_API int rmq_msg_put_user_property(rmq_msg *m, const char *name, const char *value);
 /* The value of a property (TAGS, KEYS, WAIT, DELAY or a user property) or
-** NULL. Owned by the message, valid until it changes. */
+** NULL. Owned by the message, valid until it changes. Any thread while no
+** setter runs on the message. */
 RMQ_API const char *rmq_msg_get_property(const rmq_msg *m, const char *name);
 
 /* ------------------------------------------------------------------------- */
@@ -443,8 +467,10 @@ typedef struct rmq_message_ext {
 RMQ_API int rmq_message_ext_property(const rmq_message_ext *m, const char *name,
                                      const char **value, size_t *len);
 /* Makes an owned deep copy of a view, valid until rmq_message_ext_free().
-** Errors: RMQ_ENOMEM. */
+** Any thread while the view is valid. Errors: RMQ_ENOMEM. */
 RMQ_API int rmq_message_ext_copy(const rmq_message_ext *m, rmq_message_ext **out);
+/* Frees a copy from rmq_message_ext_copy; NULL is a no-op. One thread, not
+** while another thread reads the copy. */
 RMQ_API void rmq_message_ext_free(rmq_message_ext *m);
 /* Writes RocketMQ's MessageExt.toString() of m into buf (always
 ** NUL-terminated when cap > 0) and returns the length the whole text needs,
@@ -455,6 +481,13 @@ RMQ_API int rmq_message_ext_format(const rmq_message_ext *m, char *buf, size_t c
 /* Producer                                                                   */
 /* ------------------------------------------------------------------------- */
 
+/* A producer is thread-safe, as RocketMQ's DefaultMQProducer: any number of
+** threads may send through one at once, with every kind of send. Sends take
+** no lock of the producer's (only the store's, as sends through separate
+** producers do), and what a send encodes lives in the sending thread's
+** buffers (see Memory above), so sharing one producer is as fast as a
+** producer each. Its round robin is one counter: the sends of one thread
+** take the queues in turn, and concurrent sends spread over them. */
 typedef struct rmq_producer rmq_producer;
 
 typedef struct rmq_send_result {
@@ -468,7 +501,8 @@ typedef struct rmq_send_result {
   int64_t store_timestamp;
 } rmq_send_result;
 
-/* Writes RocketMQ's SendResult.toString() (4.x form) into buf, snprintf-like. */
+/* Writes RocketMQ's SendResult.toString() (4.x form) into buf, snprintf-like.
+** Any thread. */
 RMQ_API int rmq_send_result_format(const rmq_send_result *r, char *buf, size_t cap);
 
 typedef struct rmq_producer_options {
@@ -486,40 +520,49 @@ typedef struct rmq_producer_options {
   int born_port;
 } rmq_producer_options;
 
+/* Writes every default into *o. Any thread. */
 RMQ_API void rmq_producer_options_init(rmq_producer_options *o);
 
 /* Creates a producer of group `group` (NULL = "DEFAULT_PRODUCER") on broker
-** b. Destroy with rmq_producer_destroy() before closing the broker. Any thread.
+** b. Destroy with rmq_producer_destroy() before closing the broker. Any
+** thread; the producer may then be shared by any number of threads.
 ** Errors: RMQ_EGROUP, RMQ_ENOMEM. */
 RMQ_API int rmq_producer_create(rmq_broker *b, const char *group,
                                 const rmq_producer_options *o, rmq_producer **out);
 /* Waits for the producer's pending async sends to complete (their callbacks
-** run), then frees it. NULL is a no-op. One thread, no other call on it. */
+** run), then frees it. NULL is a no-op. One thread, with no other call on
+** this producer running or to come (every thread's sends through it have
+** returned), and not from one of its send callbacks or selectors. */
 RMQ_API void rmq_producer_destroy(rmq_producer *p);
 
 /* Sends m synchronously: validates it, picks a queue round-robin, stores the
 ** record and, under SYNC_FLUSH with waitStoreMsgOK, waits for the disk. The
 ** message gets a UNIQ_KEY (msgId) unless it has one. *r receives the result
-** (r may be NULL). One thread at a time per producer (use one producer per
-** thread). Errors: RMQ_ETOPIC, RMQ_EFORBIDDEN, RMQ_ENOTOPIC, RMQ_ENOBODY,
-** RMQ_EMSGSIZE, RMQ_EPROPSIZE, RMQ_EIO, RMQ_ENOSPC. A flush timeout is not an
+** (r may be NULL). Any thread; a producer may be shared by any number of
+** threads. Errors: RMQ_ETOPIC, RMQ_EFORBIDDEN, RMQ_ENOTOPIC, RMQ_ENOBODY,
+** RMQ_EMSGSIZE, RMQ_EPROPSIZE, RMQ_EIO, RMQ_ENOSPC, RMQ_ENOMEM (the thread's
+** first send could not make its buffers). A flush timeout is not an
 ** error: RMQ_OK with r->send_status = RMQ_FLUSH_DISK_TIMEOUT. */
 RMQ_API int rmq_producer_send(rmq_producer *p, const rmq_msg *m, rmq_send_result *r);
 
 /* Sends m to queue `queue_id` of its topic. As rmq_producer_send, plus
-** RMQ_EQUEUE when the queue does not exist. */
+** RMQ_EQUEUE when the queue does not exist. Any thread; a producer may be
+** shared by any number of threads. */
 RMQ_API int rmq_producer_send_to_queue(rmq_producer *p, const rmq_msg *m, int queue_id,
                                        rmq_send_result *r);
 
 /* MessageQueueSelector: returns the index in mqs[0..n) of the queue for m,
 ** from the caller's arg (e.g. an order id: `id % n`). Called on the sending
-** thread; mqs is the producer's and valid during the call. */
+** thread, by that send only; mqs belongs to that send and is valid during
+** the call. It may send (on this producer or another): mqs stays intact. */
 typedef int (*rmq_queue_selector)(const rmq_message_queue *mqs, size_t n, const rmq_msg *m, void *arg);
 
 /* Sends m to the queue `select` picks (RocketMQ's send(msg, selector, arg)),
 ** for ordered messages: the messages one selector result gets are stored in
-** send order in one queue. As rmq_producer_send, plus RMQ_EINVAL (no
-** selector) and RMQ_EQUEUE (the selector answered out of range). */
+** send order in one queue (sends of one key from several threads at once
+** are stored in the order they reach the store). As rmq_producer_send, plus
+** RMQ_EINVAL (no selector) and RMQ_EQUEUE (the selector answered out of
+** range). Any thread; a producer may be shared by any number of threads. */
 RMQ_API int rmq_producer_send_select(rmq_producer *p, const rmq_msg *m, rmq_queue_selector select,
                                      void *arg, rmq_send_result *r);
 
@@ -530,26 +573,29 @@ RMQ_API int rmq_producer_send_select(rmq_producer *p, const rmq_msg *m, rmq_queu
 ** Rules: 1 <= n <= 65536, one topic, no delay level, no %RETRY% topic, the same
 ** waitStoreMsgOK, and all records together within max_message_size. Errors:
 ** RMQ_EBATCH (the rules), RMQ_EMSGSIZE (size), those of rmq_producer_send
-** (the message is named in rmq_errmsg()). One thread at a time per producer. */
+** (the message is named in rmq_errmsg()). Any thread; a producer may be
+** shared by any number of threads. */
 RMQ_API int rmq_producer_send_batch(rmq_producer *p, const rmq_msg *const *msgs, size_t n,
                                     rmq_send_result *results);
 
 /* Async completion: rc is RMQ_OK with the result, or the error (r NULL). The
 ** result is valid during the call. Called on the sending thread (ASYNC_FLUSH)
 ** or on an rmq thread when the flush completes (SYNC_FLUSH); it must not
-** destroy the producer. */
+** destroy the producer. It may send, on this producer or another (on the
+** sending thread it runs after that send is done with its buffers). */
 typedef void (*rmq_send_callback)(void *ctx, int rc, const rmq_send_result *r);
 
 /* Sends m without waiting for the disk: the record is stored before this
 ** returns (so m may be changed at once) and cb runs when the send is
 ** complete (durable under SYNC_FLUSH). Validation errors are returned here
-** and cb is not called. One thread at a time per producer. */
+** and cb is not called. Any thread; a producer may be shared by any number
+** of threads. */
 RMQ_API int rmq_producer_send_async(rmq_producer *p, const rmq_msg *m,
                                     rmq_send_callback cb, void *ctx);
 
 /* Sends m and forgets it: stored before return, never waits for the disk,
-** no result. Validation and store errors are still returned. One thread at a
-** time per producer. */
+** no result. Validation and store errors are still returned. Any thread; a
+** producer may be shared by any number of threads. */
 RMQ_API int rmq_producer_send_oneway(rmq_producer *p, const rmq_msg *m);
 
 /* ------------------------------------------------------------------------- */
@@ -632,6 +678,7 @@ typedef struct rmq_push_consumer_options {
   const char *instance_name;
 } rmq_push_consumer_options;
 
+/* Writes every default into *o. Any thread. */
 RMQ_API void rmq_push_consumer_options_init(rmq_push_consumer_options *o);
 
 /* Selector types (RocketMQ's ExpressionType), for subscribe, pull, assign
@@ -647,8 +694,8 @@ RMQ_API int rmq_push_consumer_create(rmq_broker *b, const char *group,
                                      rmq_push_consumer **out);
 /* Subscribes `topic` with a tag expression: "*" or NULL (everything), or
 ** "a || b || c" (messages whose tag is one of them). Subscribing a topic
-** again replaces its expression. Before start only. Errors: RMQ_ETOPIC,
-** RMQ_EEXPR, RMQ_ESTATE. */
+** again replaces its expression. Before start only. One thread at a time per
+** handle. Errors: RMQ_ETOPIC, RMQ_EEXPR, RMQ_ESTATE. */
 RMQ_API int rmq_push_consumer_subscribe(rmq_push_consumer *c, const char *topic,
                                         const char *expression);
 /* Subscribes `topic` with a selector (RocketMQ's MessageSelector): type
@@ -657,20 +704,23 @@ RMQ_API int rmq_push_consumer_subscribe(rmq_push_consumer *c, const char *topic,
 ** e.g. "sex='F' AND age>=18"; see the README). Messages that do not match
 ** are skipped store-side: the group's offset moves past them and the
 ** listener never sees them. The group's own %RETRY% topic is always
-** subscribed with "*", as in RocketMQ. Before start only. Errors:
+** subscribed with "*", as in RocketMQ. Before start only. One thread at a
+** time per handle. Errors:
 ** RMQ_ETOPIC, RMQ_EINVAL (type), RMQ_EEXPR (rmq_errmsg() names the column
 ** and what was expected), RMQ_ENOTSUP (SQL92 with enable_property_filter
 ** off), RMQ_ESTATE, RMQ_ENOMEM. */
 RMQ_API int rmq_push_consumer_subscribe_selector(rmq_push_consumer *c, const char *topic, int type,
                                                  const char *expression);
-/* Registers the listener. Before start only. Errors: RMQ_ESTATE. */
+/* Registers the listener. Before start only. One thread at a time per
+** handle. Errors: RMQ_ESTATE. */
 RMQ_API int rmq_push_consumer_register_listener_concurrently(rmq_push_consumer *c,
                                                              rmq_listener_concurrently fn,
                                                              void *ctx);
 /* Registers an orderly listener instead (MessageListenerOrderly): each queue
 ** is consumed by one thread at a time, in order; a clustering group's
 ** consumers hand a queue over only when its current call has returned.
-** Before start only. Errors: RMQ_EINVAL, RMQ_ESTATE. */
+** Before start only. One thread at a time per handle. Errors: RMQ_EINVAL,
+** RMQ_ESTATE. */
 RMQ_API int rmq_push_consumer_register_listener_orderly(rmq_push_consumer *c,
                                                         rmq_listener_orderly fn, void *ctx);
 /* Joins the group (queues are shared out among its clustering consumers
@@ -686,10 +736,11 @@ RMQ_API int rmq_push_consumer_start(rmq_push_consumer *c);
 RMQ_API int rmq_push_consumer_assigned_queues(rmq_push_consumer *c, rmq_message_queue *out,
                                               size_t cap, size_t *n);
 /* Stops delivery: waits for running listeners, commits and persists the
-** offsets, leaves the group (the rest rebalance). Idempotent. One thread;
-** not from a listener (it would wait for itself). */
+** offsets, leaves the group (the rest rebalance). Idempotent. One thread at
+** a time per handle; not from a listener (it would wait for itself). */
 RMQ_API void rmq_push_consumer_shutdown(rmq_push_consumer *c);
-/* Shuts down (if started) and frees. NULL is a no-op. Not from a listener. */
+/* Shuts down (if started) and frees. NULL is a no-op. One thread, with no
+** other call on this consumer running or to come; not from a listener. */
 RMQ_API void rmq_push_consumer_destroy(rmq_push_consumer *c);
 
 /* ------------------------------------------------------------------------- */
@@ -758,9 +809,10 @@ typedef struct rmq_pull_result {
 } rmq_pull_result;
 
 /* Creates a pull consumer of `group`. Destroy before closing the broker.
-** Errors: RMQ_EGROUP, RMQ_ENOMEM. */
+** Any thread. Errors: RMQ_EGROUP, RMQ_ENOMEM. */
 RMQ_API int rmq_pull_consumer_create(rmq_broker *b, const char *group, rmq_pull_consumer **out);
-/* Persists its offsets and frees it. NULL is a no-op. */
+/* Persists its offsets and frees it. NULL is a no-op. One thread, with no
+** other call on this consumer running or to come. */
 RMQ_API void rmq_pull_consumer_destroy(rmq_pull_consumer *c);
 
 /* The readable queues of `topic`: fills out[0..cap) and sets *n to their
@@ -784,18 +836,20 @@ RMQ_API int rmq_pull_consumer_pull(rmq_pull_consumer *c, const rmq_message_queue
 ** rmq_push_consumer_subscribe_selector): RocketMQ's pull(mq, MessageSelector,
 ** offset, maxNums). The compiled expression is kept for the next pull with
 ** the same one. Errors as rmq_pull_consumer_pull, and RMQ_ENOTSUP (SQL92
-** with enable_property_filter off). */
+** with enable_property_filter off). One thread at a time per handle. */
 RMQ_API int rmq_pull_consumer_pull_selector(rmq_pull_consumer *c, const rmq_message_queue *mq, int type,
                                             const char *expression, int64_t offset, int max_nums,
                                             rmq_pull_result *r);
 /* As rmq_pull_consumer_pull, but when the queue has no new message it waits
-** up to timeout_ms for one (long polling: woken by the send, no sleep loop). */
+** up to timeout_ms for one (long polling: woken by the send, no sleep loop).
+** One thread at a time per handle. */
 RMQ_API int rmq_pull_consumer_pull_block_if_not_found(rmq_pull_consumer *c,
                                                       const rmq_message_queue *mq,
                                                       const char *expression, int64_t offset,
                                                       int max_nums, int timeout_ms,
                                                       rmq_pull_result *r);
-/* rmq_pull_consumer_pull_block_if_not_found with a selector of either type. */
+/* rmq_pull_consumer_pull_block_if_not_found with a selector of either type.
+** One thread at a time per handle. */
 RMQ_API int rmq_pull_consumer_pull_selector_block(rmq_pull_consumer *c, const rmq_message_queue *mq,
                                                   int type, const char *expression, int64_t offset,
                                                   int max_nums, int timeout_ms, rmq_pull_result *r);
@@ -804,7 +858,8 @@ RMQ_API int rmq_pull_consumer_pull_selector_block(rmq_pull_consumer *c, const rm
 RMQ_API int rmq_pull_consumer_update_consume_offset(rmq_pull_consumer *c,
                                                     const rmq_message_queue *mq,
                                                     int64_t offset);
-/* The group's stored next offset for mq. Errors: RMQ_ENOTFOUND (none yet). */
+/* The group's stored next offset for mq. Any thread. Errors: RMQ_ENOTFOUND
+** (none yet). */
 RMQ_API int rmq_pull_consumer_fetch_consume_offset(rmq_pull_consumer *c,
                                                    const rmq_message_queue *mq,
                                                    int64_t *offset);
@@ -816,15 +871,18 @@ RMQ_API int rmq_pull_consumer_fetch_consume_offset(rmq_pull_consumer *c,
 ** all existing) filtered by `expression` ("*", NULL or "a || b"); each starts
 ** at the group's stored offset, else at 0 while the queue still holds its
 ** first message, else at its end (as a new push consumer). n = 0 releases
-** them all. Errors: RMQ_EINVAL, RMQ_ENOTOPIC, RMQ_EQUEUE, RMQ_EEXPR, RMQ_ENOMEM. */
+** them all. One thread at a time per handle. Errors: RMQ_EINVAL, RMQ_ENOTOPIC,
+** RMQ_EQUEUE, RMQ_EEXPR, RMQ_ENOMEM. */
 RMQ_API int rmq_pull_consumer_assign(rmq_pull_consumer *c, const rmq_message_queue *mqs, size_t n,
                                      const char *expression);
 /* rmq_pull_consumer_assign with a selector of either type; poll() filters
-** with it. Also RMQ_ENOTSUP (SQL92 with enable_property_filter off). */
+** with it. Also RMQ_ENOTSUP (SQL92 with enable_property_filter off). One
+** thread at a time per handle. */
 RMQ_API int rmq_pull_consumer_assign_selector(rmq_pull_consumer *c, const rmq_message_queue *mqs,
                                               size_t n, int type, const char *expression);
 /* Moves the position in held queue mq to offset (min..max of the queue).
-** Errors: RMQ_ENOTFOUND (not held), RMQ_EINVAL (out of range). */
+** One thread at a time per handle. Errors: RMQ_ENOTFOUND (not held),
+** RMQ_EINVAL (out of range). */
 RMQ_API int rmq_pull_consumer_seek(rmq_pull_consumer *c, const rmq_message_queue *mq, int64_t offset);
 /* Up to max_nums (1..1024) messages from the next held queue that has any,
 ** taking the queues in turn, waiting up to timeout_ms (long polling) when
@@ -836,11 +894,13 @@ RMQ_API int rmq_pull_consumer_seek(rmq_pull_consumer *c, const rmq_message_queue
 ** RMQ_ESTATE (no queue held), RMQ_EINVAL. */
 RMQ_API int rmq_pull_consumer_poll(rmq_pull_consumer *c, int max_nums, int timeout_ms, rmq_pull_result *r);
 /* Stores the positions of the held queues as the group's offsets and
-** persists them (commitSync). Errors: RMQ_EIO, RMQ_ENOMEM. */
+** persists them (commitSync). One thread at a time per handle. Errors:
+** RMQ_EIO, RMQ_ENOMEM. */
 RMQ_API int rmq_pull_consumer_commit(rmq_pull_consumer *c);
 /* autoCommit: on (1) commits at a poll once interval_ms (>= 0; RocketMQ's
 ** default 5000) have passed since the last commit. Off by default here, as
-** for DefaultMQPullConsumer. Errors: RMQ_EINVAL. */
+** for DefaultMQPullConsumer. One thread at a time per handle. Errors:
+** RMQ_EINVAL. */
 RMQ_API int rmq_pull_consumer_set_auto_commit(rmq_pull_consumer *c, int on, int interval_ms);
 
 #ifdef __cplusplus

@@ -241,10 +241,12 @@ RMQI_FUNC rmqi_topic *rmqi_queue_topic(const rmqi_queue *q);
 RMQI_FUNC int rmqi_queue_id(const rmqi_queue *q);
 RMQI_FUNC int64_t rmqi_queue_min_offset(const rmqi_queue *q);
 RMQI_FUNC int64_t rmqi_queue_max_offset(const rmqi_queue *q);
-/* Zero-copy read of published ConsumeQueue units from `offset`: returns a
-** pointer to up to *n (in: max, out: got) consecutive 20-byte big-endian
-** units inside one mapped file, or NULL with *n = 0 when none. */
-RMQI_FUNC const uint8_t *rmqi_queue_units(rmqi_queue *q, int64_t offset, int *n);
+/* Copies up to `max` published ConsumeQueue units (20 bytes each, big-
+** endian) from `offset` into buf, all from one file. Returns how many (0:
+** none), or a negative RMQ_E* code when the file cannot be mapped (logged).
+** A copy, because idle ConsumeQueue files are unmapped at any time. Any
+** thread. */
+RMQI_FUNC int rmqi_queue_read_units(rmqi_queue *q, int64_t offset, uint8_t *buf, int max);
 /* The queue offset of the first message stored at or after ts (ms). */
 RMQI_FUNC int64_t rmqi_queue_offset_by_time(rmqi_store *s, rmqi_queue *q, int64_t ts);
 

@@ -638,6 +638,17 @@ typedef struct mfile {
   ** stored through the mapping at or past it (a store into a hole of a
   ** full disk is SIGBUS, not an error). Raised under alloc_lock. */
   _Atomic int64_t alloc;
+  /* ConsumeQueue files are mapped while in use and unmapped when idle (a
+  ** store of 80,000 queues cannot hold a descriptor and a mapping for each):
+  ** base NULL and fd -1 while unmapped. Mapping state is guarded by the
+  ** owning queue's stripe lock (cq_lock); `slot` is its index in the store's
+  ** list of mapped files (lru_lock), `used` the CLOCK bit, `pins` the
+  ** flushes under way (an unmapped-while-syncing file would lose its fd). */
+  const char *dir;
+  struct rmqi_queue *owner;
+  int slot;
+  int pins;
+  atomic_int used;
 } mfile;
 
 /* CommitLog pages are prefaulted in chunks of CL_CHUNK; written pages of
@@ -895,6 +906,8 @@ struct rmqi_queue {
   _Atomic int64_t min_offset;
   int64_t flushed_units;     /* cq_flush_lock: units known on disk */
   atomic_int dir_dirty;      /* a file was made: the next cq_flush fsyncs dir */
+  atomic_int dir_made;       /* its directory exists (made or found) */
+  atomic_int parents_dirty;  /* its directory was made: cq_flush fsyncs the topic's and the root */
   int rec_dirty;             /* open only: recovery rewrote units of this queue */
 };
 
@@ -1008,6 +1021,17 @@ struct rmqi_store {
   ** of stores through the mapping). Taken under append_lock or alone. */
   pthread_mutex_t alloc_lock;
 
+  /* Mapped ConsumeQueue files. cq_locks: a queue's files' mapping state
+  ** (striped by queue), after append_lock. lru_lock: the mapped[] list,
+  ** innermost. At most max_mapped stay mapped; cq_evict unmaps idle ones by
+  ** the CLOCK rule, holding append_lock so no sender is mid-write. */
+  pthread_mutex_t cq_locks[64];
+  pthread_mutex_t lru_lock;
+  mfile **mapped;
+  int nmapped_cap, hand;
+  atomic_int nmapped;
+  int max_mapped;
+
   /* The checkpoint as found at open: its fields never move backwards. */
   int64_t cp_old[5];
 
@@ -1034,6 +1058,191 @@ static int mfile_reserve(rmqi_store *s, const char *dir, mfile *f, int64_t need,
   }
   pthread_mutex_unlock(&s->alloc_lock);
   return rc;
+}
+
+/* ---- mapped ConsumeQueue files ------------------------------------------ */
+
+static pthread_mutex_t *cq_lock(rmqi_store *s, const rmqi_queue *q)
+{
+  return &s->cq_locks[((uintptr_t)q >> 6) % (sizeof s->cq_locks / sizeof s->cq_locks[0])];
+}
+
+static int lru_add(rmqi_store *s, mfile *f)
+{
+  pthread_mutex_lock(&s->lru_lock);
+  int n = atomic_load_explicit(&s->nmapped, memory_order_relaxed);
+  if (n == s->nmapped_cap) {
+    int ncap = n ? 2 * n : 256;
+    mfile **nm = rmqi_realloc(s->mapped, (size_t)s->nmapped_cap * sizeof *nm, (size_t)ncap * sizeof *nm);
+    if (!nm) { pthread_mutex_unlock(&s->lru_lock); return rmqi_err(RMQ_ENOMEM, "out of memory mapping a consume queue file"); }
+    s->mapped = nm;
+    s->nmapped_cap = ncap;
+  }
+  s->mapped[n] = f;
+  f->slot = n;
+  atomic_store_explicit(&s->nmapped, n + 1, memory_order_relaxed);
+  pthread_mutex_unlock(&s->lru_lock);
+  return RMQ_OK;
+}
+
+static void lru_remove(rmqi_store *s, mfile *f)
+{
+  pthread_mutex_lock(&s->lru_lock);
+  int n = atomic_load_explicit(&s->nmapped, memory_order_relaxed) - 1;
+  mfile *last = s->mapped[n];
+  s->mapped[f->slot] = last;
+  last->slot = f->slot;
+  f->slot = -1;
+  atomic_store_explicit(&s->nmapped, n, memory_order_relaxed);
+  pthread_mutex_unlock(&s->lru_lock);
+}
+
+/* f's stripe lock held. Maps ConsumeQueue file f; `create` makes it (or
+** extends a short one) first. */
+static int cq_map(rmqi_store *s, mfile *f, int create)
+{
+  if (f->base) {
+    if (!atomic_load_explicit(&f->used, memory_order_relaxed)) atomic_store_explicit(&f->used, 1, memory_order_relaxed);
+    return RMQ_OK;
+  }
+  char path[4200];
+  snprintf(path, sizeof path, "%s/%020" PRId64, f->dir, f->start);
+  int rc = RMQ_OK;
+  int fd = OS->open(path, O_RDWR | (create ? O_CREAT : 0), 0644);
+  if (fd < 0) return rmqi_errno(errno, "open", path);
+  struct stat st;
+  if (OS->fstat(fd, &st) != 0) { rc = rmqi_errno(errno, "fstat", path); goto out_close; }
+  if (st.st_size != f->size) {
+    if (!create || st.st_size > f->size) {
+      rc = rmqi_err(RMQ_ECORRUPT, "%s: %lld bytes, expected %lld", path, (long long)st.st_size, (long long)f->size);
+      goto out_close;
+    }
+    if (OS->ftruncate(fd, f->size) != 0) { rc = rmqi_errno(errno, "ftruncate", path); goto out_close; }
+  }
+  void *p = OS->mmap(NULL, (size_t)f->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) { rc = rmqi_errno(errno, "mmap", path); goto out_close; }
+  madvise(p, (size_t)f->size, MADV_RANDOM);
+  if ((rc = lru_add(s, f))) { OS->munmap(p, (size_t)f->size); goto out_close; }
+  f->fd = fd;
+  f->ro_upto = 0;
+  atomic_store_explicit(&f->used, 1, memory_order_relaxed);
+  /* Published last: a sender (append_lock, no stripe lock) that sees it
+  ** uses the mapping, which only an evictor holding append_lock removes. */
+  __atomic_store_n(&f->base, (uint8_t *)p, __ATOMIC_RELEASE);
+  return RMQ_OK;
+out_close:
+  OS->close(fd);
+  return rc;
+}
+
+/* f's stripe lock and append_lock held (or single-threaded). */
+static void cq_unmap(rmqi_store *s, mfile *f)
+{
+  if (!f->base) return;
+  lru_remove(s, f);
+  uint8_t *base = f->base;
+  __atomic_store_n(&f->base, NULL, __ATOMIC_RELEASE);
+  OS->munmap(base, (size_t)f->size);
+  OS->close(f->fd);
+  f->fd = -1;
+}
+
+/* Maps f under its stripe lock (single-threaded callers: recovery). */
+static int cq_need_mode(rmqi_store *s, mfile *f, int create)
+{
+  pthread_mutex_t *l = cq_lock(s, f->owner);
+  pthread_mutex_lock(l);
+  int rc = cq_map(s, f, create);
+  pthread_mutex_unlock(l);
+  return rc;
+}
+static int cq_need_create(rmqi_store *s, mfile *f) { return cq_need_mode(s, f, 1); }
+
+/* A ConsumeQueue file's struct, unmapped. */
+static mfile *cq_file_new(rmqi_queue *q, int64_t start, int64_t size)
+{
+  mfile *f = rmqi_calloc(1, sizeof *f);
+  if (!f) return NULL;
+  f->start = start;
+  f->size = size;
+  f->fd = -1;
+  f->slot = -1;
+  f->dir = q->dir;
+  f->owner = q;
+  return f;
+}
+
+static void cq_file_free(rmqi_store *s, mfile *f)
+{
+  if (!f) return;
+  cq_unmap(s, f);
+  rmqi_free(f, sizeof *f);
+}
+
+/* Unmaps idle ConsumeQueue files (CLOCK: a file used since the hand last
+** passed gets another round) while more than max_mapped are mapped. Takes
+** append_lock, so no sender holds a unit pointer: call with no store lock. */
+static void cq_evict(rmqi_store *s)
+{
+  if (atomic_load_explicit(&s->nmapped, memory_order_relaxed) <= s->max_mapped) return;
+  pthread_mutex_lock(&s->append_lock);
+  int target = s->max_mapped - s->max_mapped / 8;
+  int visits = 3 * atomic_load_explicit(&s->nmapped, memory_order_relaxed) + 16;
+  while (atomic_load_explicit(&s->nmapped, memory_order_relaxed) > target && visits-- > 0) {
+    pthread_mutex_lock(&s->lru_lock);
+    int n = atomic_load_explicit(&s->nmapped, memory_order_relaxed);
+    if (s->hand >= n) s->hand = 0;
+    mfile *f = s->mapped[s->hand];
+    int used = atomic_exchange_explicit(&f->used, 0, memory_order_relaxed);
+    pthread_mutex_unlock(&s->lru_lock);
+    if (used) { s->hand++; continue; }
+    pthread_mutex_t *l = cq_lock(s, f->owner);
+    pthread_mutex_lock(l);
+    /* Unmapping moves the last slot into this one: the hand stays. */
+    if (f->base && f->pins == 0 && !atomic_load_explicit(&f->used, memory_order_relaxed)) cq_unmap(s, f);
+    else s->hand++;
+    pthread_mutex_unlock(l);
+  }
+  pthread_mutex_unlock(&s->append_lock);
+}
+
+/* Syncs ConsumeQueue file f, mapped or not (an unmapped file's written
+** pages are still in the page cache: a descriptor of its own syncs them). */
+static int cq_sync(rmqi_store *s, mfile *f)
+{
+  pthread_mutex_t *l = cq_lock(s, f->owner);
+  pthread_mutex_lock(l);
+  int fd = f->base ? f->fd : -1;
+  if (fd >= 0) f->pins++;
+  pthread_mutex_unlock(l);
+  char path[4200];
+  snprintf(path, sizeof path, "%s/%020" PRId64, f->dir, f->start);
+  int rc = RMQ_OK, own = fd < 0;
+  if (own && (fd = OS->open(path, O_RDWR, 0)) < 0) return rmqi_errno(errno, "open", path);
+  if (OS->fdatasync(fd) != 0) rc = rmqi_errno(errno, "fdatasync", path);
+  if (own) {
+    OS->close(fd);
+  } else {
+    pthread_mutex_lock(l);
+    f->pins--;
+    pthread_mutex_unlock(l);
+  }
+  return rc;
+}
+
+/* Makes q's directory (and its topic's) without syncing them: the next
+** cq_flush syncs the three levels before the checkpoint says any unit in
+** them is durable. append_lock held. */
+static int cq_mkdirs(rmqi_store *s, rmqi_queue *q)
+{
+  if (atomic_load(&q->dir_made)) return RMQ_OK;
+  char tdir[4200];
+  snprintf(tdir, sizeof tdir, "%s/%s", s->cq_root, q->topic->name);
+  if (OS->mkdir(tdir, 0755) != 0 && errno != EEXIST) return rmqi_errno(errno, "mkdir", tdir);
+  if (OS->mkdir(q->dir, 0755) != 0 && errno != EEXIST) return rmqi_errno(errno, "mkdir", q->dir);
+  atomic_store(&q->dir_made, 1);
+  atomic_store(&q->parents_dirty, 1);
+  return RMQ_OK;
 }
 
 static void set_cl_size(rmqi_store *s, int64_t size)
@@ -1193,6 +1402,8 @@ static int queue_make(rmqi_topic *t, int qid)
 static void queue_free(rmqi_queue *q)
 {
   if (!q) return;
+  for (int i = 0; i < mvec_len(&q->cq); i++) cq_file_free(q->topic->s, mvec_at(&q->cq, i));
+  atomic_store(&q->cq.n, 0);
   mvec_free(&q->cq);
   rmqi_free(q->dir, strlen(q->dir) + 1);
   rmqi_free(q, sizeof *q);
@@ -1417,6 +1628,12 @@ out_unlock:
   return rc;
 }
 
+static int topic_qcap(rmqi_topic *t)
+{
+  qvec *v = atomic_load_explicit(&t->qv, memory_order_acquire);
+  return v ? v->cap : 0;
+}
+
 RMQI_FUNC rmqi_queue *rmqi_topic_queue(rmqi_topic *t, int qid)
 {
   if (qid < 0 || qid >= RMQ_MAX_QUEUE_NUMS) return NULL;
@@ -1623,20 +1840,27 @@ static int cq_unit_ptr(rmqi_store *s, rmqi_queue *q, int64_t off, uint8_t **unit
   int64_t fidx = byte / s->cq_size - q->first_file;
   if (fidx < 0) return rmqi_err(RMQ_ECORRUPT, "queue %s/%d: offset %" PRId64 " before its first file", q->topic->name, q->qid, off);
   while (mvec_len(&q->cq) <= fidx) {
-    int rc = mkdir_p(q->dir);
+    /* Its directories and entry are synced by the next cq_flush, not here
+    ** under append_lock: ConsumeQueues are flushed lazily and rebuilt from
+    ** the CommitLog by recovery, whatever the flush type. */
+    int rc = cq_mkdirs(s, q);
     if (rc) return rc;
-    mfile *f;
-    int64_t start = (q->first_file + mvec_len(&q->cq)) * s->cq_size;
-    /* Its directory entry is synced by the next cq_flush, not here under
-    ** append_lock: ConsumeQueues are flushed lazily and rebuilt from the
-    ** CommitLog by recovery, whatever the flush type. */
-    rc = mfile_open(q->dir, start, s->cq_size, 1, 0, &f);
-    if (rc) return rc;
-    rc = mvec_push(&q->cq, f);
-    if (rc) { mfile_close(f); return rc; }
+    mfile *f = cq_file_new(q, (q->first_file + mvec_len(&q->cq)) * s->cq_size, s->cq_size);
+    if (!f) return rmqi_err(RMQ_ENOMEM, "out of memory adding a file to %s", q->dir);
+    pthread_mutex_lock(cq_lock(s, q));
+    rc = cq_map(s, f, 1);
+    if (!rc && (rc = mvec_push(&q->cq, f))) cq_unmap(s, f);
+    pthread_mutex_unlock(cq_lock(s, q));
+    if (rc) { rmqi_free(f, sizeof *f); return rc; }
     atomic_store(&q->dir_dirty, 1);
   }
   mfile *f = mvec_at(&q->cq, fidx);
+  if (!__atomic_load_n(&f->base, __ATOMIC_ACQUIRE) || !atomic_load_explicit(&f->used, memory_order_relaxed)) {
+    pthread_mutex_lock(cq_lock(s, q));
+    int rc = cq_map(s, f, 1);
+    pthread_mutex_unlock(cq_lock(s, q));
+    if (rc) return rc;
+  }
   int64_t in = byte - f->start;
   if (atomic_load_explicit(&f->alloc, memory_order_relaxed) < in + RMQI_CQ_UNIT) {
     /* Small steps for a small queue (thousands of queues with a few
@@ -1714,7 +1938,7 @@ static void cq_prefault(rmqi_store *s, rmqi_queue *q, int64_t qoff)
 {
   int64_t byte = (qoff * RMQI_CQ_UNIT / CQ_CHUNK + 1) * CQ_CHUNK;
   mfile *f = mvec_at(&q->cq, byte / s->cq_size - q->first_file);
-  if (f && byte >= f->start && byte + CQ_CHUNK <= f->start + f->size &&
+  if (f && __atomic_load_n(&f->base, __ATOMIC_ACQUIRE) && byte >= f->start && byte + CQ_CHUNK <= f->start + f->size &&
       mfile_reserve(s, q->dir, f, byte - f->start + CQ_CHUNK, CQ_CHUNK) == RMQ_OK)
     madvise(f->base + (byte - f->start), CQ_CHUNK, MADV_POPULATE_WRITE);
 }
@@ -1822,6 +2046,7 @@ out_unlock:
         mfile_reserve(s, s->cl_dir, f, next + CL_CHUNK - f->start, CL_CHUNK) == RMQ_OK)
       madvise(f->base + (next - f->start), CL_CHUNK, MADV_POPULATE_WRITE);
   }
+  cq_evict(s); /* the appends may have mapped ConsumeQueue files */
   if (rc == RMQ_OK) {
     atomic_fetch_add(&s->seq, 1);
     if (atomic_load(&s->waiters) > 0) {
@@ -1846,15 +2071,24 @@ static void abs_deadline(struct timespec *ts, int timeout_ms)
 static void cq_file_make_next(rmqi_store *s, rmqi_queue *q)
 {
   int len = mvec_len(&q->cq);
-  mfile *f;
-  if (mfile_open(q->dir, (q->first_file + len) * s->cq_size, s->cq_size, 1, 0, &f)) return; /* the sender retries */
+  int64_t start = (q->first_file + len) * s->cq_size;
+  char path[4200];
+  snprintf(path, sizeof path, "%s/%020" PRId64, q->dir, start);
+  /* The slow part (a new directory entry) here; the sender maps it. */
+  int fd = OS->open(path, O_RDWR | O_CREAT, 0644);
+  if (fd < 0) return; /* the sender retries and reports */
+  int sized = OS->ftruncate(fd, s->cq_size) == 0;
+  OS->close(fd);
+  if (!sized) return;
+  mfile *f = cq_file_new(q, start, s->cq_size);
+  if (!f) return;
   pthread_mutex_lock(&s->append_lock);
   if (mvec_len(&q->cq) == len && mvec_push(&q->cq, f) == RMQ_OK) {
     f = NULL;
     atomic_store(&q->dir_dirty, 1);
   }
   pthread_mutex_unlock(&s->append_lock);
-  mfile_close(f);
+  if (f) rmqi_free(f, sizeof *f);
 }
 
 /* Faults in the CommitLog chunk at pf_next (making its file when needed)
@@ -1962,20 +2196,28 @@ RMQI_FUNC const uint8_t *rmqi_store_record_span(rmqi_store *s, rmqi_cl_span *sp,
   return f->base + (phys - f->start);
 }
 
-RMQI_FUNC const uint8_t *rmqi_queue_units(rmqi_queue *q, int64_t offset, int *n)
+RMQI_FUNC int rmqi_queue_read_units(rmqi_queue *q, int64_t offset, uint8_t *buf, int max)
 {
   rmqi_store *s = q->topic->s;
-  int64_t max = rmqi_queue_max_offset(q);
-  if (offset < 0 || offset >= max || *n <= 0) { *n = 0; return NULL; }
+  int64_t end = rmqi_queue_max_offset(q);
+  if (offset < 0 || offset >= end || max <= 0) return 0;
   int64_t byte = offset * RMQI_CQ_UNIT;
   mfile *f = mvec_at(&q->cq, byte / s->cq_size - q->first_file);
-  if (!f) { *n = 0; return NULL; }
-  int64_t in_file = (f->start + f->size - byte) / RMQI_CQ_UNIT;
-  int64_t k = max - offset;
-  if (k > in_file) k = in_file;
-  if (k > *n) k = *n;
-  *n = (int)k;
-  return f->base + (byte - f->start);
+  if (!f) return 0;
+  int64_t k = (f->start + f->size - byte) / RMQI_CQ_UNIT;
+  if (k > end - offset) k = end - offset;
+  if (k > max) k = max;
+  pthread_mutex_t *l = cq_lock(s, q);
+  pthread_mutex_lock(l);
+  int rc = cq_map(s, f, 0);
+  if (rc == RMQ_OK) memcpy(buf, f->base + (byte - f->start), (size_t)k * RMQI_CQ_UNIT);
+  pthread_mutex_unlock(l);
+  if (rc) {
+    rmqi_log(s->env, RMQ_LOG_ERROR, "reading queue %s/%d: %s", q->topic->name, q->qid, rmq_errmsg());
+    return rc;
+  }
+  cq_evict(s);
+  return (int)k;
 }
 
 RMQI_FUNC int64_t rmqi_queue_offset_by_time(rmqi_store *s, rmqi_queue *q, int64_t ts)
@@ -1985,10 +2227,9 @@ RMQI_FUNC int64_t rmqi_queue_offset_by_time(rmqi_store *s, rmqi_queue *q, int64_
   ** CommitLog position, so with queue offset too). Pad units compare low. */
   while (lo < hi) {
     int64_t mid = lo + (hi - lo) / 2;
-    int one = 1;
-    const uint8_t *u = rmqi_queue_units(q, mid, &one);
+    uint8_t u[RMQI_CQ_UNIT];
     int64_t sts = INT64_MIN;
-    if (u) {
+    if (rmqi_queue_read_units(q, mid, u, 1) == 1) {
       const uint8_t *rec = rmqi_store_record(s, (int64_t)rmqi_get64(u), (int32_t)rmqi_get32(u + 8));
       if (rec) sts = (int64_t)rmqi_get64(rec + store_ts_off(rec));
     }
@@ -2038,6 +2279,13 @@ RMQI_FUNC void rmqi_store_wake(rmqi_store *s)
 ** pointers into it keep seeing the same file pages. Flush leader only. */
 static void seal(mfile *f, int64_t upto)
 {
+#if defined(__SANITIZE_THREAD__)
+  /* ThreadSanitizer reads the MAP_FIXED remap as a write racing with every
+  ** reader of those bytes; the remap changes only the pages' protection,
+  ** so the TSan build goes without it. */
+  (void)f; (void)upto;
+  return;
+#endif
   int64_t end = (upto - f->start) & ~(int64_t)(SEAL_CHUNK - 1);
   if (end > f->size) end = f->size;
   if (end <= f->ro_upto) return;
@@ -2176,10 +2424,17 @@ static int cq_flush(rmqi_store *s)
   for (int i = 0; i < cap; i++) {
     rmqi_topic *t = __atomic_load_n(&tab[i], __ATOMIC_ACQUIRE);
     if (!t) continue;
-    for (int qid = 0; qid < RMQ_MAX_QUEUE_NUMS; qid++) {
+    for (int qid = 0; qid < topic_qcap(t); qid++) {
       rmqi_queue *q = rmqi_topic_queue(t, qid);
       if (!q) break;
       int64_t max = rmqi_queue_max_offset(q);
+      if (atomic_exchange(&q->parents_dirty, 0)) {
+        char tdir[4200];
+        snprintf(tdir, sizeof tdir, "%s/%s", s->cq_root, t->name);
+        int rc = fsync_dir(tdir);
+        if (!rc) rc = fsync_dir(s->cq_root);
+        if (rc) { atomic_store(&q->parents_dirty, 1); return rc; }
+      }
       if (atomic_exchange(&q->dir_dirty, 0)) {
         int rc = fsync_dir(q->dir);
         if (rc) { atomic_store(&q->dir_dirty, 1); return rc; }
@@ -2190,8 +2445,7 @@ static int cq_flush(rmqi_store *s)
       for (int64_t k = a < 0 ? 0 : a; k <= b; k++) {
         mfile *f = mvec_at(&q->cq, k);
         if (!f) continue;
-        seal(f, max * RMQI_CQ_UNIT);
-        int rc = mfile_sync(q->dir, f);
+        int rc = cq_sync(s, f);
         if (rc) return rc;
       }
       q->flushed_units = max;
@@ -2308,10 +2562,64 @@ static int load_topics(rmqi_store *s)
   return rc;
 }
 
-/* Maps the ConsumeQueue files found on disk. Anomalies (a gap, a short
-** non-last file, a queue of a known topic without files) set *rebuild. */
+/* An existing store keeps the ConsumeQueue file size its files were made
+** with (RocketMQ refuses to load a queue whose files differ from its
+** setting). From the first queues found: the distance between two file
+** names where a queue has two, else the size most of their files have. */
+static void cq_size_from_files(rmqi_store *s)
+{
+  DIR *d = opendir(s->cq_root);
+  if (!d) return;
+  int64_t sizes[64], dist = 0;
+  int counts[64], nsizes = 0, seen = 0;
+  struct dirent *e;
+  while (!dist && seen < 64 && (e = readdir(d))) {
+    if (e->d_name[0] == '.' || strlen(e->d_name) > 255) continue;
+    char *tdir = path_join(s->cq_root, e->d_name);
+    DIR *qd = tdir ? opendir(tdir) : NULL;
+    struct dirent *qe;
+    while (qd && !dist && seen < 64 && (qe = readdir(qd))) {
+      if (qe->d_name[0] < '0' || qe->d_name[0] > '9') continue;
+      char *qdir = path_join(tdir, qe->d_name);
+      int64_t *starts = NULL;
+      int n = 0;
+      if (qdir && list20(qdir, &starts, &n) == RMQ_OK && n > 0) {
+        seen++;
+        if (n > 1 && starts[1] > starts[0] && (starts[1] - starts[0]) % RMQI_CQ_UNIT == 0) {
+          dist = starts[1] - starts[0];
+        } else {
+          char fp[4400];
+          struct stat st;
+          snprintf(fp, sizeof fp, "%s/%020" PRId64, qdir, starts[0]);
+          if (stat(fp, &st) == 0 && st.st_size > 0 && st.st_size % RMQI_CQ_UNIT == 0 && st.st_size <= INT32_MAX) {
+            int k = 0;
+            while (k < nsizes && sizes[k] != st.st_size) k++;
+            if (k == nsizes && nsizes < 64) { sizes[nsizes] = st.st_size; counts[nsizes++] = 0; }
+            if (k < nsizes) counts[k]++;
+          }
+        }
+      }
+      list20_free(starts, n);
+      if (qdir) rmqi_free(qdir, strlen(qdir) + 1);
+    }
+    if (qd) closedir(qd);
+    if (tdir) rmqi_free(tdir, strlen(tdir) + 1);
+  }
+  closedir(d);
+  int64_t size = dist;
+  for (int k = 0, best = 0; !size && k < nsizes; k++)
+    if (counts[k] > best) { best = counts[k]; size = sizes[k]; }
+  if (size > 0 && size <= INT32_MAX && size != s->cq_size) {
+    rmqi_log(s->env, RMQ_LOG_INFO, "consumequeue files are %lld bytes; using that size", (long long)size);
+    s->cq_size = (int)size;
+  }
+}
+
+/* Lists the ConsumeQueue files found on disk (mapped when first used).
+** Anomalies (a gap, a short non-last file) set *rebuild. */
 static int load_cqs(rmqi_store *s, int *rebuild)
 {
+  cq_size_from_files(s);
   DIR *d = opendir(s->cq_root);
   if (!d) return errno == ENOENT ? RMQ_OK : rmqi_errno(errno, "opendir", s->cq_root);
   struct dirent *e;
@@ -2364,10 +2672,12 @@ static int load_cqs(rmqi_store *s, int *rebuild)
               int64_t nhead = q->first_file;
               q->first_file = 0;
               for (int64_t k = 0; k < nhead && !rc; k++) {
-                mfile *h;
-                rc = mfile_open(q->dir, k * s->cq_size, s->cq_size, 1, 1, &h);
-                if (!rc) rc = mvec_push(&q->cq, h);
+                mfile *h = cq_file_new(q, k * s->cq_size, s->cq_size);
+                if (!h) { rc = rmqi_err(RMQ_ENOMEM, "out of memory"); break; }
+                if (!(rc = cq_need_create(s, h)) && (rc = mvec_push(&q->cq, h))) cq_file_free(s, h);
+                else if (rc) rmqi_free(h, sizeof *h);
               }
+              if (!rc) rc = fsync_dir(q->dir);
               if (rc) break;
             }
           } else if (starts[i] / s->cq_size != q->first_file + mvec_len(&q->cq)) {
@@ -2382,10 +2692,13 @@ static int load_cqs(rmqi_store *s, int *rebuild)
             rmqi_log(s->env, RMQ_LOG_WARN, "%s: %lld bytes, expected %d; rebuilding", fp, (long long)st.st_size, s->cq_size);
             *rebuild = 1;
           }
-          mfile *f;
-          rc = mfile_open(q->dir, starts[i], s->cq_size, 1, 1, &f);
-          if (!rc) rc = mvec_push(&q->cq, f);
+          /* Mapped when first used, not here: opening must not cost a
+          ** descriptor and a mapping per queue. */
+          mfile *f = cq_file_new(q, starts[i], s->cq_size);
+          if (!f) { rc = rmqi_err(RMQ_ENOMEM, "out of memory"); break; }
+          if ((rc = mvec_push(&q->cq, f))) rmqi_free(f, sizeof *f);
         }
+        if (n > 0) atomic_store(&q->dir_made, 1);
         list20_free(starts, n);
       }
       closedir(qd);
@@ -2497,11 +2810,26 @@ static int64_t last_nonzero(const mfile *f, int64_t from)
 /* Last unit + 1 of a queue's files: units are written front to back, so
 ** the queue ends at its last nonzero unit. Only data regions are read, never
 ** a file's unwritten tail. */
+/* Open only (single-threaded): the unit at queue offset off, mapping its
+** file (a short one is extended, as recovery rewrites it). NULL when the
+** queue has no such file. Valid until the next cq_evict. */
+static uint8_t *cq_unit_at(rmqi_store *s, rmqi_queue *q, int64_t off)
+{
+  int64_t byte = off * RMQI_CQ_UNIT;
+  mfile *f = mvec_at(&q->cq, byte / s->cq_size - q->first_file);
+  if (!f || cq_need_create(s, f) != RMQ_OK) return NULL;
+  return f->base + (byte - f->start);
+}
+
 static int64_t cq_scan_max(rmqi_store *s, rmqi_queue *q)
 {
   int nf = mvec_len(&q->cq);
   for (int k = nf - 1; k >= 0; k--) {
     mfile *f = mvec_at(&q->cq, k);
+    if (cq_need_create(s, f) != RMQ_OK) {
+      rmqi_log(s->env, RMQ_LOG_WARN, "%s", rmq_errmsg());
+      continue;
+    }
     int64_t e = last_nonzero(f, 0);
     if (e > 0) return f->start / RMQI_CQ_UNIT + (e - 1) / RMQI_CQ_UNIT + 1;
   }
@@ -2512,15 +2840,9 @@ static int64_t cq_scan_min(rmqi_store *s, rmqi_queue *q, int64_t max)
 {
   int64_t off = (q->first_file * s->cq_size) / RMQI_CQ_UNIT;
   for (; off < max; off++) {
-    int one = 1;
-    const uint8_t *u;
     /* max_offset is not published yet: read through the file directly. */
-    int64_t byte = off * RMQI_CQ_UNIT;
-    mfile *f = mvec_at(&q->cq, byte / s->cq_size - q->first_file);
-    if (!f) break;
-    u = f->base + (byte - f->start);
-    RMQI_UNUSED(one);
-    if ((int32_t)rmqi_get32(u + 8) != INT32_MAX) break;
+    const uint8_t *u = cq_unit_at(s, q, off);
+    if (!u || (int32_t)rmqi_get32(u + 8) != INT32_MAX) break;
   }
   return off;
 }
@@ -2740,6 +3062,7 @@ static int recover(rmqi_store *s, int abnormal, int rebuild)
       ri->records_scanned++;
       rc = dispatch(s, &r, f->start + p, &created_topic);
       if (rc) return rc;
+      if ((ri->records_scanned & 1023) == 0) cq_evict(s); /* no unit pointer is held here */
       p += r.total;
       end = f->start + p;
     }
@@ -2801,15 +3124,14 @@ static int recover(rmqi_store *s, int abnormal, int rebuild)
   for (int i = 0; tab && i < s->tcap; i++) {
     rmqi_topic *t = tab[i];
     if (!t) continue;
-    for (int qid = 0; qid < RMQ_MAX_QUEUE_NUMS; qid++) {
+    for (int qid = 0; qid < topic_qcap(t); qid++) {
       rmqi_queue *q = rmqi_topic_queue(t, qid);
       if (!q) continue;
       int64_t max = cq_scan_max(s, q);
       int64_t min = (q->first_file * s->cq_size) / RMQI_CQ_UNIT;
       while (max > min) {
-        int64_t byte = (max - 1) * RMQI_CQ_UNIT;
-        mfile *f = mvec_at(&q->cq, byte / s->cq_size - q->first_file);
-        uint8_t *u = f->base + (byte - f->start);
+        uint8_t *u = cq_unit_at(s, q, max - 1);
+        if (!u) break;
         int64_t phys = (int64_t)rmqi_get64(u);
         int32_t size = (int32_t)rmqi_get32(u + 8);
         /* Past the cut, or not the unit of this queue's record there
@@ -2840,6 +3162,7 @@ static int recover(rmqi_store *s, int abnormal, int rebuild)
         f->ro_upto = q->rec_dirty ? 0 : w & ~(int64_t)(SEAL_CHUNK - 1);
       }
       atomic_store(&q->min_offset, cq_scan_min(s, q, max));
+      cq_evict(s);
     }
   }
   if (ri->cq_units_rebuilt || ri->cq_units_dropped)
@@ -2867,14 +3190,14 @@ static int cqs_suspect(rmqi_store *s)
       rmqi_queue *q = rmqi_topic_queue(t, qid);
       if (!q || mvec_len(&q->cq) == 0) continue; /* empty: files come with the first unit */
       int64_t max = cq_scan_max(s, q);
-      if (max > (q->first_file * s->cq_size) / RMQI_CQ_UNIT) {
-        int64_t byte = (max - 1) * RMQI_CQ_UNIT;
-        mfile *f = mvec_at(&q->cq, byte / s->cq_size - q->first_file);
-        if (!unit_matches(s, q, max - 1, f->base + (byte - f->start), cl_end)) {
+      const uint8_t *u = max > (q->first_file * s->cq_size) / RMQI_CQ_UNIT ? cq_unit_at(s, q, max - 1) : NULL;
+      if (u) {
+        if (!unit_matches(s, q, max - 1, u, cl_end)) {
           rmqi_log(s->env, RMQ_LOG_WARN, "consume queue %s/%d: last unit does not match its record; rebuilding", t->name, qid);
           return 1;
         }
       }
+      cq_evict(s);
     }
   }
   return 0;
@@ -2935,6 +3258,9 @@ static void store_free(rmqi_store *s)
   pthread_mutex_destroy(&s->pf_lock);
   pthread_cond_destroy(&s->pf_cond);
   pthread_mutex_destroy(&s->alloc_lock);
+  pthread_mutex_destroy(&s->lru_lock);
+  for (size_t i = 0; i < sizeof s->cq_locks / sizeof s->cq_locks[0]; i++) pthread_mutex_destroy(&s->cq_locks[i]);
+  rmqi_free(s->mapped, (size_t)s->nmapped_cap * sizeof *s->mapped);
   rmqi_strfree(s->dir);
   rmqi_strfree(s->cl_dir);
   rmqi_strfree(s->cq_root);
@@ -3009,6 +3335,9 @@ RMQI_FUNC int rmqi_store_open(const char *dir, const rmq_broker_options *o, cons
   pthread_cond_init(&s->pf_cond, &ca);
   pthread_condattr_destroy(&ca);
   pthread_mutex_init(&s->alloc_lock, NULL);
+  pthread_mutex_init(&s->lru_lock, NULL);
+  for (size_t i = 0; i < sizeof s->cq_locks / sizeof s->cq_locks[0]; i++) pthread_mutex_init(&s->cq_locks[i], NULL);
+  s->max_mapped = o->max_mapped_consume_queue_files > 0 ? o->max_mapped_consume_queue_files : 4096;
   s->dir = rmqi_strdup(dir);
   s->cl_dir = path_join(dir, "commitlog");
   s->cq_root = path_join(dir, "consumequeue");
@@ -3102,7 +3431,7 @@ static void close_tidy(rmqi_store *s)
         mfile *f = mvec_at(&q->cq, last);
         if (f->start < end) break;
         snprintf(path, sizeof path, "%s/%020" PRId64, q->dir, f->start);
-        mfile_close(f);
+        cq_file_free(s, f);
         OS->unlink(path);
         atomic_store(&q->cq.n, last);
       }
@@ -3155,7 +3484,9 @@ static int queues_state_check(rmqi_store *s)
     if (sscanf(line, "%255[^\t]\t%d\t%lld\t%lld", name, &qid, &mn, &mx) == 4 && mx > mn) {
       rmqi_topic *t = rmqi_topic_find(s, name);
       rmqi_queue *q = t ? rmqi_topic_queue(t, qid) : NULL;
-      if (!q || mvec_len(&q->cq) == 0 || cq_scan_max(s, q) < mx) {
+      int64_t have = q && mvec_len(&q->cq) ? cq_scan_max(s, q) : 0;
+      cq_evict(s);
+      if (!q || mvec_len(&q->cq) == 0 || have < mx) {
         rmqi_log(s->env, RMQ_LOG_WARN, "consume queue %s/%d had units up to %lld at the last close and has %s now; "
                  "rebuilding from the commitlog", name, qid, mx, !q || mvec_len(&q->cq) == 0 ? "no files" : "fewer");
         suspect = 1;

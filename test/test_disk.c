@@ -563,6 +563,119 @@ static void test_topic_journal_after_crash(void **state)
   tu_store_remove(store);
 }
 
+/* ======================================================================= */
+/* Many queues, few mappings                                               */
+/* ======================================================================= */
+
+/* Descriptors this process holds on ConsumeQueue files. */
+static int open_fds(void)
+{
+  int n = 0;
+  DIR *d = opendir("/proc/self/fd");
+  if (!d) return -1;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    char l[300], t[4096];
+    snprintf(l, sizeof l, "/proc/self/fd/%s", e->d_name);
+    ssize_t k = readlink(l, t, sizeof t - 1);
+    if (k > 0) { t[k] = 0; n += strstr(t, "/consumequeue/") != NULL; }
+  }
+  closedir(d);
+  return n;
+}
+
+typedef struct mq_ctx {
+  rmq_broker *b;
+  int t, topics;
+  atomic_int *stop;
+  atomic_int peak_fds;
+} mq_ctx;
+
+/* Pulls every queue of every topic round and round while senders write:
+** files are unmapped and mapped again under the reader. */
+static void *mq_reader(void *arg)
+{
+  mq_ctx *x = arg;
+  rmq_pull_consumer *c;
+  if (rmq_pull_consumer_create(x->b, "MqReader", &c)) return (void *)1;
+  static __thread int64_t offs[64][4];
+  memset(offs, 0, sizeof offs);
+  while (!atomic_load(x->stop)) {
+    for (int t = 0; t < x->topics; t++)
+      for (int q = 0; q < 4; q++) {
+        rmq_message_queue mq;
+        memset(&mq, 0, sizeof mq);
+        snprintf(mq.topic, sizeof mq.topic, "Many%02d", t);
+        mq.queue_id = q;
+        rmq_pull_result r;
+        if (rmq_pull_consumer_pull(c, &mq, "*", offs[t][q], 32, &r)) return (void *)2;
+        for (size_t i = 0; i < r.n; i++) {
+          uint64_t id;
+          if (!tu_body_check(r.msgs[i].body, (size_t)r.msgs[i].body_len, &id)) return (void *)3;
+          if (r.msgs[i].queue_offset != offs[t][q] + (int64_t)i) return (void *)4;
+        }
+        if (r.pull_status == RMQ_PULL_FOUND) offs[t][q] = r.next_begin_offset;
+      }
+    int fds = open_fds();
+    if (fds > atomic_load(&x->peak_fds)) atomic_store(&x->peak_fds, fds);
+  }
+  rmq_pull_consumer_destroy(c);
+  return NULL;
+}
+
+static void test_many_queues_few_mappings(void **state)
+{
+  (void)state;
+  char store[1024];
+  tu_store_path(store, sizeof store, "manyq");
+  rmq_broker_options o;
+  opts(&o, RMQ_ASYNC_FLUSH, 1);
+  o.mapped_file_size_consume_queue = 20 * 64; /* many files per queue too */
+  o.max_mapped_consume_queue_files = 16;
+  enum { TOPICS = 40, PER = 300 };
+  rmq_broker *b;
+  ok(rmq_broker_open(store, &o, &b));
+  int base_fds = open_fds();
+  char name[32];
+  for (int t = 0; t < TOPICS; t++) {
+    snprintf(name, sizeof name, "Many%02d", t);
+    ok(rmq_topic_create(b, name, 4));
+  }
+  atomic_int stop = 0;
+  mq_ctx rx = {b, 0, TOPICS, &stop, 0};
+  pthread_t rd;
+  assert_int_equal(pthread_create(&rd, NULL, mq_reader, &rx), 0);
+  rmq_producer *p;
+  ok(rmq_producer_create(b, NULL, NULL, &p));
+  for (int i = 0; i < TOPICS * PER; i++) {
+    snprintf(name, sizeof name, "Many%02d", i % TOPICS);
+    ok(send_one(p, name, (uint64_t)i, 64, NULL));
+  }
+  rmq_producer_destroy(p);
+  atomic_store(&stop, 1);
+  void *rr;
+  pthread_join(rd, &rr);
+  assert_null(rr);
+  /* 160 queues of 5 files each: the bound, give or take the few threads
+  ** mapping (or a flush syncing) at the moment before they evict. */
+  print_message("  peak ConsumeQueue descriptors: %d\n", atomic_load(&rx.peak_fds));
+  assert_int_equal(base_fds, 0);
+  assert_true(atomic_load(&rx.peak_fds) <= 16 + 4);
+  ok(rmq_broker_close(b));
+  ok(rmq_broker_open(store, &o, &b));
+  static uint8_t seen[TOPICS * PER];
+  size_t total = 0;
+  for (int t = 0; t < TOPICS; t++) {
+    snprintf(name, sizeof name, "Many%02d", t);
+    total += read_all(b, name, seen, TOPICS * PER - 1);
+  }
+  assert_int_equal(total, TOPICS * PER);
+  assert_true(open_fds() <= 16);
+  ok(rmq_broker_close(b));
+  tu_rmqstore_check(store);
+  tu_store_remove(store);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -573,6 +686,7 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_real_full_disk, setup_os, teardown_os),
     cmocka_unit_test_setup_teardown(test_failed_create_changes_nothing, setup_os, teardown_os),
     cmocka_unit_test_setup_teardown(test_topic_journal_after_crash, setup_os, teardown_os),
+    cmocka_unit_test_setup_teardown(test_many_queues_few_mappings, setup_os, teardown_os),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,8 +1,10 @@
 /*
 ** test_producer.c -- DefaultMQProducer's behaviour: sync, async and oneway
 ** sends, SendResult fields and ids (ROCKETMQ.md 5, 9), queue selection, topic
-** auto-creation (8), concurrent SYNC_FLUSH senders, and every validation
-** error (7) with its message, each proven to store nothing.
+** auto-creation (8), concurrent SYNC_FLUSH senders, one producer shared by
+** many threads (and sends from callbacks inside a send), every validation
+** error (7) with its message, each proven to store nothing, and the handle
+** checks.
 */
 #include "test_util.h"
 #include "rmq_int.h"
@@ -682,6 +684,546 @@ static void test_sync_flush_concurrent(void **state)
 }
 
 /* ------------------------------------------------------------------------- */
+/* One producer shared by many threads                                        */
+/* ------------------------------------------------------------------------- */
+
+/* 8 threads send through one producer, each its own numbered messages, by
+** every kind of send; then each queue is read back and every message must
+** be there exactly once, in a unit of its own queue, with the id, queue and
+** offsets its send returned. Before producers were thread-safe this lost
+** acknowledged messages, duplicated ids and crossed ConsumeQueue units. */
+#define SH_THREADS 8
+#define SH_QUEUES 8
+#define SH_TOPIC "SharedT"
+
+enum { SH_SYNC, SH_MIXED };
+
+/* What a send returned for one message; have = 0 for oneway (no result). */
+typedef struct sh_sent {
+  char msg_id[RMQ_MSG_ID_SIZE];
+  int64_t phys;
+  int64_t queue_offset;
+  int queue_id;
+  int have;
+  atomic_int calls;            /* async callbacks (another thread under SYNC_FLUSH) */
+} sh_sent;
+
+typedef struct sh_run {
+  rmq_producer *p;
+  int per_thread;
+  int mix;
+  atomic_int bad_mqs;          /* selector calls that saw a wrong queue list */
+} sh_run;
+
+typedef struct sh_arg {
+  sh_run *run;
+  int idx;
+  int failures;
+  char first_error[256];
+  sh_sent *sent;               /* per_thread of them */
+} sh_arg;
+
+static void sh_fail(sh_arg *a, const char *what, int rc)
+{
+  if (!a->failures++)
+    snprintf(a->first_error, sizeof a->first_error, "thread %d: %s -> %d (%s): %s", a->idx, what, rc, rmq_errstr(rc),
+             rmq_errmsg());
+}
+
+static void sh_record(sh_sent *s, const rmq_send_result *r)
+{
+  memcpy(s->msg_id, r->msg_id, sizeof s->msg_id);
+  s->phys = r->commit_log_offset;
+  s->queue_offset = r->queue_offset;
+  s->queue_id = r->message_queue.queue_id;
+  s->have = 1;
+}
+
+static void sh_async_cb(void *ctx, int rc, const rmq_send_result *r)
+{
+  sh_sent *s = ctx;
+  if (rc == RMQ_OK && r) sh_record(s, r);
+  atomic_fetch_add(&s->calls, 1);
+}
+
+typedef struct sh_sel {
+  sh_run *run;
+  unsigned key;
+} sh_sel;
+
+/* Picks queue key % n and checks the list it is handed is the topic's. */
+static int sh_selector(const rmq_message_queue *mqs, size_t n, const rmq_msg *m, void *arg)
+{
+  const sh_sel *sel = arg;
+  int bad = n != SH_QUEUES;
+  for (size_t i = 0; !bad && i < n; i++)
+    bad = mqs[i].queue_id != (int)i || strcmp(mqs[i].topic, SH_TOPIC) || strcmp(mqs[i].broker_name, "rmq-broker");
+  if (bad) atomic_fetch_add(&sel->run->bad_mqs, 1);
+  (void)m;
+  return (int)(sel->key % n);
+}
+
+/* How thread t sends the group of 4 messages starting at seq: 4 sends, 4
+** selected sends, a batch of 4, or async, to-queue, async and oneway. */
+static int sh_op(int mix, int t, int seq) { return mix == SH_SYNC ? 0 : (seq / 4 + t) % 4; }
+
+static int sh_body(char *buf, size_t cap, int t, int seq) { return snprintf(buf, cap, "t%02d-%05d", t, seq); }
+
+static void *sh_main(void *arg)
+{
+  sh_arg *a = arg;
+  sh_run *run = a->run;
+  enum { BATCH = 4 };
+  rmq_msg *ms[BATCH] = {0};
+  for (int i = 0; i < BATCH; i++)
+    if (rmq_msg_create(&ms[i], SH_TOPIC, "TagS", NULL, 0) != RMQ_OK) { sh_fail(a, "rmq_msg_create", RMQ_ENOMEM); goto out; }
+  for (int seq = 0; seq < run->per_thread; seq += BATCH) {
+    char body[32];
+    for (int k = 0; k < BATCH; k++) {
+      int n = sh_body(body, sizeof body, a->idx, seq + k);
+      int rc = rmq_msg_set_body(ms[k], body, (size_t)n);
+      if (rc) sh_fail(a, "rmq_msg_set_body", rc);
+    }
+    int op = sh_op(run->mix, a->idx, seq);
+    rmq_send_result r[BATCH];
+    int rc;
+    switch (op) {
+    case 0:
+      for (int k = 0; k < BATCH; k++) {
+        if ((rc = rmq_producer_send(run->p, ms[k], &r[k]))) sh_fail(a, "rmq_producer_send", rc);
+        else sh_record(&a->sent[seq + k], &r[k]);
+      }
+      break;
+    case 1:
+      for (int k = 0; k < BATCH; k++) {
+        sh_sel sel = {run, (unsigned)(a->idx * 7 + seq + k)};
+        if ((rc = rmq_producer_send_select(run->p, ms[k], sh_selector, &sel, &r[k]))) sh_fail(a, "rmq_producer_send_select", rc);
+        else sh_record(&a->sent[seq + k], &r[k]);
+        if (!rc && r[k].message_queue.queue_id != (int)(sel.key % SH_QUEUES)) sh_fail(a, "selected queue not used", 0);
+      }
+      break;
+    case 2:
+      if ((rc = rmq_producer_send_batch(run->p, (const rmq_msg *const *)ms, BATCH, r))) sh_fail(a, "rmq_producer_send_batch", rc);
+      for (int k = 0; !rc && k < BATCH; k++) {
+        sh_record(&a->sent[seq + k], &r[k]);
+        if (r[k].message_queue.queue_id != r[0].message_queue.queue_id || r[k].queue_offset != r[0].queue_offset + k)
+          sh_fail(a, "batch not consecutive in one queue", 0);
+      }
+      break;
+    default:
+      if ((rc = rmq_producer_send_async(run->p, ms[0], sh_async_cb, &a->sent[seq]))) sh_fail(a, "rmq_producer_send_async", rc);
+      if ((rc = rmq_producer_send_to_queue(run->p, ms[1], (a->idx + seq) % SH_QUEUES, &r[1])))
+        sh_fail(a, "rmq_producer_send_to_queue", rc);
+      else sh_record(&a->sent[seq + 1], &r[1]);
+      if ((rc = rmq_producer_send_async(run->p, ms[2], sh_async_cb, &a->sent[seq + 2]))) sh_fail(a, "rmq_producer_send_async", rc);
+      if ((rc = rmq_producer_send_oneway(run->p, ms[3]))) sh_fail(a, "rmq_producer_send_oneway", rc);
+      break;
+    }
+  }
+out:
+  for (int i = 0; i < BATCH; i++) rmq_msg_free(ms[i]);
+  return NULL;
+}
+
+static int sh_id_cmp(const void *x, const void *y) { return strcmp(*(const char *const *)x, *(const char *const *)y); }
+
+/* Reads every queue of SH_TOPIC back and checks it against what was sent. */
+static void sh_verify(rmq_broker *b, sh_arg *args, int per_thread, int mix)
+{
+  enum { T = SH_THREADS };
+  int total = T * per_thread;
+  /* Every returned id is unique. */
+  const char **ids = calloc((size_t)total, sizeof *ids);
+  assert_non_null(ids);
+  int nids = 0, oneway = 0;
+  for (int t = 0; t < T; t++)
+    for (int i = 0; i < per_thread; i++) {
+      sh_sent *s = &args[t].sent[i];
+      oneway += sh_op(mix, t, i) == 3 && i % 4 == 3;
+      if (s->have) {
+        assert_true(is_upper_hex(s->msg_id, 32));
+        ids[nids++] = s->msg_id;
+      }
+    }
+  /* Only oneway sends return nothing. */
+  assert_int_equal(nids, total - oneway);
+  qsort(ids, (size_t)nids, sizeof *ids, sh_id_cmp);
+  for (int i = 1; i < nids; i++)
+    if (!strcmp(ids[i - 1], ids[i])) fail_msg("msgId %s returned twice", ids[i]);
+  free(ids);
+
+  /* Every message stored exactly once, each queue's units its own records. */
+  char *seen = calloc((size_t)total, 1);
+  assert_non_null(seen);
+  rmq_pull_consumer *c;
+  ok(rmq_pull_consumer_create(b, "SharedCheckGroup", &c));
+  rmq_message_queue mqs[SH_QUEUES];
+  size_t nq;
+  ok(rmq_pull_consumer_fetch_subscribe_message_queues(c, SH_TOPIC, mqs, SH_QUEUES, &nq));
+  assert_int_equal(nq, SH_QUEUES);
+  int64_t sum = 0;
+  for (size_t q = 0; q < nq; q++) {
+    int64_t mn, mx, off = 0;
+    ok(rmq_topic_queue_offsets(b, SH_TOPIC, (int)q, &mn, &mx));
+    assert_int_equal(mn, 0);
+    for (;;) {
+      rmq_pull_result r;
+      ok(rmq_pull_consumer_pull(c, &mqs[q], "*", off, 256, &r));
+      if (r.pull_status == RMQ_PULL_NO_NEW_MSG) break;
+      assert_int_equal(r.pull_status, RMQ_PULL_FOUND);
+      for (size_t i = 0; i < r.n; i++) {
+        const rmq_message_ext *e = &r.msgs[i];
+        /* The unit at off + i leads to a record of this queue at that offset. */
+        assert_int_equal(e->queue_id, (int)q);
+        assert_int_equal(e->queue_offset, off + (int64_t)i);
+        assert_string_equal(e->topic, SH_TOPIC);
+        char body[32];
+        assert_true(e->body_len > 0 && e->body_len < (int)sizeof body);
+        memcpy(body, e->body, (size_t)e->body_len);
+        body[e->body_len] = 0;
+        int t = -1, seq = -1;
+        if (sscanf(body, "t%d-%d", &t, &seq) != 2 || t < 0 || t >= T || seq < 0 || seq >= per_thread)
+          fail_msg("queue %zu offset %" PRId64 ": body '%s' is no message of this run", q, e->queue_offset, body);
+        if (seen[t * per_thread + seq]++) fail_msg("message %s stored twice", body);
+        const sh_sent *s = &args[t].sent[seq];
+        if (s->have) {
+          assert_string_equal(e->msg_id, s->msg_id);
+          assert_int_equal(e->commit_log_offset, s->phys);
+          assert_int_equal(e->queue_id, s->queue_id);
+          assert_int_equal(e->queue_offset, s->queue_offset);
+        }
+      }
+      assert_int_equal(r.next_begin_offset, off + (int64_t)r.n);
+      off = r.next_begin_offset;
+    }
+    assert_int_equal(off, mx); /* nothing skipped in this queue */
+    sum += mx;
+  }
+  assert_int_equal(sum, total); /* the queues add up */
+  for (int i = 0; i < total; i++)
+    if (!seen[i]) fail_msg("message t%02d-%05d was acknowledged but is not stored", i / per_thread, i % per_thread);
+  rmq_pull_consumer_destroy(c);
+  free(seen);
+}
+
+static void shared_producer_run(const char *tag, int flush_type, int per_thread, int mix)
+{
+  rmq_broker_options o;
+  small_options(&o);
+  o.mapped_file_size_commit_log = 16 << 20;
+  o.flush_disk_type = flush_type;
+  fx f;
+  fx_open(&f, tag, &o);
+  ok(rmq_topic_create(f.b, SH_TOPIC, SH_QUEUES));
+  static sh_run run;
+  memset(&run, 0, sizeof run);
+  run.p = f.p;
+  run.per_thread = per_thread;
+  run.mix = mix;
+  static sh_arg args[SH_THREADS];
+  pthread_t th[SH_THREADS];
+  for (int i = 0; i < SH_THREADS; i++) {
+    memset(&args[i], 0, sizeof args[i]);
+    args[i].run = &run;
+    args[i].idx = i;
+    args[i].sent = calloc((size_t)per_thread, sizeof *args[i].sent);
+    assert_non_null(args[i].sent);
+    assert_int_equal(pthread_create(&th[i], NULL, sh_main, &args[i]), 0);
+  }
+  for (int i = 0; i < SH_THREADS; i++) pthread_join(th[i], NULL);
+  /* Waits for the async sends' callbacks (SYNC_FLUSH: after their flush). */
+  rmq_producer_destroy(f.p);
+  f.p = NULL;
+  for (int i = 0; i < SH_THREADS; i++)
+    if (args[i].failures) fail_msg("%d failed sends; first: %s", args[i].failures, args[i].first_error);
+  assert_int_equal(atomic_load(&run.bad_mqs), 0);
+  /* Read back after a flush: the service thread's flushes, which remap
+  ** flushed CommitLog chunks read-only, are then done with every record
+  ** (TSan cannot see that a MAP_FIXED remap keeps the bytes readers see). */
+  ok(rmq_broker_flush(f.b));
+  for (int i = 0; i < SH_THREADS; i++)
+    for (int k = 0; mix == SH_MIXED && k < per_thread; k++) {
+      int calls = atomic_load(&args[i].sent[k].calls);
+      int want = sh_op(mix, i, k) == 3 && (k % 4 == 0 || k % 4 == 2);
+      if (calls != want) fail_msg("thread %d message %d: %d callbacks, want %d", i, k, calls, want);
+    }
+  sh_verify(f.b, args, per_thread, mix);
+  for (int i = 0; i < SH_THREADS; i++) free(args[i].sent);
+  fx_close(&f);
+}
+
+static void test_shared_producer_sync_sends(void **state)
+{
+  (void)state;
+  shared_producer_run("prod-shared-sync", RMQ_ASYNC_FLUSH, 2000, SH_SYNC);
+}
+
+static void test_shared_producer_mixed_sends(void **state)
+{
+  (void)state;
+  shared_producer_run("prod-shared-mixed", RMQ_ASYNC_FLUSH, 2000, SH_MIXED);
+}
+
+static void test_shared_producer_sync_flush(void **state)
+{
+  (void)state;
+  shared_producer_run("prod-shared-syncflush", RMQ_SYNC_FLUSH, 200, SH_MIXED);
+}
+
+/* One thread's sends through a producer still take the queues in turn,
+** sends and batches alike, as RocketMQ's round robin. */
+static void test_round_robin_order(void **state)
+{
+  (void)state;
+  fx f;
+  fx_open(&f, "prod-rr", NULL);
+  ok(rmq_topic_create(f.b, "RrT", 3));
+  rmq_msg *m;
+  ok(rmq_msg_create(&m, "RrT", NULL, "r", 1));
+  const rmq_msg *batch[2] = {m, m};
+  rmq_send_result r[2];
+  for (int i = 0; i < 12; i++) {
+    if (i % 4 == 3) {
+      ok(rmq_producer_send_batch(f.p, batch, 2, r));
+    } else {
+      ok(rmq_producer_send(f.p, m, &r[0]));
+    }
+    assert_int_equal(r[0].message_queue.queue_id, i % 3);
+    ok(rmq_producer_send_to_queue(f.p, m, 0, &r[1])); /* no turn taken */
+  }
+  rmq_msg_free(m);
+  fx_close(&f);
+}
+
+/* ---- sends from callbacks inside a send --------------------------------- */
+
+typedef struct nest {
+  rmq_producer *p;
+  int depth;
+  int inner_rc[2];
+  rmq_send_result inner[2];
+  int mqs_intact;
+} nest;
+
+/* Sends from inside the selector: another selected send (whose own selector
+** sends once more) to another topic, and a plain send; then checks that the
+** queue list it was handed still lists its own topic. */
+static int nest_selector(const rmq_message_queue *mqs, size_t n, const rmq_msg *m, void *arg)
+{
+  nest *x = arg;
+  int d = x->depth++;
+  if (d < 2) {
+    rmq_msg *inner;
+    char topic[32];
+    snprintf(topic, sizeof topic, "NestInner%d", d);
+    if (rmq_msg_create(&inner, topic, NULL, "inner", 5) == RMQ_OK) {
+      x->inner_rc[d] = rmq_producer_send_select(x->p, inner, nest_selector, x, &x->inner[d]);
+      if (x->inner_rc[d] == RMQ_OK) x->inner_rc[d] = rmq_producer_send(x->p, inner, NULL);
+      rmq_msg_free(inner);
+    }
+  }
+  char want[32];
+  snprintf(want, sizeof want, "%s", d == 0 ? "NestOuter" : d == 1 ? "NestInner0" : "NestInner1");
+  int intact = 1;
+  (void)m;
+  for (size_t i = 0; i < n; i++) intact &= !strcmp(mqs[i].topic, want) && mqs[i].queue_id == (int)i;
+  x->mqs_intact += intact;
+  return (int)(n - 1);
+}
+
+typedef struct cb_send {
+  rmq_producer *p;
+  rmq_msg *m;
+  int calls;
+  int inner_rc;
+  rmq_send_result outer, inner;
+} cb_send;
+
+/* An ASYNC_FLUSH callback runs on the sending thread; it sends again. */
+static void send_from_cb(void *ctx, int rc, const rmq_send_result *r)
+{
+  cb_send *c = ctx;
+  c->calls++;
+  if (rc == RMQ_OK) c->outer = *r;
+  c->inner_rc = rmq_producer_send(c->p, c->m, &c->inner);
+}
+
+static void test_send_from_callbacks(void **state)
+{
+  (void)state;
+  fx f;
+  fx_open(&f, "prod-nest", NULL);
+  ok(rmq_topic_create(f.b, "NestOuter", 4));
+  ok(rmq_topic_create(f.b, "NestInner0", 2));
+  ok(rmq_topic_create(f.b, "NestInner1", 3));
+  rmq_msg *m;
+  ok(rmq_msg_create(&m, "NestOuter", NULL, "outer-body-that-is-longer", 25));
+  nest x = {f.p, 0, {-1, -1}, {{0}}, 0};
+  rmq_send_result r;
+  ok(rmq_producer_send_select(f.p, m, nest_selector, &x, &r));
+  assert_int_equal(x.depth, 3);
+  ok(x.inner_rc[0]);
+  ok(x.inner_rc[1]);
+  assert_int_equal(x.mqs_intact, 3);
+  assert_int_equal(r.message_queue.queue_id, 3);
+  assert_string_equal(r.message_queue.topic, "NestOuter");
+  assert_int_equal(x.inner[0].message_queue.queue_id, 1);
+  assert_int_equal(x.inner[1].message_queue.queue_id, 2);
+  /* The outer record was encoded after the selector's sends, intact. */
+  rmq_pull_consumer *c;
+  ok(rmq_pull_consumer_create(f.b, "NestCheck", &c));
+  rmq_message_queue mq;
+  memset(&mq, 0, sizeof mq);
+  snprintf(mq.topic, sizeof mq.topic, "NestOuter");
+  mq.queue_id = 3;
+  rmq_pull_result pr;
+  ok(rmq_pull_consumer_pull(c, &mq, "*", 0, 8, &pr));
+  assert_int_equal(pr.n, 1);
+  assert_int_equal(pr.msgs[0].body_len, 25);
+  assert_memory_equal(pr.msgs[0].body, "outer-body-that-is-longer", 25);
+  assert_string_equal(pr.msgs[0].msg_id, r.msg_id);
+  assert_int_equal(total_messages(f.b), 5);
+
+  /* A send from an ASYNC_FLUSH callback, on the sending thread. */
+  rmq_msg *m2;
+  ok(rmq_msg_create(&m2, "NestInner0", NULL, "from-callback", 13));
+  cb_send cs = {f.p, m2, 0, -1, {0}, {0}};
+  ok(rmq_producer_send_async(f.p, m, send_from_cb, &cs));
+  assert_int_equal(cs.calls, 1);
+  ok(cs.inner_rc);
+  assert_string_equal(cs.outer.message_queue.topic, "NestOuter");
+  assert_string_equal(cs.inner.message_queue.topic, "NestInner0");
+  assert_string_not_equal(cs.outer.msg_id, cs.inner.msg_id);
+  assert_int_equal(total_messages(f.b), 7);
+  rmq_pull_consumer_destroy(c);
+  rmq_msg_free(m2);
+  rmq_msg_free(m);
+  fx_close(&f);
+}
+
+/* ---- the per-thread buffers' lifetime ----------------------------------- */
+
+/* An allocator that counts live bytes (a size header before each block). */
+typedef struct tally {
+  atomic_long allocs, frees, live;
+} tally;
+
+static void *tally_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+  tally *a = ud;
+  enum { HDR = 16 };
+  (void)osize;
+  if (nsize == 0) {
+    if (ptr) {
+      char *h = (char *)ptr - HDR;
+      size_t have;
+      memcpy(&have, h, sizeof have);
+      atomic_fetch_add(&a->frees, 1);
+      atomic_fetch_sub(&a->live, (long)have);
+      free(h);
+    }
+    return NULL;
+  }
+  char *h = ptr ? (char *)ptr - HDR : NULL;
+  size_t have = 0;
+  if (h) memcpy(&have, h, sizeof have);
+  char *nh = realloc(h, nsize + HDR);
+  if (!nh) return NULL;
+  memcpy(nh, &nsize, sizeof nsize);
+  if (!h) atomic_fetch_add(&a->allocs, 1);
+  atomic_fetch_add(&a->live, (long)nsize - (long)have);
+  return nh + HDR;
+}
+
+typedef struct lt_arg {
+  rmq_producer *p;
+  pthread_barrier_t *sent, *go;
+  int rc;
+} lt_arg;
+
+static void *lt_main(void *arg)
+{
+  lt_arg *a = arg;
+  rmq_msg *m;
+  a->rc = rmq_msg_create(&m, "LifeT", NULL, "life", 4);
+  for (int i = 0; a->rc == RMQ_OK && i < 10; i++) a->rc = rmq_producer_send(a->p, m, NULL);
+  if (a->rc == RMQ_OK) rmq_msg_free(m);
+  if (a->sent) {
+    pthread_barrier_wait(a->sent);
+    pthread_barrier_wait(a->go); /* alive while the producer is destroyed */
+  }
+  return NULL;
+}
+
+/* A thread's send buffers go at its exit; every thread's go with the last
+** producer, so nothing of rmq's is left when the broker is closed, even with
+** sending threads still alive. */
+static void test_thread_buffers_freed(void **state)
+{
+  (void)state;
+  static tally a;
+  memset(&a, 0, sizeof a);
+  rmq_config_allocator(tally_alloc, &a);
+  /* No service thread: its periodic work allocates and frees at any moment. */
+  rmq_broker_options o;
+  small_options(&o);
+  o.service_thread = 0;
+  fx f;
+  fx_open(&f, "prod-life", &o);
+  ok(rmq_topic_create(f.b, "LifeT", 2));
+  rmq_msg *m;
+  ok(rmq_msg_create(&m, "LifeT", NULL, "life", 4));
+  /* This thread's buffers made, and both queues' ConsumeQueue files. */
+  ok(rmq_producer_send(f.p, m, NULL));
+  ok(rmq_producer_send(f.p, m, NULL));
+  long live = atomic_load(&a.live);
+  /* A thread that sends and exits leaves nothing behind. */
+  lt_arg one = {f.p, NULL, NULL, -1};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, lt_main, &one), 0);
+  pthread_join(th, NULL);
+  ok(one.rc);
+  assert_int_equal(atomic_load(&a.live), live);
+
+  /* Threads still alive when the last producer goes. */
+  enum { N = 4 };
+  pthread_barrier_t sent, go;
+  pthread_barrier_init(&sent, NULL, N + 1);
+  pthread_barrier_init(&go, NULL, N + 1);
+  lt_arg args[N];
+  pthread_t ths[N];
+  for (int i = 0; i < N; i++) {
+    args[i] = (lt_arg){f.p, &sent, &go, -1};
+    assert_int_equal(pthread_create(&ths[i], NULL, lt_main, &args[i]), 0);
+  }
+  pthread_barrier_wait(&sent);
+  rmq_msg_free(m);
+  rmq_producer_destroy(f.p);
+  f.p = NULL;
+  ok(rmq_broker_close(f.b));
+  long allocs = atomic_load(&a.allocs), frees = atomic_load(&a.frees), left = atomic_load(&a.live);
+  pthread_barrier_wait(&go);
+  for (int i = 0; i < N; i++) {
+    pthread_join(ths[i], NULL);
+    ok(args[i].rc);
+  }
+  pthread_barrier_destroy(&sent);
+  pthread_barrier_destroy(&go);
+  /* Their exit found nothing more to free. */
+  assert_int_equal(atomic_load(&a.frees), frees);
+  rmq_config_allocator(NULL, NULL);
+  tu_store_remove(f.path);
+  if (allocs != frees || left != 0) fail_msg("%ld allocations, %ld frees, %ld bytes live", allocs, frees, left);
+
+  /* A new producer afterwards makes new buffers for this thread. */
+  fx_open(&f, "prod-life2", NULL);
+  ok(rmq_msg_create(&m, "LifeT", NULL, "again", 5));
+  ok(rmq_producer_send(f.p, m, NULL));
+  rmq_msg_free(m);
+  fx_close(&f);
+}
+
+/* ------------------------------------------------------------------------- */
 /* Validation                                                                 */
 /* ------------------------------------------------------------------------- */
 
@@ -983,6 +1525,121 @@ static void test_close_with_live_handles(void **state)
   tu_store_remove(f.path);
 }
 
+/* Every call checks its handle's kind: NULL, or a handle of another kind
+** (here: the others cast), is RMQ_EINVAL with a message naming the call and
+** the kind, and a void call does nothing. (A destroyed handle fails the same
+** check while its memory is not reused; that is not tested: reading freed
+** memory is undefined, and ASan says so.) */
+static void expect_bad(int rc, const char *fn, const char *what)
+{
+  assert_int_equal(rc, RMQ_EINVAL);
+  if (!strstr(rmq_errmsg(), fn) || !strstr(rmq_errmsg(), what))
+    fail_msg("rmq_errmsg() '%s' should name %s and say '%s'", rmq_errmsg(), fn, what);
+}
+
+static void test_handle_checks(void **state)
+{
+  (void)state;
+  fx f;
+  fx_open(&f, "prod-magic", NULL);
+  ok(rmq_topic_create(f.b, "MagicT", 2));
+  rmq_pull_consumer *pull;
+  ok(rmq_pull_consumer_create(f.b, "MagicPull", &pull));
+  rmq_push_consumer *push;
+  ok(rmq_push_consumer_create(f.b, "MagicPush", NULL, &push));
+  rmq_msg *m;
+  ok(rmq_msg_create(&m, "MagicT", NULL, "x", 1));
+  const rmq_msg *batch[1] = {m};
+  rmq_send_result r;
+  rmq_message_queue mq;
+  memset(&mq, 0, sizeof mq);
+  snprintf(mq.topic, sizeof mq.topic, "MagicT");
+  rmq_pull_result pr;
+  int64_t off;
+  size_t n;
+
+  /* Producer calls given NULL, a broker, a pull and a push consumer. */
+  rmq_producer *bad_p[] = {NULL, (rmq_producer *)f.b, (rmq_producer *)pull, (rmq_producer *)push};
+  for (size_t i = 0; i < sizeof bad_p / sizeof *bad_p; i++) {
+    const char *what = i ? "producer handle is invalid" : "producer is NULL";
+    expect_bad(rmq_producer_send(bad_p[i], m, &r), "rmq_producer_send", what);
+    expect_bad(rmq_producer_send_to_queue(bad_p[i], m, 0, &r), "rmq_producer_send_to_queue", what);
+    expect_bad(rmq_producer_send_select(bad_p[i], m, sh_selector, NULL, &r), "rmq_producer_send_select", what);
+    expect_bad(rmq_producer_send_batch(bad_p[i], batch, 1, &r), "rmq_producer_send_batch", what);
+    expect_bad(rmq_producer_send_async(bad_p[i], m, NULL, NULL), "rmq_producer_send_async", what);
+    expect_bad(rmq_producer_send_oneway(bad_p[i], m), "rmq_producer_send_oneway", what);
+    rmq_producer_destroy(bad_p[i]); /* a no-op */
+  }
+  /* Broker calls given a producer and consumers. */
+  void *bad_b[] = {f.p, pull, push};
+  for (size_t i = 0; i < sizeof bad_b / sizeof *bad_b; i++) {
+    rmq_broker *b = bad_b[i];
+    const char *what = "broker handle is invalid";
+    rmq_producer *p2;
+    rmq_pull_consumer *c2;
+    rmq_push_consumer *u2;
+    rmq_recovery_info ri;
+    rmq_queue_progress qp;
+    int64_t mn, mx;
+    expect_bad(rmq_broker_close(b), "rmq_broker_close", what);
+    expect_bad(rmq_broker_flush(b), "rmq_broker_flush", what);
+    expect_bad(rmq_broker_run_due(b, NULL), "rmq_broker_run_due", what);
+    expect_bad(rmq_broker_recovery_info(b, &ri), "rmq_broker_recovery_info", what);
+    expect_bad(rmq_topic_create(b, "MagicT2", 1), "rmq_topic_create", what);
+    expect_bad(rmq_topic_list(b, NULL, 0, &n), "rmq_topic_list", what);
+    expect_bad(rmq_topic_queue_offsets(b, "MagicT", 0, &mn, &mx), "rmq_topic_queue_offsets", what);
+    expect_bad(rmq_producer_create(b, "G", NULL, &p2), "rmq_producer_create", what);
+    expect_bad(rmq_pull_consumer_create(b, "G", &c2), "rmq_pull_consumer_create", what);
+    expect_bad(rmq_push_consumer_create(b, "G", NULL, &u2), "rmq_push_consumer_create", what);
+    expect_bad(rmq_broker_consumer_progress(b, "G", "MagicT", &qp, 1, &n), "rmq_broker_consumer_progress", what);
+    expect_bad(rmq_broker_reset_offset_by_time(b, "G", "MagicT", 0), "rmq_broker_reset_offset_by_time", what);
+  }
+  /* Pull consumer calls given a push consumer and a producer. */
+  void *bad_c[] = {push, f.p};
+  for (size_t i = 0; i < sizeof bad_c / sizeof *bad_c; i++) {
+    rmq_pull_consumer *c = bad_c[i];
+    const char *what = "pull consumer handle is invalid";
+    expect_bad(rmq_pull_consumer_fetch_subscribe_message_queues(c, "MagicT", &mq, 1, &n),
+               "rmq_pull_consumer_fetch_subscribe_message_queues", what);
+    expect_bad(rmq_pull_consumer_pull(c, &mq, "*", 0, 1, &pr), "rmq_pull_consumer_pull", what);
+    expect_bad(rmq_pull_consumer_pull_selector(c, &mq, RMQ_SELECTOR_TAG, "*", 0, 1, &pr), "rmq_pull_consumer_pull", what);
+    expect_bad(rmq_pull_consumer_pull_block_if_not_found(c, &mq, "*", 0, 1, 0, &pr), "rmq_pull_consumer_pull", what);
+    expect_bad(rmq_pull_consumer_update_consume_offset(c, &mq, 0), "rmq_pull_consumer_update_consume_offset", what);
+    expect_bad(rmq_pull_consumer_fetch_consume_offset(c, &mq, &off), "rmq_pull_consumer_fetch_consume_offset", what);
+    expect_bad(rmq_pull_consumer_assign(c, &mq, 1, "*"), "rmq_pull_consumer_assign", what);
+    expect_bad(rmq_pull_consumer_seek(c, &mq, 0), "rmq_pull_consumer_seek", what);
+    expect_bad(rmq_pull_consumer_commit(c), "rmq_pull_consumer_commit", what);
+    expect_bad(rmq_pull_consumer_set_auto_commit(c, 1, 10), "rmq_pull_consumer_set_auto_commit", what);
+    expect_bad(rmq_pull_consumer_poll(c, 1, 0, &pr), "rmq_pull_consumer_poll", what);
+    rmq_pull_consumer_destroy(c); /* a no-op */
+  }
+  /* Push consumer calls given a pull consumer and a producer. */
+  void *bad_u[] = {pull, f.p};
+  for (size_t i = 0; i < sizeof bad_u / sizeof *bad_u; i++) {
+    rmq_push_consumer *c = bad_u[i];
+    const char *what = "push consumer handle is invalid";
+    expect_bad(rmq_push_consumer_subscribe(c, "MagicT", "*"), "rmq_push_consumer_subscribe", what);
+    expect_bad(rmq_push_consumer_register_listener_concurrently(c, NULL, NULL),
+               "rmq_push_consumer_register_listener_concurrently", what);
+    expect_bad(rmq_push_consumer_register_listener_orderly(c, NULL, NULL), "rmq_push_consumer_register_listener_orderly", what);
+    expect_bad(rmq_push_consumer_start(c), "rmq_push_consumer_start", what);
+    expect_bad(rmq_push_consumer_assigned_queues(c, NULL, 0, &n), "rmq_push_consumer_assigned_queues", what);
+    rmq_push_consumer_shutdown(c); /* no-ops */
+    rmq_push_consumer_destroy(c);
+  }
+
+  /* Nothing above touched the real handles: all still work. */
+  ok(rmq_producer_send(f.p, m, &r));
+  ok(rmq_pull_consumer_pull(pull, &r.message_queue, "*", 0, 1, &pr));
+  assert_int_equal(pr.n, 1);
+  ok(rmq_push_consumer_subscribe(push, "MagicT", "*"));
+  rmq_push_consumer_destroy(push);
+  rmq_pull_consumer_destroy(pull);
+  rmq_msg_free(m);
+  assert_int_equal(total_messages(f.b), 1);
+  fx_close(&f);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -997,10 +1654,17 @@ int main(void)
     cmocka_unit_test(test_auto_create_topic),
     cmocka_unit_test(test_auto_create_disabled),
     cmocka_unit_test(test_sync_flush_concurrent),
+    cmocka_unit_test(test_shared_producer_sync_sends),
+    cmocka_unit_test(test_shared_producer_mixed_sends),
+    cmocka_unit_test(test_shared_producer_sync_flush),
+    cmocka_unit_test(test_round_robin_order),
+    cmocka_unit_test(test_send_from_callbacks),
+    cmocka_unit_test(test_thread_buffers_freed),
     cmocka_unit_test(test_validation_table),
     cmocka_unit_test(test_validation_limits),
     cmocka_unit_test(test_born_host_and_flag),
     cmocka_unit_test(test_close_with_live_handles),
+    cmocka_unit_test(test_handle_checks),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -273,11 +273,12 @@ typedef struct rmq_broker_options {
   rmq_log_fn log;
   void *log_ctx;
   int log_level;
-  /* The most ConsumeQueue files kept mapped (each holds a descriptor and a
-  ** mapping) at once, default 4096 (0 = default). Idle ones beyond it are
-  ** unmapped and mapped again when next read or written, so a store of
-  ** any number of queues opens within the process's descriptor and
-  ** mapping limits. No RocketMQ key (RocketMQ keeps every file mapped). */
+  /* The most ConsumeQueue files kept mapped at once, default 16384 (0 =
+  ** default; Linux allows 65530 mappings a process). A mapped file holds no
+  ** descriptor. Idle ones beyond it are unmapped (least recently used
+  ** first) and mapped again when next read or written, so a store of any
+  ** number of queues stays within the process's limits. No RocketMQ key
+  ** (RocketMQ keeps every file mapped and open). */
   int max_mapped_consume_queue_files;
 } rmq_broker_options;
 

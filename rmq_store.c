@@ -642,12 +642,12 @@ typedef struct mfile {
   ** store of 80,000 queues cannot hold a descriptor and a mapping for each):
   ** base NULL and fd -1 while unmapped. Mapping state is guarded by the
   ** owning queue's stripe lock (cq_lock); `slot` is its index in the store's
-  ** list of mapped files (lru_lock), `used` the CLOCK bit, `pins` the
-  ** flushes under way (an unmapped-while-syncing file would lose its fd). */
+  ** list of mapped files (lru_lock), `used` the CLOCK bit. A mapped
+  ** ConsumeQueue file keeps no descriptor (fd -1): allocation and sync open
+  ** one for the call. */
   const char *dir;
   struct rmqi_queue *owner;
   int slot;
-  int pins;
   atomic_int used;
 } mfile;
 
@@ -1034,6 +1034,7 @@ struct rmqi_store {
 
   /* The checkpoint as found at open: its fields never move backwards. */
   int64_t cp_old[5];
+  int cl_last_short;         /* open: the last CommitLog file was found short */
 
   rmq_recovery_info rinfo;
 };
@@ -1048,13 +1049,14 @@ static int mfile_reserve(rmqi_store *s, const char *dir, mfile *f, int64_t need,
   if (have < need) {
     int64_t to = (need + step - 1) / step * step;
     if (to > f->size) to = f->size;
-    if (OS->fallocate(f->fd, (off_t)have, (off_t)(to - have)) != 0) {
-      char path[4200];
-      snprintf(path, sizeof path, "%s/%020" PRId64, dir, f->start);
-      rc = rmqi_errno(errno, "fallocate", path);
-    } else {
-      atomic_store_explicit(&f->alloc, to, memory_order_release);
-    }
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%020" PRId64, dir, f->start);
+    /* A mapped ConsumeQueue file keeps no descriptor: open one for this. */
+    int fd = f->fd >= 0 ? f->fd : OS->open(path, O_RDWR, 0);
+    if (fd < 0) rc = rmqi_errno(errno, "open", path);
+    else if (OS->fallocate(fd, (off_t)have, (off_t)(to - have)) != 0) rc = rmqi_errno(errno, "fallocate", path);
+    else atomic_store_explicit(&f->alloc, to, memory_order_release);
+    if (fd >= 0 && fd != f->fd) OS->close(fd);
   }
   pthread_mutex_unlock(&s->alloc_lock);
   return rc;
@@ -1123,7 +1125,7 @@ static int cq_map(rmqi_store *s, mfile *f, int create)
   if (p == MAP_FAILED) { rc = rmqi_errno(errno, "mmap", path); goto out_close; }
   madvise(p, (size_t)f->size, MADV_RANDOM);
   if ((rc = lru_add(s, f))) { OS->munmap(p, (size_t)f->size); goto out_close; }
-  f->fd = fd;
+  OS->close(fd); /* the mapping stays; a descriptor per queue would not fit the limit */
   f->ro_upto = 0;
   atomic_store_explicit(&f->used, 1, memory_order_relaxed);
   /* Published last: a sender (append_lock, no stripe lock) that sees it
@@ -1143,8 +1145,6 @@ static void cq_unmap(rmqi_store *s, mfile *f)
   uint8_t *base = f->base;
   __atomic_store_n(&f->base, NULL, __ATOMIC_RELEASE);
   OS->munmap(base, (size_t)f->size);
-  OS->close(f->fd);
-  f->fd = -1;
 }
 
 /* Maps f under its stripe lock (single-threaded callers: recovery). */
@@ -1199,7 +1199,7 @@ static void cq_evict(rmqi_store *s)
     pthread_mutex_t *l = cq_lock(s, f->owner);
     pthread_mutex_lock(l);
     /* Unmapping moves the last slot into this one: the hand stays. */
-    if (f->base && f->pins == 0 && !atomic_load_explicit(&f->used, memory_order_relaxed)) cq_unmap(s, f);
+    if (f->base && !atomic_load_explicit(&f->used, memory_order_relaxed)) cq_unmap(s, f);
     else s->hand++;
     pthread_mutex_unlock(l);
   }
@@ -1210,23 +1210,13 @@ static void cq_evict(rmqi_store *s)
 ** pages are still in the page cache: a descriptor of its own syncs them). */
 static int cq_sync(rmqi_store *s, mfile *f)
 {
-  pthread_mutex_t *l = cq_lock(s, f->owner);
-  pthread_mutex_lock(l);
-  int fd = f->base ? f->fd : -1;
-  if (fd >= 0) f->pins++;
-  pthread_mutex_unlock(l);
+  (void)s;
   char path[4200];
   snprintf(path, sizeof path, "%s/%020" PRId64, f->dir, f->start);
-  int rc = RMQ_OK, own = fd < 0;
-  if (own && (fd = OS->open(path, O_RDWR, 0)) < 0) return rmqi_errno(errno, "open", path);
-  if (OS->fdatasync(fd) != 0) rc = rmqi_errno(errno, "fdatasync", path);
-  if (own) {
-    OS->close(fd);
-  } else {
-    pthread_mutex_lock(l);
-    f->pins--;
-    pthread_mutex_unlock(l);
-  }
+  int fd = OS->open(path, O_RDWR, 0);
+  if (fd < 0) return rmqi_errno(errno, "open", path);
+  int rc = OS->fdatasync(fd) != 0 ? rmqi_errno(errno, "fdatasync", path) : RMQ_OK;
+  OS->close(fd);
   return rc;
 }
 
@@ -2010,7 +2000,10 @@ RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
       uint8_t *u;
       cq_unit_ptr(s, p[i].q, qoff, &u); /* exists: made in pass 1 */
       unit_write(u, pos, (int32_t)p[i].size, p[i].tags_code);
-      if (s->o.flush_disk_type == RMQ_ASYNC_FLUSH && (qoff * RMQI_CQ_UNIT) % CQ_CHUNK < RMQI_CQ_UNIT)
+      /* Not for a queue's first chunk: a queue with a few messages must
+      ** not cost 64 KiB more of disk and memory. */
+      if (s->o.flush_disk_type == RMQ_ASYNC_FLUSH && (qoff * RMQI_CQ_UNIT) % CQ_CHUNK < RMQI_CQ_UNIT &&
+          qoff * RMQI_CQ_UNIT >= CQ_CHUNK)
         cq_prefault(s, p[i].q, qoff);
       int64_t in_file = (qoff * RMQI_CQ_UNIT) % s->cq_size;
       if (s->pf_running && in_file >= s->cq_size / 2 && in_file < s->cq_size / 2 + RMQI_CQ_UNIT)
@@ -2745,6 +2738,7 @@ static int load_commitlog(rmqi_store *s)
                     (long long)st.st_size, (long long)s->cl_size);
       break;
     }
+    if (i == n - 1 && stat(fp, &st) == 0 && (int64_t)st.st_size != s->cl_size) s->cl_last_short = 1;
     mfile *f;
     rc = mfile_open(s->cl_dir, starts[i], s->cl_size, 0, 1, &f);
     if (!rc) rc = mvec_push(&s->cl, f);
@@ -2766,11 +2760,11 @@ static int zero_block(const uint8_t *b, size_t n)
 ** there is none. Only the file's data regions are read (SEEK_DATA and
 ** SEEK_HOLE): a file's unwritten tail is a hole, and reading a hole would
 ** cost its whole reserved size in reads (and, on tmpfs, in memory). */
-static int64_t last_nonzero(const mfile *f, int64_t from)
+static int64_t last_nonzero_fd(const mfile *f, int fd, int64_t from)
 {
   int64_t lo = from, hi = f->size; /* the last data region found */
-  if (f->fd >= 0) {
-    off_t d = OS->lseek(f->fd, (off_t)from, SEEK_DATA);
+  if (fd >= 0) {
+    off_t d = OS->lseek(fd, (off_t)from, SEEK_DATA);
     if (d < 0 && errno == ENXIO) return from;
     if (d >= 0) {
       /* Walk the regions forward and keep the last; then read backwards
@@ -2778,14 +2772,14 @@ static int64_t last_nonzero(const mfile *f, int64_t from)
       int64_t rl[64][2];
       int nr = 0;
       while (d >= 0 && d < f->size) {
-        off_t h = OS->lseek(f->fd, d, SEEK_HOLE);
+        off_t h = OS->lseek(fd, d, SEEK_HOLE);
         if (h < 0 || h > f->size) h = (off_t)f->size;
         if (nr == 64) { memmove(rl, rl + 1, sizeof rl[0] * 63); nr = 63; }
         rl[nr][0] = d < from ? from : d;
         rl[nr][1] = h;
         nr++;
         if (h >= f->size) break;
-        d = OS->lseek(f->fd, h, SEEK_DATA);
+        d = OS->lseek(fd, h, SEEK_DATA);
       }
       for (int r = nr - 1; r >= 0; r--) {
         int64_t i = rl[r][1];
@@ -2821,6 +2815,8 @@ static uint8_t *cq_unit_at(rmqi_store *s, rmqi_queue *q, int64_t off)
   return f->base + (byte - f->start);
 }
 
+static int64_t last_nonzero(const mfile *f, int64_t from) { return last_nonzero_fd(f, f->fd, from); }
+
 static int64_t cq_scan_max(rmqi_store *s, rmqi_queue *q)
 {
   int nf = mvec_len(&q->cq);
@@ -2830,7 +2826,11 @@ static int64_t cq_scan_max(rmqi_store *s, rmqi_queue *q)
       rmqi_log(s->env, RMQ_LOG_WARN, "%s", rmq_errmsg());
       continue;
     }
-    int64_t e = last_nonzero(f, 0);
+    char path[4400];
+    snprintf(path, sizeof path, "%s/%020" PRId64, f->dir, f->start);
+    int fd = OS->open(path, O_RDONLY, 0); /* for SEEK_DATA: the tail is never read */
+    int64_t e = last_nonzero_fd(f, fd, 0);
+    if (fd >= 0) OS->close(fd);
     if (e > 0) return f->start / RMQI_CQ_UNIT + (e - 1) / RMQI_CQ_UNIT + 1;
   }
   return nf ? (q->first_file * s->cq_size) / RMQI_CQ_UNIT : 0;
@@ -3302,6 +3302,7 @@ RMQI_FUNC int64_t rmqi_store_delay_ms(rmqi_store *s, int level)
 }
 
 static int queues_state_check(rmqi_store *s);
+static int queues_state_load(rmqi_store *s);
 
 RMQI_FUNC int rmqi_store_open(const char *dir, const rmq_broker_options *o, const rmqi_env *env, rmqi_store **out)
 {
@@ -3337,7 +3338,7 @@ RMQI_FUNC int rmqi_store_open(const char *dir, const rmq_broker_options *o, cons
   pthread_mutex_init(&s->alloc_lock, NULL);
   pthread_mutex_init(&s->lru_lock, NULL);
   for (size_t i = 0; i < sizeof s->cq_locks / sizeof s->cq_locks[0]; i++) pthread_mutex_init(&s->cq_locks[i], NULL);
-  s->max_mapped = o->max_mapped_consume_queue_files > 0 ? o->max_mapped_consume_queue_files : 4096;
+  s->max_mapped = o->max_mapped_consume_queue_files > 0 ? o->max_mapped_consume_queue_files : 16384;
   s->dir = rmqi_strdup(dir);
   s->cl_dir = path_join(dir, "commitlog");
   s->cq_root = path_join(dir, "consumequeue");
@@ -3352,18 +3353,20 @@ RMQI_FUNC int rmqi_store_open(const char *dir, const rmq_broker_options *o, cons
   s->rinfo.abnormal = abnormal;
   checkpoint_read(s);
   int rebuild = 0;
-  if ((rc = load_topics(s)) || (rc = journal_replay(s)) || (rc = load_commitlog(s)) || (rc = load_cqs(s, &rebuild)))
-    goto out_free;
+  if ((rc = load_topics(s)) || (rc = journal_replay(s)) || (rc = load_commitlog(s))) goto out_free;
   snprintf(path, sizeof path, "%s/" REBUILD_MARK, dir);
   int marked = OS->open(path, O_RDONLY, 0);
-  if (marked >= 0) {
-    OS->close(marked);
-    rmqi_log(env, RMQ_LOG_WARN, "%s: a reader met a damaged consume queue unit; rebuilding the queues", path);
-    rebuild = 1;
+  if (marked >= 0) OS->close(marked);
+  if (abnormal || marked >= 0 || !queues_state_load(s)) {
+    if ((rc = load_cqs(s, &rebuild))) goto out_free;
+    if (marked >= 0) {
+      rmqi_log(env, RMQ_LOG_WARN, "%s: a reader met a damaged consume queue unit; rebuilding the queues", path);
+      rebuild = 1;
+    }
+    if (!rebuild) rebuild = cqs_suspect(s);
+    if (!rebuild && !abnormal) rebuild = queues_state_check(s);
+    if ((rc = recover(s, abnormal, rebuild))) goto out_free;
   }
-  if (!rebuild) rebuild = cqs_suspect(s);
-  if (!rebuild && !abnormal) rebuild = queues_state_check(s);
-  if ((rc = recover(s, abnormal, rebuild))) goto out_free;
   snprintf(path, sizeof path, "%s/checkpoint", dir);
   s->cp_fd = OS->open(path, O_RDWR | O_CREAT, 0644);
   if (s->cp_fd < 0) { rc = rmqi_errno(errno, "open", path); goto out_free; }
@@ -3447,21 +3450,154 @@ static void close_tidy(rmqi_store *s)
 static int queues_state_write(rmqi_store *s)
 {
   rmqi_buf b = {0};
+  /* The header pins the state to this exact CommitLog: any later writer
+  ** (RocketMQ's own broker, say) moves its end or its first file. */
+  rmqi_buf_printf(&b, "rmq-queues 1 %" PRId64 " %" PRId64 " %d %d\n", s->min_phys, s->write_pos, s->cq_size,
+                  mvec_len(&s->cl));
   rmqi_topic **tab = atomic_load(&s->ttab);
   for (int i = 0; tab && i < s->tcap; i++) {
     rmqi_topic *t = tab[i];
     qvec *v = t ? atomic_load(&t->qv) : NULL;
     for (int qid = 0; v && qid < v->cap; qid++) {
       rmqi_queue *q = atomic_load(&v->q[qid]);
-      if (!q || rmqi_queue_max_offset(q) <= rmqi_queue_min_offset(q)) continue;
-      rmqi_buf_printf(&b, "%s\t%d\t%" PRId64 "\t%" PRId64 "\n", t->name, qid, rmqi_queue_min_offset(q),
-                      rmqi_queue_max_offset(q));
+      if (!q || mvec_len(&q->cq) == 0) continue;
+      rmqi_buf_printf(&b, "%s\t%d\t%" PRId64 "\t%" PRId64 "\t%" PRId64 "\t%d\n", t->name, qid,
+                      rmqi_queue_min_offset(q), rmqi_queue_max_offset(q), q->first_file, mvec_len(&q->cq));
     }
   }
   if (b.oom) { rmqi_buf_free(&b); return rmqi_err(RMQ_ENOMEM, "out of memory writing " QUEUES_STATE); }
   int rc = write_config(s, QUEUES_STATE, b.p ? b.p : "", b.len, 0);
   rmqi_buf_free(&b);
   return rc;
+}
+
+/* Drops every queue's file list and bounds (a fast open that found the
+** state stale goes the long way from scratch). */
+static void queues_reset(rmqi_store *s)
+{
+  rmqi_topic **tab = atomic_load(&s->ttab);
+  for (int i = 0; tab && i < s->tcap; i++) {
+    rmqi_topic *t = tab[i];
+    qvec *v = t ? atomic_load(&t->qv) : NULL;
+    for (int qid = 0; v && qid < v->cap; qid++) {
+      rmqi_queue *q = atomic_load(&v->q[qid]);
+      if (!q) continue;
+      for (int k = 0; k < mvec_len(&q->cq); k++) cq_file_free(s, mvec_at(&q->cq, k));
+      atomic_store(&q->cq.n, 0);
+      q->first_file = q->next_offset = q->flushed_units = 0;
+      atomic_store(&q->max_offset, 0);
+      atomic_store(&q->min_offset, 0);
+      atomic_store(&q->dir_made, 0);
+    }
+  }
+}
+
+/* Open after a clean close: the queues as the close left them, from the
+** state file, without listing, mapping or reading any ConsumeQueue file
+** and without rescanning the CommitLog (DESIGN.md 5: trust the checkpoint
+** and the ConsumeQueues). Each queue's last file is checked to be there
+** and whole. 1 when the store is open this way; 0 (nothing changed) when
+** the state is missing or no longer this store's: then the long way. */
+static int queues_state_load(rmqi_store *s)
+{
+  char *text;
+  size_t len;
+  char path[4200];
+  snprintf(path, sizeof path, "%s/" QUEUES_STATE, s->cfg_dir);
+  if (read_file(path, &text, &len) != RMQ_OK) return 0;
+  const char *why = NULL;
+  long long minp, end;
+  int cqs, ncl, used;
+  if (sscanf(text, "rmq-queues 1 %lld %lld %d %d%n", &minp, &end, &cqs, &ncl, &used) != 4) why = "no header";
+  else if (minp != s->min_phys || ncl != mvec_len(&s->cl) || s->cl_last_short) why = "the commitlog's files changed";
+  else if (cqs <= 0 || cqs % RMQI_CQ_UNIT) why = "bad file size";
+  int nf = mvec_len(&s->cl);
+  if (!why && nf > 0) {
+    /* The end lies in the last file, and nothing was written after it. */
+    mfile *last = mvec_at(&s->cl, nf - 1);
+    struct stat st;
+    if (end < last->start || end > last->start + last->size) why = "the commitlog's end moved";
+    else if (fstat(last->fd, &st) != 0 || st.st_size != last->size) why = "the last commitlog file changed size";
+    else if (end + 8 <= last->start + last->size && (rmqi_get32(last->base + (end - last->start)) != 0 ||
+                                                     rmqi_get32(last->base + (end - last->start) + 4) != 0))
+      why = "records follow the recorded end";
+  } else if (!why && end != s->min_phys) {
+    why = "the commitlog is gone";
+  }
+  if (!why && cqs != s->cq_size) s->cq_size = cqs;
+  char *line = why ? NULL : strchr(text, '\n');
+  int nq = 0;
+  while (!why && line && *++line) {
+    char *nl = strchr(line, '\n');
+    if (!nl) { why = "cut short"; break; }
+    *nl = 0;
+    char name[256];
+    int qid, nfiles;
+    long long mn, mx, first;
+    if (sscanf(line, "%255[^\t]\t%d\t%lld\t%lld\t%lld\t%d", name, &qid, &mn, &mx, &first, &nfiles) != 6 ||
+        qid < 0 || qid >= RMQ_MAX_QUEUE_NUMS || mn < 0 || mx < mn || first < 0 || nfiles < 1 ||
+        nfiles > (1 << 24) || (mx > 0 && (mx - 1) * RMQI_CQ_UNIT / cqs >= first + nfiles) || !*name ||
+        strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, "..")) {
+      why = "a line does not parse";
+      break;
+    }
+    rmqi_topic *t = rmqi_topic_find(s, name);
+    int rc = t ? RMQ_OK : topic_make(s, name, 0, 6, &t);
+    if (!rc) rc = queue_make(t, qid);
+    if (rc) { why = "out of memory"; break; }
+    if (!t->configured && qid >= rmqi_topic_nqueues(t)) atomic_store(&t->nqueues, qid + 1);
+    rmqi_queue *q = rmqi_topic_queue(t, qid);
+    if (mvec_len(&q->cq)) { why = "a queue is listed twice"; break; }
+    q->first_file = first;
+    for (int k = 0; k < nfiles && !why; k++) {
+      mfile *f = cq_file_new(q, (first + k) * cqs, cqs);
+      if (!f || mvec_push(&q->cq, f)) { if (f) rmqi_free(f, sizeof *f); why = "out of memory"; }
+      else {
+        int64_t w = mx * RMQI_CQ_UNIT - f->start;
+        atomic_store(&f->alloc, w < 0 ? 0 : w > cqs ? cqs : w);
+      }
+    }
+    /* A lost or cut file shows here (a stat a file: no read, no map). */
+    for (int k = 0; k < nfiles && !why; k++) {
+      char fp[4400];
+      struct stat st;
+      snprintf(fp, sizeof fp, "%s/%020" PRId64, q->dir, (int64_t)(first + k) * cqs);
+      int there = stat(fp, &st) == 0;
+      if (!there || st.st_size != cqs) {
+        rmqi_log(s->env, RMQ_LOG_WARN, "%s: %s; the queues are recovered the long way", fp,
+                 !there ? "missing" : "not its size");
+        why = "a queue file is missing or cut";
+      }
+    }
+    if (why) break;
+    atomic_store(&q->dir_made, 1);
+    q->next_offset = mx;
+    q->flushed_units = mx;
+    atomic_store(&q->max_offset, mx);
+    atomic_store(&q->min_offset, mn);
+    nq++;
+    line = nl;
+  }
+  rmqi_free(text, len + 1);
+  if (why) {
+    rmqi_log(s->env, RMQ_LOG_INFO, "%s not used (%s): recovering the queues the long way", path, why);
+    queues_reset(s);
+    return 0;
+  }
+  s->write_pos = end;
+  atomic_store(&s->published, end);
+  atomic_store(&s->flushed, end);
+  for (int i = 0; i < nf; i++) {
+    mfile *f = mvec_at(&s->cl, i);
+    int64_t w = end - f->start;
+    w = w < 0 ? 0 : w > f->size ? f->size : w;
+    atomic_store(&f->alloc, w);
+    f->ro_upto = w & ~(int64_t)(SEAL_CHUNK - 1);
+  }
+  s->rinfo.commitlog_min_offset = s->min_phys;
+  s->rinfo.commitlog_max_offset = end;
+  rmqi_log(s->env, RMQ_LOG_INFO, "open after a clean close: %d queues from %s, commitlog end %lld", nq, path, end);
+  return 1;
 }
 
 /* Open after a clean close: a queue the last close saw with units but whose
@@ -3481,7 +3617,7 @@ static int queues_state_check(rmqi_store *s)
     char name[256];
     int qid;
     long long mn, mx;
-    if (sscanf(line, "%255[^\t]\t%d\t%lld\t%lld", name, &qid, &mn, &mx) == 4 && mx > mn) {
+    if (sscanf(line, "%255[^\t]\t%d\t%lld\t%lld", name, &qid, &mn, &mx) == 4 && mx > mn && strncmp(line, "rmq-queues", 10)) {
       rmqi_topic *t = rmqi_topic_find(s, name);
       rmqi_queue *q = t ? rmqi_topic_queue(t, qid) : NULL;
       int64_t have = q && mvec_len(&q->cq) ? cq_scan_max(s, q) : 0;

@@ -568,6 +568,8 @@ RMQ_API void rmq_broker_options_init(rmq_broker_options *o)
   o->store_host = "127.0.0.1";
   o->store_port = 10911;
   o->log_level = RMQ_LOG_WARN;
+  o->disk_space_warning_level_ratio = 90;
+  o->clean_resource_interval = 10000;
 }
 
 static int parse_ipv4(const char *s, uint8_t ip[4])
@@ -597,6 +599,8 @@ static int check_broker_options(const rmq_broker_options *o)
   if (o->default_topic_queue_nums < 1 || o->default_topic_queue_nums > RMQ_MAX_QUEUE_NUMS)
     return rmqi_err(RMQ_EINVAL, "default_topic_queue_nums %d out of range 1..%d", o->default_topic_queue_nums, RMQ_MAX_QUEUE_NUMS);
   if (o->store_port < 0 || o->store_port > 65535) return rmqi_err(RMQ_EINVAL, "store_port %d out of range", o->store_port);
+  if (o->clean_resource_interval < 1)
+    return rmqi_err(RMQ_EINVAL, "clean_resource_interval %d must be positive", o->clean_resource_interval);
   uint8_t ip[4];
   if (o->store_host && !parse_ipv4(o->store_host, ip))
     return rmqi_err(RMQ_EINVAL, "store_host '%s' is not a dotted IPv4 address", o->store_host);

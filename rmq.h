@@ -280,6 +280,15 @@ typedef struct rmq_broker_options {
   ** number of queues stays within the process's limits. No RocketMQ key
   ** (RocketMQ keeps every file mapped and open). */
   int max_mapped_consume_queue_files;
+  /* diskSpaceWarningLevelRatio, percent, default 90 (clamped to 35..90 as
+  ** RocketMQ does): when the file system holding the store is fuller than
+  ** this, the store is marked full and sends fail with RMQ_ENOSPC ("the
+  ** broker's disk is full") until it is no longer; reads go on. Checked at
+  ** open, every clean_resource_interval and when a CommitLog file is made. */
+  int disk_space_warning_level_ratio;
+  /* cleanResourceInterval, ms, default 10000: how often the disk is checked
+  ** (and, with retention, files cleaned). */
+  int clean_resource_interval;
 } rmq_broker_options;
 
 /* Writes every default into *o. Any thread. */

@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 
 /* Cross-file internals are hidden from the shared library; the generated
@@ -213,6 +214,7 @@ typedef struct rmqi_os {
   /* Allocates blocks for [off, off + len) (posix_fallocate). */
   int (*fallocate)(int fd, off_t off, off_t len);
   off_t (*lseek)(int fd, off_t off, int whence);
+  int (*statvfs)(const char *path, struct statvfs *st);
 } rmqi_os;
 RMQI_DATA_DECL rmqi_os rmqi_os_table;
 RMQI_FUNC void rmqi_os_reset(void);

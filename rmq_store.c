@@ -141,11 +141,11 @@ static int os_lock(int fd)
 
 static const rmqi_os os_default = {
   os_open, close, ftruncate, fstat, mmap, munmap, fdatasync, fsync, msync,
-  pwrite, pread, rename, unlink, rmdir, os_mkdir, os_lock, os_fallocate, lseek,
+  pwrite, pread, rename, unlink, rmdir, os_mkdir, os_lock, os_fallocate, lseek, statvfs,
 };
 RMQI_DATA rmqi_os rmqi_os_table = {
   os_open, close, ftruncate, fstat, mmap, munmap, fdatasync, fsync, msync,
-  pwrite, pread, rename, unlink, rmdir, os_mkdir, os_lock, os_fallocate, lseek,
+  pwrite, pread, rename, unlink, rmdir, os_mkdir, os_lock, os_fallocate, lseek, statvfs,
 };
 #define OS (&rmqi_os_table)
 
@@ -1036,6 +1036,12 @@ struct rmqi_store {
   int64_t cp_old[5];
   int cl_last_short;         /* open: the last CommitLog file was found short */
 
+  /* The disk-full mark (RocketMQ's diskSpaceWarningLevelRatio): set and
+  ** cleared by disk_check, read by every put. */
+  atomic_int disk_full;
+  atomic_int disk_used_pct;
+  int64_t next_disk_check;   /* cq_flush_lock */
+
   rmq_recovery_info rinfo;
 };
 
@@ -1233,6 +1239,24 @@ static int cq_mkdirs(rmqi_store *s, rmqi_queue *q)
   atomic_store(&q->dir_made, 1);
   atomic_store(&q->parents_dirty, 1);
   return RMQ_OK;
+}
+
+/* Marks the store full when its file system is fuller than the warning
+** level, and clears the mark when it is not (space was freed). Any thread. */
+static void disk_check(rmqi_store *s)
+{
+  struct statvfs st;
+  if (OS->statvfs(s->dir, &st) != 0 || st.f_blocks == 0) return;
+  /* RocketMQ's getDiskPartitionSpaceUsedPercent: (total - free) / total,
+  ** free counting the blocks reserved for root (File.getFreeSpace). */
+  int pct = (int)(100.0 * (double)(st.f_blocks - st.f_bfree) / (double)st.f_blocks);
+  int level = s->o.disk_space_warning_level_ratio;
+  level = level < 35 ? 35 : level > 90 ? 90 : level;
+  atomic_store(&s->disk_used_pct, pct);
+  int full = pct > level;
+  if (atomic_exchange(&s->disk_full, full) != full)
+    rmqi_log(s->env, full ? RMQ_LOG_ERROR : RMQ_LOG_WARN, full ? "disk of %s is %d%% used, over %d%%: sends are refused"
+             : "disk of %s is %d%% used, at or under %d%%: sends are accepted again", s->dir, pct, level);
 }
 
 static void set_cl_size(rmqi_store *s, int64_t size)
@@ -1792,6 +1816,7 @@ static int cl_file_ensure(rmqi_store *s, int64_t idx)
     rc = mvec_push(&s->cl, f);
     if (rc) { mfile_close(f); return rc; }
     if (!sync_now) atomic_store(&s->cl_dir_dirty, 1);
+    disk_check(s);
   }
   return RMQ_OK;
 }
@@ -1910,6 +1935,13 @@ static int cl_reserve(rmqi_store *s, int64_t idx, int64_t end)
 {
   mfile *f = mvec_at(&s->cl, idx);
   if (atomic_load_explicit(&f->alloc, memory_order_relaxed) >= end - f->start) return RMQ_OK;
+  /* A chunk at a time: look at the disk before taking the next one, so
+  ** the disk-full mark stops sends within a chunk of the level. */
+  disk_check(s);
+  if (atomic_load(&s->disk_full))
+    return rmqi_err(RMQ_ENOSPC, "service not available now: the broker's disk is full (%s is %d%% used, over "
+                    "disk_space_warning_level_ratio %d)", s->dir, atomic_load(&s->disk_used_pct),
+                    s->o.disk_space_warning_level_ratio);
   return mfile_reserve(s, s->cl_dir, f, end - f->start, CL_CHUNK);
 }
 
@@ -1937,6 +1969,13 @@ RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
 {
   int rc = RMQ_OK;
   const int via_map = s->o.flush_disk_type != RMQ_SYNC_FLUSH; /* see cl_write */
+  if (atomic_load_explicit(&s->disk_full, memory_order_relaxed)) {
+    disk_check(s); /* it may have been freed since */
+    if (atomic_load(&s->disk_full))
+      return rmqi_err(RMQ_ENOSPC, "service not available now: the broker's disk is full (%s is %d%% used, over "
+                      "disk_space_warning_level_ratio %d)", s->dir, atomic_load(&s->disk_used_pct),
+                      s->o.disk_space_warning_level_ratio);
+  }
   pthread_mutex_lock(&s->append_lock);
   /* The caller may pass the time it read just before; store times never go
   ** back in CommitLog order. */
@@ -2491,6 +2530,10 @@ RMQI_FUNC int rmqi_store_run_due(rmqi_store *s, int64_t now, int64_t *next_ms)
       rc = rmqi_store_flush_commitlog(s);
       pthread_mutex_lock(&s->cq_flush_lock);
     }
+  }
+  if (now >= s->next_disk_check) {
+    s->next_disk_check = now + s->o.clean_resource_interval;
+    disk_check(s);
   }
   if (!rc && now >= s->next_cq_flush) {
     s->next_cq_flush = now + s->o.flush_interval_consume_queue;
@@ -3388,6 +3431,8 @@ RMQI_FUNC int rmqi_store_open(const char *dir, const rmq_broker_options *o, cons
   s->next_cl_flush = now + o->flush_interval_commit_log;
   s->next_cq_flush = now + o->flush_interval_consume_queue;
   s->last_thorough = now;
+  s->next_disk_check = now + o->clean_resource_interval;
+  disk_check(s);
   prefault_start(s);
   *out = s;
   return RMQ_OK;

@@ -4,7 +4,8 @@
 ** file made ahead of the writer left behind (no all-zero ConsumeQueue file
 ** for RocketMQ's recovery to misread), a full disk that is an error and
 ** never a signal (through the OS layer, and on a real small tmpfs and ext4
-** image when the tests run as root), a failed topic create that changes
+** image when the tests run as root; and the disk-full mark that refuses
+** sends before the disk is full), a failed topic create that changes
 ** nothing, and many topics.
 */
 #include "test_util.h"
@@ -17,7 +18,7 @@
 static void unused_helpers(void) __attribute__((unused));
 static void unused_helpers(void)
 {
-  (void)tu_log_fn; (void)tu_wait_atleast; (void)tu_clock_advance; (void)tu_clock_read; (void)tu_java_hash;
+  (void)tu_log_fn; (void)tu_wait_atleast; (void)tu_java_hash;
 }
 
 static int setup_os(void **state) { (void)state; rmqi_os_reset(); return 0; }
@@ -265,7 +266,7 @@ static void test_no_files_made_ahead_remain(void **state)
 static atomic_int g_full;          /* 1: every fallocate fails with ENOSPC */
 static atomic_int g_cq_only;       /* ... only for ConsumeQueue files */
 static atomic_int g_fallocs;
-static char g_fd_cq[65536];        /* fd -> opened under consumequeue/ */
+static _Atomic char g_fd_cq[65536]; /* fd -> opened under consumequeue/ */
 
 static int hook_open(const char *p, int f, mode_t m)
 {
@@ -348,6 +349,70 @@ static void test_enospc_is_an_error(void **state)
   }
 }
 
+/* The disk-full mark: over disk_space_warning_level_ratio sends are
+** refused (reads go on) until the disk has room again. */
+static atomic_int g_used_pct;
+
+static int hook_statvfs(const char *path, struct statvfs *st)
+{
+  int rc = statvfs(path, st);
+  if (rc == 0) {
+    st->f_blocks = 1000000;
+    st->f_bfree = st->f_bavail = (fsblkcnt_t)(1000000 - 10000 * atomic_load(&g_used_pct));
+  }
+  return rc;
+}
+
+static void test_disk_full_mark(void **state)
+{
+  (void)state;
+  rmqi_os_table.statvfs = hook_statvfs;
+  atomic_store(&g_used_pct, 50);
+  tu_clock clk = {1700000000000};
+  char store[1024];
+  tu_store_path(store, sizeof store, "diskmark");
+  rmq_broker_options o;
+  opts(&o, RMQ_ASYNC_FLUSH, 0);
+  o.clock = tu_clock_read;
+  o.clock_ctx = &clk;
+  rmq_broker *b;
+  rmq_producer *p;
+  ok(rmq_broker_open(store, &o, &b));
+  ok(rmq_producer_create(b, NULL, NULL, &p));
+  ok(send_one(p, "Mark", 1, 100, NULL));
+  atomic_store(&g_used_pct, 91);
+  ok(send_one(p, "Mark", 2, 100, NULL)); /* not checked yet: the next round sees it */
+  tu_clock_advance(&clk, 10000);
+  ok(rmq_broker_run_due(b, NULL));
+  assert_int_equal(send_one(p, "Mark", 3, 100, NULL), RMQ_ENOSPC);
+  assert_non_null(strstr(rmq_errmsg(), "disk is full"));
+  assert_non_null(strstr(rmq_errmsg(), "91%"));
+  uint8_t seen[8] = {0};
+  assert_int_equal(read_all(b, "Mark", seen, 7), 2); /* reads go on */
+  atomic_store(&g_used_pct, 60);                     /* space freed: the next send sees it */
+  ok(send_one(p, "Mark", 4, 100, NULL));
+  /* The level is clamped to 35..90, as RocketMQ does. */
+  rmq_producer_destroy(p);
+  ok(rmq_broker_close(b));
+  o.disk_space_warning_level_ratio = 99;
+  atomic_store(&g_used_pct, 95);
+  ok(rmq_broker_open(store, &o, &b));
+  ok(rmq_producer_create(b, NULL, NULL, &p));
+  assert_int_equal(send_one(p, "Mark", 5, 100, NULL), RMQ_ENOSPC);
+  rmq_producer_destroy(p);
+  ok(rmq_broker_close(b));
+  o.disk_space_warning_level_ratio = 20; /* -> 35 */
+  atomic_store(&g_used_pct, 36);
+  ok(rmq_broker_open(store, &o, &b));
+  ok(rmq_producer_create(b, NULL, NULL, &p));
+  assert_int_equal(send_one(p, "Mark", 6, 100, NULL), RMQ_ENOSPC);
+  atomic_store(&g_used_pct, 35);
+  ok(send_one(p, "Mark", 7, 100, NULL));
+  rmq_producer_destroy(p);
+  ok(rmq_broker_close(b));
+  tu_store_remove(store);
+}
+
 /* ======================================================================= */
 /* A real full disk (root only)                                            */
 /* ======================================================================= */
@@ -358,13 +423,23 @@ static int sh(const char *cmd)
   return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+static int hook_statvfs_empty(const char *path, struct statvfs *st)
+{
+  int rc = statvfs(path, st);
+  if (rc == 0) st->f_bfree = st->f_bavail = st->f_blocks;
+  return rc;
+}
+
 /* Fills the file system under mnt with sends until RMQ_ENOSPC, then frees
-** space and sends again; in a child, so a SIGBUS shows as what it is. */
-static void fill_and_free(const char *mnt, int flush, int service)
+** space and sends again; in a child, so a SIGBUS shows as what it is. With
+** mark 0 the disk-full mark never trips (statvfs says empty), so the sends
+** meet the file system's own ENOSPC; with 1 the mark stops them first. */
+static void fill_and_free(const char *mnt, int flush, int service, int mark)
 {
   pid_t pid = fork();
   assert_true(pid >= 0);
   if (pid == 0) {
+    if (!mark) rmqi_os_table.statvfs = hook_statvfs_empty;
     char store[1024], filler[1024];
     snprintf(store, sizeof store, "%s/store", mnt);
     snprintf(filler, sizeof filler, "%s/filler", mnt);
@@ -388,6 +463,7 @@ static void fill_and_free(const char *mnt, int flush, int service)
       if (rc == RMQ_OK) acked++;
     }
     if (rc != RMQ_ENOSPC) { fprintf(stderr, "fill: %d %s\n", rc, rmq_errmsg()); _exit(4); }
+    if (!!strstr(rmq_errmsg(), "disk is full") != mark) { fprintf(stderr, "fill: %s\n", rmq_errmsg()); _exit(12); }
     if (send_one(p, "Disk", id++, 4000, NULL) != RMQ_ENOSPC) _exit(5);
     if (unlink(filler) != 0) _exit(6);
     for (int i = 0; i < 100; i++, id++) {
@@ -424,14 +500,15 @@ static void test_real_full_disk(void **state)
   snprintf(mnt, sizeof mnt, "%s/mnt", dir);
   snprintf(img, sizeof img, "%s/ext4.img", dir);
   assert_int_equal(mkdir(mnt, 0755), 0);
-  static const int modes[][2] = {{RMQ_ASYNC_FLUSH, 0}, {RMQ_ASYNC_FLUSH, 1}, {RMQ_SYNC_FLUSH, 0}};
-  if (mount("tmpfs", mnt, "tmpfs", 0, "size=8m") == 0) {
-    for (size_t i = 0; i < 3; i++) {
-      print_message("  tmpfs 8 MiB, %s%s\n", modes[i][0] == RMQ_SYNC_FLUSH ? "SYNC" : "ASYNC",
-                    modes[i][1] ? " + service thread" : "");
+  static const int modes[][3] = {{RMQ_ASYNC_FLUSH, 0, 0}, {RMQ_ASYNC_FLUSH, 1, 0}, {RMQ_SYNC_FLUSH, 0, 0},
+                                 {RMQ_ASYNC_FLUSH, 1, 1}};
+  if (mount("tmpfs", mnt, "tmpfs", 0, "size=16m") == 0) {
+    for (size_t i = 0; i < 4; i++) {
+      print_message("  tmpfs 16 MiB, %s%s%s\n", modes[i][0] == RMQ_SYNC_FLUSH ? "SYNC" : "ASYNC",
+                    modes[i][1] ? " + service thread" : "", modes[i][2] ? ", stopped by the disk-full mark" : "");
       snprintf(cmd, sizeof cmd, "rm -rf '%s'/*", mnt);
       sh(cmd);
-      fill_and_free(mnt, modes[i][0], modes[i][1]);
+      fill_and_free(mnt, modes[i][0], modes[i][1], modes[i][2]);
     }
     umount(mnt);
   } else {
@@ -440,12 +517,12 @@ static void test_real_full_disk(void **state)
   snprintf(cmd, sizeof cmd, "truncate -s 24M '%s' && mkfs.ext4 -q -F '%s' >/dev/null 2>&1 && mount -o loop '%s' '%s' 2>/dev/null",
            img, img, img, mnt);
   if (sh(cmd) == 0) {
-    for (size_t i = 0; i < 3; i++) {
-      print_message("  ext4 24 MiB loop, %s%s\n", modes[i][0] == RMQ_SYNC_FLUSH ? "SYNC" : "ASYNC",
-                    modes[i][1] ? " + service thread" : "");
+    for (size_t i = 0; i < 4; i++) {
+      print_message("  ext4 24 MiB loop, %s%s%s\n", modes[i][0] == RMQ_SYNC_FLUSH ? "SYNC" : "ASYNC",
+                    modes[i][1] ? " + service thread" : "", modes[i][2] ? ", stopped by the disk-full mark" : "");
       snprintf(cmd, sizeof cmd, "rm -rf '%s'/* && sync", mnt);
       sh(cmd);
-      fill_and_free(mnt, modes[i][0], modes[i][1]);
+      fill_and_free(mnt, modes[i][0], modes[i][1], modes[i][2]);
     }
     umount(mnt);
   } else {
@@ -808,6 +885,7 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_idle_open_keeps_checkpoint, setup_os, teardown_os),
     cmocka_unit_test_setup_teardown(test_no_files_made_ahead_remain, setup_os, teardown_os),
     cmocka_unit_test_setup_teardown(test_enospc_is_an_error, setup_os, teardown_os),
+    cmocka_unit_test_setup_teardown(test_disk_full_mark, setup_os, teardown_os),
     cmocka_unit_test_setup_teardown(test_real_full_disk, setup_os, teardown_os),
     cmocka_unit_test_setup_teardown(test_failed_create_changes_nothing, setup_os, teardown_os),
     cmocka_unit_test_setup_teardown(test_topic_journal_after_crash, setup_os, teardown_os),

@@ -309,15 +309,19 @@ typedef struct rmq_recovery_info {
 } rmq_recovery_info;
 
 /* Opens (creating if needed) the store directory `dir` and recovers it:
-** after a clean close it trusts the checkpoint and ConsumeQueues (rescanning
-** the last three CommitLog files); after a crash it rescans the CommitLog,
-** truncates at the first bad record and repairs the ConsumeQueues. Damage
-** met when there was no crash is skipped, not cut (see the README). What was found and dropped is logged and
-** readable with rmq_broker_recovery_info(). `o` may be NULL (defaults); its
+** after a clean close by rmq it trusts the checkpoint and ConsumeQueues and
+** reads nothing (config/rmq_queues.txt says where every queue stands; each
+** ConsumeQueue file is stat'ed); otherwise (a store RocketMQ closed, a lost
+** or cut file) it rescans the last three CommitLog files; after a crash it
+** rescans the CommitLog, truncates at the first bad record and repairs the
+** ConsumeQueues. Damage met when there was no crash is skipped, not cut (see
+** the README). Opening costs time and memory in proportion to the queues and
+** the data since the checkpoint, not to the files' reserved size. What was
+** found and dropped is logged and readable with rmq_broker_recovery_info(). `o` may be NULL (defaults); its
 ** strings are copied. On success *out is a broker the caller closes with
 ** rmq_broker_close(). Any thread.
 ** Errors: RMQ_EBUSY (the directory is already open, in this or another
-** process), RMQ_EIO / RMQ_ENOSPC (file calls), RMQ_ECORRUPT (a config file
+** process, by rmq or by RocketMQ: both lock byte 0 of `lock` with fcntl), RMQ_EIO / RMQ_ENOSPC (file calls), RMQ_ECORRUPT (a config file
 ** and its .bak are both unreadable), RMQ_ENOMEM, RMQ_EINVAL (options). */
 RMQ_API int rmq_broker_open(const char *dir, const rmq_broker_options *o, rmq_broker **out);
 
@@ -363,9 +367,13 @@ typedef struct rmq_message_queue {
 /* Creates topic `topic` with `queue_nums` read and write queues (1..1024),
 ** or changes an existing topic's queue count (growing keeps every queue's
 ** messages; shrinking hides the higher queues from producers and consumers
-** but keeps their files). Written to config/topics.json atomically. Any thread.
+** but keeps their files). Durable when it returns: one synced line in
+** config/rmq_topics.journal, folded into config/topics.json (written
+** atomically) as the journal grows and at close, so N creates cost O(N).
+** Any thread.
 ** Errors: RMQ_ETOPIC (name), RMQ_EFORBIDDEN (a system topic name),
-** RMQ_EQUEUE (queue_nums out of range), RMQ_EIO. */
+** RMQ_EQUEUE (queue_nums out of range), RMQ_EIO / RMQ_ENOSPC (writing the
+** topic journal; the call then changed nothing), RMQ_ENOMEM. */
 RMQ_API int rmq_topic_create(rmq_broker *b, const char *topic, int queue_nums);
 
 /* Fills out[0..cap) with the broker's topics in name order and sets *n to
@@ -550,7 +558,10 @@ RMQ_API void rmq_producer_destroy(rmq_producer *p);
 ** message gets a UNIQ_KEY (msgId) unless it has one. *r receives the result
 ** (r may be NULL). Any thread; a producer may be shared by any number of
 ** threads. Errors: RMQ_ETOPIC, RMQ_EFORBIDDEN, RMQ_ENOTOPIC, RMQ_ENOBODY,
-** RMQ_EMSGSIZE, RMQ_EPROPSIZE, RMQ_EIO, RMQ_ENOSPC, RMQ_ENOMEM (the thread's
+** RMQ_EMSGSIZE, RMQ_EPROPSIZE, RMQ_EIO, RMQ_ENOSPC (the disk is full, or
+** fuller than disk_space_warning_level_ratio: the message names the file
+** or the level; nothing stored is harmed and sending works again once
+** space is freed), RMQ_ENOMEM (the thread's
 ** first send could not make its buffers). A flush timeout is not an
 ** error: RMQ_OK with r->send_status = RMQ_FLUSH_DISK_TIMEOUT. */
 RMQ_API int rmq_producer_send(rmq_producer *p, const rmq_msg *m, rmq_send_result *r);

@@ -50,6 +50,15 @@
 ** <store>/abort  exists while open (holds the pid): found at open = crash.
 ** <store>/config/<name>.json  fastjson text, written atomically (temp, fsync,
 **   rename, fsync dir; the previous file kept as .bak).
+** <store>/config/rmq_topics.journal  rmq's own: one line per topic create
+**   since topics.json was last written, {"topicName":..,"readQueueNums":..,
+**   "writeQueueNums":..,"perm":..} and a newline, synced before the create
+**   returns; replayed over topics.json at open. A cut last line is ignored.
+** <store>/config/rmq_queues.txt  rmq's own, written at a clean close:
+**   "rmq-queues 1 <first CommitLog offset> <end> <ConsumeQueue file size>
+**   <CommitLog file count>", then per queue with files "topic TAB qid TAB
+**   min TAB max TAB first file index TAB file count". Used by the next open
+**   only when no abort file exists and the CommitLog is as it says.
 **
 ** Invariants
 **   - Readers see only published records: a ConsumeQueue's max offset and the
@@ -57,10 +66,16 @@
 **     they cover, and read with acquire order.
 **   - No ConsumeQueue unit points past the last whole CommitLog record
 **     (recovery drops those that would).
-**   - Mapped files are unmapped only at close, so views handed out stay valid
-**     while the store is open.
+**   - CommitLog files are unmapped only at close, so views handed out stay
+**     valid while the store is open. ConsumeQueue files are mapped while in
+**     use and unmapped when idle (holding append_lock and the queue's stripe
+**     lock); readers copy units out, so no pointer into them escapes.
+**   - Nothing is stored through a mapping at or past a file's `alloc` (its
+**     allocated prefix): a full disk is an error from fallocate, not SIGBUS.
 **
 ** Recovery (store/DefaultMessageStore.java, CommitLog.recover*)
+**   Clean close with a valid rmq_queues.txt: nothing is rescanned; every
+**   ConsumeQueue file it lists is stat'ed. Otherwise:
 **   Clean close (no abort file): rescan the last 3 CommitLog files, checking
 **   each record and that its ConsumeQueue unit exists (rewriting it if not).
 **   Crash: rescan from the newest file whose first record was stored before
@@ -3036,6 +3051,17 @@ static int64_t resync(rmqi_store *s, const mfile *f, int64_t from)
   return -1;
 }
 
+/* The scan reads a 1 GiB file front to back once: the pages behind it are
+** let go from this process (they stay in the page cache), so a recovery's
+** resident memory does not grow with the log it reads. */
+#define SCAN_DROP (64 << 20)
+static int64_t scan_drop(mfile *f, int64_t from, int64_t to)
+{
+  to &= ~(int64_t)4095;
+  if (to > from) madvise(f->base + from, (size_t)(to - from), MADV_DONTNEED);
+  return to > from ? to : from;
+}
+
 static int recover(rmqi_store *s, int abnormal, int rebuild)
 {
   rmq_recovery_info *ri = &s->rinfo;
@@ -3050,7 +3076,7 @@ static int recover(rmqi_store *s, int abnormal, int rebuild)
                    abnormal ? "abnormal (abort file found)" : "normal", end);
   for (; fidx < nf && !why; fidx++) {
     mfile *f = mvec_at(&s->cl, fidx);
-    int64_t p = 0;
+    int64_t p = 0, dropped = 0;
     for (;;) {
       const char *bad = NULL;
       rmqi_record r;
@@ -3108,7 +3134,9 @@ static int recover(rmqi_store *s, int abnormal, int rebuild)
       if ((ri->records_scanned & 1023) == 0) cq_evict(s); /* no unit pointer is held here */
       p += r.total;
       end = f->start + p;
+      if (p - dropped >= SCAN_DROP) dropped = scan_drop(f, dropped, p);
     }
+    scan_drop(f, dropped, p);
   }
   /* Cut at `end`: zero the rest of its file, delete the files after it. */
   if (nf) {
@@ -3452,6 +3480,22 @@ RMQI_FUNC void rmqi_store_recovery_info(rmqi_store *s, rmq_recovery_info *out) {
 /* A clean close leaves no file made ahead of the writer: RocketMQ deletes
 ** its pre-made CommitLog file at shutdown, and reads an all-zero last
 ** ConsumeQueue file as a phantom message (ROCKETMQ.md 1, 2). */
+/* Calls fn for every queue struct of every topic (single-threaded: open,
+** close). */
+static void queue_each(rmqi_store *s, void (*fn)(rmqi_store *, rmqi_queue *, void *), void *ctx)
+{
+  rmqi_topic **tab = atomic_load(&s->ttab);
+  for (int i = 0; tab && i < s->tcap; i++) {
+    qvec *v = tab[i] ? atomic_load(&tab[i]->qv) : NULL;
+    for (int qid = 0; v && qid < v->cap; qid++) {
+      rmqi_queue *q = atomic_load(&v->q[qid]);
+      if (q) fn(s, q, ctx);
+    }
+  }
+}
+
+static void tidy_queue(rmqi_store *s, rmqi_queue *q, void *ctx);
+
 static void close_tidy(rmqi_store *s)
 {
   char path[4200];
@@ -3464,30 +3508,36 @@ static void close_tidy(rmqi_store *s)
     OS->unlink(path);
     atomic_store(&s->cl.n, last);
   }
-  rmqi_topic **tab = atomic_load(&s->ttab);
-  for (int i = 0; tab && i < s->tcap; i++) {
-    rmqi_topic *t = tab[i];
-    qvec *v = t ? atomic_load(&t->qv) : NULL;
-    for (int qid = 0; v && qid < v->cap; qid++) {
-      rmqi_queue *q = atomic_load(&v->q[qid]);
-      if (!q) continue;
-      int64_t end = rmqi_queue_max_offset(q) * RMQI_CQ_UNIT;
-      /* A queue whose only file starts at its end keeps it: without it the
-      ** next open would not know where the queue's offsets stand. */
-      while (mvec_len(&q->cq) > (end > 0 ? 1 : 0)) {
-        int last = mvec_len(&q->cq) - 1;
-        mfile *f = mvec_at(&q->cq, last);
-        if (f->start < end) break;
-        snprintf(path, sizeof path, "%s/%020" PRId64, q->dir, f->start);
-        cq_file_free(s, f);
-        OS->unlink(path);
-        atomic_store(&q->cq.n, last);
-      }
-    }
+  queue_each(s, tidy_queue, NULL);
+}
+
+static void tidy_queue(rmqi_store *s, rmqi_queue *q, void *ctx)
+{
+  (void)ctx;
+  char path[4200];
+  int64_t end = rmqi_queue_max_offset(q) * RMQI_CQ_UNIT;
+  /* A queue whose only file starts at its end keeps it: without it the
+  ** next open would not know where the queue's offsets stand. */
+  while (mvec_len(&q->cq) > (end > 0 ? 1 : 0)) {
+    int last = mvec_len(&q->cq) - 1;
+    mfile *f = mvec_at(&q->cq, last);
+    if (f->start < end) break;
+    snprintf(path, sizeof path, "%s/%020" PRId64, q->dir, f->start);
+    cq_file_free(s, f);
+    OS->unlink(path);
+    atomic_store(&q->cq.n, last);
   }
 }
 
 #define QUEUES_STATE "rmq_queues.txt"
+
+static void state_line(rmqi_store *s, rmqi_queue *q, void *ctx)
+{
+  (void)s;
+  if (mvec_len(&q->cq) == 0) return;
+  rmqi_buf_printf(ctx, "%s\t%d\t%" PRId64 "\t%" PRId64 "\t%" PRId64 "\t%d\n", q->topic->name, q->qid,
+                  rmqi_queue_min_offset(q), rmqi_queue_max_offset(q), q->first_file, mvec_len(&q->cq));
+}
 
 /* Close: each queue with units, as "topic TAB qid TAB min TAB max" lines,
 ** so that the next open notices a queue whose files were lost (an empty
@@ -3499,17 +3549,7 @@ static int queues_state_write(rmqi_store *s)
   ** (RocketMQ's own broker, say) moves its end or its first file. */
   rmqi_buf_printf(&b, "rmq-queues 1 %" PRId64 " %" PRId64 " %d %d\n", s->min_phys, s->write_pos, s->cq_size,
                   mvec_len(&s->cl));
-  rmqi_topic **tab = atomic_load(&s->ttab);
-  for (int i = 0; tab && i < s->tcap; i++) {
-    rmqi_topic *t = tab[i];
-    qvec *v = t ? atomic_load(&t->qv) : NULL;
-    for (int qid = 0; v && qid < v->cap; qid++) {
-      rmqi_queue *q = atomic_load(&v->q[qid]);
-      if (!q || mvec_len(&q->cq) == 0) continue;
-      rmqi_buf_printf(&b, "%s\t%d\t%" PRId64 "\t%" PRId64 "\t%" PRId64 "\t%d\n", t->name, qid,
-                      rmqi_queue_min_offset(q), rmqi_queue_max_offset(q), q->first_file, mvec_len(&q->cq));
-    }
-  }
+  queue_each(s, state_line, &b);
   if (b.oom) { rmqi_buf_free(&b); return rmqi_err(RMQ_ENOMEM, "out of memory writing " QUEUES_STATE); }
   int rc = write_config(s, QUEUES_STATE, b.p ? b.p : "", b.len, 0);
   rmqi_buf_free(&b);
@@ -3518,24 +3558,18 @@ static int queues_state_write(rmqi_store *s)
 
 /* Drops every queue's file list and bounds (a fast open that found the
 ** state stale goes the long way from scratch). */
-static void queues_reset(rmqi_store *s)
+static void queue_reset(rmqi_store *s, rmqi_queue *q, void *ctx)
 {
-  rmqi_topic **tab = atomic_load(&s->ttab);
-  for (int i = 0; tab && i < s->tcap; i++) {
-    rmqi_topic *t = tab[i];
-    qvec *v = t ? atomic_load(&t->qv) : NULL;
-    for (int qid = 0; v && qid < v->cap; qid++) {
-      rmqi_queue *q = atomic_load(&v->q[qid]);
-      if (!q) continue;
-      for (int k = 0; k < mvec_len(&q->cq); k++) cq_file_free(s, mvec_at(&q->cq, k));
-      atomic_store(&q->cq.n, 0);
-      q->first_file = q->next_offset = q->flushed_units = 0;
-      atomic_store(&q->max_offset, 0);
-      atomic_store(&q->min_offset, 0);
-      atomic_store(&q->dir_made, 0);
-    }
-  }
+  (void)ctx;
+  for (int k = 0; k < mvec_len(&q->cq); k++) cq_file_free(s, mvec_at(&q->cq, k));
+  atomic_store(&q->cq.n, 0);
+  q->first_file = q->next_offset = q->flushed_units = 0;
+  atomic_store(&q->max_offset, 0);
+  atomic_store(&q->min_offset, 0);
+  atomic_store(&q->dir_made, 0);
 }
+
+static void queues_reset(rmqi_store *s) { queue_each(s, queue_reset, NULL); }
 
 /* Open after a clean close: the queues as the close left them, from the
 ** state file, without listing, mapping or reading any ConsumeQueue file

@@ -1864,7 +1864,54 @@ static int cl_file_make_next(rmqi_store *s, int64_t idx)
 
 /* append_lock held (or single-threaded open). Makes sure the ConsumeQueue
 ** file holding unit `off` exists and returns a pointer to the unit. */
-static int cq_unit_ptr(rmqi_store *s, rmqi_queue *q, int64_t off, uint8_t **unit)
+/* Over the mapping bound, a sender does not map a cold queue's file (and
+** so unmap another's, a TLB shootdown each): it writes the unit with
+** pwrite. */
+static int cq_cold(rmqi_store *s, int cold_ok)
+{
+  return cold_ok && atomic_load_explicit(&s->nmapped, memory_order_relaxed) >= s->max_mapped;
+}
+
+/* Makes ConsumeQueue file f on disk without mapping it. */
+static int cq_create_unmapped(mfile *f)
+{
+  char path[4200];
+  snprintf(path, sizeof path, "%s/%020" PRId64, f->dir, f->start);
+  int fd = OS->open(path, O_RDWR | O_CREAT, 0644);
+  if (fd < 0) return rmqi_errno(errno, "open", path);
+  struct stat st;
+  int rc = RMQ_OK;
+  if (OS->fstat(fd, &st) != 0) rc = rmqi_errno(errno, "fstat", path);
+  else if (st.st_size != f->size && OS->ftruncate(fd, f->size) != 0) rc = rmqi_errno(errno, "ftruncate", path);
+  OS->close(fd);
+  return rc;
+}
+
+/* Writes one unit into q's file without a mapping (its blocks are
+** allocated already). append_lock held. */
+static int cq_unit_pwrite(rmqi_store *s, rmqi_queue *q, int64_t off, int64_t phys, int32_t size, int64_t tags_code)
+{
+  int64_t byte = off * RMQI_CQ_UNIT;
+  mfile *f = mvec_at(&q->cq, byte / s->cq_size - q->first_file);
+  char path[4200];
+  snprintf(path, sizeof path, "%s/%020" PRId64, q->dir, f->start);
+  uint8_t u[RMQI_CQ_UNIT];
+  rmqi_put64(u, (uint64_t)phys);
+  rmqi_put32(u + 8, (uint32_t)size);
+  rmqi_put64(u + 12, (uint64_t)tags_code);
+  int fd = OS->open(path, O_WRONLY, 0);
+  if (fd < 0) return rmqi_errno(errno, "open", path);
+  ssize_t w = OS->pwrite(fd, u, sizeof u, (off_t)(byte - f->start));
+  int rc = w == (ssize_t)sizeof u ? RMQ_OK : rmqi_errno(w < 0 ? errno : EIO, "pwrite", path);
+  OS->close(fd);
+  return rc;
+}
+
+/* append_lock held (or single-threaded open). Makes sure the ConsumeQueue
+** file holding unit `off` exists with the unit's blocks allocated and
+** returns a pointer to the unit; with cold_ok, *unit may be NULL (the file
+** is left unmapped: cq_cold) and the caller writes with cq_unit_pwrite. */
+static int cq_unit_ptr_mode(rmqi_store *s, rmqi_queue *q, int64_t off, uint8_t **unit, int cold_ok)
 {
   int64_t byte = off * RMQI_CQ_UNIT;
   int64_t fidx = byte / s->cq_size - q->first_file;
@@ -1878,7 +1925,7 @@ static int cq_unit_ptr(rmqi_store *s, rmqi_queue *q, int64_t off, uint8_t **unit
     mfile *f = cq_file_new(q, (q->first_file + mvec_len(&q->cq)) * s->cq_size, s->cq_size);
     if (!f) return rmqi_err(RMQ_ENOMEM, "out of memory adding a file to %s", q->dir);
     pthread_mutex_lock(cq_lock(s, q));
-    rc = cq_map(s, f, 1);
+    rc = cq_cold(s, cold_ok) ? cq_create_unmapped(f) : cq_map(s, f, 1);
     if (!rc && (rc = mvec_push(&q->cq, f))) cq_unmap(s, f);
     pthread_mutex_unlock(cq_lock(s, q));
     if (rc) { rmqi_free(f, sizeof *f); return rc; }
@@ -1887,7 +1934,7 @@ static int cq_unit_ptr(rmqi_store *s, rmqi_queue *q, int64_t off, uint8_t **unit
   mfile *f = mvec_at(&q->cq, fidx);
   if (!__atomic_load_n(&f->base, __ATOMIC_ACQUIRE) || !atomic_load_explicit(&f->used, memory_order_relaxed)) {
     pthread_mutex_lock(cq_lock(s, q));
-    int rc = cq_map(s, f, 1);
+    int rc = f->base || !cq_cold(s, cold_ok) ? cq_map(s, f, 1) : RMQ_OK;
     pthread_mutex_unlock(cq_lock(s, q));
     if (rc) return rc;
   }
@@ -1900,8 +1947,14 @@ static int cq_unit_ptr(rmqi_store *s, rmqi_queue *q, int64_t off, uint8_t **unit
     int rc = mfile_reserve(s, q->dir, f, in + RMQI_CQ_UNIT, step);
     if (rc) return rc;
   }
-  *unit = f->base + in;
+  uint8_t *base = __atomic_load_n(&f->base, __ATOMIC_ACQUIRE);
+  *unit = base ? base + in : NULL;
   return RMQ_OK;
+}
+
+static int cq_unit_ptr(rmqi_store *s, rmqi_queue *q, int64_t off, uint8_t **unit)
+{
+  return cq_unit_ptr_mode(s, q, off, unit, 0);
 }
 
 static void unit_write(uint8_t *u, int64_t phys, int32_t size, int64_t tags_code)
@@ -2023,7 +2076,7 @@ RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
       uint8_t *u;
       int64_t qoff = p[i].q->next_offset;
       for (int j = 0; j < i; j++) if (p[j].q == p[i].q) qoff++;
-      rc = cq_unit_ptr(s, p[i].q, qoff, &u);
+      rc = cq_unit_ptr_mode(s, p[i].q, qoff, &u, 1);
       if (rc) goto out_unlock;
     }
   }
@@ -2049,11 +2102,14 @@ RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
     rmqi_put64(rec + store_ts_off(rec), (uint64_t)now);
     mfile *f = mvec_at(&s->cl, cl_index(s, pos));
     if ((rc = cl_write(s, f, pos, rec, p[i].size))) { put_undo(p, i); goto out_unlock; }
-    if (p[i].q) p[i].q->next_offset++;
     if (p[i].q) {
       uint8_t *u;
-      cq_unit_ptr(s, p[i].q, qoff, &u); /* exists: made in pass 1 */
-      unit_write(u, pos, (int32_t)p[i].size, p[i].tags_code);
+      /* The file exists and the unit's blocks are allocated (pass 1). */
+      rc = cq_unit_ptr_mode(s, p[i].q, qoff, &u, 1);
+      if (!rc && u) unit_write(u, pos, (int32_t)p[i].size, p[i].tags_code);
+      else if (!rc) rc = cq_unit_pwrite(s, p[i].q, qoff, pos, (int32_t)p[i].size, p[i].tags_code);
+      if (rc) { put_undo(p, i); goto out_unlock; }
+      p[i].q->next_offset++;
       /* Not for a queue's first chunk: a queue with a few messages must
       ** not cost 64 KiB more of disk and memory. */
       if (s->o.flush_disk_type == RMQ_ASYNC_FLUSH && (qoff * RMQI_CQ_UNIT) % CQ_CHUNK < RMQI_CQ_UNIT &&

@@ -772,6 +772,56 @@ static void test_many_queues_few_mappings(void **state)
   tu_store_remove(store);
 }
 
+/* Sends round robin over more queues than may be mapped: cold queues'
+** units are written without mapping their files, and every message reads
+** back in its queue at its offset. */
+static void test_sends_to_cold_queues(void **state)
+{
+  (void)state;
+  char store[1024], name[32];
+  tu_store_path(store, sizeof store, "coldq");
+  rmq_broker_options o;
+  opts(&o, RMQ_ASYNC_FLUSH, 0);
+  o.mapped_file_size_consume_queue = 20 * 64;
+  o.max_mapped_consume_queue_files = 8;
+  enum { TOPICS = 16, ROUNDS = 150 };
+  rmq_broker *b;
+  rmq_producer *p;
+  ok(rmq_broker_open(store, &o, &b));
+  ok(rmq_producer_create(b, NULL, NULL, &p));
+  int peak = 0;
+  uint64_t id = 0;
+  for (int r = 0; r < ROUNDS; r++)
+    for (int t = 0; t < TOPICS; t++) {
+      snprintf(name, sizeof name, "Cold%02d", t);
+      rmq_send_result res;
+      uint8_t body[40];
+      rmq_msg *m;
+      tu_make_body(body, id++, sizeof body);
+      ok(rmq_msg_create(&m, name, NULL, body, sizeof body));
+      ok(rmq_producer_send_to_queue(p, m, r % 4, &res)); /* 4 queues a topic (auto-created) */
+      rmq_msg_free(m);
+      assert_int_equal(res.queue_offset, r / 4);
+      if ((id & 63) == 0) {
+        int nm = mapped_cq_files();
+        if (nm > peak) peak = nm;
+      }
+    }
+  print_message("  peak ConsumeQueue mappings while sending to 64 queues: %d\n", peak);
+  assert_true(peak <= 8);
+  rmq_producer_destroy(p);
+  static uint8_t seen[TOPICS * ROUNDS];
+  size_t n = 0;
+  for (int t = 0; t < TOPICS; t++) {
+    snprintf(name, sizeof name, "Cold%02d", t);
+    n += read_all(b, name, seen, TOPICS * ROUNDS - 1);
+  }
+  assert_int_equal(n, TOPICS * ROUNDS);
+  ok(rmq_broker_close(b));
+  tu_rmqstore_check(store);
+  tu_store_remove(store);
+}
+
 /* ======================================================================= */
 /* Open after a clean close: from the queue state, the same as the long way */
 /* ======================================================================= */
@@ -891,6 +941,7 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_topic_journal_after_crash, setup_os, teardown_os),
     cmocka_unit_test_setup_teardown(test_many_queues_few_mappings, setup_os, teardown_os),
     cmocka_unit_test_setup_teardown(test_clean_open_uses_queue_state, setup_os, teardown_os),
+    cmocka_unit_test_setup_teardown(test_sends_to_cold_queues, setup_os, teardown_os),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3612,6 +3612,13 @@ static int queues_state_write(rmqi_store *s)
   return rc;
 }
 
+/* Reads config/rmq_queues.txt (its path into path[4200]). */
+static int state_read(rmqi_store *s, char *path, char **text, size_t *len)
+{
+  snprintf(path, 4200, "%s/" QUEUES_STATE, s->cfg_dir);
+  return read_file(path, text, len);
+}
+
 /* Drops every queue's file list and bounds (a fast open that found the
 ** state stale goes the long way from scratch). */
 static void queue_reset(rmqi_store *s, rmqi_queue *q, void *ctx)
@@ -3630,16 +3637,14 @@ static void queues_reset(rmqi_store *s) { queue_each(s, queue_reset, NULL); }
 /* Open after a clean close: the queues as the close left them, from the
 ** state file, without listing, mapping or reading any ConsumeQueue file
 ** and without rescanning the CommitLog (DESIGN.md 5: trust the checkpoint
-** and the ConsumeQueues). Each queue's last file is checked to be there
-** and whole. 1 when the store is open this way; 0 (nothing changed) when
+** and the ConsumeQueues). Each queue file it lists is stat'ed: there and
+** whole. 1 when the store is open this way; 0 (nothing changed) when
 ** the state is missing or no longer this store's: then the long way. */
 static int queues_state_load(rmqi_store *s)
 {
-  char *text;
+  char *text, path[4200];
   size_t len;
-  char path[4200];
-  snprintf(path, sizeof path, "%s/" QUEUES_STATE, s->cfg_dir);
-  if (read_file(path, &text, &len) != RMQ_OK) return 0;
+  if (state_read(s, path, &text, &len) != RMQ_OK) return 0;
   const char *why = NULL;
   long long minp, end;
   int cqs, ncl, used;
@@ -3739,11 +3744,9 @@ static int queues_state_load(rmqi_store *s)
 ** files are gone, or end short of what it had, needs the rebuild. */
 static int queues_state_check(rmqi_store *s)
 {
-  char *text;
+  char *text, path[4200];
   size_t len;
-  char path[4200];
-  snprintf(path, sizeof path, "%s/" QUEUES_STATE, s->cfg_dir);
-  if (read_file(path, &text, &len) != RMQ_OK) return 0;
+  if (state_read(s, path, &text, &len) != RMQ_OK) return 0;
   int suspect = 0;
   for (char *line = text; !suspect && line < text + len;) {
     char *nl = memchr(line, '\n', (size_t)(text + len - line));

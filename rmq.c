@@ -531,6 +531,7 @@ struct rmq_broker {
   ** rebalancing. Taken before a consumer's mu; never under store locks. */
   pthread_mutex_t group_lock;
   struct rmq_push_consumer *consumers;
+  struct gref *grefs;         /* group_lock: live consumer handles by group */
 
   /* sched_lock: delayed delivery (ScheduleMessageService): one runner at a
   ** time, its next offset per level, and the buffer records are re-put from. */
@@ -542,6 +543,48 @@ struct rmq_broker {
 };
 
 static inline int broker_ok(const rmq_broker *b) { return b && b->magic == MAGIC_BROKER; }
+
+/* Consumer handles alive in each group: rmq_group_delete refuses a group
+** in use. group_lock. */
+typedef struct gref {
+  struct gref *next;
+  int n;
+  char group[];
+} gref;
+
+static int group_hold(rmq_broker *b, const char *group)
+{
+  pthread_mutex_lock(&b->group_lock);
+  gref *g = b->grefs;
+  while (g && strcmp(g->group, group)) g = g->next;
+  if (!g) {
+    size_t n = strlen(group) + 1;
+    g = rmqi_calloc(1, sizeof *g + n);
+    if (g) {
+      memcpy(g->group, group, n);
+      g->next = b->grefs;
+      b->grefs = g;
+    }
+  }
+  if (g) g->n++;
+  pthread_mutex_unlock(&b->group_lock);
+  return g ? RMQ_OK : rmqi_err(RMQ_ENOMEM, "out of memory creating a consumer of %s", group);
+}
+
+static void group_release(rmq_broker *b, const char *group)
+{
+  pthread_mutex_lock(&b->group_lock);
+  for (gref **pp = &b->grefs; *pp; pp = &(*pp)->next) {
+    gref *g = *pp;
+    if (strcmp(g->group, group)) continue;
+    if (--g->n == 0) {
+      *pp = g->next;
+      rmqi_free(g, sizeof *g + strlen(g->group) + 1);
+    }
+    break;
+  }
+  pthread_mutex_unlock(&b->group_lock);
+}
 static int bad_broker(const rmq_broker *b, const char *fn) { return bad_handle(b, fn, "broker", "closed"); }
 
 RMQ_API void rmq_broker_options_init(rmq_broker_options *o)
@@ -570,6 +613,12 @@ RMQ_API void rmq_broker_options_init(rmq_broker_options *o)
   o->log_level = RMQ_LOG_WARN;
   o->disk_space_warning_level_ratio = 90;
   o->clean_resource_interval = 10000;
+  o->file_reserved_time = 72;
+  o->delete_when = "04";
+  o->disk_max_used_space_ratio = 75;
+  o->disk_space_clean_forcibly_ratio = 85;
+  o->clean_file_forcibly_enable = 1;
+  o->delete_file_batch_max = 10;
 }
 
 static int parse_ipv4(const char *s, uint8_t ip[4])
@@ -601,6 +650,13 @@ static int check_broker_options(const rmq_broker_options *o)
   if (o->store_port < 0 || o->store_port > 65535) return rmqi_err(RMQ_EINVAL, "store_port %d out of range", o->store_port);
   if (o->clean_resource_interval < 1)
     return rmqi_err(RMQ_EINVAL, "clean_resource_interval %d must be positive", o->clean_resource_interval);
+  if (o->file_reserved_time < 0)
+    return rmqi_err(RMQ_EINVAL, "file_reserved_time %d must not be negative", o->file_reserved_time);
+  if (o->delete_file_batch_max < 1)
+    return rmqi_err(RMQ_EINVAL, "delete_file_batch_max %d must be positive", o->delete_file_batch_max);
+  uint32_t hours;
+  int rc = rmqi_delete_when_parse(o->delete_when, &hours);
+  if (rc) return rc;
   uint8_t ip[4];
   if (o->store_host && !parse_ipv4(o->store_host, ip))
     return rmqi_err(RMQ_EINVAL, "store_host '%s' is not a dotted IPv4 address", o->store_host);
@@ -727,6 +783,17 @@ RMQ_API int rmq_broker_run_due(rmq_broker *b, int64_t *next_due_ms)
   return broker_due(b, next_due_ms);
 }
 
+RMQ_API int rmq_broker_delete_expired_files(rmq_broker *b, int *deleted)
+{
+  if (deleted) *deleted = 0;
+  if (!broker_ok(b)) return bad_broker(b, "rmq_broker_delete_expired_files");
+  /* Only what the flusher has reached can go: flush first, as the manual
+  ** call means "now". */
+  int rc = rmqi_store_flush_commitlog(b->st);
+  if (!rc) rc = rmqi_store_delete_expired(b->st, rmqi_now(&b->env), deleted);
+  return rc;
+}
+
 RMQ_API int rmq_broker_flush(rmq_broker *b)
 {
   if (!broker_ok(b)) return bad_broker(b, "rmq_broker_flush");
@@ -795,6 +862,68 @@ RMQ_API int rmq_broker_close(rmq_broker *b)
 /* ======================================================================= */
 
 static void rebalance_all(rmq_broker *b);
+
+/* Every offset of the entries of topic (or of group, when topic is NULL)
+** becomes "none". Returns how many entries had one. */
+static int offsets_forget(rmq_broker *b, const char *topic, const char *group)
+{
+  int n = 0;
+  pthread_mutex_lock(&b->off_lock);
+  for (int i = 0; i < b->noffs; i++) {
+    offent *e = b->offs[i];
+    if (topic ? strcmp(e->topic, topic) != 0 : strcmp(e->group, group) != 0) continue;
+    int had = 0;
+    for (int q = 0; q < RMQ_MAX_QUEUE_NUMS; q++) had |= atomic_exchange(&e->off[q], -1) >= 0;
+    n += had;
+  }
+  pthread_mutex_unlock(&b->off_lock);
+  if (n) atomic_store(&b->off_dirty, 1);
+  return n;
+}
+
+RMQ_API int rmq_topic_delete(rmq_broker *b, const char *topic)
+{
+  if (!broker_ok(b)) return bad_broker(b, "rmq_topic_delete");
+  int rc = check_topic(topic);
+  if (rc) return rc;
+  if (is_system_topic(topic)) return rmqi_err(RMQ_EFORBIDDEN, "The topic[%s] is a system topic and cannot be deleted.", topic);
+  if ((rc = rmqi_topic_delete(b->st, topic))) return rc;
+  /* RocketMQ's deleteTopic cleans the offsets of the topic too. */
+  if (offsets_forget(b, topic, NULL) && offsets_persist(b) != RMQ_OK)
+    rmqi_log(&b->env, RMQ_LOG_WARN, "topic %s deleted; its offsets are forgotten at the next persist (%s)", topic, rmq_errmsg());
+  rebalance_all(b);
+  return RMQ_OK;
+}
+
+RMQ_API int rmq_group_delete(rmq_broker *b, const char *group)
+{
+  if (!broker_ok(b)) return bad_broker(b, "rmq_group_delete");
+  int rc = check_group(group);
+  if (rc) return rc;
+  char retry[300], dlq[300];
+  snprintf(retry, sizeof retry, "%%RETRY%%%s", group);
+  snprintf(dlq, sizeof dlq, "%%DLQ%%%s", group);
+  /* group_lock throughout: no consumer of the group starts meanwhile. */
+  pthread_mutex_lock(&b->group_lock);
+  gref *g = b->grefs;
+  while (g && strcmp(g->group, group)) g = g->next;
+  if (g) {
+    int n = g->n;
+    pthread_mutex_unlock(&b->group_lock);
+    return rmqi_err(RMQ_ESTATE, "consumer group %s has %d live consumer%s: destroy them first", group, n, n == 1 ? "" : "s");
+  }
+  int found = offsets_forget(b, NULL, group);
+  const char *topics[2] = {retry, dlq};
+  for (int i = 0; i < 2 && !rc; i++) {
+    int trc = rmqi_topic_delete(b->st, topics[i]);
+    if (trc == RMQ_OK) found++;
+    else if (trc != RMQ_ENOTOPIC) rc = trc;
+  }
+  pthread_mutex_unlock(&b->group_lock);
+  if (rc) return rc;
+  if (!found) return rmqi_err(RMQ_ENOTFOUND, "consumer group %s has no offsets, retry or dead-letter topic", group);
+  return offsets_persist(b);
+}
 
 RMQ_API int rmq_topic_create(rmq_broker *b, const char *topic, int queue_nums)
 {
@@ -1114,9 +1243,19 @@ static int64_t props_tags_code(const char *props, size_t len)
 /* sched_lock held. Re-puts the due record at phys to REAL_TOPIC/REAL_QID:
 ** the same record with the topic and queue changed, properties as stored
 ** (RocketMQ's delivered records keep DELAY, REAL_TOPIC and REAL_QID). */
+static int reput_pinned(rmq_broker *b, const uint8_t *rec, int64_t phys, int32_t size, int64_t now);
 static int reput(rmq_broker *b, int64_t phys, int32_t size, int64_t now)
 {
-  const uint8_t *rec = rmqi_store_record(b->st, phys, size);
+  void *pin;
+  const uint8_t *rec = rmqi_store_record_pin(b->st, phys, size, &pin);
+  int rc = reput_pinned(b, rec, phys, size, now);
+  rmqi_store_unpin(pin);
+  return rc;
+}
+
+/* reput with the record pinned (rec NULL: it is gone). */
+static int reput_pinned(rmq_broker *b, const uint8_t *rec, int64_t phys, int32_t size, int64_t now)
+{
   rmqi_record r;
   if (!rec || rmqi_record_decode(rec, (size_t)size, 0, &r) != RMQ_OK)
     return rmqi_err(RMQ_ECORRUPT, "delayed message at %" PRId64 " is unreadable", phys);
@@ -1131,6 +1270,10 @@ static int reput(rmq_broker *b, int64_t phys, int32_t size, int64_t now)
   memcpy(qs, qv, ql);
   qs[ql] = 0;
   int qid = atoi(qs);
+  if (rmqi_store_topic_deleted_at(b->st, topic, phys)) {
+    rmqi_log(&b->env, RMQ_LOG_INFO, "delayed message at %" PRId64 " for deleted topic %s dropped", phys, topic);
+    return RMQ_OK;
+  }
   rmqi_topic *t = rmqi_topic_find(b->st, topic);
   int rc;
   if (!t && (rc = rmqi_topic_create(b->st, topic, b->o.default_topic_queue_nums < 4 ? b->o.default_topic_queue_nums : 4, &t)))
@@ -1176,6 +1319,12 @@ static int schedule_due(rmq_broker *b, int64_t now, int64_t *next)
           if (due - now < *next) *next = due - now;
           waiting = 1;
           break;
+        }
+        if ((int64_t)rmqi_get64(u) < rmqi_store_min_phys(b->st)) {
+          rmqi_log(&b->env, RMQ_LOG_WARN, "delay level %d offset %" PRId64 ": deleted by retention before its "
+                   "delivery time; skipped", l, off);
+          off++;
+          continue;
         }
         rc = reput(b, (int64_t)rmqi_get64(u), (int32_t)rmqi_get32(u + 8), now);
         if (rc == RMQ_ECORRUPT) {
@@ -1817,7 +1966,7 @@ static int check_msg(rmq_producer *p, const rmq_msg *m)
 static int producer_topic(rmq_producer *p, const char *name, rmqi_topic **out)
 {
   rmqi_topic *t = atomic_load_explicit(&p->last_topic, memory_order_acquire);
-  if (t && !strcmp(rmqi_topic_name(t), name)) { *out = t; return RMQ_OK; }
+  if (t && !strcmp(rmqi_topic_name(t), name) && !rmqi_topic_deleted(t)) { *out = t; return RMQ_OK; }
   t = rmqi_topic_find(p->b->st, name);
   if (!t) {
     if (!p->b->o.auto_create_topic_enable)
@@ -2338,6 +2487,7 @@ typedef struct pq {
   int64_t pull_offset;     /* pull thread: next unit to read */
   int cap;
   rmq_message_ext *slots;
+  void **pins;             /* pins[i]: slot i's CommitLog file (the view stays valid under retention) */
   uint8_t *done;           /* mu */
   req *reqs;               /* reqs[i]: the request starting at slot i */
   const rmq_message_ext **ptrs;
@@ -2455,6 +2605,14 @@ RMQ_API int rmq_push_consumer_create(rmq_broker *b, const char *group, const rmq
   pthread_mutex_init(&c->mu, NULL);
   cond_init_mono(&c->work_cond);
   cond_init_mono(&c->gen_cond);
+  if (group_hold(b, group)) {
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->work_cond);
+    pthread_cond_destroy(&c->gen_cond);
+    rmqi_strfree(c->group);
+    rmqi_free(c, sizeof *c);
+    return RMQ_ENOMEM;
+  }
   c->magic = MAGIC_PUSH;
   atomic_fetch_add(&b->nhandles, 1);
   *out = c;
@@ -2553,7 +2711,9 @@ static pq *pq_new(rmq_push_consumer *c, sub *sb, rmqi_queue *q)
   p->done = rmqi_calloc((size_t)p->cap, 1);
   p->reqs = rmqi_calloc((size_t)p->cap, sizeof *p->reqs);
   p->ptrs = rmqi_calloc((size_t)p->cap, sizeof *p->ptrs);
-  if (!p->slots || !p->done || !p->reqs || !p->ptrs) {
+  p->pins = rmqi_calloc((size_t)p->cap, sizeof *p->pins);
+  if (!p->slots || !p->done || !p->reqs || !p->ptrs || !p->pins) {
+    rmqi_free(p->pins, (size_t)p->cap * sizeof *p->pins);
     rmqi_free(p->slots, (size_t)p->cap * sizeof *p->slots);
     rmqi_free(p->done, (size_t)p->cap);
     rmqi_free(p->reqs, (size_t)p->cap * sizeof *p->reqs);
@@ -2604,8 +2764,23 @@ static int pq_lock(rmq_push_consumer *c, pq *p)
   return 1;
 }
 
+/* mu held (or the consumer's last thread). Removes the done messages at the
+** head of p, dropping their pins. */
+static void pq_pop_done(pq *p)
+{
+  while (p->count && p->done[p->head]) {
+    p->done[p->head] = 0;
+    rmqi_store_unpin(p->pins[p->head]);
+    p->pins[p->head] = NULL;
+    p->head = (p->head + 1) % p->cap;
+    p->count--;
+  }
+}
+
 static void pq_free(pq *p)
 {
+  for (int i = 0; i < p->count; i++) rmqi_store_unpin(p->pins[(p->head + i) % p->cap]);
+  rmqi_free(p->pins, (size_t)p->cap * sizeof *p->pins);
   rmqi_free(p->slots, (size_t)p->cap * sizeof *p->slots);
   rmqi_free(p->done, (size_t)p->cap);
   rmqi_free(p->reqs, (size_t)p->cap * sizeof *p->reqs);
@@ -2789,6 +2964,16 @@ static int pull_queue(rmq_push_consumer *c, pq *p)
   int want = c->o.pull_batch_size < free_slots ? c->o.pull_batch_size : free_slots;
   if (want <= 0) { atomic_store(&c->throttled, 1); return 0; }
   int64_t min = rmqi_queue_min_offset(p->q), max = rmqi_queue_max_offset(p->q);
+  if (p->pull_offset < min) {
+    /* Retention deleted what this queue held below min: go on at min
+    ** (RocketMQ's OFFSET_TOO_SMALL, nextBeginOffset = min). */
+    rmqi_log(&c->b->env, RMQ_LOG_WARN, "consumer %s: %s/%d offset %" PRId64 " was deleted by retention; continuing at %" PRId64,
+             c->client_id, p->sb->topic, p->qid, p->pull_offset, min);
+    pthread_mutex_lock(&c->mu);
+    p->pull_offset = min;
+    if (p->count == 0) pq_commit(c, p);
+    pthread_mutex_unlock(&c->mu);
+  }
   int got = 0, n = 0; /* matched, units read */
   rmqi_cl_span sp = {0};
   while (got < want && n < PULL_SCAN_UNITS) {
@@ -2811,6 +2996,7 @@ static int pull_queue(rmq_push_consumer *c, pq *p)
       ** decode otherwise is the CommitLog's. */
       int bad = !rec ? 1 : ext_fill(e, rec, size, rmqi_topic_name(rmqi_queue_topic(p->q)), c->b->broker_name) != RMQ_OK
                                ? 2 : !unit_is_record(c->b, e, p->qid, p->pull_offset + n + i);
+      if (!rec && phys < rmqi_store_min_phys(c->b->st)) continue; /* deleted by retention meanwhile */
       if (bad) {
         if (bad != 2 || unit_is_bad(rec, size)) rmqi_store_note_bad_unit(c->b->st);
         rmqi_log(&c->b->env, RMQ_LOG_ERROR, "consumer %s: unreadable record at %" PRId64 " (%s/%d offset %" PRId64 "); skipped",
@@ -2823,10 +3009,12 @@ static int pull_queue(rmq_push_consumer *c, pq *p)
       e->min_offset = min;
       e->max_offset = max;
       p->done[slot] = 0;
+      p->pins[slot] = rmqi_span_pin(&sp);
       got++;
     }
     n += i;
   }
+  rmqi_span_done(&sp);
   if (n == 0) return 0;
   pthread_mutex_lock(&c->mu);
   p->pull_offset += n;
@@ -2948,10 +3136,19 @@ static void prop_append(rmqi_buf *b, const char *name, const char *value, size_t
 ** %DLQ%<group> once it has been retried max_reconsume_times (or level < 0),
 ** as a new record with reconsumeTimes + 1, RETRY_TOPIC (its topic) and
 ** ORIGIN_MESSAGE_ID (its offsetMsgId) when it has none yet. */
+static int send_back_pinned(rmq_push_consumer *c, const rmq_message_ext *e, int level, const uint8_t *rec);
 static int send_back(rmq_push_consumer *c, const rmq_message_ext *e, int level)
 {
+  void *pin;
+  const uint8_t *rec = rmqi_store_record_pin(c->b->st, e->commit_log_offset, e->store_size, &pin);
+  int rc = send_back_pinned(c, e, level, rec);
+  rmqi_store_unpin(pin);
+  return rc;
+}
+
+static int send_back_pinned(rmq_push_consumer *c, const rmq_message_ext *e, int level, const uint8_t *rec)
+{
   rmq_broker *b = c->b;
-  const uint8_t *rec = rmqi_store_record(b->st, e->commit_log_offset, e->store_size);
   rmqi_record r;
   if (!rec || rmqi_record_decode(rec, (size_t)e->store_size, 0, &r) != RMQ_OK)
     return rmqi_err(RMQ_ECORRUPT, "message %s is unreadable", e->msg_id);
@@ -3101,11 +3298,7 @@ static void *worker_main(void *arg)
     } else {
       p->inflight--;
     }
-    while (p->count && p->done[p->head]) {
-      p->done[p->head] = 0;
-      p->head = (p->head + 1) % p->cap;
-      p->count--;
-    }
+    pq_pop_done(p);
     pq_commit(c, p);
     if (atomic_load(&c->throttled)) rmqi_store_wake(c->b->st);
   }
@@ -3207,11 +3400,7 @@ static void *worker_orderly_main(void *arg)
     for (int i = 0; i < r->n; i++) p->done[r->first + i] = 1;
     p->busy = 0;
     p->inflight--;
-    while (p->count && p->done[p->head]) {
-      p->done[p->head] = 0;
-      p->head = (p->head + 1) % p->cap;
-      p->count--;
-    }
+    pq_pop_done(p);
     pq_commit(c, p);
     if (p->dropped && p->inflight == 0) pq_unlock(c, p);
     pthread_cond_broadcast(&c->work_cond); /* the queue's next request may go */
@@ -3404,6 +3593,7 @@ RMQ_API void rmq_push_consumer_destroy(rmq_push_consumer *c)
   pthread_mutex_destroy(&c->mu);
   pthread_cond_destroy(&c->work_cond);
   pthread_cond_destroy(&c->gen_cond);
+  group_release(c->b, c->group);
   atomic_fetch_sub(&c->b->nhandles, 1);
   rmqi_strfree(c->group);
   rmqi_free(c, sizeof *c);
@@ -3543,6 +3733,8 @@ struct rmq_pull_consumer {
   char *group;
   rmq_message_ext *msgs;
   int msgs_cap;
+  void **pins;             /* the CommitLog files msgs point into (distinct in a row) */
+  int npins, pins_cap;
   char *expr;              /* the last expression and its type, compiled in f */
   rmqi_filter f;
   int have_f;
@@ -3557,6 +3749,28 @@ struct rmq_pull_consumer {
 };
 
 static inline int pull_ok(const rmq_pull_consumer *c) { return c && c->magic == MAGIC_PULL; }
+
+/* The last pull's views end. */
+static void pull_unpin(rmq_pull_consumer *c)
+{
+  for (int i = 0; i < c->npins; i++) rmqi_store_unpin(c->pins[i]);
+  c->npins = 0;
+}
+
+/* The view just filled lies in the span's file: hold it for the result. */
+static int pull_hold(rmq_pull_consumer *c, rmqi_cl_span *sp)
+{
+  if (c->npins && c->pins[c->npins - 1] == sp->pin) return RMQ_OK;
+  if (c->npins == c->pins_cap) {
+    int ncap = c->pins_cap ? 2 * c->pins_cap : 8;
+    void **np = rmqi_realloc(c->pins, (size_t)c->pins_cap * sizeof *np, (size_t)ncap * sizeof *np);
+    if (!np) return rmqi_err(RMQ_ENOMEM, "out of memory holding pulled messages");
+    c->pins = np;
+    c->pins_cap = ncap;
+  }
+  c->pins[c->npins++] = rmqi_span_pin(sp);
+  return RMQ_OK;
+}
 static int bad_pull(const rmq_pull_consumer *c, const char *fn) { return bad_handle(c, fn, "pull consumer", "destroyed"); }
 
 RMQ_API int rmq_pull_consumer_create(rmq_broker *b, const char *group, rmq_pull_consumer **out)
@@ -3570,6 +3784,11 @@ RMQ_API int rmq_pull_consumer_create(rmq_broker *b, const char *group, rmq_pull_
   c->group = rmqi_strdup(group);
   if (!c->group) { rmqi_free(c, sizeof *c); return rmqi_err(RMQ_ENOMEM, "out of memory"); }
   c->b = b;
+  if (group_hold(b, group)) {
+    rmqi_strfree(c->group);
+    rmqi_free(c, sizeof *c);
+    return RMQ_ENOMEM;
+  }
   c->magic = MAGIC_PULL;
   atomic_fetch_add(&b->nhandles, 1);
   *out = c;
@@ -3584,9 +3803,12 @@ RMQ_API void rmq_pull_consumer_destroy(rmq_pull_consumer *c)
   if (c->auto_commit && c->na && rmq_pull_consumer_commit(c) != RMQ_OK)
     rmqi_log(&c->b->env, RMQ_LOG_ERROR, "pull consumer %s: committing offsets failed: %s", c->group, rmq_errmsg());
   rmq_pull_consumer_assign_selector(c, NULL, 0, RMQ_SELECTOR_TAG, NULL);
+  pull_unpin(c);
+  rmqi_free(c->pins, (size_t)c->pins_cap * sizeof *c->pins);
   rmqi_free(c->msgs, (size_t)c->msgs_cap * sizeof *c->msgs);
   if (c->have_f) rmqi_filter_free(&c->f);
   rmqi_strfree(c->expr);
+  group_release(c->b, c->group);
   rmqi_strfree(c->group);
   c->magic = MAGIC_DEAD;
   atomic_fetch_sub(&c->b->nhandles, 1);
@@ -3653,6 +3875,7 @@ RMQ_API int rmq_pull_consumer_pull_selector(rmq_pull_consumer *c, const rmq_mess
   if (!pull_ok(c)) return bad_pull(c, "rmq_pull_consumer_pull");
   if (!mq || !r) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_pull: NULL argument");
   memset(r, 0, sizeof *r);
+  pull_unpin(c);
   if (max_nums < 1 || max_nums > 1024) return rmqi_err(RMQ_EINVAL, "max_nums %d out of range 1..1024", max_nums);
   rmqi_queue *q;
   int rc = find_queue(c->b, mq->topic, mq->queue_id, &q);
@@ -3697,6 +3920,7 @@ RMQ_API int rmq_pull_consumer_pull_selector(rmq_pull_consumer *c, const rmq_mess
       if (size == INT32_MAX || !rmqi_filter_code(&c->f, (int64_t)rmqi_get64(u + 12))) continue;
       const uint8_t *rec = rmqi_span_record(c->b->st, &sp, (int64_t)rmqi_get64(u), size);
       rmq_message_ext *e = &c->msgs[got];
+      if (!rec && (int64_t)rmqi_get64(u) < rmqi_store_min_phys(c->b->st)) continue; /* deleted by retention meanwhile */
       if (!rec || ext_fill(e, rec, size, topic, c->b->broker_name) != RMQ_OK) {
         if (unit_is_bad(rec, size)) rmqi_store_note_bad_unit(c->b->st);
         continue;
@@ -3707,11 +3931,19 @@ RMQ_API int rmq_pull_consumer_pull_selector(rmq_pull_consumer *c, const rmq_mess
       }
       if (!rmqi_filter_record(&c->f, e->tags, (size_t)e->tags_len, e->properties, (size_t)e->properties_len))
         continue;
+      if ((rc = pull_hold(c, &sp))) break;
       e->min_offset = min;
       e->max_offset = max;
       got++;
     }
     off += i;
+    if (rc) break;
+  }
+  rmqi_span_done(&sp);
+  if (rc) {
+    pull_unpin(c);
+    memset(r, 0, sizeof *r);
+    return rc;
   }
   r->n = got;
   r->next_begin_offset = off;

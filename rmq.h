@@ -246,7 +246,8 @@ typedef struct rmq_broker_options {
   ** written to config/consumerOffset.json this often (and at close). */
   int flush_consumer_offset_interval;
   /* Run rmq's one service thread (default 1): ASYNC flushes, ConsumeQueue
-  ** flushes, offset persistence, delayed delivery. With 0, rmq
+  ** flushes, offset persistence, delayed delivery, the disk check and
+  ** retention. With 0, rmq
   ** starts no thread of its own for the broker and the application calls
   ** rmq_broker_run_due() instead. (Push consumers always own threads.) */
   int service_thread;
@@ -287,8 +288,34 @@ typedef struct rmq_broker_options {
   ** open, every clean_resource_interval and when a CommitLog file is made. */
   int disk_space_warning_level_ratio;
   /* cleanResourceInterval, ms, default 10000: how often the disk is checked
-  ** (and, with retention, files cleaned). */
+  ** and retention runs (see below). */
   int clean_resource_interval;
+  /* Retention, as RocketMQ's CleanCommitLogService does it. Every
+  ** clean_resource_interval, if the hour (local time, broker's clock) is one
+  ** of delete_when, or the disk is fuller than disk_max_used_space_ratio, or
+  ** rmq_broker_delete_expired_files() asks, CommitLog files last written
+  ** more than file_reserved_time ago are deleted, oldest first, at most
+  ** delete_file_batch_max a round, never the file being written nor one not
+  ** yet flushed. Over disk_space_clean_forcibly_ratio (or the warning level)
+  ** with clean_file_forcibly_enable, files are deleted whatever their age.
+  ** Then ConsumeQueue files whose last unit points below the CommitLog's new
+  ** first offset are deleted and each queue's min offset moves up to its
+  ** first message still stored; consumers below it continue there. */
+  /* fileReservedTime, hours, default 72 (0: a file expires as soon as it
+  ** is complete). */
+  int file_reserved_time;
+  /* deleteWhen, hours of the day separated by ';', default "04". NULL =
+  ** default, "" = never by the clock (space and the manual call still
+  ** delete). Parsed at open. */
+  const char *delete_when;
+  /* diskMaxUsedSpaceRatio, percent, default 75 (clamped 10..95). */
+  int disk_max_used_space_ratio;
+  /* diskSpaceCleanForciblyRatio, percent, default 85 (clamped 30..85). */
+  int disk_space_clean_forcibly_ratio;
+  /* cleanFileForciblyEnable, default 1. */
+  int clean_file_forcibly_enable;
+  /* deleteFileBatchMax, default 10: CommitLog files deleted a round. */
+  int delete_file_batch_max;
 } rmq_broker_options;
 
 /* Writes every default into *o. Any thread. */
@@ -334,11 +361,21 @@ RMQ_API int rmq_broker_open(const char *dir, const rmq_broker_options *o, rmq_br
 RMQ_API int rmq_broker_close(rmq_broker *b);
 
 /* Does the service thread's work that is due now by the broker's clock:
-** ASYNC_FLUSH flush, ConsumeQueue flush, checkpoint, offset persistence.
+** ASYNC_FLUSH flush, ConsumeQueue flush, checkpoint, offset persistence,
+** delayed delivery, the disk check and retention (see the options).
 ** Meant for brokers opened with service_thread = 0 (harmless otherwise). If
 ** next_due_ms is not NULL it receives how many ms until more work is due.
 ** Any thread. Errors: RMQ_EIO, RMQ_ENOSPC. */
 RMQ_API int rmq_broker_run_due(rmq_broker *b, int64_t *next_due_ms);
+
+/* RocketMQ's executeDeleteFilesManually, done now: deletes every CommitLog
+** file older than file_reserved_time whatever the hour (and, over the
+** forced-clean ratio, whatever its age), then the ConsumeQueue files that
+** point only below the new first offset, exactly as the periodic clean-up
+** does. *deleted (may be NULL) gets the number of CommitLog files deleted.
+** A file a message view still holds leaves the disk when the view ends.
+** Any thread. Errors: RMQ_EIO. */
+RMQ_API int rmq_broker_delete_expired_files(rmq_broker *b, int *deleted);
 
 /* Flushes the CommitLog, ConsumeQueues, checkpoint and consumer offsets to
 ** disk now, whatever the flush type. Any thread. Errors: RMQ_EIO, RMQ_ENOSPC. */
@@ -375,6 +412,30 @@ typedef struct rmq_message_queue {
 ** RMQ_EQUEUE (queue_nums out of range), RMQ_EIO / RMQ_ENOSPC (writing the
 ** topic journal; the call then changed nothing), RMQ_ENOMEM. */
 RMQ_API int rmq_topic_create(rmq_broker *b, const char *topic, int queue_nums);
+
+/* Deletes topic `topic`, as RocketMQ's deleteTopic: it is gone from
+** lookups, rmq_topic_list and config/topics.json at once, its
+** ConsumeQueue files are removed and every group's offsets of it are
+** forgotten. Its records stay in the CommitLog until retention takes their
+** files; recovery and delayed delivery skip them, so a topic made again
+** under the same name starts empty at queue offset 0. Sends to it fail
+** with RMQ_ENOTOPIC (or, with auto_create_topic_enable, make it anew);
+** consumers subscribed to it get nothing more. Durable when it returns
+** (config/rmq_deleted_topics.txt; an open after a crash finishes a
+** deletion cut short). Any thread.
+** Errors: RMQ_ETOPIC (name), RMQ_EFORBIDDEN (a system topic),
+** RMQ_ENOTOPIC (no such topic), RMQ_EIO / RMQ_ENOSPC (nothing changed). */
+RMQ_API int rmq_topic_delete(rmq_broker *b, const char *topic);
+
+/* Deletes consumer group `group`, as RocketMQ's deleteSubscriptionGroup
+** with its offsets cleaned: its consume offsets of every topic, and its
+** retry and dead-letter topics (%RETRY%group, %DLQ%group, with
+** rmq_topic_delete's effects). Offsets a broadcasting consumer keeps in its
+** own file are the client's, as in RocketMQ, and stay. Any thread.
+** Errors: RMQ_EGROUP (name), RMQ_ESTATE (a consumer of the group is alive:
+** destroy it first), RMQ_ENOTFOUND (no offsets, retry or dead-letter topic
+** of the group), RMQ_EIO / RMQ_ENOSPC. */
+RMQ_API int rmq_group_delete(rmq_broker *b, const char *group);
 
 /* Fills out[0..cap) with the broker's topics in name order and sets *n to
 ** how many exist (which may exceed cap: call again with a bigger array).
@@ -439,8 +500,11 @@ RMQ_API const char *rmq_msg_get_property(const rmq_msg *m, const char *name);
 /* RocketMQ's MessageExt. A delivered message is a view into the mapped
 ** CommitLog: body, properties, tags and keys point into the store and are
 ** NOT NUL-terminated (use the _len fields). The view is valid until the
-** listener returns (push) or until the next pull on the same handle (pull);
-** rmq_message_ext_copy() makes an owned copy. topic and broker_name are
+** listener returns (push) or until the next pull on the same handle or its
+** destruction (pull), even when retention deletes its CommitLog file
+** meanwhile: the view holds the file (RocketMQ's hold/release), whose disk
+** space comes back when the last view of it ends. rmq_message_ext_copy()
+** makes an owned copy. topic and broker_name are
 ** NUL-terminated and live as long as the broker. */
 typedef struct rmq_message_ext {
   const char *topic;

@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/types.h>
+#include <time.h>
 
 /* Cross-file internals are hidden from the shared library; the generated
 ** amalgamation makes them static (RMQ_AMALGAMATION). */
@@ -215,6 +216,7 @@ typedef struct rmqi_os {
   int (*fallocate)(int fd, off_t off, off_t len);
   off_t (*lseek)(int fd, off_t off, int whence);
   int (*statvfs)(const char *path, struct statvfs *st);
+  int (*futimens)(int fd, const struct timespec times[2]);
 } rmqi_os;
 RMQI_DATA_DECL rmqi_os rmqi_os_table;
 RMQI_FUNC void rmqi_os_reset(void);
@@ -230,10 +232,19 @@ RMQI_FUNC int rmqi_store_close(rmqi_store *s);
 RMQI_FUNC void rmqi_store_recovery_info(rmqi_store *s, rmq_recovery_info *out);
 RMQI_FUNC const char *rmqi_store_dir(rmqi_store *s);
 
-/* Topics. A topic and its queues live until the store closes. */
+/* Topics. A topic's and its queues' structs live until the store closes,
+** deleted or not. */
 RMQI_FUNC rmqi_topic *rmqi_topic_find(rmqi_store *s, const char *name);
 /* Creates or resizes a topic and persists topics.json. */
 RMQI_FUNC int rmqi_topic_create(rmqi_store *s, const char *name, int nqueues, rmqi_topic **out);
+/* Deletes a topic: it disappears from lookups, topics.json and the queue
+** state at once, its ConsumeQueue files are removed, its records stay in
+** the CommitLog until retention (recovery and delayed delivery skip them:
+** rmqi_store_topic_deleted_at). Structs stay until close for whoever holds
+** them; puts to them fail with RMQ_ENOTOPIC. RMQ_ENOTOPIC if absent. */
+RMQI_FUNC int rmqi_topic_delete(rmqi_store *s, const char *name);
+RMQI_FUNC int rmqi_store_topic_deleted_at(rmqi_store *s, const char *name, int64_t phys);
+RMQI_FUNC int rmqi_topic_deleted(const rmqi_topic *t);
 RMQI_FUNC const char *rmqi_topic_name(const rmqi_topic *t);
 RMQI_FUNC int rmqi_topic_nqueues(const rmqi_topic *t);
 RMQI_FUNC rmqi_queue *rmqi_topic_queue(rmqi_topic *t, int qid);
@@ -269,17 +280,28 @@ typedef struct rmqi_put {
 ** one queue, in queue offsets), publishes them and wakes waiting readers.
 ** All or nothing. Any thread. Errors: RMQ_EIO, RMQ_ENOSPC, RMQ_EMSGSIZE. */
 RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n);
-/* Pointer to the record at phys (size bytes) inside the mapped CommitLog, or
-** NULL when out of range. Valid until the store closes. */
-RMQI_FUNC const uint8_t *rmqi_store_record(rmqi_store *s, int64_t phys, int32_t size);
+/* Pointer to the record at phys (size bytes) inside the mapped CommitLog,
+** or NULL when out of range or its file was deleted by retention. The
+** record's file is pinned (*pin): it stays mapped, even if retention
+** deletes it meanwhile, until rmqi_store_unpin(*pin). *pin is NULL when
+** the result is. Any thread. */
+RMQI_FUNC const uint8_t *rmqi_store_record_pin(rmqi_store *s, int64_t phys, int32_t size, void **pin);
+/* Drops a pin (NULL is a no-op). Any thread; needs no store. */
+RMQI_FUNC void rmqi_store_unpin(void *pin);
 /* A reader's cache of the CommitLog file it last read from: a batch's
 ** records mostly share a file, and finding the file is most of a lookup.
-** Zero-initialise; good for one call's loop (the bounds are a snapshot). */
+** The span pins its file. Zero-initialise; end with rmqi_span_done. */
 typedef struct rmqi_cl_span {
   const uint8_t *base;
   int64_t start, lo, hi;   /* base maps start; records in [lo, hi) are readable */
+  void *pin;               /* the span's reference on its file */
 } rmqi_cl_span;
 RMQI_FUNC const uint8_t *rmqi_store_record_span(rmqi_store *s, rmqi_cl_span *sp, int64_t phys, int32_t size);
+/* Another pin on the span's current file (the file of the record the span
+** last returned), for a view that outlives the span. NULL if none. */
+RMQI_FUNC void *rmqi_span_pin(rmqi_cl_span *sp);
+/* Drops the span's pin and resets it. */
+RMQI_FUNC void rmqi_span_done(rmqi_cl_span *sp);
 /* A reader met a ConsumeQueue unit that does not lead to its record: the
 ** next open rebuilds the queues (a marker file in the store). Any thread. */
 RMQI_FUNC void rmqi_store_note_bad_unit(rmqi_store *s);
@@ -328,6 +350,12 @@ RMQI_FUNC int rmqi_delay_levels_parse(const char *spec, int64_t *ms, int *n);
 RMQI_FUNC int rmqi_store_delay_levels(rmqi_store *s);
 /* The delay of `level`, clamped to 1..levels. */
 RMQI_FUNC int64_t rmqi_store_delay_ms(rmqi_store *s, int level);
+/* deleteWhen ("04", "04;05"; NULL: "04") as a bit per hour of the day.
+** RMQ_EINVAL with a message when malformed. */
+RMQI_FUNC int rmqi_delete_when_parse(const char *spec, uint32_t *hours);
+/* Retention now (rmq_broker_delete_expired_files): rounds until one deletes
+** nothing. *deleted gets the CommitLog files deleted. */
+RMQI_FUNC int rmqi_store_delete_expired(rmqi_store *s, int64_t now, int *deleted);
 RMQI_FUNC int rmqi_store_read_config(rmqi_store *s, const char *name, char **text, size_t *len);
 
 /* ---- filters (rmq_filter.c) --------------------------------------------- */

@@ -156,11 +156,11 @@ static int os_lock(int fd)
 
 static const rmqi_os os_default = {
   os_open, close, ftruncate, fstat, mmap, munmap, fdatasync, fsync, msync,
-  pwrite, pread, rename, unlink, rmdir, os_mkdir, os_lock, os_fallocate, lseek, statvfs,
+  pwrite, pread, rename, unlink, rmdir, os_mkdir, os_lock, os_fallocate, lseek, statvfs, futimens,
 };
 RMQI_DATA rmqi_os rmqi_os_table = {
   os_open, close, ftruncate, fstat, mmap, munmap, fdatasync, fsync, msync,
-  pwrite, pread, rename, unlink, rmdir, os_mkdir, os_lock, os_fallocate, lseek, statvfs,
+  pwrite, pread, rename, unlink, rmdir, os_mkdir, os_lock, os_fallocate, lseek, statvfs, futimens,
 };
 #define OS (&rmqi_os_table)
 
@@ -664,6 +664,16 @@ typedef struct mfile {
   struct rmqi_queue *owner;
   int slot;
   atomic_int used;
+  /* CommitLog files: 1 for the store while the file is live, plus one per
+  ** reader holding a view into it (RocketMQ's MappedFile hold/release).
+  ** Retention drops the store's; whoever drops the last unmaps it. Never
+  ** raised from 0. ConsumeQueue files: `gone` once deleted (retention or
+  ** topic deletion), under the stripe lock; the struct stays until close. */
+  atomic_int refs;
+  int gone;
+  /* CommitLog files: when last written, on the broker's clock (retention's
+  ** "last modified"): the file's mtime at open, the roll time after. */
+  _Atomic int64_t last_ts;
 } mfile;
 
 /* CommitLog pages are prefaulted in chunks of CL_CHUNK; written pages of
@@ -819,6 +829,11 @@ static int mfile_open(const char *dir, int64_t start, int64_t size, int create, 
   void *p = OS->mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, f->fd, 0);
   if (p == MAP_FAILED) { rc = rmqi_errno(errno, "mmap", path); goto out_close; }
   f->base = p;
+  atomic_store(&f->refs, 1);
+  /* A file made now ages from its roll (the writer sets it, on the broker's
+  ** clock); one found, from its mtime. */
+  atomic_store(&f->last_ts, create && st.st_size == 0 ? INT64_MAX / 4
+                                                      : (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000);
   /* Pages are written once, front to back: readahead of the whole file would
   ** only fault in zeros (DESIGN.md 10). */
   madvise(p, (size_t)size, MADV_RANDOM);
@@ -924,6 +939,11 @@ struct rmqi_queue {
   atomic_int dir_made;       /* its directory exists (made or found) */
   atomic_int parents_dirty;  /* its directory was made: cq_flush fsyncs the topic's and the root */
   int rec_dirty;             /* open only: recovery rewrote units of this queue */
+  int cq_dead;               /* cq_flush_lock: files at cq's head deleted by retention (gone) */
+  /* The CommitLog offset of its newest unit, -1 unknown (not written since
+  ** open): retention skips reading a queue whose every unit is below the
+  ** log's new minimum. Written under append_lock. */
+  _Atomic int64_t last_phys;
 };
 
 struct rmqi_topic {
@@ -932,6 +952,7 @@ struct rmqi_topic {
   atomic_int nqueues;
   int perm;
   int configured;            /* its queue count is known: topics.json or created */
+  atomic_int deleted;        /* rmqi_topic_delete: invisible, kept until close for its holders */
   rmqi_store *s;
   /* Its queue structs, sized to the queue count (a fixed array of the
   ** 1024 allowed would cost 8 KiB a topic: 80 MB for 10,000 topics).
@@ -966,7 +987,13 @@ struct rmqi_store {
   int64_t write_pos;         /* append_lock */
   _Atomic int64_t published; /* end of published records (release, appender) */
   _Atomic int64_t last_store_ts; /* store time of the newest published record */
-  int64_t min_phys;
+  /* cl_base: the offset of cl's first entry, fixed while open (the file
+  ** index is computed from it). min_phys: the first offset still stored,
+  ** raised by retention; cl_dead files at cl's head are deleted (their
+  ** structs stay until close: readers may hold them, see cl_pin). */
+  int64_t cl_base;
+  _Atomic int64_t min_phys;
+  int cl_dead;
   /* messageDelayLevel, parsed at open: delay_ms[1..ndelay]. */
   int64_t delay_ms[RMQI_DELAY_LEVELS_MAX + 1];
   int ndelay;
@@ -1031,6 +1058,7 @@ struct rmqi_store {
   ** journal for a second; the sender must not, under append_lock). */
   rmqi_queue *cq_want[16];
   int ncq_want;
+  rmqi_queue *pf_making;     /* pf_lock: the queue whose file is being made */
 
   /* alloc_lock: raising any mapped file's `alloc` (block allocation ahead
   ** of stores through the mapping). Taken under append_lock or alone. */
@@ -1056,6 +1084,18 @@ struct rmqi_store {
   atomic_int disk_full;
   atomic_int disk_used_pct;
   int64_t next_disk_check;   /* cq_flush_lock */
+  /* Retention: deleteWhen as a bit per hour; the CommitLog minimum the
+  ** ConsumeQueues were last cleaned against (cq_flush_lock). */
+  uint32_t delete_hours;
+  int64_t cq_clean_min;
+  /* Deleted topics (topic_lock), config/rmq_deleted_topics.txt: the
+  ** records of `name` before CommitLog offset `phys` are gone (recovery
+  ** and delayed delivery skip them); `version` is the topics.json counter
+  ** that says the topic is gone from it. */
+  struct tomb { char name[256]; int64_t phys, version; } *tombs;
+  int ntombs, tombcap;
+  atomic_int has_tombs;
+  int64_t topics_loaded_version;
 
   rmq_recovery_info rinfo;
 };
@@ -1124,6 +1164,7 @@ static void lru_remove(rmqi_store *s, mfile *f)
 ** extends a short one) first. */
 static int cq_map(rmqi_store *s, mfile *f, int create)
 {
+  if (f->gone) return rmqi_err(RMQ_ENOTFOUND, "%s/%020" PRId64 ": deleted by retention", f->dir, f->start);
   if (f->base) {
     if (!atomic_load_explicit(&f->used, memory_order_relaxed)) atomic_store_explicit(&f->used, 1, memory_order_relaxed);
     return RMQ_OK;
@@ -1285,12 +1326,13 @@ static void set_cl_size(rmqi_store *s, int64_t size)
 ** this; a 64-bit division costs more than the rest of the lookup. */
 static inline int64_t cl_index(const rmqi_store *s, int64_t phys)
 {
-  int64_t rel = phys - s->min_phys;
+  int64_t rel = phys - s->cl_base;
   return s->cl_shift >= 0 ? rel >> s->cl_shift : rel / s->cl_size;
 }
 
 RMQI_FUNC const char *rmqi_store_dir(rmqi_store *s) { return s->dir; }
 RMQI_FUNC const char *rmqi_topic_name(const rmqi_topic *t) { return t->name; }
+RMQI_FUNC int rmqi_topic_deleted(const rmqi_topic *t) { return atomic_load(&((rmqi_topic *)t)->deleted); }
 RMQI_FUNC int rmqi_topic_nqueues(const rmqi_topic *t) { return atomic_load(&((rmqi_topic *)t)->nqueues); }
 RMQI_FUNC rmqi_topic *rmqi_queue_topic(const rmqi_queue *q) { return q->topic; }
 RMQI_FUNC int rmqi_queue_id(const rmqi_queue *q) { return q->qid; }
@@ -1303,7 +1345,7 @@ RMQI_FUNC int64_t rmqi_queue_max_offset(const rmqi_queue *q)
   return atomic_load_explicit(&((rmqi_queue *)q)->max_offset, memory_order_acquire);
 }
 RMQI_FUNC int64_t rmqi_store_max_phys(rmqi_store *s) { return atomic_load_explicit(&s->published, memory_order_acquire); }
-RMQI_FUNC int64_t rmqi_store_min_phys(rmqi_store *s) { return s->min_phys; }
+RMQI_FUNC int64_t rmqi_store_min_phys(rmqi_store *s) { return atomic_load_explicit(&s->min_phys, memory_order_acquire); }
 RMQI_FUNC int64_t rmqi_store_flushed(rmqi_store *s) { return atomic_load(&s->flushed); }
 
 static uint64_t name_hash(const char *s) { return XXH3_64bits(s, strlen(s)); }
@@ -1316,7 +1358,9 @@ RMQI_FUNC rmqi_topic *rmqi_topic_find(rmqi_store *s, const char *name)
   for (uint64_t i = name_hash(name) & (uint64_t)(cap - 1);; i = (i + 1) & (uint64_t)(cap - 1)) {
     rmqi_topic *t = __atomic_load_n(&tab[i], __ATOMIC_ACQUIRE);
     if (!t) return NULL;
-    if (!strcmp(t->name, name)) return t;
+    /* A deleted topic keeps its slot (lookups run without a lock); one
+    ** made again under its name sits further along. */
+    if (!strcmp(t->name, name) && !atomic_load_explicit(&t->deleted, memory_order_acquire)) return t;
   }
 }
 
@@ -1376,6 +1420,7 @@ static rmqi_queue *queue_new(rmqi_topic *t, int qid)
   if (!q) return NULL;
   q->topic = t;
   q->qid = qid;
+  atomic_store_explicit(&q->last_phys, -1, memory_order_relaxed);
   /* Exactly the string's size: queue_free frees strlen + 1 bytes. */
   size_t n = (size_t)snprintf(NULL, 0, "%s/%s/%d", s->cq_root, t->name, qid) + 1;
   q->dir = rmqi_malloc(n);
@@ -1488,7 +1533,7 @@ static int topics_sorted(rmqi_store *s, rmqi_topic ***out, int *n)
   int k = 0;
   if (v)
     for (int i = 0; i < s->tcap; i++)
-      if (tab[i]) v[k++] = tab[i];
+      if (tab[i] && !atomic_load(&tab[i]->deleted)) v[k++] = tab[i];
   pthread_mutex_unlock(&s->topic_lock);
   if (!v) return rmqi_err(RMQ_ENOMEM, "out of memory listing topics");
   qsort(v, (size_t)k, sizeof *v, topic_cmp);
@@ -1508,7 +1553,7 @@ static int topics_persist(rmqi_store *s)
   if (!v) return rmqi_err(RMQ_ENOMEM, "out of memory writing topics.json");
   n = 0;
   for (int i = 0; i < s->tcap; i++)
-    if (tab[i]) v[n++] = tab[i];
+    if (tab[i] && !atomic_load(&tab[i]->deleted)) v[n++] = tab[i];
   qsort(v, (size_t)n, sizeof *v, topic_cmp);
   rmqi_buf b = {0};
   s->topics_version++;
@@ -1631,12 +1676,19 @@ static int journal_replay(rmqi_store *s)
   return fsync_dir(s->cfg_dir);
 }
 
+static struct tomb *tomb_find(rmqi_store *s, const char *name);
+static int cq_topic_dir_remove(rmqi_store *s, const char *name);
+static int write_config(rmqi_store *s, const char *name, const char *text, size_t len, int keep_bak);
+
 RMQI_FUNC int rmqi_topic_create(rmqi_store *s, const char *name, int nqueues, rmqi_topic **out)
 {
   pthread_mutex_lock(&s->topic_lock);
   rmqi_topic *t = rmqi_topic_find(s, name);
   int rc = RMQ_OK;
   if (t && t->configured && rmqi_topic_nqueues(t) == nqueues) goto out_unlock; /* nothing changes */
+  /* Made again after a deletion whose files could not all be removed:
+  ** they must go before new units land where old ones lie. */
+  if (!t && s->ntombs && tomb_find(s, name) && (rc = cq_topic_dir_remove(s, name))) goto out_unlock;
   /* Durable first, then in memory: a failure changes neither. */
   int64_t undo = s->tj_size;
   if ((rc = journal_append(s, name, nqueues, t ? t->perm : 6))) goto out_unlock;
@@ -1654,6 +1706,229 @@ RMQI_FUNC int rmqi_topic_create(rmqi_store *s, const char *name, int nqueues, rm
 out_unlock:
   pthread_mutex_unlock(&s->topic_lock);
   if (!rc && out) *out = t;
+  return rc;
+}
+
+
+/* ---- deleted topics ----------------------------------------------------- */
+
+static int topic_qcap(rmqi_topic *t);
+
+#define TOMBS_FILE "rmq_deleted_topics.txt"
+
+/* topic_lock held (or single-threaded open). The tomb of `name`, or NULL. */
+static struct tomb *tomb_find(rmqi_store *s, const char *name)
+{
+  for (int i = 0; i < s->ntombs; i++)
+    if (!strcmp(s->tombs[i].name, name)) return &s->tombs[i];
+  return NULL;
+}
+
+/* topic_lock held. Writes the tombs, leaving out those no record and no
+** topics.json still needs (retention took every older record, and
+** topics.json says the topic is gone). */
+static int tombs_write(rmqi_store *s)
+{
+  rmqi_buf b = {0};
+  rmqi_buf_puts(&b, "rmq-deleted-topics 1\n");
+  int64_t min = rmqi_store_min_phys(s);
+  for (int i = 0; i < s->ntombs; i++) {
+    struct tomb *t = &s->tombs[i];
+    if (t->phys <= min && t->version <= s->topics_version) continue;
+    rmqi_buf_printf(&b, "%s\t%" PRId64 "\t%" PRId64 "\n", t->name, t->phys, t->version);
+  }
+  if (b.oom) { rmqi_buf_free(&b); return rmqi_err(RMQ_ENOMEM, "out of memory writing " TOMBS_FILE); }
+  int rc = write_config(s, TOMBS_FILE, b.p, b.len, 0);
+  rmqi_buf_free(&b);
+  return rc;
+}
+
+/* topic_lock held. Adds or moves name's tomb; nothing changes on failure. */
+static int tomb_set(rmqi_store *s, const char *name, int64_t phys, int64_t version)
+{
+  struct tomb *t = tomb_find(s, name);
+  int idx = t ? (int)(t - s->tombs) : -1;
+  struct tomb old;
+  memset(&old, 0, sizeof old);
+  if (t) {
+    old = *t;
+  } else {
+    if (s->ntombs == s->tombcap) {
+      int ncap = s->tombcap ? 2 * s->tombcap : 8;
+      struct tomb *nt = rmqi_realloc(s->tombs, (size_t)s->tombcap * sizeof *nt, (size_t)ncap * sizeof *nt);
+      if (!nt) return rmqi_err(RMQ_ENOMEM, "out of memory deleting topic %s", name);
+      s->tombs = nt;
+      s->tombcap = ncap;
+    }
+    t = &s->tombs[s->ntombs++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+  }
+  t->phys = phys;
+  t->version = version;
+  int rc = tombs_write(s);
+  if (rc && idx < 0) s->ntombs--;
+  else if (rc) s->tombs[idx] = old;
+  if (!rc) atomic_store(&s->has_tombs, 1);
+  return rc;
+}
+
+/* Were the records of `name` at `phys` deleted with the topic? Any thread. */
+RMQI_FUNC int rmqi_store_topic_deleted_at(rmqi_store *s, const char *name, int64_t phys)
+{
+  if (!atomic_load_explicit(&s->has_tombs, memory_order_acquire)) return 0;
+  pthread_mutex_lock(&s->topic_lock);
+  struct tomb *t = tomb_find(s, name);
+  int gone = t && phys < t->phys;
+  pthread_mutex_unlock(&s->topic_lock);
+  return gone;
+}
+
+/* Removes consumequeue/<name> and everything in it. */
+static int cq_topic_dir_remove(rmqi_store *s, const char *name)
+{
+  char tdir[4200];
+  snprintf(tdir, sizeof tdir, "%s/%s", s->cq_root, name);
+  DIR *d = opendir(tdir);
+  if (!d) return errno == ENOENT ? RMQ_OK : rmqi_errno(errno, "opendir", tdir);
+  int rc = RMQ_OK;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.') continue;
+    char qdir[4500];
+    snprintf(qdir, sizeof qdir, "%s/%s", tdir, e->d_name);
+    DIR *qd = opendir(qdir);
+    if (qd) {
+      struct dirent *f;
+      while ((f = readdir(qd)) != NULL) {
+        if (f->d_name[0] == '.') continue;
+        char fp[4800];
+        snprintf(fp, sizeof fp, "%s/%s", qdir, f->d_name);
+        if (OS->unlink(fp) != 0 && errno != ENOENT && !rc) rc = rmqi_errno(errno, "unlink", fp);
+      }
+      closedir(qd);
+    }
+    if (OS->rmdir(qdir) != 0 && errno != ENOENT && !rc) rc = rmqi_errno(errno, "rmdir", qdir);
+  }
+  closedir(d);
+  if (OS->rmdir(tdir) != 0 && errno != ENOENT && !rc) rc = rmqi_errno(errno, "rmdir", tdir);
+  int frc = fsync_dir(s->cq_root);
+  return rc ? rc : frc;
+}
+
+RMQI_FUNC int rmqi_topic_delete(rmqi_store *s, const char *name)
+{
+  pthread_mutex_lock(&s->topic_lock);
+  rmqi_topic *t = rmqi_topic_find(s, name);
+  if (!t) {
+    pthread_mutex_unlock(&s->topic_lock);
+    return rmqi_err(RMQ_ENOTOPIC, "topic %s does not exist", name);
+  }
+  /* No send gets in after this: puts check the flag under append_lock. */
+  pthread_mutex_lock(&s->append_lock);
+  int64_t phys = s->write_pos;
+  atomic_store(&t->deleted, 1);
+  pthread_mutex_unlock(&s->append_lock);
+  /* The tomb is the deletion: once it is on disk, an open that finds the
+  ** topic in an older topics.json, or its files, finishes the job. */
+  int rc = tomb_set(s, name, phys, s->topics_version + 1);
+  if (rc) {
+    atomic_store(&t->deleted, 0);
+    pthread_mutex_unlock(&s->topic_lock);
+    return rc;
+  }
+  if (journal_compact(s) != RMQ_OK)
+    rmqi_log(s->env, RMQ_LOG_WARN, "topic %s deleted, but topics.json not rewritten (%s); the next open does it",
+             name, rmq_errmsg());
+  pthread_mutex_unlock(&s->topic_lock);
+  /* The prefaulter makes no more files for it. */
+  pthread_mutex_lock(&s->pf_lock);
+  for (int i = 0; i < s->ncq_want;)
+    if (s->cq_want[i]->topic == t) s->cq_want[i] = s->cq_want[--s->ncq_want];
+    else i++;
+  while (s->pf_making && s->pf_making->topic == t) pthread_cond_wait(&s->pf_cond, &s->pf_lock);
+  pthread_mutex_unlock(&s->pf_lock);
+  /* Its files: unmapped (readers find them gone), then removed. */
+  pthread_mutex_lock(&s->cq_flush_lock);
+  for (int qid = 0; qid < topic_qcap(t); qid++) {
+    rmqi_queue *q = rmqi_topic_queue(t, qid);
+    if (!q) continue;
+    pthread_mutex_t *l = cq_lock(s, q);
+    pthread_mutex_lock(l);
+    for (int k = 0; k < mvec_len(&q->cq); k++) {
+      mfile *f = mvec_at(&q->cq, k);
+      f->gone = 1;
+      cq_unmap(s, f);
+    }
+    pthread_mutex_unlock(l);
+  }
+  pthread_mutex_unlock(&s->cq_flush_lock);
+  if (cq_topic_dir_remove(s, name) != RMQ_OK)
+    rmqi_log(s->env, RMQ_LOG_WARN, "topic %s deleted, but its consume queue files stay (%s); the next open removes them",
+             name, rmq_errmsg());
+  rmqi_log(s->env, RMQ_LOG_INFO, "topic %s deleted (its records before commitlog offset %" PRId64 " are gone)", name, phys);
+  return RMQ_OK;
+}
+
+/* Open, after topics.json and the journal: reads the tombs, finishes a
+** deletion a crash cut short (the topic still in an older topics.json, or
+** its files still there). */
+static int tombs_load(rmqi_store *s)
+{
+  char path[4200], *text;
+  size_t len;
+  snprintf(path, sizeof path, "%s/" TOMBS_FILE, s->cfg_dir);
+  int rc = read_file(path, &text, &len);
+  if (rc == RMQ_ENOTFOUND) return RMQ_OK;
+  if (rc) return rc;
+  char *line = strchr(text, '\n');
+  int changed = 0;
+  if (strncmp(text, "rmq-deleted-topics 1\n", 21) != 0) {
+    rmqi_log(s->env, RMQ_LOG_WARN, "%s: not a deleted-topics file; ignored", path);
+    line = NULL;
+  }
+  while (!rc && line && *++line) {
+    char *end = strchr(line, '\n');
+    if (!end) break;
+    *end = 0;
+    char name[256];
+    long long phys, version;
+    char *tab = strchr(line, '\t');
+    if (!tab || tab - line > 255 || tab == line || sscanf(tab, "\t%lld\t%lld", &phys, &version) != 2) {
+      rmqi_log(s->env, RMQ_LOG_WARN, "%s: bad line '%s'; ignored", path, line);
+      line = end;
+      continue;
+    }
+    memcpy(name, line, (size_t)(tab - line));
+    name[tab - line] = 0;
+    line = end;
+    if (s->ntombs == s->tombcap) {
+      int ncap = s->tombcap ? 2 * s->tombcap : 8;
+      struct tomb *nt = rmqi_realloc(s->tombs, (size_t)s->tombcap * sizeof *nt, (size_t)ncap * sizeof *nt);
+      if (!nt) { rc = rmqi_err(RMQ_ENOMEM, "out of memory reading %s", path); break; }
+      s->tombs = nt;
+      s->tombcap = ncap;
+    }
+    struct tomb *t = &s->tombs[s->ntombs++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->phys = phys;
+    t->version = version;
+    rmqi_topic *tp = rmqi_topic_find(s, name);
+    if (tp && s->topics_loaded_version < version) {
+      /* topics.json is from before the deletion: the topic found is the
+      ** deleted one, not one made again since. */
+      atomic_store(&tp->deleted, 1);
+      tp = NULL;
+      changed = 1;
+    }
+    if (!tp && !strchr(name, '/') && strcmp(name, ".") && strcmp(name, "..")) rc = cq_topic_dir_remove(s, name);
+  }
+  rmqi_free(text, len + 1);
+  if (s->ntombs) atomic_store(&s->has_tombs, 1);
+  if (!rc && changed) {
+    pthread_mutex_lock(&s->topic_lock);
+    rc = topics_persist(s);
+    pthread_mutex_unlock(&s->topic_lock);
+  }
   return rc;
 }
 
@@ -1824,7 +2099,7 @@ static int cl_file_ensure(rmqi_store *s, int64_t idx)
 {
   int sync_now = s->o.flush_disk_type == RMQ_SYNC_FLUSH;
   while (mvec_len(&s->cl) <= idx) {
-    int64_t start = s->min_phys + (int64_t)mvec_len(&s->cl) * s->cl_size;
+    int64_t start = s->cl_base + (int64_t)mvec_len(&s->cl) * s->cl_size;
     mfile *f;
     int rc = mfile_open(s->cl_dir, start, s->cl_size, 1, sync_now, &f);
     if (rc) return rc;
@@ -1849,7 +2124,7 @@ static int cl_file_make_next(rmqi_store *s, int64_t idx)
     return rc;
   }
   mfile *f;
-  int rc = mfile_open(s->cl_dir, s->min_phys + idx * s->cl_size, s->cl_size, 1, 0, &f);
+  int rc = mfile_open(s->cl_dir, s->cl_base + idx * s->cl_size, s->cl_size, 1, 0, &f);
   if (rc) return rc;
   pthread_mutex_lock(&s->append_lock);
   if (mvec_len(&s->cl) == idx) {
@@ -2055,13 +2330,17 @@ RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
   /* Pass 1: place every record and create the files they need, so a failure
   ** leaves nothing half written. */
   for (int i = 0; i < n; i++) {
+    if (p[i].q && atomic_load_explicit(&p[i].q->topic->deleted, memory_order_relaxed)) {
+      rc = rmqi_err(RMQ_ENOTOPIC, "topic %s was deleted", p[i].q->topic->name);
+      goto out_unlock;
+    }
     if ((int64_t)p[i].size + RMQI_END_FILE_MIN_BLANK > s->cl_size) {
       rc = rmqi_err(RMQ_EMSGSIZE, "record of %u bytes does not fit a CommitLog file of %" PRId64 " bytes",
                     p[i].size, s->cl_size);
       goto out_unlock;
     }
     int64_t fidx = cl_index(s, pos);
-    int64_t fend = s->min_phys + (fidx + 1) * s->cl_size;
+    int64_t fend = s->cl_base + (fidx + 1) * s->cl_size;
     if (pos + p[i].size + RMQI_END_FILE_MIN_BLANK > fend) {
       if (via_map && (rc = cl_reserve(s, fidx, pos + RMQI_END_FILE_MIN_BLANK))) goto out_unlock; /* the BLANK */
       pos = fend;
@@ -2090,6 +2369,11 @@ RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
       rmqi_put32(blank, (uint32_t)(p[i].phys_offset - pos));
       rmqi_put32(blank + 4, RMQI_MAGIC_BLANK);
       if ((rc = cl_write(s, f, pos, blank, 8))) { put_undo(p, i); goto out_unlock; }
+      /* Retention ages a file from its last write, on the broker's clock:
+      ** its mtime says the same to the next open (and to RocketMQ). */
+      atomic_store(&f->last_ts, now);
+      struct timespec tv[2] = {{0, UTIME_OMIT}, {(time_t)(now / 1000), (long)(now % 1000) * 1000000}};
+      OS->futimens(f->fd, tv);
       pos = p[i].phys_offset;
     }
     uint8_t *rec = p[i].rec;
@@ -2110,6 +2394,7 @@ RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
       else if (!rc) rc = cq_unit_pwrite(s, p[i].q, qoff, pos, (int32_t)p[i].size, p[i].tags_code);
       if (rc) { put_undo(p, i); goto out_unlock; }
       p[i].q->next_offset++;
+      atomic_store_explicit(&p[i].q->last_phys, pos, memory_order_relaxed);
       /* Not for a queue's first chunk: a queue with a few messages must
       ** not cost 64 KiB more of disk and memory. */
       if (s->o.flush_disk_type == RMQ_ASYNC_FLUSH && (qoff * RMQI_CQ_UNIT) % CQ_CHUNK < RMQI_CQ_UNIT &&
@@ -2143,7 +2428,7 @@ out_unlock:
     /* Entering a new chunk: fault in the next one now, in one call, instead
     ** of one page fault per 4 KiB on the send path (DESIGN.md 10). Not under
     ** SYNC_FLUSH, where each sync would write the prefaulted zeros. */
-    int64_t next = ((pos - s->min_phys) / CL_CHUNK + 1) * CL_CHUNK + s->min_phys;
+    int64_t next = ((pos - s->cl_base) / CL_CHUNK + 1) * CL_CHUNK + s->cl_base;
     mfile *f = mvec_at(&s->cl, cl_index(s, next));
     if (f && next + CL_CHUNK <= f->start + f->size &&
         mfile_reserve(s, s->cl_dir, f, next + CL_CHUNK - f->start, CL_CHUNK) == RMQ_OK)
@@ -2198,7 +2483,7 @@ static void cq_file_make_next(rmqi_store *s, rmqi_queue *q)
 ** and moves on. Returns 0 when there is nothing it can do. */
 static int prefault_step(rmqi_store *s)
 {
-  int64_t idx = (s->pf_next - s->min_phys) / s->cl_size;
+  int64_t idx = (s->pf_next - s->cl_base) / s->cl_size;
   int rc = cl_file_make_next(s, idx);
   if (rc) return 0; /* the sender meets the same error and reports it */
   mfile *f = mvec_at(&s->cl, idx);
@@ -2222,9 +2507,12 @@ static void *prefault_main(void *arg)
   while (!s->pf_stop) {
     if (s->ncq_want > 0) {
       rmqi_queue *q = s->cq_want[--s->ncq_want];
+      s->pf_making = q;
       pthread_mutex_unlock(&s->pf_lock);
-      cq_file_make_next(s, q);
+      if (!atomic_load(&q->topic->deleted)) cq_file_make_next(s, q);
       pthread_mutex_lock(&s->pf_lock);
+      s->pf_making = NULL;
+      pthread_cond_broadcast(&s->pf_cond);
       continue;
     }
     int64_t want = atomic_load_explicit(&s->published, memory_order_relaxed) + PREFAULT_AHEAD;
@@ -2251,7 +2539,7 @@ static void prefault_start(rmqi_store *s)
 {
   if (!s->o.service_thread || s->o.flush_disk_type != RMQ_ASYNC_FLUSH || s->cl_size < 2 * CL_CHUNK) return;
   /* Start at the chunk after the one being written. */
-  s->pf_next = s->min_phys + ((s->write_pos - s->min_phys) / CL_CHUNK + 1) * CL_CHUNK;
+  s->pf_next = s->cl_base + ((s->write_pos - s->cl_base) / CL_CHUNK + 1) * CL_CHUNK;
   atomic_store(&s->pf_upto, s->pf_next);
   if (pthread_create(&s->pf_thread, NULL, prefault_main, s) == 0) s->pf_running = 1;
 }
@@ -2267,14 +2555,43 @@ static void prefault_stop(rmqi_store *s)
   s->pf_running = 0;
 }
 
-RMQI_FUNC const uint8_t *rmqi_store_record(rmqi_store *s, int64_t phys, int32_t size)
+/* Takes a reference on the live CommitLog file holding [phys, phys + size):
+** NULL when out of range or the file was deleted (a reference is never
+** raised from 0, so a file being destroyed is never resurrected). */
+static mfile *cl_pin(rmqi_store *s, int64_t phys, int32_t size, int64_t max)
 {
-  if (phys < s->min_phys || size <= 0 || phys > rmqi_store_max_phys(s) - size) return NULL;
+  if (phys < s->cl_base || size <= 0 || phys > max - size) return NULL;
   mfile *f = mvec_at(&s->cl, cl_index(s, phys));
   if (!f || phys + size > f->start + f->size) return NULL;
-  return f->base + (phys - f->start);
+  int r = atomic_load_explicit(&f->refs, memory_order_relaxed);
+  do {
+    if (r <= 0) return NULL;
+  } while (!atomic_compare_exchange_weak_explicit(&f->refs, &r, r + 1, memory_order_acquire, memory_order_relaxed));
+  return f;
 }
 
+/* Drops a reference; the last one unmaps and closes a deleted file. */
+static void cl_unpin(mfile *f)
+{
+  if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1) return;
+  uint8_t *base = f->base;
+  f->base = NULL;
+  if (base) OS->munmap(base, (size_t)f->size);
+  if (f->fd >= 0) OS->close(f->fd);
+  f->fd = -1;
+}
+
+RMQI_FUNC const uint8_t *rmqi_store_record_pin(rmqi_store *s, int64_t phys, int32_t size, void **pin)
+{
+  mfile *f = cl_pin(s, phys, size, rmqi_store_max_phys(s));
+  *pin = f;
+  return f ? f->base + (phys - f->start) : NULL;
+}
+
+RMQI_FUNC void rmqi_store_unpin(void *pin)
+{
+  if (pin) cl_unpin(pin);
+}
 
 RMQI_FUNC void rmqi_store_note_bad_unit(rmqi_store *s)
 {
@@ -2289,14 +2606,28 @@ RMQI_FUNC void rmqi_store_note_bad_unit(rmqi_store *s)
 RMQI_FUNC const uint8_t *rmqi_store_record_span(rmqi_store *s, rmqi_cl_span *sp, int64_t phys, int32_t size)
 {
   int64_t max = rmqi_store_max_phys(s);
-  if (phys < s->min_phys || size <= 0 || phys > max - size) return NULL;
-  mfile *f = mvec_at(&s->cl, cl_index(s, phys));
-  if (!f || phys + size > f->start + f->size) return NULL;
+  mfile *f = cl_pin(s, phys, size, max);
+  if (!f) return NULL;
+  rmqi_span_done(sp);
+  sp->pin = f;
   sp->base = f->base;
   sp->start = f->start;
-  sp->lo = f->start > s->min_phys ? f->start : s->min_phys;
+  sp->lo = f->start;
   sp->hi = f->start + f->size < max ? f->start + f->size : max;
   return f->base + (phys - f->start);
+}
+
+RMQI_FUNC void *rmqi_span_pin(rmqi_cl_span *sp)
+{
+  mfile *f = sp->pin;
+  if (f) atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+  return f;
+}
+
+RMQI_FUNC void rmqi_span_done(rmqi_cl_span *sp)
+{
+  if (sp->pin) cl_unpin(sp->pin);
+  memset(sp, 0, sizeof *sp);
 }
 
 RMQI_FUNC int rmqi_queue_read_units(rmqi_queue *q, int64_t offset, uint8_t *buf, int max)
@@ -2312,6 +2643,7 @@ RMQI_FUNC int rmqi_queue_read_units(rmqi_queue *q, int64_t offset, uint8_t *buf,
   if (k > max) k = max;
   pthread_mutex_t *l = cq_lock(s, q);
   pthread_mutex_lock(l);
+  if (f->gone) { pthread_mutex_unlock(l); return 0; } /* retention deleted it: the queue's min moved past */
   int rc = cq_map(s, f, 0);
   if (rc == RMQ_OK) memcpy(buf, f->base + (byte - f->start), (size_t)k * RMQI_CQ_UNIT);
   pthread_mutex_unlock(l);
@@ -2333,8 +2665,10 @@ RMQI_FUNC int64_t rmqi_queue_offset_by_time(rmqi_store *s, rmqi_queue *q, int64_
     uint8_t u[RMQI_CQ_UNIT];
     int64_t sts = INT64_MIN;
     if (rmqi_queue_read_units(q, mid, u, 1) == 1) {
-      const uint8_t *rec = rmqi_store_record(s, (int64_t)rmqi_get64(u), (int32_t)rmqi_get32(u + 8));
+      void *pin;
+      const uint8_t *rec = rmqi_store_record_pin(s, (int64_t)rmqi_get64(u), (int32_t)rmqi_get32(u + 8), &pin);
       if (rec) sts = (int64_t)rmqi_get64(rec + store_ts_off(rec));
+      rmqi_store_unpin(pin);
     }
     if (sts < ts) lo = mid + 1;
     else hi = mid;
@@ -2402,7 +2736,7 @@ static void seal(mfile *f, int64_t upto)
 static int cl_sync_range(rmqi_store *s, int64_t from, int64_t to)
 {
   if (to <= from) return RMQ_OK;
-  int64_t a = (from - s->min_phys) / s->cl_size, b = (to - 1 - s->min_phys) / s->cl_size;
+  int64_t a = (from - s->cl_base) / s->cl_size, b = (to - 1 - s->cl_base) / s->cl_size;
   for (int64_t i = a; i <= b; i++) {
     mfile *f = mvec_at(&s->cl, i);
     if (!f) continue;
@@ -2526,7 +2860,7 @@ static int cq_flush(rmqi_store *s)
   int cap = tab ? (int)(uintptr_t)tab[-1] : 0;
   for (int i = 0; i < cap; i++) {
     rmqi_topic *t = __atomic_load_n(&tab[i], __ATOMIC_ACQUIRE);
-    if (!t) continue;
+    if (!t || atomic_load(&t->deleted)) continue;
     for (int qid = 0; qid < topic_qcap(t); qid++) {
       rmqi_queue *q = rmqi_topic_queue(t, qid);
       if (!q) break;
@@ -2547,7 +2881,7 @@ static int cq_flush(rmqi_store *s)
       int64_t b = ((max * RMQI_CQ_UNIT) - 1) / s->cq_size - q->first_file;
       for (int64_t k = a < 0 ? 0 : a; k <= b; k++) {
         mfile *f = mvec_at(&q->cq, k);
-        if (!f) continue;
+        if (!f || f->gone) continue;
         int rc = cq_sync(s, f);
         if (rc) return rc;
       }
@@ -2587,6 +2921,219 @@ RMQI_FUNC int rmqi_store_flush_all(rmqi_store *s)
   return rc;
 }
 
+/* Calls fn for every queue struct of every topic (topics made meanwhile
+** may be missed). */
+static void queue_each(rmqi_store *s, void (*fn)(rmqi_store *, rmqi_queue *, void *), void *ctx)
+{
+  rmqi_topic **tab = atomic_load(&s->ttab);
+  int cap = tab ? (int)(uintptr_t)tab[-1] : 0; /* the table may grow meanwhile: this one's size */
+  for (int i = 0; i < cap; i++) {
+    rmqi_topic *t = __atomic_load_n(&tab[i], __ATOMIC_ACQUIRE);
+    qvec *v = t && !atomic_load(&t->deleted) ? atomic_load(&t->qv) : NULL;
+    for (int qid = 0; v && qid < v->cap; qid++) {
+      rmqi_queue *q = atomic_load(&v->q[qid]);
+      if (q) fn(s, q, ctx);
+    }
+  }
+}
+
+/* ======================================================================= */
+/* Retention (RocketMQ's CleanCommitLogService, CleanConsumeQueueService)  */
+/* ======================================================================= */
+
+RMQI_FUNC int rmqi_delete_when_parse(const char *spec, uint32_t *hours)
+{
+  *hours = 0;
+  const char *p = spec ? spec : "04";
+  while (*p) {
+    if (*p < '0' || *p > '9') goto bad;
+    int h = 0, digits = 0;
+    while (*p >= '0' && *p <= '9' && digits < 3) h = h * 10 + (*p++ - '0'), digits++;
+    if (h > 23 || digits > 2) goto bad;
+    *hours |= 1u << h;
+    if (*p == ';') p++;
+    else if (*p) goto bad;
+  }
+  return RMQ_OK;
+bad:
+  return rmqi_err(RMQ_EINVAL, "delete_when '%s': expected hours 0..23 separated by ';' (e.g. \"04\" or \"04;05\")",
+                  spec);
+}
+
+static int clamp_pct(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* cq_flush_lock held. Deletes CommitLog files from the head while they
+** are expired (or at once), at most delete_file_batch_max: RocketMQ's
+** deleteExpiredFileByTime. Never the file being written, nor one whose
+** bytes are not all flushed (a flush may still be on its way to them).
+** Returns how many; *rc gets an unlink failure. */
+static int cl_delete_expired(rmqi_store *s, int64_t now, int at_once, int *rc)
+{
+  int64_t keep_ms = (int64_t)s->o.file_reserved_time * 3600 * 1000;
+  int64_t flushed = atomic_load(&s->flushed), published = rmqi_store_max_phys(s);
+  int nf = mvec_len(&s->cl), deleted = 0;
+  for (int i = s->cl_dead; i < nf - 1 && deleted < s->o.delete_file_batch_max; i++) {
+    mfile *f = mvec_at(&s->cl, i);
+    int64_t end = f->start + f->size;
+    if (end >= published || end > flushed) break;
+    int64_t age = now - atomic_load(&f->last_ts);
+    if (!at_once && age < keep_ms) break;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%020" PRId64, s->cl_dir, f->start);
+    if (OS->unlink(path) != 0 && errno != ENOENT) { *rc = rmqi_errno(errno, "unlink", path); break; }
+    /* Readers see the new minimum before the file can go; views holding it
+    ** keep it mapped until they end (cl_unpin). */
+    atomic_store_explicit(&s->min_phys, end, memory_order_release);
+    s->cl_dead = i + 1;
+    cl_unpin(f);
+    deleted++;
+    rmqi_log(s->env, RMQ_LOG_INFO, "retention: deleted %s (%s, last written %" PRId64 " s ago)", path,
+             at_once && age < keep_ms ? "disk over the clean-forcibly ratio" : "expired", age / 1000);
+  }
+  if (deleted) {
+    /* Deleted in order and durably so: a crash must not bring back a later
+    ** file without an earlier one (the log's files must follow each other). */
+    int r = fsync_dir(s->cl_dir);
+    if (!*rc) *rc = r;
+  }
+  return deleted;
+}
+
+/* Reads unit `off` of q, mapped or not, without mapping it (retention
+** must not push the queues in use out of the mapping bound). */
+static int cq_read_unit(rmqi_store *s, rmqi_queue *q, int64_t off, uint8_t *u)
+{
+  int64_t byte = off * RMQI_CQ_UNIT;
+  pthread_mutex_t *l = cq_lock(s, q);
+  pthread_mutex_lock(l);
+  mfile *f = mvec_at(&q->cq, byte / s->cq_size - q->first_file);
+  int rc = RMQ_ENOTFOUND;
+  if (f && !f->gone && f->base) {
+    memcpy(u, f->base + (byte - f->start), RMQI_CQ_UNIT);
+    rc = RMQ_OK;
+  } else if (f && !f->gone) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%020" PRId64, f->dir, f->start);
+    int fd = OS->open(path, O_RDONLY, 0);
+    if (fd >= 0) {
+      if (OS->pread(fd, u, RMQI_CQ_UNIT, (off_t)(byte - f->start)) == RMQI_CQ_UNIT) rc = RMQ_OK;
+      OS->close(fd);
+    }
+  }
+  pthread_mutex_unlock(l);
+  return rc;
+}
+
+/* cq_flush_lock held. Moves q's min offset up to its first unit whose
+** record is at or after min_cl (RocketMQ's correctMinOffset); units rise
+** with the CommitLog, pads at a queue's head compare low. */
+static void cq_correct_min(rmqi_store *s, rmqi_queue *q, int64_t min_cl)
+{
+  int64_t cur = rmqi_queue_min_offset(q), lo = cur, hi = rmqi_queue_max_offset(q);
+  int64_t first = (q->first_file + q->cq_dead) * (int64_t)s->cq_size / RMQI_CQ_UNIT;
+  if (lo < first) lo = first;
+  uint8_t u[RMQI_CQ_UNIT];
+  if (lo < hi && cq_read_unit(s, q, lo, u) == RMQ_OK && (int64_t)rmqi_get64(u) >= min_cl &&
+      (int32_t)rmqi_get32(u + 8) != INT32_MAX)
+    hi = lo; /* the usual case: already there */
+  while (lo < hi) {
+    int64_t mid = lo + (hi - lo) / 2;
+    if (cq_read_unit(s, q, mid, u) != RMQ_OK) break;
+    if ((int64_t)rmqi_get64(u) < min_cl || (int32_t)rmqi_get32(u + 8) == INT32_MAX) lo = mid + 1;
+    else hi = mid;
+  }
+  if (lo > cur) atomic_store_explicit(&q->min_offset, lo, memory_order_release);
+}
+
+typedef struct cq_clean_ctx {
+  int64_t min_cl;
+  int files;
+  int rc;
+} cq_clean_ctx;
+
+/* cq_flush_lock held. Deletes q's head files whose last unit points below
+** the CommitLog's minimum (never its last file, nor one not fully
+** written: no sender is in them), then corrects its min offset. */
+static void cq_clean_queue(rmqi_store *s, rmqi_queue *q, void *arg)
+{
+  cq_clean_ctx *c = arg;
+  int n = mvec_len(&q->cq);
+  int64_t max = rmqi_queue_max_offset(q);
+  if (n - q->cq_dead <= 1 && rmqi_queue_min_offset(q) >= max) return; /* empty: nothing to move or delete */
+  /* Idle since before the new minimum: every unit is below it, no read. */
+  int64_t lp = atomic_load_explicit(&q->last_phys, memory_order_relaxed);
+  int all_below = lp >= 0 && lp < c->min_cl;
+  uint8_t u[RMQI_CQ_UNIT];
+  for (int k = q->cq_dead; k < n - 1; k++) {
+    mfile *f = mvec_at(&q->cq, k);
+    int64_t last = (f->start + f->size) / RMQI_CQ_UNIT - 1;
+    if (last >= max) break;
+    if (!all_below) {
+      if (cq_read_unit(s, q, last, u) != RMQ_OK) break;
+      if ((int64_t)rmqi_get64(u) >= c->min_cl && (int32_t)rmqi_get32(u + 8) != INT32_MAX) break;
+    }
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%020" PRId64, f->dir, f->start);
+    pthread_mutex_t *l = cq_lock(s, q);
+    pthread_mutex_lock(l);
+    f->gone = 1;
+    cq_unmap(s, f);
+    pthread_mutex_unlock(l);
+    q->cq_dead = k + 1;
+    if (OS->unlink(path) != 0 && errno != ENOENT && !c->rc) c->rc = rmqi_errno(errno, "unlink", path);
+    atomic_store(&q->dir_dirty, 1);
+    c->files++;
+  }
+  if (all_below) {
+    if (max > rmqi_queue_min_offset(q)) atomic_store_explicit(&q->min_offset, max, memory_order_release);
+  } else {
+    cq_correct_min(s, q, c->min_cl);
+  }
+}
+
+/* cq_flush_lock held. One round of the clean services: CommitLog files
+** when it is time (deleteWhen), the disk is over diskMaxUsedSpaceRatio or
+** the caller asks (manual); then the ConsumeQueues, whenever the
+** CommitLog's minimum moved since they were last cleaned. */
+static int clean_round(rmqi_store *s, int64_t now, int manual, int *deleted)
+{
+  *deleted = 0;
+  disk_check(s);
+  int pct = atomic_load(&s->disk_used_pct);
+  int clean_now = pct > clamp_pct(s->o.disk_space_warning_level_ratio, 35, 90) ||
+                  pct > clamp_pct(s->o.disk_space_clean_forcibly_ratio, 30, 85);
+  int space = pct > clamp_pct(s->o.disk_max_used_space_ratio, 10, 95);
+  time_t secs = (time_t)(now / 1000);
+  struct tm tm;
+  int timeup = localtime_r(&secs, &tm) && ((s->delete_hours >> tm.tm_hour) & 1);
+  int rc = RMQ_OK;
+  if (timeup || space || manual)
+    *deleted = cl_delete_expired(s, now, s->o.clean_file_forcibly_enable && clean_now, &rc);
+  int64_t min_cl = rmqi_store_min_phys(s);
+  if (min_cl > s->cq_clean_min) {
+    cq_clean_ctx c = {min_cl, 0, RMQ_OK};
+    queue_each(s, cq_clean_queue, &c);
+    s->cq_clean_min = min_cl;
+    if (c.files) rmqi_log(s->env, RMQ_LOG_INFO, "retention: deleted %d consume queue files below %" PRId64, c.files, min_cl);
+    if (!rc) rc = c.rc;
+  }
+  if (*deleted) disk_check(s); /* sends refused for a full disk may go again */
+  return rc;
+}
+
+RMQI_FUNC int rmqi_store_delete_expired(rmqi_store *s, int64_t now, int *deleted)
+{
+  int rc = RMQ_OK, d, total = 0;
+  pthread_mutex_lock(&s->cq_flush_lock);
+  do {
+    rc = clean_round(s, now, 1, &d);
+    total += d;
+  } while (!rc && d > 0);
+  pthread_mutex_unlock(&s->cq_flush_lock);
+  if (deleted) *deleted = total;
+  return rc;
+}
+
 RMQI_FUNC int rmqi_store_run_due(rmqi_store *s, int64_t now, int64_t *next_ms)
 {
   int rc = RMQ_OK;
@@ -2604,7 +3151,9 @@ RMQI_FUNC int rmqi_store_run_due(rmqi_store *s, int64_t now, int64_t *next_ms)
   }
   if (now >= s->next_disk_check) {
     s->next_disk_check = now + s->o.clean_resource_interval;
-    disk_check(s);
+    int deleted;
+    int crc = clean_round(s, now, 0, &deleted);
+    if (!rc) rc = crc;
   }
   if (!rc && now >= s->next_cq_flush) {
     s->next_cq_flush = now + s->o.flush_interval_consume_queue;
@@ -2613,6 +3162,7 @@ RMQI_FUNC int rmqi_store_run_due(rmqi_store *s, int64_t now, int64_t *next_ms)
   }
   if (next_ms) {
     int64_t n = s->next_cl_flush < s->next_cq_flush ? s->next_cl_flush : s->next_cq_flush;
+    if (s->next_disk_check < n) n = s->next_disk_check;
     *next_ms = n > now ? n - now : 0;
   }
   pthread_mutex_unlock(&s->cq_flush_lock);
@@ -2640,7 +3190,7 @@ static int load_topics(rmqi_store *s)
   if (rc) return rc;
   const rmqi_json *dv = rmqi_json_get(j, "dataVersion");
   const rmqi_json *ctr = rmqi_json_get(dv, "counter");
-  if (ctr) s->topics_version = ctr->inum;
+  if (ctr) s->topics_version = s->topics_loaded_version = ctr->inum;
   const rmqi_json *tab = rmqi_json_get(j, "topicConfigTable");
   for (const rmqi_json *t = tab ? tab->child : NULL; t; t = t->next) {
     const rmqi_json *w = rmqi_json_get(t, "writeQueueNums"), *r = rmqi_json_get(t, "readQueueNums");
@@ -2766,10 +3316,10 @@ static int load_cqs(rmqi_store *s, int *rebuild)
           }
           if (mvec_len(&q->cq) == 0) {
             q->first_file = starts[i] / s->cq_size;
-            if (q->first_file > 0 && s->min_phys == 0 && mvec_len(&s->cl) > 0) {
-              /* rmq deletes no ConsumeQueue file, and RocketMQ only after
-              ** the CommitLog's head: with the log whole from 0, the
-              ** queue's head files were lost. Make them and rebuild. */
+            if (q->first_file > 0 && s->cl_base == 0 && mvec_len(&s->cl) > 0) {
+              /* ConsumeQueue files are deleted only after the CommitLog's
+              ** head (rmq and RocketMQ alike): with the log whole from 0,
+              ** the queue's head files were lost. Make them and rebuild. */
               rmqi_log(s->env, RMQ_LOG_WARN, "%s: the files before %020" PRId64 " are missing; rebuilding", q->dir,
                        starts[i]);
               *rebuild = 1;
@@ -2834,12 +3384,13 @@ static int load_commitlog(rmqi_store *s)
       rmqi_log(s->env, RMQ_LOG_INFO, "commitlog files are %lld bytes; using that size", (long long)size);
       set_cl_size(s, size);
     }
-    s->min_phys = starts[0];
+    s->cl_base = starts[0];
+    atomic_store(&s->min_phys, starts[0]);
   }
   for (int i = 0; i < n && !rc; i++) {
-    if (starts[i] != s->min_phys + (int64_t)i * s->cl_size) {
+    if (starts[i] != s->cl_base + (int64_t)i * s->cl_size) {
       rc = rmqi_err(RMQ_ECORRUPT, "%s: file %020" PRId64 " does not follow the previous one (expected %020" PRId64 ")",
-                    s->cl_dir, starts[i], s->min_phys + (int64_t)i * s->cl_size);
+                    s->cl_dir, starts[i], s->cl_base + (int64_t)i * s->cl_size);
       break;
     }
     /* Only the last file may be short (a crash while making it); a short
@@ -2967,7 +3518,7 @@ static int unit_matches(rmqi_store *s, rmqi_queue *q, int64_t off, const uint8_t
   int64_t phys = (int64_t)rmqi_get64(u);
   int32_t size = (int32_t)rmqi_get32(u + 8);
   if (size == INT32_MAX && phys == 0) return 1; /* pad */
-  if (phys < s->min_phys || size <= 0 || phys > cl_end - size) return 0;
+  if (phys < s->cl_base || size <= 0 || phys > cl_end - size) return 0;
   mfile *f = mvec_at(&s->cl, cl_index(s, phys));
   if (!f || phys + size > f->start + f->size) return 0;
   rmqi_record r;
@@ -2990,12 +3541,15 @@ static int dispatch(rmqi_store *s, const rmqi_record *r, int64_t pos, int *creat
   ** not grow a topic or make queue files without end. Such a record stays
   ** in the CommitLog, unindexed. No log this size holds more records than
   ** this (91 bytes is the smallest record). */
-  int64_t most = (s->min_phys + (int64_t)mvec_len(&s->cl) * s->cl_size) / 91 + 1;
+  int64_t most = (s->cl_base + (int64_t)mvec_len(&s->cl) * s->cl_size) / 91 + 1;
   if (r->queue_offset > most) {
     rmqi_log(s->env, RMQ_LOG_WARN, "recovery: record at %" PRId64 " of %s claims queue offset %" PRId64
              " (no log this size reaches %" PRId64 "); not indexed", pos, name, r->queue_offset, most);
     return RMQ_OK;
   }
+  /* A deleted topic's records stay in the log until retention: not its. */
+  struct tomb *tb = s->ntombs ? tomb_find(s, name) : NULL;
+  if (tb && pos < tb->phys) return RMQ_OK;
   rmqi_topic *t = rmqi_topic_find(s, name);
   int rc;
   if (!t) {
@@ -3125,7 +3679,7 @@ static int recover(rmqi_store *s, int abnormal, int rebuild)
   int created_topic = 0, rc = RMQ_OK;
   int check_crc = s->o.check_crc_on_recover;
   int64_t fidx = scan_start_file(s, abnormal, rebuild);
-  int64_t end = s->min_phys + fidx * s->cl_size;
+  int64_t end = s->cl_base + fidx * s->cl_size;
   const char *why = NULL;
   char whybuf[600];
   if (nf) rmqi_log(s->env, RMQ_LOG_INFO, "recovery: %s, scanning commitlog from file %020" PRId64,
@@ -3151,7 +3705,7 @@ static int recover(rmqi_store *s, int abnormal, int rebuild)
         } else if (r.phys_offset != f->start + p) {
           /* A whole file of records that belong elsewhere was renamed:
           ** cutting here would destroy them. */
-          if (p == 0 && r.phys_offset >= 0 && r.phys_offset % s->cl_size == s->min_phys % s->cl_size)
+          if (p == 0 && r.phys_offset >= 0 && r.phys_offset % s->cl_size == s->cl_base % s->cl_size)
             return rmqi_err(RMQ_ECORRUPT, "%s/%020" PRId64 ": the file holds the records of offset %020" PRId64
                             " (renamed?); open refused, nothing changed", s->cl_dir, f->start, r.phys_offset);
           snprintf(whybuf, sizeof whybuf, "PHYSICALOFFSET %" PRId64 " stored at %" PRId64, r.phys_offset, f->start + p);
@@ -3196,7 +3750,7 @@ static int recover(rmqi_store *s, int abnormal, int rebuild)
   }
   /* Cut at `end`: zero the rest of its file, delete the files after it. */
   if (nf) {
-    int64_t cut_idx = (end - s->min_phys) / s->cl_size;
+    int64_t cut_idx = (end - s->cl_base) / s->cl_size;
     /* A file past the cut that begins with a whole record of another
     ** offset was renamed, not torn: refuse rather than destroy it. */
     for (int64_t i = cut_idx + 1; i < nf; i++) {
@@ -3244,7 +3798,7 @@ static int recover(rmqi_store *s, int abnormal, int rebuild)
     atomic_store(&f->alloc, w);
     f->ro_upto = w & ~(int64_t)(SEAL_CHUNK - 1);
   }
-  ri->commitlog_min_offset = s->min_phys;
+  ri->commitlog_min_offset = s->cl_base;
   ri->commitlog_max_offset = end;
   /* Queues: drop units past the cut, set bounds. */
   rmqi_topic **tab = atomic_load(&s->ttab);
@@ -3266,7 +3820,7 @@ static int recover(rmqi_store *s, int abnormal, int rebuild)
         ** first file is a record that expired (RocketMQ keeps the queue's
         ** last file): it stays. */
         if (size != INT32_MAX &&
-            (phys > end - size || (phys >= s->min_phys && !unit_matches(s, q, max - 1, u, end)))) {
+            (phys > end - size || (phys >= s->cl_base && !unit_matches(s, q, max - 1, u, end)))) {
           memset(u, 0, RMQI_CQ_UNIT);
           ri->cq_units_dropped++;
           q->rec_dirty = 1;
@@ -3289,6 +3843,9 @@ static int recover(rmqi_store *s, int abnormal, int rebuild)
         f->ro_upto = q->rec_dirty ? 0 : w & ~(int64_t)(SEAL_CHUNK - 1);
       }
       atomic_store(&q->min_offset, cq_scan_min(s, q, max));
+      /* Retention left the queue's head units pointing below the log's
+      ** first file: its min is its first message still stored. */
+      if (s->cl_base > 0) cq_correct_min(s, q, s->cl_base);
       cq_evict(s);
     }
   }
@@ -3388,6 +3945,7 @@ static void store_free(rmqi_store *s)
   pthread_mutex_destroy(&s->lru_lock);
   for (size_t i = 0; i < sizeof s->cq_locks / sizeof s->cq_locks[0]; i++) pthread_mutex_destroy(&s->cq_locks[i]);
   rmqi_free(s->mapped, (size_t)s->nmapped_cap * sizeof *s->mapped);
+  rmqi_free(s->tombs, (size_t)s->tombcap * sizeof *s->tombs);
   rmqi_strfree(s->dir);
   rmqi_strfree(s->cl_dir);
   rmqi_strfree(s->cq_root);
@@ -3446,6 +4004,11 @@ RMQI_FUNC int rmqi_store_open(const char *dir, const rmq_broker_options *o, cons
     return rc;
   }
   s->o.message_delay_level = NULL;
+  if ((rc = rmqi_delete_when_parse(o->delete_when, &s->delete_hours))) {
+    rmqi_free(s, sizeof *s);
+    return rc;
+  }
+  s->o.delete_when = NULL;
   s->cq_size = o->mapped_file_size_consume_queue;
   pthread_mutex_init(&s->append_lock, NULL);
   pthread_mutex_init(&s->flush_lock, NULL);
@@ -3480,7 +4043,8 @@ RMQI_FUNC int rmqi_store_open(const char *dir, const rmq_broker_options *o, cons
   s->rinfo.abnormal = abnormal;
   checkpoint_read(s);
   int rebuild = 0;
-  if ((rc = load_topics(s)) || (rc = journal_replay(s)) || (rc = load_commitlog(s))) goto out_free;
+  if ((rc = load_topics(s)) || (rc = journal_replay(s)) || (rc = tombs_load(s)) || (rc = load_commitlog(s)))
+    goto out_free;
   snprintf(path, sizeof path, "%s/" REBUILD_MARK, dir);
   int marked = OS->open(path, O_RDONLY, 0);
   if (marked >= 0) OS->close(marked);
@@ -3536,20 +4100,6 @@ RMQI_FUNC void rmqi_store_recovery_info(rmqi_store *s, rmq_recovery_info *out) {
 /* A clean close leaves no file made ahead of the writer: RocketMQ deletes
 ** its pre-made CommitLog file at shutdown, and reads an all-zero last
 ** ConsumeQueue file as a phantom message (ROCKETMQ.md 1, 2). */
-/* Calls fn for every queue struct of every topic (single-threaded: open,
-** close). */
-static void queue_each(rmqi_store *s, void (*fn)(rmqi_store *, rmqi_queue *, void *), void *ctx)
-{
-  rmqi_topic **tab = atomic_load(&s->ttab);
-  for (int i = 0; tab && i < s->tcap; i++) {
-    qvec *v = tab[i] ? atomic_load(&tab[i]->qv) : NULL;
-    for (int qid = 0; v && qid < v->cap; qid++) {
-      rmqi_queue *q = atomic_load(&v->q[qid]);
-      if (q) fn(s, q, ctx);
-    }
-  }
-}
-
 static void tidy_queue(rmqi_store *s, rmqi_queue *q, void *ctx);
 
 static void close_tidy(rmqi_store *s)
@@ -3592,7 +4142,8 @@ static void state_line(rmqi_store *s, rmqi_queue *q, void *ctx)
   (void)s;
   if (mvec_len(&q->cq) == 0) return;
   rmqi_buf_printf(ctx, "%s\t%d\t%" PRId64 "\t%" PRId64 "\t%" PRId64 "\t%d\n", q->topic->name, q->qid,
-                  rmqi_queue_min_offset(q), rmqi_queue_max_offset(q), q->first_file, mvec_len(&q->cq));
+                  rmqi_queue_min_offset(q), rmqi_queue_max_offset(q), q->first_file + q->cq_dead,
+                  mvec_len(&q->cq) - q->cq_dead);
 }
 
 /* Close: each queue with units, as "topic TAB qid TAB min TAB max" lines,
@@ -3603,8 +4154,8 @@ static int queues_state_write(rmqi_store *s)
   rmqi_buf b = {0};
   /* The header pins the state to this exact CommitLog: any later writer
   ** (RocketMQ's own broker, say) moves its end or its first file. */
-  rmqi_buf_printf(&b, "rmq-queues 1 %" PRId64 " %" PRId64 " %d %d\n", s->min_phys, s->write_pos, s->cq_size,
-                  mvec_len(&s->cl));
+  rmqi_buf_printf(&b, "rmq-queues 1 %" PRId64 " %" PRId64 " %d %d\n", rmqi_store_min_phys(s), s->write_pos,
+                  s->cq_size, mvec_len(&s->cl) - s->cl_dead);
   queue_each(s, state_line, &b);
   if (b.oom) { rmqi_buf_free(&b); return rmqi_err(RMQ_ENOMEM, "out of memory writing " QUEUES_STATE); }
   int rc = write_config(s, QUEUES_STATE, b.p ? b.p : "", b.len, 0);
@@ -3649,7 +4200,7 @@ static int queues_state_load(rmqi_store *s)
   long long minp, end;
   int cqs, ncl, used;
   if (sscanf(text, "rmq-queues 1 %lld %lld %d %d%n", &minp, &end, &cqs, &ncl, &used) != 4) why = "no header";
-  else if (minp != s->min_phys || ncl != mvec_len(&s->cl) || s->cl_last_short) why = "the commitlog's files changed";
+  else if (minp != s->cl_base || ncl != mvec_len(&s->cl) || s->cl_last_short) why = "the commitlog's files changed";
   else if (cqs <= 0 || cqs % RMQI_CQ_UNIT) why = "bad file size";
   int nf = mvec_len(&s->cl);
   if (!why && nf > 0) {
@@ -3661,7 +4212,7 @@ static int queues_state_load(rmqi_store *s)
     else if (end + 8 <= last->start + last->size && (rmqi_get32(last->base + (end - last->start)) != 0 ||
                                                      rmqi_get32(last->base + (end - last->start) + 4) != 0))
       why = "records follow the recorded end";
-  } else if (!why && end != s->min_phys) {
+  } else if (!why && end != s->cl_base) {
     why = "the commitlog is gone";
   }
   if (!why && cqs != s->cq_size) s->cq_size = cqs;
@@ -3734,7 +4285,7 @@ static int queues_state_load(rmqi_store *s)
     atomic_store(&f->alloc, w);
     f->ro_upto = w & ~(int64_t)(SEAL_CHUNK - 1);
   }
-  s->rinfo.commitlog_min_offset = s->min_phys;
+  s->rinfo.commitlog_min_offset = s->cl_base;
   s->rinfo.commitlog_max_offset = end;
   rmqi_log(s->env, RMQ_LOG_INFO, "open after a clean close: %d queues from %s, commitlog end %lld", nq, path, end);
   return 1;

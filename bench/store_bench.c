@@ -2,8 +2,10 @@
 ** store_bench.c -- the store over a long life (issue 9's figures): open time
 ** and peak resident memory after a clean close and after a crash, for N
 ** topics x 8 queues with a message in each queue and for a large log in one
-** topic; topic create rate; sends to 10,000 topics round robin against one
-** topic; 1, 2 and 4 threads on one shared producer against a producer each.
+** topic; topic create rate; retention's manual delete over 1 and 80,000
+** queues against unlinking the same files; sends to 10,000 topics round
+** robin against one topic; 1, 2 and 4 threads on one shared producer
+** against a producer each.
 **
 **   store_bench [DIR]     (DIR: where stores go, default $TMPDIR or /tmp)
 **   STORE_BENCH_TOPICS="10 1000 10000"  STORE_BENCH_LOG_MB=1024
@@ -18,6 +20,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <dirent.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 
 static char g_root[4096];
@@ -324,6 +327,80 @@ static double send_rate(const char *dir, int topics, int threads, int shared, ui
   return (double)per_thread * threads / secs;
 }
 
+/* Retention: a store of `topics` x 8 queues holding a message each, then
+** `mb` MiB more in one topic, all expired (file_reserved_time 0); times the
+** manual delete (CommitLog files, then every queue's clean-up and min
+** correction) against the ceiling of unlinking as many files of that size. */
+static void retention_case(int topics, int mb)
+{
+  char dir[4300];
+  snprintf(dir, sizeof dir, "%s/retention-%d", g_root, topics);
+  rm_rf(dir);
+  rmq_broker_options o;
+  opts(&o, 0);
+  o.file_reserved_time = 0;
+  o.delete_when = "";
+  rmq_broker *b;
+  fail_if(rmq_broker_open(dir, &o, &b), "open");
+  rmq_producer *p;
+  fail_if(rmq_producer_create(b, NULL, NULL, &p), "producer");
+  char name[64];
+  uint64_t seq = 0;
+  for (int t = 0; t < topics; t++) {
+    snprintf(name, sizeof name, "Topic%05d", t);
+    fail_if(rmq_topic_create(b, name, 8), "rmq_topic_create");
+    for (int q = 0; q < 8; q++) send_body(p, name, q, seq++);
+  }
+  fail_if(rmq_topic_create(b, "Bulk", 8), "rmq_topic_create");
+  int64_t bulk = (int64_t)mb * 1048576 / (BODY + 150);
+  for (int64_t i = 0; i < bulk; i++) send_body(p, "Bulk", -1, seq++);
+  rmq_producer_destroy(p);
+  fail_if(rmq_broker_flush(b), "flush");
+  long before = vm_hwm_kb();
+  int deleted = 0;
+  double t0 = now_s();
+  fail_if(rmq_broker_delete_expired_files(b, &deleted), "delete expired");
+  double t1 = now_s();
+  int64_t mn, mx;
+  fail_if(rmq_topic_queue_offsets(b, "Topic00000", 0, &mn, &mx), "offsets");
+  if (deleted < 1 || mn != mx) fail("retention", "nothing deleted, or a queue's min did not move");
+  fail_if(rmq_broker_close(b), "close");
+  /* Ceiling: as many files of that size written, synced and mapped (as
+  ** the CommitLog's are), then unlinked and unmapped: what
+  ** deleting them costs the kernel, whatever does it. */
+  char fp[4400];
+  snprintf(fp, sizeof fp, "%s/ceiling", dir);
+  int64_t size = o.mapped_file_size_commit_log;
+  static unsigned char chunk[1 << 20];
+  memset(chunk, 0x5a, sizeof chunk);
+  void *maps[64];
+  int fds[64], nc = deleted < 64 ? deleted : 64;
+  for (int i = 0; i < nc; i++) {
+    char f[4500];
+    snprintf(f, sizeof f, "%s.%d", fp, i);
+    fds[i] = open(f, O_RDWR | O_CREAT, 0644);
+    if (fds[i] < 0 || posix_fallocate(fds[i], 0, size) != 0) fail_errno("ceiling file");
+    for (int64_t at = 0; at < size; at += (int64_t)sizeof chunk)
+      if (pwrite(fds[i], chunk, sizeof chunk, at) != (ssize_t)sizeof chunk) fail_errno("ceiling write");
+    if (fdatasync(fds[i]) != 0) fail_errno("ceiling sync"); /* flushed, as the CommitLog's are */
+    maps[i] = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED | MAP_POPULATE, fds[i], 0);
+    if (maps[i] == MAP_FAILED) fail_errno("ceiling mmap");
+  }
+  double c0 = now_s();
+  for (int i = 0; i < nc; i++) {
+    char f[4500];
+    snprintf(f, sizeof f, "%s.%d", fp, i);
+    unlink(f);
+    munmap(maps[i], (size_t)size);
+    close(fds[i]);
+  }
+  double c1 = now_s();
+  printf("case=retention topics=%d queues=%d log_mb=%d files_deleted=%d delete_s=%.3f per_queue_us=%.2f "
+         "unlink_unmap_ceiling_s=%.3f ratio_vs_ceiling=%.2f rss_growth_mb=%.1f\n", topics, topics * 8 + 8, mb, deleted,
+         t1 - t0, (t1 - t0) * 1e6 / (topics * 8 + 8), c1 - c0, (c1 - c0) / (t1 - t0), (vm_hwm_kb() - before) / 1024.0);
+  rm_rf(dir);
+}
+
 int main(int argc, char **argv)
 {
   const char *base = argc > 1 ? argv[1] : getenv("TMPDIR");
@@ -342,6 +419,8 @@ int main(int argc, char **argv)
     p = end;
   }
   if (log_mb > 0) big_log_cases(log_mb);
+  retention_case(1, 256);
+  retention_case(10000, 256);
 
   char dir[4300];
   snprintf(dir, sizeof dir, "%s/sends", g_root);

@@ -1220,6 +1220,75 @@ static void test_expired_head_keeps_queue_offsets(void **state)
   tu_store_remove(store);
 }
 
+/* Recovery reads the log through a buffer: records that cross its 4 MiB
+** boundary, and one larger than it (a 4 MiB body), come out whole. */
+static void test_rebuild_reads_large_records(void **state)
+{
+  (void)state;
+  char store[1024], path[2048];
+  tu_store_path(store, sizeof store, "bigrec");
+  rmq_broker_options o;
+  tu_small_opts(&o, NULL);
+  o.mapped_file_size_commit_log = 16 << 20;
+  rmq_broker *b;
+  ok(rmq_broker_open(store, &o, &b));
+  ok(rmq_topic_create(b, "Big", 2));
+  rmq_producer *p;
+  ok(rmq_producer_create(b, "BigP", NULL, &p));
+  static const size_t sizes[] = {1000, 100000, 4194304, 777, 3000000, 65536, 20};
+  enum { N = 120 };
+  static uint8_t body[4194304];
+  size_t lens[N];
+  for (int i = 0; i < N; i++) {
+    lens[i] = sizes[(size_t)i % (sizeof sizes / sizeof sizes[0])];
+    if (i % 3) lens[i] = 16 + (size_t)(i * 37) % 5000;
+    tu_make_body(body, (uint64_t)i, lens[i]);
+    rmq_msg *m;
+    ok(rmq_msg_create(&m, "Big", "T", body, lens[i]));
+    rmq_send_result r;
+    ok(rmq_producer_send_to_queue(p, m, i % 2, &r));
+    rmq_msg_free(m);
+  }
+  rmq_producer_destroy(p);
+  ok(rmq_broker_close(b));
+  snprintf(path, sizeof path, "%s/consumequeue", store);
+  tu_rm_rf(path);
+  ok(rmq_broker_open(store, &o, &b));
+  rmq_recovery_info ri;
+  ok(rmq_broker_recovery_info(b, &ri));
+  assert_int_equal(ri.cq_units_rebuilt, N);
+  assert_int_equal(ri.bytes_truncated, 0);
+  rmq_pull_consumer *c;
+  ok(rmq_pull_consumer_create(b, "BigC", &c));
+  int nseen = 0;
+  for (int q = 0; q < 2; q++) {
+    rmq_message_queue mq;
+    memset(&mq, 0, sizeof mq);
+    snprintf(mq.topic, sizeof mq.topic, "Big");
+    mq.queue_id = q;
+    int64_t off = 0;
+    for (;;) {
+      rmq_pull_result r;
+      ok(rmq_pull_consumer_pull(c, &mq, "*", off, 8, &r));
+      if (r.pull_status != RMQ_PULL_FOUND) break;
+      for (size_t k = 0; k < r.n; k++) {
+        uint64_t id;
+        assert_true(tu_body_check(r.msgs[k].body, (size_t)r.msgs[k].body_len, &id));
+        assert_true(id < N);
+        assert_int_equal(id % 2, q);
+        assert_int_equal((size_t)r.msgs[k].body_len, lens[id]);
+        nseen++;
+      }
+      off = r.next_begin_offset;
+    }
+  }
+  assert_int_equal(nseen, N);
+  rmq_pull_consumer_destroy(c);
+  ok(rmq_broker_close(b));
+  tu_rmqstore_check(store);
+  tu_store_remove(store);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -1232,6 +1301,7 @@ int main(void)
     cmocka_unit_test(test_damaged_files_never_crash),
     cmocka_unit_test(test_damaged_headers_and_units),
     cmocka_unit_test(test_expired_head_keeps_queue_offsets),
+    cmocka_unit_test(test_rebuild_reads_large_records),
   };
   (void)tu_wait_atleast; /* shared helpers this file has no use for */
   (void)tu_clock_read;

@@ -56,6 +56,7 @@
 #define TOPIC "BenchTopic"
 #define QUEUES 8
 #define RAW_RECORD 228                  /* DESIGN.md 10's record: 128-byte body */
+#define RECORD_FAIR 291                 /* rmq's record for that body, with its properties */
 #define RAW_MMAP_BYTES (512ll << 20)
 #define CONSUME_MIN_SECS 1.0
 #define PUSH_MSGS 5000
@@ -72,6 +73,21 @@ static int g_failed;                    /* a check failed but the run went on */
 static int g_batch;                     /* produce cases: > 1 sends batches of this many */
 #define MAX_BATCH 64
 static int64_t g_crash_bytes = 1ll << 30; /* CommitLog written before the kill */
+static const char *g_only;              /* BENCH_ONLY: comma-separated groups to run */
+
+/* Whether group `g` (async, pull, async-t2, batch, sync, push, crash) runs. */
+static int want(const char *g)
+{
+  if (!g_only || !*g_only) return 1;
+  size_t n = strlen(g);
+  for (const char *p = g_only; *p;) {
+    const char *e = strchr(p, ',');
+    size_t len = e ? (size_t)(e - p) : strlen(p);
+    if (len == n && memcmp(p, g, n) == 0) return 1;
+    p += len + (e ? 1 : 0);
+  }
+  return 0;
+}
 
 /* ------------------------------------------------------------------------ */
 /* Counting allocator                                                       */
@@ -168,7 +184,9 @@ static void barrier_wait(pthread_barrier_t *b)
 /* ------------------------------------------------------------------------ */
 
 /* (a) memcpy-append into a fresh sparse mapping, with a release store of the
-** end offset per record (what publishing a record costs at least). */
+** end offset per record (what publishing a record costs at least). Nothing
+** else touches the file: the kernel treats it much like anonymous memory,
+** hence its name; the fair ceiling is raw_fair_append. */
 static void raw_mmap_append(double *fresh_rate, double *warm_rate)
 {
   char path[4200];
@@ -181,7 +199,7 @@ static void raw_mmap_append(double *fresh_rate, double *warm_rate)
   unsigned char rec[RAW_RECORD];
   for (int i = 0; i < RAW_RECORD; i++) rec[i] = (unsigned char)(i * 7);
   static _Atomic int64_t end;
-  const char *names[2] = {"raw-mmap-append-fresh", "raw-mmap-append-warm"};
+  const char *names[2] = {"raw-anonymous-like-fresh", "raw-anonymous-like-warm"};
   /* No syncfs between the passes: the file's pages never reach the disk
   ** (it is unlinked while they are still dirty), so it leaves no writeback
   ** or discard behind for the cases after it. */
@@ -205,6 +223,195 @@ static void raw_mmap_append(double *fresh_rate, double *warm_rate)
   if (munmap(map, RAW_MMAP_BYTES) != 0) fail_errno("munmap");
   if (unlink(path) != 0) fail_errno(path);
   if (close(fd) != 0) fail_errno("close");
+}
+
+/* (a') The fair ceiling for an ASYNC_FLUSH send, the way rmq stores one:
+** RECORD_FAIR-byte records into 64 MiB MAP_SHARED files and a 20-byte unit
+** into one of 8 ConsumeQueue files (round robin), each mapped as rmq maps
+** it (CommitLog 2 MiB-aligned with MADV_HUGEPAGE, ConsumeQueues 4 KiB pages
+** with MADV_RANDOM), blocks allocated and pages
+** populated ahead of the writer by a prefault thread, a release store of
+** the end per record, msync of the new bytes every 500 ms by a flush
+** thread. Stops at g_secs or g_max_msgs. */
+#define FAIR_FILE (64ll << 20)
+#define FAIR_CQ (32ll << 20)     /* one file a queue: rmq's roll every 6 MB is a rare cost */
+#define FAIR_CHUNK (2ll << 20)
+#define FAIR_FILES 64
+
+typedef struct fair {
+  int fd[FAIR_FILES];
+  uint8_t *map[FAIR_FILES];
+  int cqfd[QUEUES];
+  uint8_t *cq[QUEUES];
+  _Atomic int64_t end;          /* bytes appended (release) */
+  _Atomic int64_t ready;        /* bytes allocated and populated ahead */
+  atomic_int stop;
+  atomic_int nfiles;
+  pthread_mutex_t alloc_mu;
+  int64_t alloc;                /* alloc_mu: CommitLog bytes allocated */
+} fair;
+
+static uint8_t *fair_map(int fd, int64_t size)
+{
+  size_t span = (size_t)size + FAIR_CHUNK;
+  uint8_t *r = mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (r == MAP_FAILED) fail_errno("mmap");
+  uint8_t *a = (uint8_t *)(((uintptr_t)r + FAIR_CHUNK - 1) & ~(uintptr_t)(FAIR_CHUNK - 1));
+  if (mmap(a, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED) fail_errno("mmap");
+  if (a > r) munmap(r, (size_t)(a - r));
+  if (r + span > a + size) munmap(a + size, (size_t)(r + span - (a + size)));
+  madvise(a, (size_t)size, MADV_HUGEPAGE);
+  return a;
+}
+
+static int fair_open(const char *name, int64_t size)
+{
+  char path[4200];
+  snprintf(path, sizeof path, "%s/%s", g_root, name);
+  int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) fail_errno(path);
+  if (ftruncate(fd, size) != 0) fail_errno("ftruncate");
+  return fd;
+}
+
+/* Makes the file holding log offset `at` and allocates the blocks of the
+** chunk holding it, once (alloc_mu): the writer when it outruns the
+** prefaulter, else the prefaulter. Returns 1 when this call allocated. */
+static int fair_alloc(fair *f, int64_t at)
+{
+  int done = 0;
+  pthread_mutex_lock(&f->alloc_mu);
+  int64_t chunk = at / FAIR_CHUNK * FAIR_CHUNK;
+  if (chunk >= f->alloc) {
+    int k = (int)(chunk / FAIR_FILE);
+    if (k >= f->nfiles) {
+      char name[32];
+      snprintf(name, sizeof name, "fair-cl-%02d", k);
+      f->fd[k] = fair_open(name, FAIR_FILE);
+      f->map[k] = fair_map(f->fd[k], FAIR_FILE);
+      atomic_store(&f->nfiles, k + 1);
+    }
+    if (fallocate(f->fd[k], 0, chunk % FAIR_FILE, FAIR_CHUNK) != 0) fail_errno("fallocate");
+    f->alloc = chunk + FAIR_CHUNK;
+    atomic_store_explicit(&f->ready, f->alloc, memory_order_release);
+    done = 1;
+  }
+  pthread_mutex_unlock(&f->alloc_mu);
+  return done;
+}
+
+static void *fair_prefault(void *arg)
+{
+  fair *f = arg;
+  int64_t cq_at = 0;
+  while (!atomic_load(&f->stop)) {
+    int64_t ready = atomic_load(&f->ready), end = atomic_load_explicit(&f->end, memory_order_relaxed);
+    if (ready - end >= 8 * FAIR_CHUNK || ready >= (int64_t)FAIR_FILES * FAIR_FILE) {
+      usleep(50);
+      continue;
+    }
+    if (fair_alloc(f, ready)) madvise(f->map[ready / FAIR_FILE] + ready % FAIR_FILE, FAIR_CHUNK, MADV_POPULATE_WRITE);
+    /* ConsumeQueue units keep pace: 20 bytes a record in each of 8 queues
+    ** (their blocks were allocated up front). */
+    int64_t cq_need = (ready + FAIR_CHUNK) / RECORD_FAIR * 20 / QUEUES + 64 * 1024;
+    while (cq_at < cq_need && cq_at + 64 * 1024 <= FAIR_CQ) {
+      for (int q = 0; q < QUEUES; q++) madvise(f->cq[q] + cq_at, 64 * 1024, MADV_POPULATE_WRITE);
+      cq_at += 64 * 1024;
+    }
+  }
+  return NULL;
+}
+
+static void *fair_flusher(void *arg)
+{
+  fair *f = arg;
+  int64_t done = 0;
+  while (!atomic_load(&f->stop)) {
+    for (int i = 0; i < 50 && !atomic_load(&f->stop); i++) usleep(10000);
+    int64_t end = atomic_load_explicit(&f->end, memory_order_acquire);
+    while (done < end) {
+      int k = (int)(done / FAIR_FILE);
+      int64_t lo = done % FAIR_FILE, hi = end - (int64_t)k * FAIR_FILE;
+      if (hi > FAIR_FILE) hi = FAIR_FILE;
+      lo &= ~(int64_t)4095;
+      if (msync(f->map[k] + lo, (size_t)(hi - lo), MS_SYNC) != 0) fail_errno("msync");
+      done = (int64_t)k * FAIR_FILE + hi;
+    }
+    for (int q = 0; q < QUEUES; q++) msync(f->cq[q], (size_t)FAIR_CQ, MS_SYNC);
+  }
+  return NULL;
+}
+
+static void raw_fair_append(double *out_rate)
+{
+  fair *f = xmalloc(sizeof *f);
+  pthread_mutex_init(&f->alloc_mu, NULL);
+  for (int q = 0; q < QUEUES; q++) {
+    char name[32];
+    snprintf(name, sizeof name, "fair-cq-%d", q);
+    f->cqfd[q] = fair_open(name, FAIR_CQ);
+    /* ConsumeQueue files as rmq maps them: 4 KiB pages, no readahead. */
+    f->cq[q] = mmap(NULL, (size_t)FAIR_CQ, PROT_READ | PROT_WRITE, MAP_SHARED, f->cqfd[q], 0);
+    if (f->cq[q] == MAP_FAILED) fail_errno("mmap");
+    madvise(f->cq[q], (size_t)FAIR_CQ, MADV_RANDOM);
+    if (fallocate(f->cqfd[q], 0, 0, FAIR_CQ) != 0) fail_errno("fallocate");
+  }
+  unsigned char rec[RECORD_FAIR];
+  for (int i = 0; i < RECORD_FAIR; i++) rec[i] = (unsigned char)(i * 7);
+  settle(g_root);
+  pthread_t pf, fl;
+  if (pthread_create(&pf, NULL, fair_prefault, f) || pthread_create(&fl, NULL, fair_flusher, f))
+    fail("pthread_create", "fair ceiling");
+  uint64_t n = 0, t0 = now_ns(), deadline = t0 + (uint64_t)(g_secs * 1e9);
+  int64_t pos = 0, qoff[QUEUES] = {0};
+  const int64_t limit = (int64_t)FAIR_FILES * FAIR_FILE;
+  for (;;) {
+    if ((n & 1023) == 0 && now_ns() >= deadline) break;
+    if (n >= g_max_msgs) break;
+    int64_t fend = (pos / FAIR_FILE + 1) * FAIR_FILE;
+    if (pos + RECORD_FAIR + 8 > fend) pos = fend; /* the BLANK end of a file */
+    if (pos + RECORD_FAIR > limit) break;
+    int q = (int)(n % QUEUES);
+    if ((qoff[q] + 1) * 20 > FAIR_CQ - 64 * 1024) break;
+    /* Past the prefaulter's window the writer does not wait: it allocates
+    ** the blocks itself and faults the pages in by writing, as rmq's sender
+    ** does (fair_alloc). */
+    if (pos + RECORD_FAIR > atomic_load_explicit(&f->ready, memory_order_acquire)) fair_alloc(f, pos);
+    rec[0] = (unsigned char)n;
+    memcpy(f->map[pos / FAIR_FILE] + pos % FAIR_FILE, rec, RECORD_FAIR);
+    uint8_t *u = f->cq[q] + qoff[q] * 20;
+    memcpy(u, &pos, 8);
+    memcpy(u + 8, &n, 8);
+    memcpy(u + 16, &n, 4);
+    qoff[q]++;
+    pos += RECORD_FAIR;
+    atomic_store_explicit(&f->end, pos, memory_order_release);
+    n++;
+  }
+  double secs = (double)(now_ns() - t0) * 1e-9;
+  atomic_store(&f->stop, 1);
+  pthread_join(pf, NULL);
+  pthread_join(fl, NULL);
+  char extra[96];
+  snprintf(extra, sizeof extra, "record_bytes=%d mapping=as-rmq", RECORD_FAIR);
+  result r = {"raw-fair-append", "produce", 1, n, secs, NULL, 0, 0, -1, extra};
+  report(&r);
+  *out_rate = rate(&r);
+  for (int k = 0; k < f->nfiles; k++) {
+    munmap(f->map[k], FAIR_FILE);
+    close(f->fd[k]);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/fair-cl-%02d", g_root, k);
+    unlink(path);
+  }
+  for (int q = 0; q < QUEUES; q++) {
+    munmap(f->cq[q], FAIR_CQ);
+    close(f->cqfd[q]);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/fair-cq-%d", g_root, q);
+    unlink(path);
+  }
+  free(f);
 }
 
 /* (b) one record + fdatasync at a time, into a sparse file like a
@@ -239,6 +446,92 @@ static void raw_pwrite_fdatasync(double *out_rate, double *out_p50)
   free(h);
   if (close(fd) != 0) fail_errno("close");
   if (unlink(path) != 0) fail_errno(path);
+}
+
+/* (c) The group-commit ceiling (DESIGN.md 10): GC_THREADS threads each
+** pwrite a record at the next free offset of one ftruncate'd file and wait
+** until a sync that started after their write covers it; the first waiter
+** with no sync running becomes the leader and fdatasyncs for everyone
+** pending. Nothing else: no encoding, no index, no gathering delay. */
+#define GC_THREADS 16
+
+typedef struct gc_shared {
+  int fd;
+  _Atomic int64_t next;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  uint64_t started, done;      /* syncs begun / finished (mu) */
+  int leader;                  /* mu */
+  uint64_t deadline;
+  pthread_barrier_t go;
+  atomic_ullong msgs;
+} gc_shared;
+
+static void *gc_main(void *arg)
+{
+  gc_shared *g = arg;
+  unsigned char rec[RAW_RECORD];
+  memset(rec, 0x5a, sizeof rec);
+  uint64_t n = 0;
+  barrier_wait(&g->go);
+  while (now_ns() < g->deadline) {
+    int64_t off = atomic_fetch_add(&g->next, RAW_RECORD);
+    if (off + RAW_RECORD > (256ll << 20)) break;
+    if (pwrite(g->fd, rec, RAW_RECORD, off) != RAW_RECORD) fail_errno("pwrite");
+    pthread_mutex_lock(&g->mu);
+    uint64_t need = g->started + 1; /* a sync that starts from now on covers this write */
+    while (g->done < need) {
+      if (!g->leader) {
+        g->leader = 1;
+        uint64_t gen = ++g->started;
+        pthread_mutex_unlock(&g->mu);
+        if (fdatasync(g->fd) != 0) fail_errno("fdatasync");
+        pthread_mutex_lock(&g->mu);
+        g->done = gen;
+        g->leader = 0;
+        pthread_cond_broadcast(&g->cv);
+      } else {
+        pthread_cond_wait(&g->cv, &g->mu);
+      }
+    }
+    pthread_mutex_unlock(&g->mu);
+    n++;
+  }
+  atomic_fetch_add(&g->msgs, n);
+  return NULL;
+}
+
+static void raw_group_commit(double *out_rate)
+{
+  char path[4200];
+  snprintf(path, sizeof path, "%s/raw-group-commit", g_root);
+  gc_shared *g = xmalloc(sizeof *g);
+  g->fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+  if (g->fd < 0) fail_errno(path);
+  if (ftruncate(g->fd, 256ll << 20) != 0 || fsync(g->fd) != 0) fail_errno("ftruncate");
+  pthread_mutex_init(&g->mu, NULL);
+  pthread_cond_init(&g->cv, NULL);
+  pthread_barrier_init(&g->go, NULL, GC_THREADS + 1);
+  pthread_t th[GC_THREADS];
+  for (int i = 0; i < GC_THREADS; i++)
+    if (pthread_create(&th[i], NULL, gc_main, g)) fail("pthread_create", "group commit ceiling");
+  settle(g_root);
+  uint64_t t0 = now_ns();
+  g->deadline = t0 + (uint64_t)(g_secs * 1e9);
+  barrier_wait(&g->go);
+  for (int i = 0; i < GC_THREADS; i++) pthread_join(th[i], NULL);
+  double secs = (double)(now_ns() - t0) * 1e-9;
+  char extra[96];
+  snprintf(extra, sizeof extra, "record_bytes=%d syncs=%" PRIu64, RAW_RECORD, g->done);
+  result r = {"raw-group-commit-t16", "produce", GC_THREADS, atomic_load(&g->msgs), secs, NULL, 0, 0, -1, extra};
+  report(&r);
+  *out_rate = rate(&r);
+  close(g->fd);
+  unlink(path);
+  pthread_barrier_destroy(&g->go);
+  pthread_cond_destroy(&g->cv);
+  pthread_mutex_destroy(&g->mu);
+  free(g);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -408,7 +701,7 @@ static void produce_fresh(const char *name, int flush_type, int threads, uint64_
 ** batch from each queue in turn, as a push consumer's pull service does,
 ** which walks the CommitLog (written round-robin) nearly in order. */
 static void pull_case(const char *name, rmq_broker *b, int batch, int interleave, uint64_t expect,
-                      uint64_t want_sum, double *out_rate)
+                      uint64_t want_sum, double *out_rate, double *first_rate)
 {
   rmq_pull_consumer *c = NULL;
   int rc = rmq_pull_consumer_create(b, "bench-pull", &c);
@@ -425,7 +718,7 @@ static void pull_case(const char *name, rmq_broker *b, int batch, int interleave
   uint64_t total = 0;
   int passes = 0;
   uint64_t a0 = allocs_now();
-  double t0 = now_s(), t;
+  double t0 = now_s(), t, first_secs = 0;
   do {
     uint64_t got = 0, sum = 0;
     int64_t off[QUEUES] = {0};
@@ -450,6 +743,7 @@ static void pull_case(const char *name, rmq_broker *b, int batch, int interleave
     total += got;
     passes++;
     t = now_s();
+    if (passes == 1) first_secs = t - t0;
   } while (t - t0 < CONSUME_MIN_SECS);
   int64_t allocs = (int64_t)(allocs_now() - a0);
   char extra[64];
@@ -457,6 +751,14 @@ static void pull_case(const char *name, rmq_broker *b, int batch, int interleave
   result res = {name, "consume", 1, total, t - t0, NULL, 0, passes, allocs, extra};
   report(&res);
   *out_rate = rate(&res);
+  if (first_rate) {
+    /* The first pass of a fresh open: page cache warm, page tables cold. */
+    char fname[96];
+    snprintf(fname, sizeof fname, "%s-first-pass", name);
+    result fr = {fname, "consume", 1, total / (uint64_t)passes, first_secs, NULL, 0, 1, -1, extra};
+    report(&fr);
+    *first_rate = rate(&fr);
+  }
   rmq_pull_consumer_destroy(c);
 }
 
@@ -474,11 +776,8 @@ typedef struct push_ctx {
 
 #define WARM_TAG "Warm"
 
-static int push_listener(void *arg, const rmq_message_ext *const *msgs, size_t n,
-                         rmq_consume_concurrently_context *cc)
+static int push_take(push_ctx *x, const rmq_message_ext *const *msgs, size_t n)
 {
-  push_ctx *x = arg;
-  (void)cc;
   uint64_t now = now_ns();
   pthread_mutex_lock(&x->mu);
   for (size_t i = 0; i < n; i++) {
@@ -500,10 +799,25 @@ static int push_listener(void *arg, const rmq_message_ext *const *msgs, size_t n
   return RMQ_CONSUME_SUCCESS;
 }
 
-static void push_case(double *out_p50)
+static int push_listener(void *arg, const rmq_message_ext *const *msgs, size_t n,
+                         rmq_consume_concurrently_context *cc)
 {
+  (void)cc;
+  return push_take(arg, msgs, n);
+}
+
+static int push_listener_orderly(void *arg, const rmq_message_ext *const *msgs, size_t n,
+                                 rmq_consume_orderly_context *oc)
+{
+  (void)oc;
+  return push_take(arg, msgs, n);
+}
+
+static void push_case(int orderly, double *out_p50, double *out_p99)
+{
+  const char *name = orderly ? "rmq-push-e2e-orderly" : "rmq-push-e2e";
   char dir[4096];
-  case_dir("rmq-push-e2e", dir, sizeof dir);
+  case_dir(name, dir, sizeof dir);
   rmq_broker *b = open_broker(dir, RMQ_ASYNC_FLUSH);
   push_ctx *x = xmalloc(sizeof *x);
   pthread_mutex_init(&x->mu, NULL);
@@ -518,8 +832,9 @@ static void push_case(double *out_p50)
   int rc = rmq_push_consumer_create(b, "bench-push", NULL, &c);
   if (rc) fail_rmq("rmq_push_consumer_create", rc);
   if ((rc = rmq_push_consumer_subscribe(c, TOPIC, "*"))) fail_rmq("rmq_push_consumer_subscribe", rc);
-  if ((rc = rmq_push_consumer_register_listener_concurrently(c, push_listener, x)))
-    fail_rmq("rmq_push_consumer_register_listener_concurrently", rc);
+  if (orderly) rc = rmq_push_consumer_register_listener_orderly(c, push_listener_orderly, x);
+  else rc = rmq_push_consumer_register_listener_concurrently(c, push_listener, x);
+  if (rc) fail_rmq("rmq_push_consumer_register_listener", rc);
   if ((rc = rmq_push_consumer_start(c))) fail_rmq("rmq_push_consumer_start", rc);
   rmq_producer *p = NULL;
   if ((rc = rmq_producer_create(b, "bench-producer", NULL, &p))) fail_rmq("rmq_producer_create", rc);
@@ -542,7 +857,7 @@ static void push_case(double *out_p50)
     if (pthread_cond_timedwait(&x->cv, &x->mu, &dl) != 0) break;
   int warm = x->warm;
   pthread_mutex_unlock(&x->mu);
-  if (warm < QUEUES) fail("rmq-push-e2e", "the consumer did not get the warm-up messages within 10 s");
+  if (warm < QUEUES) fail(name, "the consumer did not get the warm-up messages within 10 s");
 
   settle(g_root);
   uint64_t a0 = allocs_now();
@@ -570,8 +885,8 @@ static void push_case(double *out_p50)
   /* A lost message is a bug, but the latencies measured are still good:
   ** say so on the case line and in the exit status, and go on. */
   if (got < PUSH_MSGS || bad) {
-    fprintf(stderr, "rmq_bench: rmq-push-e2e: the consumer got %" PRIu64 " of %d messages within 10 s (%" PRIu64
-            " malformed)\n", got, PUSH_MSGS, bad);
+    fprintf(stderr, "rmq_bench: %s: the consumer got %" PRIu64 " of %d messages within 10 s (%" PRIu64
+            " malformed)\n", name, got, PUSH_MSGS, bad);
     g_failed = 1;
   }
 
@@ -580,9 +895,10 @@ static void push_case(double *out_p50)
   snprintf(extra, sizeof extra, "send_interval_us=%d lost=%" PRIu64 " allocs_cover=send+consume", PUSH_INTERVAL_US,
            got < PUSH_MSGS ? PUSH_MSGS - got : 0);
   pthread_mutex_lock(&x->mu);
-  result r = {"rmq-push-e2e", "consume", 1, got, secs, &x->h, 0, 0, allocs, extra};
+  result r = {name, "consume", 1, got, secs, &x->h, 0, 0, allocs, extra};
   report(&r);
   *out_p50 = hist_pct_us(&x->h, 500);
+  *out_p99 = hist_pct_us(&x->h, 990);
   pthread_mutex_unlock(&x->mu);
 
   rmq_msg_free(m);
@@ -714,9 +1030,11 @@ int main(int argc, char **argv)
   /* Before any other rmq call: every rmq allocation is counted. */
   rmq_config_allocator(counting_alloc, NULL);
   if (argc > 1) {
-    fprintf(stderr, "usage: %s   (environment: BENCH_SECS, BENCH_MSGS, BENCH_CRASH_MB, BENCH_DIR)\n", argv[0]);
+    fprintf(stderr, "usage: %s   (environment: BENCH_SECS, BENCH_MSGS, BENCH_CRASH_MB, BENCH_DIR, BENCH_ONLY)\n",
+            argv[0]);
     return 2;
   }
+  g_only = getenv("BENCH_ONLY");
   const char *env = getenv("BENCH_SECS");
   if (env) {
     char *end;
@@ -751,59 +1069,77 @@ int main(int argc, char **argv)
 
   /* Each raw ceiling runs just before the rmq cases it is compared with,
   ** so a shared machine's load drifts as little as possible between them. */
-  double raw_fresh = 0, raw_warm = 0, raw_sync = 0, raw_sync_p50 = 0;
-  raw_mmap_append(&raw_fresh, &raw_warm);
+  double raw_fresh = 0, raw_warm = 0, raw_fair = 0, raw_sync = 0, raw_sync_p50 = 0, raw_gc = 0;
+  prod_out a1 = {0}, a2 = {0}, a4 = {0}, ab = {0}, s1 = {0}, s4 = {0}, s16 = {0};
+  double pull32 = 0, pull1024 = 0, pull32rr = 0, pull_first = 0;
+  if (want("async")) {
+    raw_mmap_append(&raw_fresh, &raw_warm);
+    raw_fair_append(&raw_fair);
+    /* ASYNC_FLUSH, 1 thread; its store is reopened for the pull cases (page
+    ** cache warm, page tables cold for the first pass). */
+    char dir1[4096];
+    case_dir("rmq-async-t1", dir1, sizeof dir1);
+    rmq_broker *b1 = open_broker(dir1, RMQ_ASYNC_FLUSH);
+    produce_case("rmq-async-t1", b1, dir1, 1, g_max_msgs, &a1);
+    close_broker(b1);
+    if (want("pull")) {
+      uint64_t sum = expected_sum(a1.msgs) + a1.warm_sum;
+      settle(g_root);
+      b1 = open_broker(dir1, RMQ_ASYNC_FLUSH);
+      pull_case("rmq-pull-b32", b1, 32, 0, a1.msgs + a1.warm, sum, &pull32, &pull_first);
+      pull_case("rmq-pull-b1024", b1, 1024, 0, a1.msgs + a1.warm, sum, &pull1024, NULL);
+      pull_case("rmq-pull-b32-in-turn", b1, 32, 1, a1.msgs + a1.warm, sum, &pull32rr, NULL);
+      close_broker(b1);
+    }
+    rm_tree(dir1);
+    produce_fresh("rmq-async-t2", RMQ_ASYNC_FLUSH, 2, g_max_msgs, &a2);
+    produce_fresh("rmq-async-t4", RMQ_ASYNC_FLUSH, 4, g_max_msgs, &a4);
+    /* Batches of 32 from one thread (latency figures are per batch call). */
+    g_batch = 32;
+    produce_fresh("rmq-async-batch32-t1", RMQ_ASYNC_FLUSH, 1, g_max_msgs, &ab);
+    g_batch = 0;
+  }
 
-  /* ASYNC_FLUSH, 1 thread; its store stays open for the pull cases. */
-  char dir1[4096];
-  case_dir("rmq-async-t1", dir1, sizeof dir1);
-  rmq_broker *b1 = open_broker(dir1, RMQ_ASYNC_FLUSH);
-  prod_out a1, a2;
-  produce_case("rmq-async-t1", b1, dir1, 1, g_max_msgs, &a1);
-  uint64_t want = expected_sum(a1.msgs) + a1.warm_sum;
-  settle(g_root);
-  double pull32, pull1024, pull32rr;
-  pull_case("rmq-pull-b32", b1, 32, 0, a1.msgs + a1.warm, want, &pull32);
-  pull_case("rmq-pull-b1024", b1, 1024, 0, a1.msgs + a1.warm, want, &pull1024);
-  pull_case("rmq-pull-b32-in-turn", b1, 32, 1, a1.msgs + a1.warm, want, &pull32rr);
-  close_broker(b1);
-  rm_tree(dir1);
+  if (want("sync")) {
+    /* SYNC_FLUSH: time-capped only. */
+    raw_pwrite_fdatasync(&raw_sync, &raw_sync_p50);
+    produce_fresh("rmq-sync-t1", RMQ_SYNC_FLUSH, 1, UINT64_MAX, &s1);
+    produce_fresh("rmq-sync-t4", RMQ_SYNC_FLUSH, 4, UINT64_MAX, &s4);
+    raw_group_commit(&raw_gc);
+    produce_fresh("rmq-sync-t16", RMQ_SYNC_FLUSH, 16, UINT64_MAX, &s16);
+  }
 
-  produce_fresh("rmq-async-t2", RMQ_ASYNC_FLUSH, 2, g_max_msgs, &a2);
+  double push_p50 = 0, push_p99 = 0, opush_p50 = 0, opush_p99 = 0;
+  if (want("push")) {
+    push_case(0, &push_p50, &push_p99);
+    push_case(1, &opush_p50, &opush_p99);
+  }
 
-  /* Batches of 32 from one thread (latency figures are per batch call). */
-  prod_out ab;
-  g_batch = 32;
-  produce_fresh("rmq-async-batch32-t1", RMQ_ASYNC_FLUSH, 1, g_max_msgs, &ab);
-  g_batch = 0;
+  double crash_secs = 0, clean_secs = 0;
+  if (want("crash")) crash_case(&crash_secs, &clean_secs);
 
-  /* SYNC_FLUSH: time-capped only. */
-  raw_pwrite_fdatasync(&raw_sync, &raw_sync_p50);
-  prod_out s1, s4, s16;
-  produce_fresh("rmq-sync-t1", RMQ_SYNC_FLUSH, 1, UINT64_MAX, &s1);
-  produce_fresh("rmq-sync-t4", RMQ_SYNC_FLUSH, 4, UINT64_MAX, &s4);
-  produce_fresh("rmq-sync-t16", RMQ_SYNC_FLUSH, 16, UINT64_MAX, &s16);
-
-  double push_p50;
-  push_case(&push_p50);
-  (void)push_p50;
-
-  double crash_secs, clean_secs;
-  crash_case(&crash_secs, &clean_secs);
-
-  ratio("sync_t1_vs_pwrite_fdatasync", s1.rate, raw_sync);
-  ratio("sync_t1_p50_vs_pwrite_fdatasync_p50", s1.p50_us, raw_sync_p50);
-  ratio("sync_t4_vs_sync_t1", s4.rate, s1.rate);
-  ratio("sync_t16_vs_sync_t1", s16.rate, s1.rate);
-  ratio("sync_t16_vs_pwrite_fdatasync", s16.rate, raw_sync);
-  ratio("async_t1_vs_mmap_append_fresh", a1.rate, raw_fresh);
-  ratio("async_t1_vs_mmap_append_warm", a1.rate, raw_warm);
-  ratio("async_t2_vs_async_t1", a2.rate, a1.rate);
-  ratio("async_batch32_vs_async_t1", ab.rate, a1.rate);
-  ratio("pull_b1024_vs_pull_b32", pull1024, pull32);
-  ratio("pull_b32_vs_async_t1", pull32, a1.rate);
-  ratio("pull_b32_in_turn_vs_queue_by_queue", pull32rr, pull32);
-  ratio("open_after_crash_vs_open_clean", crash_secs, clean_secs);
+  if (want("sync")) {
+    ratio("sync_t1_vs_pwrite_fdatasync", s1.rate, raw_sync);
+    ratio("sync_t1_p50_vs_pwrite_fdatasync_p50", s1.p50_us, raw_sync_p50);
+    ratio("sync_t4_vs_sync_t1", s4.rate, s1.rate);
+    ratio("sync_t16_vs_sync_t1", s16.rate, s1.rate);
+    ratio("sync_t16_vs_group_commit_t16", s16.rate, raw_gc);
+    ratio("sync_t16_vs_pwrite_fdatasync", s16.rate, raw_sync);
+  }
+  if (want("async")) {
+    ratio("async_t1_vs_fair_append", a1.rate, raw_fair);
+    ratio("async_t1_vs_anonymous_like_fresh", a1.rate, raw_fresh);
+    ratio("async_t2_vs_async_t1", a2.rate, a1.rate);
+    ratio("async_t4_vs_async_t1", a4.rate, a1.rate);
+    ratio("async_batch32_vs_async_t1", ab.rate, a1.rate);
+  }
+  if (want("async") && want("pull")) {
+    ratio("pull_b1024_vs_pull_b32", pull1024, pull32);
+    ratio("pull_b32_first_pass_vs_pull_b32", pull_first, pull32);
+    ratio("pull_b32_vs_async_t1", pull32, a1.rate);
+    ratio("pull_b32_in_turn_vs_queue_by_queue", pull32rr, pull32);
+  }
+  if (want("crash")) ratio("open_after_crash_vs_open_clean", crash_secs, clean_secs);
 
   rm_tree(g_root);
   return g_failed ? 1 : 0;

@@ -177,10 +177,11 @@ $(B)/peers: $(PEERS_SRC)
 	$(CC) -O2 -Wall -Wextra -std=c11 -o $@ $< -lsqlite3 -llmdb -lpthread
 
 bench: deps $(BENCH_BINS)
-	@for b in $(BENCH_BINS); do echo "== $$b"; $$b || exit 1; done
+	@for b in $(BENCH_BINS); do echo "== $$b"; $$b > $$b.out; rc=$$?; cat $$b.out; test $$rc = 0 || exit 1; done
 	@if [ -f $(PEERS_SRC) ]; then \
 	   if [ -f /usr/include/sqlite3.h ] && [ -f /usr/include/lmdb.h ]; then \
-	     $(MAKE) --no-print-directory $(B)/peers && echo "== peers" && $(B)/peers; \
+	     $(MAKE) --no-print-directory $(B)/peers && echo "== peers" && $(B)/peers > $(B)/peers.out && cat $(B)/peers.out && \
+	     echo "== rmq against the peers, this run" && sh bench/compare.sh $(B)/bench/rmq_bench.out $(B)/peers.out; \
 	   else echo "(peers skipped: apt-get install -y libsqlite3-dev liblmdb-dev)"; fi; \
 	 fi
 

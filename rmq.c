@@ -1904,8 +1904,15 @@ RMQ_API void rmq_producer_destroy(rmq_producer *p)
 ** since the start of this month (local time) | counter low 16 bits. */
 static pthread_once_t uniq_once = PTHREAD_ONCE_INIT;
 static uint8_t uniq_fixed[10];
-static atomic_uint uniq_counter;
 static _Atomic int64_t uniq_month_start, uniq_next_month;
+/* The counter on a line of its own (every send reads the lines above), and
+** taken UNIQ_BLOCK values at a time per thread, a block used only in the
+** millisecond it was taken: ids stay unique while fewer than 65,536 are
+** handed out in one millisecond, as with RocketMQ's single counter. */
+#define UNIQ_BLOCK 64
+static _Alignas(64) atomic_uint uniq_counter;
+static _Thread_local unsigned uniq_next, uniq_left;
+static _Thread_local int64_t uniq_ms;
 static pthread_mutex_t uniq_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void uniq_init(void)
@@ -1941,7 +1948,13 @@ static void uniq_key(int64_t now, char out[RMQ_MSG_ID_SIZE])
   uint8_t id[16];
   memcpy(id, uniq_fixed, 10);
   rmqi_put32(id + 10, (uint32_t)(now - atomic_load(&uniq_month_start)));
-  rmqi_put16(id + 14, (uint16_t)atomic_fetch_add(&uniq_counter, 1));
+  if (!uniq_left || now != uniq_ms) {
+    uniq_next = atomic_fetch_add_explicit(&uniq_counter, UNIQ_BLOCK, memory_order_relaxed);
+    uniq_left = UNIQ_BLOCK;
+    uniq_ms = now;
+  }
+  uniq_left--;
+  rmqi_put16(id + 14, (uint16_t)uniq_next++);
   hex_id(out, id, 16);
 }
 
@@ -2484,7 +2497,7 @@ typedef struct pq {
   sub *sb;
   rmqi_queue *q;
   int qid;
-  int64_t pull_offset;     /* pull thread: next unit to read */
+  int64_t pull_offset;     /* the puller: next unit to read */
   int cap;
   rmq_message_ext *slots;
   void **pins;             /* pins[i]: slot i's CommitLog file (the view stays valid under retention) */
@@ -2524,15 +2537,19 @@ struct rmq_push_consumer {
   pthread_cond_t gen_cond;     /* rebalance: assignment applied */
   req *work_head, *work_tail;  /* due now */
   req *later;                  /* redeliveries, sorted by due_us */
-  pq *pqs;                     /* pull thread's list (pull thread writes, under mu) */
+  pq *pqs;                     /* the puller's list (the leader writes it, under mu) */
   pq *graveyard;               /* dropped, awaiting idle */
   assign *target;
   int ntarget;
   unsigned target_gen, applied_gen;
   int stop;
-  atomic_int throttled;       /* pull thread found a queue full */
+  atomic_int throttled;       /* the puller found a queue full */
 
-  pthread_t puller;
+  /* Leader/follower: the consume threads take turns as the puller (mu).
+  ** `leader` is set while one pulls; `fresh` counts the requests its turn
+  ** queued, one wake-up each (and one to hand the pulling on). */
+  int leader;
+  int fresh;
   pthread_t *workers;
   int nworkers;
 
@@ -2540,7 +2557,7 @@ struct rmq_push_consumer {
   ** in config/<bc_file>, written every persist interval when changed. */
   char bc_file[320];
   atomic_int bc_dirty;
-  int64_t bc_next_us;        /* pull thread */
+  int64_t bc_next_us;        /* the puller */
 };
 
 static inline int push_ok(const rmq_push_consumer *c) { return c && c->magic == MAGIC_PUSH; }
@@ -3029,7 +3046,9 @@ static int pull_queue(rmq_push_consumer *c, pq *p)
   }
   p->count += got;
   if (p->count == 0) pq_commit(c, p);
-  if (got) pthread_cond_broadcast(&c->work_cond);
+  /* Woken by lead_turn, one idle thread a request: a broadcast would wake
+  ** all 20 to race for mu on 2 cores (~60 us, DESIGN.md 10). */
+  for (int k = 0; k < got; k += bmax) c->fresh++;
   pthread_mutex_unlock(&c->mu);
   return n;
 }
@@ -3078,32 +3097,57 @@ static void bc_load(rmq_push_consumer *c)
   rmqi_json_free(j);
 }
 
-static void *puller_main(void *arg)
+/* mu held; c->leader was 0. One turn as the consumer's puller (RocketMQ's
+** PullMessageService, leader/follower): applies the assignment, frees
+** dropped queues, pulls every queue, and with nothing new sleeps on the
+** store until a publish (long polling: never a sleep loop), at most
+** wait_ms (a redelivery due, -1 none). Then takes a request it queued with
+** `take` and returns it (mu held) for the caller to run at once: the
+** message reaches its listener with one wake-up (the publisher's, of this
+** thread), and an idle thread woken here pulls next. NULL: nothing to run. */
+static req *lead_turn(rmq_push_consumer *c, int64_t wait_ms, req *(*take)(rmq_push_consumer *))
 {
-  rmq_push_consumer *c = arg;
   rmqi_store *st = c->b->st;
-  for (;;) {
-    uint64_t seq = rmqi_store_seq(st);
-    pthread_mutex_lock(&c->mu);
-    if (c->stop) { pthread_mutex_unlock(&c->mu); break; }
-    if (c->applied_gen != c->target_gen) apply_assignment(c);
-    /* Free dropped queues nobody works on any more. */
-    for (pq **pp = &c->graveyard; *pp;) {
-      pq *p = *pp;
-      if (p->inflight == 0) { *pp = p->next; pq_unlock(c, p); pq_free(p); }
-      else pp = &p->next;
-    }
-    pthread_mutex_unlock(&c->mu);
-    if (c->o.message_model == RMQ_BROADCASTING && atomic_load(&c->bc_dirty) && rmqi_mono_us() >= c->bc_next_us) {
-      c->bc_next_us = rmqi_mono_us() + (int64_t)c->o.persist_consumer_offset_interval * 1000;
-      if (bc_persist(c)) rmqi_log(&c->b->env, RMQ_LOG_ERROR, "consumer %s: %s", c->client_id, rmq_errmsg());
-    }
-    int progress = 0;
-    atomic_store(&c->throttled, 0);
-    for (pq *p = c->pqs; p; p = p->next) progress += pull_queue(c, p);
-    if (!progress) rmqi_store_wait(st, seq, atomic_load(&c->throttled) ? 10 : 1000);
+  c->leader = 1;
+  uint64_t seq = rmqi_store_seq(st);
+  if (c->applied_gen != c->target_gen) apply_assignment(c);
+  /* Free dropped queues nobody works on any more. */
+  for (pq **pp = &c->graveyard; *pp;) {
+    pq *p = *pp;
+    if (p->inflight == 0) { *pp = p->next; pq_unlock(c, p); pq_free(p); }
+    else pp = &p->next;
   }
-  return NULL;
+  pthread_mutex_unlock(&c->mu);
+  if (c->o.message_model == RMQ_BROADCASTING && atomic_load(&c->bc_dirty) && rmqi_mono_us() >= c->bc_next_us) {
+    c->bc_next_us = rmqi_mono_us() + (int64_t)c->o.persist_consumer_offset_interval * 1000;
+    if (bc_persist(c)) rmqi_log(&c->b->env, RMQ_LOG_ERROR, "consumer %s: %s", c->client_id, rmq_errmsg());
+  }
+  int progress = 0;
+  atomic_store(&c->throttled, 0);
+  for (pq *p = c->pqs; p; p = p->next) progress += pull_queue(c, p);
+  if (!progress) {
+    int ms = atomic_load(&c->throttled) ? 10 : 1000;
+    if (wait_ms >= 0 && wait_ms < ms) ms = (int)wait_ms;
+    rmqi_store_wait(st, seq, ms);
+  }
+  pthread_mutex_lock(&c->mu);
+  c->leader = 0;
+  req *r = c->stop ? NULL : take(c);
+  /* The requests left for others, and the pulling. */
+  int wake = c->fresh;
+  c->fresh = 0;
+  for (int k = 0; k < wake; k++) pthread_cond_signal(&c->work_cond);
+  return r;
+}
+
+/* mu held. A concurrently consumer's next request. */
+static req *take_concurrently(rmq_push_consumer *c)
+{
+  req *r = c->work_head;
+  if (!r) return NULL;
+  c->work_head = r->next;
+  if (!c->work_head) c->work_tail = NULL;
+  return r;
 }
 
 /* mu held. Moves due redeliveries onto the work queue; returns the wait (ms)
@@ -3224,7 +3268,8 @@ static void *worker_main(void *arg)
   for (;;) {
     if (c->stop) break;
     int64_t wait = later_due(c);
-    req *r = c->work_head;
+    req *r = take_concurrently(c);
+    if (!r && !c->leader && !(r = lead_turn(c, wait, take_concurrently))) continue;
     if (!r) {
       if (wait < 0) pthread_cond_wait(&c->work_cond, &c->mu);
       else {
@@ -3234,8 +3279,6 @@ static void *worker_main(void *arg)
       }
       continue;
     }
-    c->work_head = r->next;
-    if (!c->work_head) c->work_tail = NULL;
     pq *p = r->pq;
     int dropped = p->dropped;
     pthread_mutex_unlock(&c->mu);
@@ -3334,6 +3377,7 @@ static void *worker_orderly_main(void *arg)
     if (c->stop) break;
     int64_t wait = later_due(c);
     req *r = take_orderly(c);
+    if (!r && !c->leader && !(r = lead_turn(c, wait, take_orderly))) continue;
     if (!r) {
       if (wait < 0) pthread_cond_wait(&c->work_cond, &c->mu);
       else {
@@ -3403,7 +3447,10 @@ static void *worker_orderly_main(void *arg)
     pq_pop_done(p);
     pq_commit(c, p);
     if (p->dropped && p->inflight == 0) pq_unlock(c, p);
-    pthread_cond_broadcast(&c->work_cond); /* the queue's next request may go */
+    /* The queue's next request may go: this thread takes it at the loop's
+    ** top, or a request of another queue; one more idle thread is woken in
+    ** case both wait (a broadcast would wake all 20 to race for mu). */
+    pthread_cond_signal(&c->work_cond);
     if (atomic_load(&c->throttled)) rmqi_store_wake(c->b->st);
   }
   pthread_mutex_unlock(&c->mu);
@@ -3418,7 +3465,6 @@ static void consumer_stop_threads(rmq_push_consumer *c)
   pthread_cond_broadcast(&c->gen_cond);
   pthread_mutex_unlock(&c->mu);
   rmqi_store_wake(c->b->st);
-  pthread_join(c->puller, NULL);
   for (int i = 0; i < c->nworkers; i++) pthread_join(c->workers[i], NULL);
   rmqi_free(c->workers, (size_t)c->nworkers * sizeof *c->workers);
   c->workers = NULL;
@@ -3504,15 +3550,11 @@ RMQ_API int rmq_push_consumer_start(rmq_push_consumer *c)
         return rmqi_err(RMQ_ENOMEM, "out of memory starting consumer %s", c->client_id);
     bc_load(c);
   }
-  int nw = c->o.consume_thread_max > c->o.consume_thread_min ? c->o.consume_thread_max : c->o.consume_thread_min;
+  /* The consume threads, and one more: they take turns as the puller. */
+  int nw = (c->o.consume_thread_max > c->o.consume_thread_min ? c->o.consume_thread_max : c->o.consume_thread_min) + 1;
   c->workers = rmqi_calloc((size_t)nw, sizeof *c->workers);
   if (!c->workers) return rmqi_err(RMQ_ENOMEM, "out of memory starting consumer %s", c->client_id);
   c->stop = 0;
-  if (pthread_create(&c->puller, NULL, puller_main, c) != 0) {
-    rmqi_free(c->workers, (size_t)nw * sizeof *c->workers);
-    c->workers = NULL;
-    return rmqi_err(RMQ_ENOMEM, "cannot start the pull thread of consumer %s", c->client_id);
-  }
   for (int i = 0; i < nw; i++) {
     if (pthread_create(&c->workers[i], NULL, c->listener_orderly ? worker_orderly_main : worker_main, c) != 0) break;
     c->nworkers++;

@@ -106,6 +106,7 @@
 #include <unistd.h>
 #ifdef __linux__
 #include <linux/futex.h>
+#include <linux/membarrier.h>
 #include <sys/syscall.h>
 #endif
 
@@ -1059,12 +1060,20 @@ struct rmqi_store {
   int64_t tj_size;
   int tj_count;
 
-  /* Long polling: seq is bumped after each publish; waiters sleep on
-  ** wait_cond under wait_lock only while `waiters` says so. */
-  atomic_uint_fast64_t seq;
+  /* Long polling: the sequence waiters watch is `published` plus wake_cnt
+  ** (no counter of its own: a line written by every send on every core);
+  ** they sleep on wake_word, which a publisher bumps and wakes only while
+  ** `waiters` says someone sleeps (one futex call, no lock handed over). */
+  /* The pads keep lines that every put reads apart from lines other threads
+  ** write (the struct's own alignment is malloc's, so no _Alignas). */
+  char pad0[64];
+  atomic_uint_fast64_t wake_cnt; /* rmqi_store_wake calls: part of rmqi_store_seq */
   atomic_int waiters;
-  pthread_mutex_t wait_lock;
-  pthread_cond_t wait_cond;
+  atomic_uint wake_word;       /* futex word: bumped (and woken) when waiters > 0 */
+  int membarrier;              /* waiters fence every thread (rmqi_store_wait); set at open */
+  char pad1[64];
+  int pf_running;              /* read by every put: apart from what the prefaulter writes */
+  char pad2[64];
 
   /* The prefaulter (ASYNC_FLUSH with the service thread on): a thread that
   ** keeps CommitLog pages faulted in PREFAULT_AHEAD beyond the published
@@ -1072,7 +1081,6 @@ struct rmqi_store {
   ** does, so that senders only copy. pf_next is its own; pf_lock guards
   ** pf_stop and the sleep on pf_cond. */
   pthread_t pf_thread;
-  int pf_running;
   int pf_stop;
   int64_t pf_next;
   _Atomic int64_t pf_upto;   /* faulted in up to here (prefaulter) */
@@ -1088,6 +1096,8 @@ struct rmqi_store {
   rmqi_queue *cq_want[16];
   int ncq_want;
   rmqi_queue *pf_making;     /* pf_lock: the queue whose file is being made */
+  struct { rmqi_queue *q; int64_t qoff; } cq_pf[32]; /* pf_lock: ConsumeQueue chunks to fault in */
+  int ncq_pf;
 
   /* alloc_lock: raising any mapped file's `alloc` (block allocation ahead
   ** of stores through the mapping). Taken under append_lock or alone. */
@@ -1885,6 +1895,9 @@ RMQI_FUNC int rmqi_topic_delete(rmqi_store *s, const char *name)
   for (int i = 0; i < s->ncq_want;)
     if (s->cq_want[i]->topic == t) s->cq_want[i] = s->cq_want[--s->ncq_want];
     else i++;
+  for (int i = 0; i < s->ncq_pf;)
+    if (s->cq_pf[i].q->topic == t) s->cq_pf[i] = s->cq_pf[--s->ncq_pf];
+    else i++;
   while (s->pf_making && s->pf_making->topic == t) pthread_cond_wait(&s->pf_cond, &s->pf_lock);
   pthread_mutex_unlock(&s->pf_lock);
   /* Its files: unmapped (readers find them gone), then removed. */
@@ -2336,17 +2349,61 @@ static void put_undo(rmqi_put *p, int i)
     if (p[i].q) p[i].q->next_offset--;
 }
 
-/* append_lock held. The unit at qoff opened a new CQ_CHUNK of its file:
-** fault in the next chunk in one call rather than a fault per page on the
-** send path. Not under SYNC_FLUSH, whose syncs would write the zeros. */
+/* Stores into every 4 KiB page of [p, p + len) from this thread, changing
+** nothing: an atomic add of 0 to its first word, safe beside a sender's
+** store to the same bytes. On this VM a page populated by MADV_POPULATE_WRITE
+** still exits to the hypervisor at the first user store into it (~5 us);
+** after one from any thread of the process it no longer does (0.04 us). So
+** helper threads touch the pages senders are about to write. The TSan build
+** goes without: the add is a race by the C memory model's letter. */
+static void touch_pages(uint8_t *p, size_t len)
+{
+#if !defined(__SANITIZE_THREAD__)
+  for (size_t o = 0; o < len; o += 4096) __atomic_fetch_add((uint32_t *)(void *)(p + o), 0, __ATOMIC_RELAXED);
+#else
+  (void)p; (void)len;
+#endif
+}
+
+/* The unit at qoff opened a new CQ_CHUNK of its file: fault in the next
+** chunk in one call rather than a fault per page on the send path. Called
+** after append_lock is let go (a sender needs that chunk only ~3,000 units
+** later), under q's stripe lock, which eviction takes too. Not under
+** SYNC_FLUSH, whose syncs would write the zeros. */
 static void cq_prefault(rmqi_store *s, rmqi_queue *q, int64_t qoff)
 {
   int64_t byte = (qoff * RMQI_CQ_UNIT / CQ_CHUNK + 1) * CQ_CHUNK;
+  pthread_mutex_t *l = cq_lock(s, q);
+  pthread_mutex_lock(l);
   mfile *f = mvec_at(&q->cq, byte / s->cq_size - q->first_file);
-  if (f && __atomic_load_n(&f->base, __ATOMIC_ACQUIRE) && byte >= f->start && byte + CQ_CHUNK <= f->start + f->size &&
-      mfile_reserve(s, q->dir, f, byte - f->start + CQ_CHUNK, CQ_CHUNK) == RMQ_OK)
+  if (f && !f->gone && f->base && byte >= f->start && byte + CQ_CHUNK <= f->start + f->size &&
+      mfile_reserve(s, q->dir, f, byte - f->start + CQ_CHUNK, CQ_CHUNK) == RMQ_OK) {
     madvise(f->base + (byte - f->start), CQ_CHUNK, MADV_POPULATE_WRITE);
+    touch_pages(f->base + (byte - f->start), CQ_CHUNK);
+  }
+  pthread_mutex_unlock(l);
 }
+
+/* Has the prefaulter fault in q's next ConsumeQueue chunk after unit qoff,
+** or does it here when there is none (or its list is full). */
+static void cq_prefault_ask(rmqi_store *s, rmqi_queue *q, int64_t qoff)
+{
+  if (s->pf_running) {
+    pthread_mutex_lock(&s->pf_lock);
+    int queued = s->ncq_pf < (int)(sizeof s->cq_pf / sizeof s->cq_pf[0]);
+    if (queued) {
+      s->cq_pf[s->ncq_pf].q = q;
+      s->cq_pf[s->ncq_pf++].qoff = qoff;
+      pthread_cond_signal(&s->pf_cond);
+    }
+    pthread_mutex_unlock(&s->pf_lock);
+    if (queued) return;
+  }
+  cq_prefault(s, q, qoff);
+}
+
+static void gen_wait(atomic_uint *gen, unsigned seen, int64_t us);
+static void gen_wake_all(atomic_uint *gen);
 
 RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
 {
@@ -2367,6 +2424,9 @@ RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
   if (now < last) now = last;
   int64_t pos = s->write_pos;
   const int64_t start_pos = pos;
+  rmqi_queue *pfq[8]; /* queues whose next ConsumeQueue chunk to fault in, after the lock */
+  int64_t pfoff[8];
+  int npf = 0;
   /* Pass 1: place every record and create the files they need, so a failure
   ** leaves nothing half written. */
   for (int i = 0; i < n; i++) {
@@ -2438,8 +2498,10 @@ RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
       /* Not for a queue's first chunk: a queue with a few messages must
       ** not cost 64 KiB more of disk and memory. */
       if (s->o.flush_disk_type == RMQ_ASYNC_FLUSH && (qoff * RMQI_CQ_UNIT) % CQ_CHUNK < RMQI_CQ_UNIT &&
-          qoff * RMQI_CQ_UNIT >= CQ_CHUNK)
-        cq_prefault(s, p[i].q, qoff);
+          qoff * RMQI_CQ_UNIT >= CQ_CHUNK && npf < (int)(sizeof pfq / sizeof *pfq)) {
+        pfq[npf] = p[i].q;
+        pfoff[npf++] = qoff;
+      }
       int64_t in_file = (qoff * RMQI_CQ_UNIT) % s->cq_size;
       if (s->pf_running && in_file >= s->cq_size / 2 && in_file < s->cq_size / 2 + RMQI_CQ_UNIT)
         cq_want_next(s, p[i].q);
@@ -2450,11 +2512,22 @@ RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
   /* Publish the CommitLog end first, then the queue ends: a reader that sees
   ** a unit must find its record inside the published CommitLog. */
   atomic_store_explicit(&s->last_store_ts, now, memory_order_release);
-  atomic_store_explicit(&s->published, pos, memory_order_release);
+  /* The store must be ordered before the load of `waiters` below (see
+  ** rmqi_store_wait). A seq_cst store waits for every byte this put wrote
+  ** to leave the store buffer (half of a put's own time with two senders);
+  ** where waiters fence all threads with membarrier, a release store and a
+  ** compiler barrier do. */
+  if (s->membarrier) {
+    atomic_store_explicit(&s->published, pos, memory_order_release);
+    atomic_signal_fence(memory_order_seq_cst);
+  } else {
+    atomic_store(&s->published, pos);
+  }
   for (int i = 0; i < n; i++)
     if (p[i].q) atomic_store_explicit(&p[i].q->max_offset, p[i].q->next_offset, memory_order_release);
 out_unlock:
   pthread_mutex_unlock(&s->append_lock);
+  for (int k = 0; rc == RMQ_OK && k < npf; k++) cq_prefault_ask(s, pfq[k], pfoff[k]);
   if (rc == RMQ_OK && s->pf_running) {
     /* Wake the prefaulter when it is less than half its window ahead. */
     if (pos + PREFAULT_AHEAD / 2 > atomic_load_explicit(&s->pf_upto, memory_order_relaxed) &&
@@ -2476,11 +2549,10 @@ out_unlock:
   }
   cq_evict(s); /* the appends may have mapped ConsumeQueue files */
   if (rc == RMQ_OK) {
-    atomic_fetch_add(&s->seq, 1);
+    /* `published` (stored seq_cst above) is what waiters watch. */
     if (atomic_load(&s->waiters) > 0) {
-      pthread_mutex_lock(&s->wait_lock);
-      pthread_cond_broadcast(&s->wait_cond);
-      pthread_mutex_unlock(&s->wait_lock);
+      atomic_fetch_add(&s->wake_word, 1);
+      gen_wake_all(&s->wake_word);
     }
   }
   return rc;
@@ -2533,6 +2605,7 @@ static int prefault_step(rmqi_store *s)
     ** meets ENOSPC from its own reserve; the prefaulter tries again later). */
     if (mfile_reserve(s, s->cl_dir, f, s->pf_next + CL_CHUNK - f->start, CL_CHUNK)) return 0;
     madvise(f->base + (s->pf_next - f->start), CL_CHUNK, MADV_POPULATE_WRITE);
+    touch_pages(f->base + (s->pf_next - f->start), CL_CHUNK);
     s->pf_next += CL_CHUNK;
   }
   if (s->pf_next + CL_CHUNK > fend) s->pf_next = fend; /* a partial tail chunk is left to faults */
@@ -2545,6 +2618,18 @@ static void *prefault_main(void *arg)
   rmqi_store *s = arg;
   pthread_mutex_lock(&s->pf_lock);
   while (!s->pf_stop) {
+    if (s->ncq_pf > 0) {
+      s->ncq_pf--;
+      rmqi_queue *q = s->cq_pf[s->ncq_pf].q;
+      int64_t qoff = s->cq_pf[s->ncq_pf].qoff;
+      s->pf_making = q; /* topic deletion waits for it (as for a file being made) */
+      pthread_mutex_unlock(&s->pf_lock);
+      if (!atomic_load(&q->topic->deleted)) cq_prefault(s, q, qoff);
+      pthread_mutex_lock(&s->pf_lock);
+      s->pf_making = NULL;
+      pthread_cond_broadcast(&s->pf_cond);
+      continue;
+    }
     if (s->ncq_want > 0) {
       rmqi_queue *q = s->cq_want[--s->ncq_want];
       s->pf_making = q;
@@ -2720,29 +2805,39 @@ RMQI_FUNC int64_t rmqi_queue_offset_by_time(rmqi_store *s, rmqi_queue *q, int64_
 /* Long polling                                                            */
 /* ======================================================================= */
 
-RMQI_FUNC uint64_t rmqi_store_seq(rmqi_store *s) { return atomic_load(&s->seq); }
+/* Both parts only grow, so their sum changes whenever either does. */
+RMQI_FUNC uint64_t rmqi_store_seq(rmqi_store *s)
+{
+  return (uint64_t)atomic_load(&s->published) + atomic_load(&s->wake_cnt);
+}
 
 RMQI_FUNC void rmqi_store_wait(rmqi_store *s, uint64_t seen, int timeout_ms)
 {
-  struct timespec dl;
-  abs_deadline(&dl, timeout_ms);
+  int64_t until = rmqi_mono_us() + (int64_t)timeout_ms * 1000;
   /* waiters is raised before seq is re-read, and the appender bumps seq
-  ** before reading waiters (both seq_cst): one of the two sees the other. */
+  ** before reading waiters (both seq_cst): one of the two sees the other.
+  ** The word is read before seq: a bump after that read fails the wait. */
   atomic_fetch_add(&s->waiters, 1);
-  pthread_mutex_lock(&s->wait_lock);
-  while (atomic_load(&s->seq) == seen) {
-    if (pthread_cond_timedwait(&s->wait_cond, &s->wait_lock, &dl) == ETIMEDOUT) break;
+  /* Every running thread of the process executes a full barrier: a put
+  ** whose `published` this thread does not see next sees waiters > 0. */
+#if defined(__linux__) && defined(SYS_membarrier)
+  if (s->membarrier) syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+#endif
+  for (;;) {
+    unsigned w = atomic_load(&s->wake_word);
+    if (rmqi_store_seq(s) != seen) break;
+    int64_t left = until - rmqi_mono_us();
+    if (left <= 0) break;
+    gen_wait(&s->wake_word, w, left);
   }
-  pthread_mutex_unlock(&s->wait_lock);
   atomic_fetch_sub(&s->waiters, 1);
 }
 
 RMQI_FUNC void rmqi_store_wake(rmqi_store *s)
 {
-  atomic_fetch_add(&s->seq, 1);
-  pthread_mutex_lock(&s->wait_lock);
-  pthread_cond_broadcast(&s->wait_cond);
-  pthread_mutex_unlock(&s->wait_lock);
+  atomic_fetch_add(&s->wake_cnt, 1);
+  atomic_fetch_add(&s->wake_word, 1);
+  gen_wake_all(&s->wake_word);
 }
 
 /* ======================================================================= */
@@ -4058,8 +4153,6 @@ static void store_free(rmqi_store *s)
   pthread_mutex_destroy(&s->flush_lock);
   pthread_mutex_destroy(&s->cq_flush_lock);
   pthread_mutex_destroy(&s->topic_lock);
-  pthread_mutex_destroy(&s->wait_lock);
-  pthread_cond_destroy(&s->wait_cond);
   pthread_mutex_destroy(&s->pf_lock);
   pthread_cond_destroy(&s->pf_cond);
   pthread_mutex_destroy(&s->alloc_lock);
@@ -4131,16 +4224,24 @@ RMQI_FUNC int rmqi_store_open(const char *dir, const rmq_broker_options *o, cons
   }
   s->o.delete_when = NULL;
   s->cq_size = o->mapped_file_size_consume_queue;
-  pthread_mutex_init(&s->append_lock, NULL);
+  /* Adaptive: a sender spins a moment for a holder running on the other
+  ** core instead of sleeping at once (a futex call is ~1 us here and the
+  ** lock is held well under that). */
+  pthread_mutexattr_t ma;
+  pthread_mutexattr_init(&ma);
+#ifdef PTHREAD_MUTEX_ADAPTIVE_NP
+  pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+#endif
+  pthread_mutex_init(&s->append_lock, &ma);
+  pthread_mutexattr_destroy(&ma);
+#if defined(__linux__) && defined(SYS_membarrier)
+  /* Lets long-polling waiters pay for the fence instead of every put. */
+  s->membarrier = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+#endif
   pthread_mutex_init(&s->flush_lock, NULL);
   pthread_mutex_init(&s->cq_flush_lock, NULL);
   pthread_mutex_init(&s->topic_lock, NULL);
-  pthread_mutex_init(&s->wait_lock, NULL);
   pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&s->wait_cond, &ca);
-  pthread_condattr_destroy(&ca);
   pthread_mutex_init(&s->pf_lock, NULL);
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

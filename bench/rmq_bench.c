@@ -16,21 +16,35 @@
 ** (rmq_config_allocator, installed before anything else) that allocates or
 ** grows, from any thread, during the timed part of a case, per message.
 **
-** Cases, in order (each raw ceiling right before the cases it bounds):
-**   raw-mmap-append-fresh/-warm  memcpy of 228-byte records into a fresh
-**                        ftruncate'd (sparse) MAP_SHARED file, then again over
-**                        the same, now faulted-in, pages
-**   rmq-async-t1, -t2    ASYNC_FLUSH rmq_producer_send from 1 / 2 threads, a
-**                        producer each; the t1 store is kept for:
-**   rmq-pull-b32, -b1024 pull consumer over every queue of that store, from
-**                        the page cache, max_nums 32 / 1024; whole passes,
-**                        each checked (count and body checksum)
+** Cases, in order (each raw ceiling right before the cases it bounds;
+** BENCH_ONLY=async,pull,sync,push,flush,crash picks groups):
+**   raw-anonymous-like-fresh/-warm  memcpy of 228-byte records into a fresh
+**                        ftruncate'd (sparse) MAP_SHARED file that nothing
+**                        else touches, then again over the same pages
+**   raw-fair-append      the fair ceiling of an ASYNC_FLUSH send: 291-byte
+**                        records into 64 MiB files and 20-byte units into 8
+**                        ConsumeQueue files, mapped as rmq maps them, with a
+**                        prefault thread and msync every 500 ms
+**   rmq-async-t1, -t2, -t4  ASYNC_FLUSH rmq_producer_send from 1 / 2 / 4
+**                        threads, a producer each; the t1 store is reopened
+**                        (page tables cold) for:
+**   rmq-pull-b32(-first-pass), -b1024, -b32-in-turn  pull consumer over every
+**                        queue of that store, from the page cache, max_nums
+**                        32 / 1024; whole passes, each checked (count and
+**                        body checksum); the first pass also on its own line
+**   rmq-async-batch32-t1 batches of 32 from one thread
 **   raw-pwrite-fdatasync one 228-byte pwrite + fdatasync at a time into a
 **                        fresh ftruncate'd file (the CommitLog's layout)
-**   rmq-sync-t1, -t4, -t16  SYNC_FLUSH sends (group commit, broker default
+**   rmq-sync-t1, -t4     SYNC_FLUSH sends (group commit, broker default
 **                        group_commit_gather_us)
-**   rmq-push-e2e         push consumer latency: send timestamp in the body,
-**                        read in the listener, sends spaced out
+**   raw-group-commit-t16 16 threads pwrite records, one leader fdatasyncs for
+**                        all pending (DESIGN.md 10), before rmq-sync-t16
+**   rmq-push-e2e(-orderly)  push consumer latency, concurrently and orderly
+**                        listeners: send timestamp in the body, read in the
+**                        listener, sends spaced out
+**   rmq-async-paced-1000, -20000  ASYNC_FLUSH at a steady rate for 12 s (a
+**                        thorough flush included): bytes dirtied for the disk
+**                        (/proc/self/io write_bytes) per byte stored
 **   rmq-open-after-crash 1 GiB of CommitLog written under ASYNC_FLUSH by a
 **                        child process killed with SIGKILL (crash=sigkill),
 **                        then the time of rmq_broker_open (recovery), page
@@ -75,7 +89,7 @@ static int g_batch;                     /* produce cases: > 1 sends batches of t
 static int64_t g_crash_bytes = 1ll << 30; /* CommitLog written before the kill */
 static const char *g_only;              /* BENCH_ONLY: comma-separated groups to run */
 
-/* Whether group `g` (async, pull, async-t2, batch, sync, push, crash) runs. */
+/* Whether group `g` (async, pull, sync, push, flush, crash) runs. */
 static int want(const char *g)
 {
   if (!g_only || !*g_only) return 1;
@@ -912,6 +926,66 @@ static void push_case(int orderly, double *out_p50, double *out_p99)
 }
 
 /* ------------------------------------------------------------------------ */
+/* ASYNC_FLUSH at a steady low rate: what the flushes write                 */
+/* ------------------------------------------------------------------------ */
+
+/* Bytes this process has dirtied for the disk (/proc/self/io write_bytes:
+** counted when a page or folio becomes dirty, so a 2 MiB folio dirtied
+** again after each flush counts 2 MiB each time). -1 when unreadable. */
+static int64_t io_write_bytes(void)
+{
+  FILE *f = fopen("/proc/self/io", "r");
+  if (!f) return -1;
+  char key[64];
+  long long v, out = -1;
+  while (fscanf(f, "%63s %lld", key, &v) == 2)
+    if (!strcmp(key, "write_bytes:")) out = v;
+  fclose(f);
+  return out;
+}
+
+/* Sends `rate` messages a second for PACED_SECS (past a thorough flush),
+** with the service thread flushing as configured, and reports the bytes
+** written for the disk per byte stored. */
+#define PACED_SECS 12
+static void paced_case(int rate)
+{
+  char name[64], dir[4096];
+  snprintf(name, sizeof name, "rmq-async-paced-%d", rate);
+  case_dir(name, dir, sizeof dir);
+  rmq_broker *b = open_broker(dir, RMQ_ASYNC_FLUSH);
+  rmq_producer *p = NULL;
+  rmq_msg *m = NULL;
+  int rc = rmq_producer_create(b, "bench-producer", NULL, &p);
+  if (rc || (rc = rmq_msg_create(&m, TOPIC, TAGS[0], NULL, 0))) fail_rmq("create", rc);
+  unsigned char body[BODY];
+  make_body(0, body);
+  rmq_send_result r;
+  if ((rc = rmq_msg_set_body(m, body, BODY)) || (rc = rmq_producer_send(p, m, &r))) fail_rmq("send", rc);
+  settle(g_root);
+  int64_t w0 = io_write_bytes(), data = 0;
+  uint64_t t0 = now_ns(), n = (uint64_t)rate * PACED_SECS;
+  for (uint64_t i = 0; i < n; i++) {
+    uint64_t due = t0 + i * 1000000000ull / (uint64_t)rate;
+    struct timespec ts = {(time_t)(due / 1000000000u), (long)(due % 1000000000u)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {}
+    if ((rc = rmq_producer_send(p, m, &r))) fail_rmq("send", rc);
+    data += r.store_size;
+  }
+  int64_t w1 = io_write_bytes();
+  double secs = (double)(now_ns() - t0) * 1e-9;
+  char extra[200];
+  snprintf(extra, sizeof extra, "stored_bytes=%" PRId64 " written_bytes=%" PRId64 " written_per_stored=%.2f", data,
+           w0 >= 0 && w1 >= 0 ? w1 - w0 : -1, w0 >= 0 && w1 >= 0 && data ? (double)(w1 - w0) / (double)data : 0.0);
+  result res = {name, "produce", 1, n, secs, NULL, 0, 0, -1, extra};
+  report(&res);
+  rmq_msg_free(m);
+  rmq_producer_destroy(p);
+  close_broker(b);
+  rm_tree(dir);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Open after a crash                                                       */
 /* ------------------------------------------------------------------------ */
 
@@ -1113,6 +1187,11 @@ int main(int argc, char **argv)
   if (want("push")) {
     push_case(0, &push_p50, &push_p99);
     push_case(1, &opush_p50, &opush_p99);
+  }
+
+  if (want("flush")) {
+    paced_case(1000);
+    paced_case(20000);
   }
 
   double crash_secs = 0, clean_secs = 0;

@@ -6,6 +6,7 @@
 ** error (7) with its message, each proven to store nothing, and the handle
 ** checks.
 */
+#include <dirent.h>
 #include "test_util.h"
 #include "rmq_int.h"
 
@@ -970,6 +971,127 @@ static void test_shared_producer_sync_flush(void **state)
   shared_producer_run("prod-shared-syncflush", RMQ_SYNC_FLUSH, 200, SH_MIXED);
 }
 
+/* ---- sends racing CommitLog roll-overs, read as they are published ------ */
+
+#define RACE_SENDERS 3
+#define RACE_QUEUES 2
+#define RACE_PER_SENDER 3000
+
+typedef struct race {
+  rmq_broker *b;
+  atomic_int senders_done;
+  atomic_int bad;             /* consumer-seen faults */
+  int64_t got[RACE_QUEUES];
+  char why[256];
+} race;
+
+typedef struct race_arg { race *r; int id; } race_arg;
+
+static void *race_send(void *arg)
+{
+  race_arg *a = arg;
+  rmq_producer *p;
+  ok(rmq_producer_create(a->r->b, "race-prod", NULL, &p));
+  uint8_t body[300];
+  for (uint64_t i = 0; i < RACE_PER_SENDER; i++) {
+    uint64_t id = (uint64_t)a->id << 32 | i;
+    /* Sizes vary so that records end at every position of a file. */
+    size_t len = 40 + (size_t)((id * 2654435761u) % 250);
+    tu_make_body(body, id, len);
+    rmq_msg *m;
+    ok(rmq_msg_create(&m, "RaceTopic", "T", body, len));
+    ok(rmq_producer_send(p, m, NULL));
+    rmq_msg_free(m);
+  }
+  rmq_producer_destroy(p);
+  atomic_fetch_add(&a->r->senders_done, 1);
+  return NULL;
+}
+
+/* One queue's reader: long polling from offset 0; every message it is given
+** must be the next offset of its queue, whole (the body proves it). */
+static void *race_read(void *arg)
+{
+  race_arg *a = arg;
+  race *r = a->r;
+  rmq_pull_consumer *c;
+  ok(rmq_pull_consumer_create(r->b, "race-reader", &c));
+  rmq_message_queue mq;
+  memset(&mq, 0, sizeof mq);
+  snprintf(mq.topic, sizeof mq.topic, "RaceTopic");
+  mq.queue_id = a->id;
+  int64_t off = 0;
+  int idle = 0;
+  while (idle < 3) {
+    rmq_pull_result pr;
+    ok(rmq_pull_consumer_pull_block_if_not_found(c, &mq, "*", off, 32, 200, &pr));
+    if (pr.pull_status != RMQ_PULL_FOUND) {
+      /* Done once every sender is and nothing came for three waits. */
+      if (atomic_load(&r->senders_done) == RACE_SENDERS) idle++;
+      continue;
+    }
+    idle = 0;
+    for (size_t k = 0; k < pr.n; k++) {
+      uint64_t id;
+      if (pr.msgs[k].queue_offset != off + (int64_t)k ||
+          !tu_body_check(pr.msgs[k].body, (size_t)pr.msgs[k].body_len, &id)) {
+        if (atomic_fetch_add(&r->bad, 1) == 0)
+          snprintf(r->why, sizeof r->why, "queue %d offset %lld: got offset %lld, body %s", a->id,
+                   (long long)(off + (int64_t)k), (long long)pr.msgs[k].queue_offset,
+                   tu_body_check(pr.msgs[k].body, (size_t)pr.msgs[k].body_len, &id) ? "intact" : "damaged");
+      }
+    }
+    off = pr.next_begin_offset;
+  }
+  r->got[a->id] = off;
+  rmq_pull_consumer_destroy(c);
+  return NULL;
+}
+
+/* Senders on several threads fill 64 KiB CommitLog files (a roll-over every
+** ~400 records) while a reader per queue wakes on each publication: no
+** reader may see a unit whose record is not yet there, and every message
+** arrives once, in queue order. */
+static void test_send_racing_rollover(void **state)
+{
+  (void)state;
+  char path[512];
+  tu_store_path(path, sizeof path, "prod-race-roll");
+  tu_log log = {0};
+  rmq_broker_options o;
+  tu_small_opts(&o, &log);
+  race r;
+  memset(&r, 0, sizeof r);
+  ok(rmq_broker_open(path, &o, &r.b));
+  ok(rmq_topic_create(r.b, "RaceTopic", RACE_QUEUES));
+  pthread_t th[RACE_SENDERS + RACE_QUEUES];
+  race_arg args[RACE_SENDERS + RACE_QUEUES];
+  for (int i = 0; i < RACE_QUEUES; i++) {
+    args[RACE_SENDERS + i] = (race_arg){&r, i};
+    assert_int_equal(pthread_create(&th[RACE_SENDERS + i], NULL, race_read, &args[RACE_SENDERS + i]), 0);
+  }
+  for (int i = 0; i < RACE_SENDERS; i++) {
+    args[i] = (race_arg){&r, i};
+    assert_int_equal(pthread_create(&th[i], NULL, race_send, &args[i]), 0);
+  }
+  for (int i = 0; i < RACE_SENDERS + RACE_QUEUES; i++) pthread_join(th[i], NULL);
+  if (atomic_load(&r.bad)) fail_msg("%d faults, first: %s", atomic_load(&r.bad), r.why);
+  assert_int_equal(r.got[0] + r.got[1], RACE_SENDERS * RACE_PER_SENDER);
+  if (strstr(log.text, "unreadable")) fail_msg("a reader met an unreadable record: %s", log.text);
+  ok(rmq_broker_close(r.b));
+  /* It did roll over, many times. */
+  char cl[600];
+  snprintf(cl, sizeof cl, "%s/commitlog", path);
+  DIR *d = opendir(cl);
+  assert_non_null(d);
+  int files = 0;
+  for (struct dirent *e; (e = readdir(d));) files += e->d_name[0] != '.';
+  closedir(d);
+  assert_true(files >= 20);
+  tu_rmqstore_check(path);
+  tu_store_remove(path);
+}
+
 /* One thread's sends through a producer still take the queues in turn,
 ** sends and batches alike, as RocketMQ's round robin. */
 static void test_round_robin_order(void **state)
@@ -1657,6 +1779,7 @@ int main(void)
     cmocka_unit_test(test_shared_producer_sync_sends),
     cmocka_unit_test(test_shared_producer_mixed_sends),
     cmocka_unit_test(test_shared_producer_sync_flush),
+    cmocka_unit_test(test_send_racing_rollover),
     cmocka_unit_test(test_round_robin_order),
     cmocka_unit_test(test_send_from_callbacks),
     cmocka_unit_test(test_thread_buffers_freed),

@@ -974,6 +974,10 @@ struct rmqi_queue {
   ** open): retention skips reading a queue whose every unit is below the
   ** log's new minimum. Written under append_lock. */
   _Atomic int64_t last_phys;
+  /* append_lock: the file the last unit went to and its unit range
+  ** [cur_lo, cur_hi), so the next unit's place needs no division. */
+  struct mfile *cq_cur;
+  int64_t cur_lo, cur_hi;
 };
 
 struct rmqi_topic {
@@ -1282,6 +1286,7 @@ static mfile *cq_file_new(rmqi_queue *q, int64_t start, int64_t size)
 static void cq_file_free(rmqi_store *s, mfile *f)
 {
   if (!f) return;
+  if (f->owner && f->owner->cq_cur == f) f->owner->cq_cur = NULL;
   cq_unmap(s, f);
   rmqi_free(f, sizeof *f);
 }
@@ -2241,6 +2246,18 @@ static int cq_unit_pwrite(rmqi_store *s, rmqi_queue *q, int64_t off, int64_t phy
 ** is left unmapped: cq_cold) and the caller writes with cq_unit_pwrite. */
 static int cq_unit_ptr_mode(rmqi_store *s, rmqi_queue *q, int64_t off, uint8_t **unit, int cold_ok)
 {
+  mfile *c = q->cq_cur;
+  if (c && off >= q->cur_lo && off < q->cur_hi) {
+    /* The common case: the same mapped file as the last unit, its blocks
+    ** allocated, its CLOCK bit set. */
+    uint8_t *base = __atomic_load_n(&c->base, __ATOMIC_ACQUIRE);
+    int64_t in = off * RMQI_CQ_UNIT - c->start;
+    if (base && atomic_load_explicit(&c->used, memory_order_relaxed) &&
+        atomic_load_explicit(&c->alloc, memory_order_relaxed) >= in + RMQI_CQ_UNIT) {
+      *unit = base + in;
+      return RMQ_OK;
+    }
+  }
   int64_t byte = off * RMQI_CQ_UNIT;
   int64_t fidx = byte / s->cq_size - q->first_file;
   if (fidx < 0) return rmqi_err(RMQ_ECORRUPT, "queue %s/%d: offset %" PRId64 " before its first file", q->topic->name, q->qid, off);
@@ -2277,6 +2294,9 @@ static int cq_unit_ptr_mode(rmqi_store *s, rmqi_queue *q, int64_t off, uint8_t *
   }
   uint8_t *base = __atomic_load_n(&f->base, __ATOMIC_ACQUIRE);
   *unit = base ? base + in : NULL;
+  q->cq_cur = f;
+  q->cur_lo = f->start / RMQI_CQ_UNIT;
+  q->cur_hi = (f->start + f->size) / RMQI_CQ_UNIT;
   return RMQ_OK;
 }
 
@@ -2453,8 +2473,12 @@ RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
     pos += p[i].size;
     if (p[i].q) {
       uint8_t *u;
+      /* Its queue offset: a batch's records share a queue (RocketMQ's rule),
+      ** so the previous record's offset + 1 is the common answer. */
       int64_t qoff = p[i].q->next_offset;
-      for (int j = 0; j < i; j++) if (p[j].q == p[i].q) qoff++;
+      if (i > 0 && p[i - 1].q == p[i].q) qoff = p[i - 1].queue_offset + 1;
+      else for (int j = 0; j < i; j++) if (p[j].q == p[i].q) qoff++;
+      p[i].queue_offset = qoff;
       rc = cq_unit_ptr_mode(s, p[i].q, qoff, &u, 1);
       if (rc) goto out_unlock;
     }

@@ -686,7 +686,13 @@ typedef struct mfile {
 #define HUGE_BYTES (2 << 20)
 #define CL_CHUNK HUGE_BYTES
 #define SEAL_CHUNK (64 << 10)
-#define PREFAULT_AHEAD (8 * CL_CHUNK)
+/* The prefaulter keeps a window of about 20 ms of the current send rate
+** faulted in ahead, between these bounds: a folio populated ahead is dirty
+** (zeros), and one that waits long enough is written out as zeros before
+** its data, so a slow sender gets the small window. */
+#define PREFAULT_MIN (2 * CL_CHUNK)
+#define PREFAULT_MAX (8 * CL_CHUNK)
+#define PREFAULT_RATE_US 20000
 #define CQ_CHUNK (64 << 10)
 
 /* A vector readers walk without a lock: the writer (holding the owner's
@@ -1080,7 +1086,7 @@ struct rmqi_store {
   char pad2[64];
 
   /* The prefaulter (ASYNC_FLUSH with the service thread on): a thread that
-  ** keeps CommitLog pages faulted in PREFAULT_AHEAD beyond the published
+  ** keeps CommitLog pages faulted in pf_window beyond the published
   ** end, creating the next file early as RocketMQ's AllocateMappedFileService
   ** does, so that senders only copy. pf_next is its own; pf_lock guards
   ** pf_stop and the sleep on pf_cond. */
@@ -1088,6 +1094,8 @@ struct rmqi_store {
   int pf_stop;
   int64_t pf_next;
   _Atomic int64_t pf_upto;   /* faulted in up to here (prefaulter) */
+  _Atomic int64_t pf_window; /* bytes to keep ahead (prefaulter; senders read it) */
+  int64_t pf_rate_pos, pf_rate_us; /* prefaulter: published and the time at the last rate estimate */
   /* ASYNC_FLUSH: a CommitLog file was made whose directory entry the next
   ** flush must fsync (a directory fsync can take a journal commit, seconds on
   ** a busy disk: never under append_lock). */
@@ -2554,7 +2562,8 @@ out_unlock:
   for (int k = 0; rc == RMQ_OK && k < npf; k++) cq_prefault_ask(s, pfq[k], pfoff[k]);
   if (rc == RMQ_OK && s->pf_running) {
     /* Wake the prefaulter when it is less than half its window ahead. */
-    if (pos + PREFAULT_AHEAD / 2 > atomic_load_explicit(&s->pf_upto, memory_order_relaxed) &&
+    if (pos + atomic_load_explicit(&s->pf_window, memory_order_relaxed) / 2 >
+            atomic_load_explicit(&s->pf_upto, memory_order_relaxed) &&
         (pos - 1) / CL_CHUNK != (start_pos - 1) / CL_CHUNK) {
       pthread_mutex_lock(&s->pf_lock);
       pthread_cond_signal(&s->pf_cond);
@@ -2664,7 +2673,17 @@ static void *prefault_main(void *arg)
       pthread_cond_broadcast(&s->pf_cond);
       continue;
     }
-    int64_t want = atomic_load_explicit(&s->published, memory_order_relaxed) + PREFAULT_AHEAD;
+    int64_t pub = atomic_load_explicit(&s->published, memory_order_relaxed);
+    int64_t now = rmqi_mono_us();
+    if (now - s->pf_rate_us >= PREFAULT_RATE_US) {
+      int64_t w = (pub - s->pf_rate_pos) * PREFAULT_RATE_US / (now - s->pf_rate_us);
+      w = (w + CL_CHUNK - 1) / CL_CHUNK * CL_CHUNK;
+      atomic_store_explicit(&s->pf_window, w < PREFAULT_MIN ? PREFAULT_MIN : w > PREFAULT_MAX ? PREFAULT_MAX : w,
+                            memory_order_relaxed);
+      s->pf_rate_pos = pub;
+      s->pf_rate_us = now;
+    }
+    int64_t want = pub + atomic_load_explicit(&s->pf_window, memory_order_relaxed);
     if (s->pf_next >= want) {
       pthread_cond_wait(&s->pf_cond, &s->pf_lock);
       continue;
@@ -2689,6 +2708,9 @@ static void prefault_start(rmqi_store *s)
   if (!s->o.service_thread || s->o.flush_disk_type != RMQ_ASYNC_FLUSH || s->cl_size < 2 * CL_CHUNK) return;
   /* Start at the chunk after the one being written. */
   s->pf_next = s->cl_base + ((s->write_pos - s->cl_base) / CL_CHUNK + 1) * CL_CHUNK;
+  atomic_store(&s->pf_window, PREFAULT_MIN);
+  s->pf_rate_pos = s->write_pos;
+  s->pf_rate_us = rmqi_mono_us();
   atomic_store(&s->pf_upto, s->pf_next);
   if (pthread_create(&s->pf_thread, NULL, prefault_main, s) == 0) s->pf_running = 1;
 }

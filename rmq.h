@@ -215,7 +215,11 @@ typedef struct rmq_broker_options {
   ** is skipped while fewer pages are dirty ... */
   int flush_commit_log_least_pages;
   /* flushCommitLogThoroughInterval, ms, default 10000: ... unless this long
-  ** has passed since the last flush. */
+  ** has passed since the last flush. Under ASYNC_FLUSH the CommitLog is
+  ** mapped with 2 MiB huge folios where the kernel allows (see README,
+  ** Performance): a flush writes a dirty folio whole, so between thorough
+  ** flushes only whole folios are flushed, and the last, partly written
+  ** one waits for the next thorough flush (at most this long). */
   int flush_commit_log_thorough_interval;
   /* flushIntervalConsumeQueue, ms, default 1000. */
   int flush_interval_consume_queue;
@@ -739,7 +743,7 @@ typedef struct rmq_push_consumer_options {
   ** half an hour before start. */
   int64_t consume_timestamp;
   int consume_thread_min;     /* consumeThreadMin, default 20 */
-  int consume_thread_max;     /* consumeThreadMax, default 20 (the pool is fixed at max(min,max)) */
+  int consume_thread_max;     /* consumeThreadMax, default 20 (the pool is fixed at max(min,max), plus one that pulls) */
   int pull_batch_size;        /* pullBatchSize, default 32 */
   int consume_message_batch_max_size; /* default 1 */
   int pull_threshold_for_queue;       /* pullThresholdForQueue, default 1000 */
@@ -810,8 +814,10 @@ RMQ_API int rmq_push_consumer_register_listener_orderly(rmq_push_consumer *c,
                                                         rmq_listener_orderly fn, void *ctx);
 /* Joins the group (queues are shared out among its clustering consumers
 ** with RocketMQ's AllocateMessageQueueAveragely; the others rebalance before
-** this returns), starts the pull thread and the consume threads. New
-** messages wake the consumer at once (long polling). One thread at a time per
+** this returns), starts the consume threads (max(min, max) + 1: they
+** take turns pulling, and the one whose pull found messages runs the
+** listener on the first of them itself). New messages wake the consumer at
+** once (long polling). One thread at a time per
 ** handle. Errors: RMQ_ESTATE (no listener or subscription, or started),
 ** RMQ_ENOMEM, RMQ_EINVAL (a subscribed topic is unknown and cannot be made). */
 RMQ_API int rmq_push_consumer_start(rmq_push_consumer *c);

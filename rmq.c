@@ -7,8 +7,8 @@
 ** Threads: callers' threads send and pull; any number of them may share one
 ** producer (its per-send state is atomic or the thread's own, see "Producer").
 ** The broker may own one service thread (flushes, offset persistence, async
-** completions under SYNC_FLUSH). Each push consumer owns a pull thread and a
-** pool of consume threads.
+** completions under SYNC_FLUSH). Each push consumer owns a pool of consume
+** threads that take turns as its puller (leader/follower, see lead_turn).
 */
 #include "rmq_int.h"
 

@@ -978,15 +978,6 @@ static void cq_path(char *buf, size_t n, const char *store, int qid, int64_t fil
   snprintf(buf, n, "%s/consumequeue/Hdr/%d/%020" PRId64, store, qid, file_start);
 }
 
-static int count_files(const char *dir)
-{
-  DIR *d = opendir(dir);
-  if (!d) return 0;
-  int n = 0;
-  for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
-  closedir(d);
-  return n;
-}
 
 #define HDR_N 300
 #define HDR_CQ 2000 /* 100 units a ConsumeQueue file */
@@ -1062,7 +1053,7 @@ static void test_damaged_headers_and_units(void **state)
   assert_non_null(strstr(log.text, "not indexed"));
   for (int q = 0; q < 2; q++) {
     snprintf(p, sizeof p, "%s/consumequeue/Hdr/%d", store, q);
-    assert_true(count_files(p) <= 2);
+    assert_true(tu_count_files(p) <= 2);
   }
   rmq_message_queue mqs[8];
   size_t nq;

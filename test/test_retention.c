@@ -110,16 +110,6 @@ static void list_cl(const char *store, cl_listing *l)
   closedir(d);
 }
 
-static int count_files(const char *dir)
-{
-  DIR *d = opendir(dir);
-  if (!d) return 0;
-  int n = 0;
-  struct dirent *e;
-  while ((e = readdir(d)) != NULL) n += strlen(e->d_name) == 20;
-  closedir(d);
-  return n;
-}
 
 /* How many mappings of deleted files under the store the process holds. */
 static int deleted_mappings(const char *store)
@@ -250,7 +240,7 @@ static void test_week_of_retention(void **state)
   assert_true(min0 > 0 && min1 > 0);
   char cqdir[1200];
   snprintf(cqdir, sizeof cqdir, "%s/consumequeue/Week/0", store);
-  int cq_files = count_files(cqdir);
+  int cq_files = tu_count_files(cqdir);
   assert_true(cq_files <= (max0 - min0) / 64 + 2);
   assert_true(cq_files >= (max0 - min0) / 64);
   /* The first message of each queue at its min is readable, its record in
@@ -507,13 +497,13 @@ static void test_forced_clean_by_disk_ratio(void **state)
   ok(rmq_broker_flush(b));
   char cldir[1200];
   snprintf(cldir, sizeof cldir, "%s/commitlog", store);
-  int files = count_files(cldir);
+  int files = tu_count_files(cldir);
   assert_true(files >= 6);
 
   /* Under 75 %: nothing, even with every file expired. */
   tu_clock_advance(&clk, 80 * HOUR_MS);
   ok(rmq_broker_run_due(b, NULL));
-  assert_int_equal(count_files(cldir), files);
+  assert_int_equal(tu_count_files(cldir), files);
 
   /* Over 75 % (diskMaxUsedSpaceRatio): only expired files go. Young ones
   ** written now stay. */
@@ -521,12 +511,12 @@ static void test_forced_clean_by_disk_ratio(void **state)
   ok(rmq_producer_create(b, "Forced2", NULL, &p));
   for (int i = 0; i < 400; i++) send_to(p, "Forced", 0, (uint64_t)(1000 + i));
   ok(rmq_broker_flush(b));
-  int young = count_files(cldir) - files + 1; /* the old last file rolled now */
+  int young = tu_count_files(cldir) - files + 1; /* the old last file rolled now */
   assert_true(young >= 6);
   atomic_store(&fake_used_pct, 80);
   tu_clock_advance(&clk, 20000);
   ok(rmq_broker_run_due(b, NULL));
-  assert_int_equal(count_files(cldir), young);
+  assert_int_equal(tu_count_files(cldir), young);
   int64_t min, max;
   ok(rmq_topic_queue_offsets(b, "Forced", 0, &min, &max));
   assert_int_equal(max, 800);
@@ -542,7 +532,7 @@ static void test_forced_clean_by_disk_ratio(void **state)
   ok(rmq_broker_open(store, &o, &b));
   tu_clock_advance(&clk, 20000);
   ok(rmq_broker_run_due(b, NULL));
-  assert_int_equal(count_files(cldir), files);
+  assert_int_equal(tu_count_files(cldir), files);
   ok(rmq_broker_close(b));
 
   /* ... and on (the default): they go whatever their age, ten a round. */
@@ -550,7 +540,7 @@ static void test_forced_clean_by_disk_ratio(void **state)
   ok(rmq_broker_open(store, &o, &b));
   tu_clock_advance(&clk, 20000);
   ok(rmq_broker_run_due(b, NULL));
-  assert_int_equal(count_files(cldir), 1);
+  assert_int_equal(tu_count_files(cldir), 1);
   ok(rmq_topic_queue_offsets(b, "Forced", 0, &min, &max));
   assert_int_equal(max, 800);
   assert_true(min > 700);
@@ -560,11 +550,11 @@ static void test_forced_clean_by_disk_ratio(void **state)
   ok(rmq_producer_create(b, "Forced3", NULL, &p));
   for (int i = 0; i < 200; i++) send_to(p, "Forced", 0, (uint64_t)(2000 + i));
   ok(rmq_broker_flush(b));
-  assert_true(count_files(cldir) >= 3);
+  assert_true(tu_count_files(cldir) >= 3);
   atomic_store(&fake_used_pct, 95);
   tu_clock_advance(&clk, 20000);
   ok(rmq_broker_run_due(b, NULL));
-  assert_int_equal(count_files(cldir), 1);
+  assert_int_equal(tu_count_files(cldir), 1);
   rmq_msg *m;
   ok(rmq_msg_create(&m, "Forced", NULL, "x", 1));
   rmq_send_result r;

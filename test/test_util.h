@@ -5,6 +5,7 @@
 #ifndef RMQ_TEST_UTIL_H
 #define RMQ_TEST_UTIL_H
 
+#include <dirent.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -92,6 +93,18 @@ static int tu_wait_atleast(atomic_int *counter, int want, int timeout_ms)
     usleep(2000);
   }
   return 1;
+}
+
+/* How many entries of dir have a 20-digit name (a store's data files); 0
+** when dir cannot be opened. */
+static inline int tu_count_files(const char *dir)
+{
+  DIR *d = opendir(dir);
+  if (!d) return 0;
+  int n = 0;
+  for (struct dirent *e; (e = readdir(d));) n += strlen(e->d_name) == 20 && strspn(e->d_name, "0123456789") == 20;
+  closedir(d);
+  return n;
 }
 
 /* Collects log lines (thread-safe) so tests can look for recovery reports. */

@@ -2550,6 +2550,7 @@ struct rmq_push_consumer {
   ** queued, one wake-up each (and one to hand the pulling on). */
   int leader;
   int fresh;
+  int running, pool;         /* mu: threads in a listener, and the most allowed */
   pthread_t *workers;
   int nworkers;
 
@@ -3144,9 +3145,12 @@ static req *lead_turn(rmq_push_consumer *c, int64_t wait_ms, req *(*take)(rmq_pu
 static req *take_concurrently(rmq_push_consumer *c)
 {
   req *r = c->work_head;
-  if (!r) return NULL;
+  /* At most consume_thread_max listeners at once: one thread more than
+  ** that exists only to pull. */
+  if (!r || c->running >= c->pool) return NULL;
   c->work_head = r->next;
   if (!c->work_head) c->work_tail = NULL;
+  c->running++;
   return r;
 }
 
@@ -3311,6 +3315,7 @@ static void *worker_main(void *arg)
     }
 
     pthread_mutex_lock(&c->mu);
+    c->running--;
     int retry = 0;
     for (int i = 0; i < r->n; i++) {
       rmq_message_ext *e = &p->slots[r->first + i];
@@ -3354,12 +3359,14 @@ static void *worker_main(void *arg)
 static req *take_orderly(rmq_push_consumer *c)
 {
   req *prev = NULL;
+  if (c->running >= c->pool) return NULL; /* as take_concurrently */
   for (req *r = c->work_head; r; prev = r, r = r->next) {
     if (r->pq->busy && !r->resume) continue;
     if (prev) prev->next = r->next;
     else c->work_head = r->next;
     if (c->work_tail == r) c->work_tail = prev;
     r->next = NULL;
+    c->running++;
     return r;
   }
   return NULL;
@@ -3392,6 +3399,7 @@ static void *worker_orderly_main(void *arg)
     r->resume = 0;
     if (p->dropped) {
       /* Not consumed: the queue's next owner delivers these. */
+      c->running--;
       p->busy = 0;
       p->inflight--;
       if (p->inflight == 0) pq_unlock(c, p);
@@ -3409,6 +3417,7 @@ static void *worker_orderly_main(void *arg)
     int status = c->listener_orderly(c->listener_ctx, &p->ptrs[r->first], (size_t)r->n, &oc);
 
     pthread_mutex_lock(&c->mu);
+    c->running--;
     int give_up = 0;
     if (status == RMQ_SUSPEND_CURRENT_QUEUE_A_MOMENT) {
       for (int i = 0; i < r->n; i++)
@@ -3551,7 +3560,9 @@ RMQ_API int rmq_push_consumer_start(rmq_push_consumer *c)
     bc_load(c);
   }
   /* The consume threads, and one more: they take turns as the puller. */
-  int nw = (c->o.consume_thread_max > c->o.consume_thread_min ? c->o.consume_thread_max : c->o.consume_thread_min) + 1;
+  c->pool = c->o.consume_thread_max > c->o.consume_thread_min ? c->o.consume_thread_max : c->o.consume_thread_min;
+  c->running = 0;
+  int nw = c->pool + 1;
   c->workers = rmqi_calloc((size_t)nw, sizeof *c->workers);
   if (!c->workers) return rmqi_err(RMQ_ENOMEM, "out of memory starting consumer %s", c->client_id);
   c->stop = 0;

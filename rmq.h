@@ -816,7 +816,8 @@ RMQ_API int rmq_push_consumer_register_listener_orderly(rmq_push_consumer *c,
 ** with RocketMQ's AllocateMessageQueueAveragely; the others rebalance before
 ** this returns), starts the consume threads (max(min, max) + 1: they
 ** take turns pulling, and the one whose pull found messages runs the
-** listener on the first of them itself). New messages wake the consumer at
+** listener on the first of them itself; at most max(min, max) run a
+** listener at once). New messages wake the consumer at
 ** once (long polling). One thread at a time per
 ** handle. Errors: RMQ_ESTATE (no listener or subscription, or started),
 ** RMQ_ENOMEM, RMQ_EINVAL (a subscribed topic is unknown and cannot be made). */

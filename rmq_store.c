@@ -2562,8 +2562,10 @@ out_unlock:
   for (int k = 0; rc == RMQ_OK && k < npf; k++) cq_prefault_ask(s, pfq[k], pfoff[k]);
   if (rc == RMQ_OK && s->pf_running) {
     /* Wake the prefaulter when it is less than half its window ahead. */
-    if (pos + atomic_load_explicit(&s->pf_window, memory_order_relaxed) / 2 >
-            atomic_load_explicit(&s->pf_upto, memory_order_relaxed) &&
+    /* Or when the put entered a new file: the one after it is to be made. */
+    if ((pos + atomic_load_explicit(&s->pf_window, memory_order_relaxed) / 2 >
+             atomic_load_explicit(&s->pf_upto, memory_order_relaxed) ||
+         cl_index(s, pos - 1) != cl_index(s, start_pos - 1)) &&
         (pos - 1) / CL_CHUNK != (start_pos - 1) / CL_CHUNK) {
       pthread_mutex_lock(&s->pf_lock);
       pthread_cond_signal(&s->pf_cond);
@@ -2685,6 +2687,20 @@ static void *prefault_main(void *arg)
     }
     int64_t want = pub + atomic_load_explicit(&s->pf_window, memory_order_relaxed);
     if (s->pf_next >= want) {
+      /* The file after the one being written exists early whatever the
+      ** window, as RocketMQ's AllocateMappedFileService makes it: making a
+      ** file can wait on the disk, and a small window reaches it late. */
+      int64_t next = cl_index(s, pub) + 1;
+      if (mvec_len(&s->cl) == next) {
+        pthread_mutex_unlock(&s->pf_lock);
+        int rc = cl_file_make_next(s, next);
+        pthread_mutex_lock(&s->pf_lock);
+        if (rc == RMQ_OK || s->pf_stop) continue;
+        struct timespec dl; /* the sender meets the error itself; try again later */
+        abs_deadline(&dl, 1000);
+        pthread_cond_timedwait(&s->pf_cond, &s->pf_lock, &dl);
+        continue;
+      }
       pthread_cond_wait(&s->pf_cond, &s->pf_lock);
       continue;
     }

@@ -468,10 +468,7 @@ static void test_restart_resumes(void **state)
   rmq_pull_consumer *pl;
   ok(rmq_pull_consumer_create(f.b, "ResumeGroup", &pl));
   for (int q = 0; q < 3; q++) {
-    rmq_message_queue mq;
-    memset(&mq, 0, sizeof mq);
-    snprintf(mq.topic, sizeof mq.topic, "ResumeT");
-    mq.queue_id = q;
+    rmq_message_queue mq = tu_mq("ResumeT", q);
     int64_t off = -1;
     ok(rmq_pull_consumer_fetch_consume_offset(pl, &mq, &off));
     assert_int_equal(off, N / 3);
@@ -1218,6 +1215,66 @@ static void test_fetch_subscribe_message_queues(void **state)
   fx_close(&f);
 }
 
+/* ---- the consume thread count bounds the listeners running at once ----- */
+
+typedef struct overlap {
+  atomic_int inside, most, seen;
+} overlap;
+
+static int overlap_listener(void *ctx, const rmq_message_ext *const *msgs, size_t n,
+                            rmq_consume_concurrently_context *cc)
+{
+  (void)msgs; (void)cc;
+  overlap *o = ctx;
+  int now = atomic_fetch_add(&o->inside, 1) + 1;
+  for (int m = atomic_load(&o->most); now > m && !atomic_compare_exchange_weak(&o->most, &m, now);) {}
+  usleep(500); /* long enough for another thread to come in if it may */
+  atomic_fetch_sub(&o->inside, 1);
+  atomic_fetch_add(&o->seen, (int)n);
+  return RMQ_CONSUME_SUCCESS;
+}
+
+/* consume_thread_max listeners at most, though one thread more exists to
+** pull (leader/follower): 1 means one message at a time. */
+static void test_consume_threads_bound_listeners(void **state)
+{
+  (void)state;
+  for (int threads = 1; threads <= 3; threads += 2) {
+    char path[512];
+    tu_store_path(path, sizeof path, "cons-bound");
+    rmq_broker_options bo;
+    tu_small_opts(&bo, NULL);
+    bo.service_thread = 1;
+    rmq_broker *b;
+    ok(rmq_broker_open(path, &bo, &b));
+    ok(rmq_topic_create(b, "BoundT", 4));
+    static overlap o;
+    memset(&o, 0, sizeof o);
+    rmq_push_consumer_options co;
+    rmq_push_consumer_options_init(&co);
+    co.consume_thread_min = co.consume_thread_max = threads;
+    co.consume_from_where = RMQ_CONSUME_FROM_FIRST_OFFSET;
+    rmq_push_consumer *c;
+    ok(rmq_push_consumer_create(b, "BoundG", &co, &c));
+    ok(rmq_push_consumer_subscribe(c, "BoundT", "*"));
+    ok(rmq_push_consumer_register_listener_concurrently(c, overlap_listener, &o));
+    ok(rmq_push_consumer_start(c));
+    rmq_producer *p;
+    ok(rmq_producer_create(b, NULL, NULL, &p));
+    rmq_msg *m;
+    ok(rmq_msg_create(&m, "BoundT", NULL, "x", 1));
+    for (int i = 0; i < 200; i++) ok(rmq_producer_send(p, m, NULL));
+    assert_true(tu_wait_atleast(&o.seen, 200, 20000));
+    assert_true(atomic_load(&o.most) <= threads);
+    if (threads == 3) assert_true(atomic_load(&o.most) >= 2); /* and they do run side by side */
+    rmq_msg_free(m);
+    rmq_producer_destroy(p);
+    rmq_push_consumer_destroy(c);
+    ok(rmq_broker_close(b));
+    tu_store_remove(path);
+  }
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -1237,6 +1294,7 @@ int main(void)
     cmocka_unit_test(test_pull_no_matched_scan_advances),
     cmocka_unit_test(test_consume_offsets),
     cmocka_unit_test(test_fetch_subscribe_message_queues),
+    cmocka_unit_test(test_consume_threads_bound_listeners),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -91,10 +91,7 @@ static size_t read_real(fx *f, got *out, size_t cap)
   ok(rmq_pull_consumer_create(f->b, "DelayReader", &c));
   size_t n = 0;
   for (int q = 0; q < 4; q++) {
-    rmq_message_queue mq;
-    memset(&mq, 0, sizeof mq);
-    snprintf(mq.topic, sizeof mq.topic, "RealT");
-    mq.queue_id = q;
+    rmq_message_queue mq = tu_mq("RealT", q);
     int64_t off = 0;
     for (;;) {
       rmq_pull_result r;

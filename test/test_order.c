@@ -50,10 +50,7 @@ static size_t read_queue(rmq_broker *b, const char *topic, int qid, char (*bodie
 {
   rmq_pull_consumer *c;
   ok(rmq_pull_consumer_create(b, "OrderReader", &c));
-  rmq_message_queue mq;
-  memset(&mq, 0, sizeof mq);
-  snprintf(mq.topic, sizeof mq.topic, "%s", topic);
-  mq.queue_id = qid;
+  rmq_message_queue mq = tu_mq(topic, qid);
   size_t n = 0;
   int64_t off = 0;
   for (;;) {

@@ -1016,10 +1016,7 @@ static void *race_read(void *arg)
   race *r = a->r;
   rmq_pull_consumer *c;
   ok(rmq_pull_consumer_create(r->b, "race-reader", &c));
-  rmq_message_queue mq;
-  memset(&mq, 0, sizeof mq);
-  snprintf(mq.topic, sizeof mq.topic, "RaceTopic");
-  mq.queue_id = a->id;
+  rmq_message_queue mq = tu_mq("RaceTopic", a->id);
   int64_t off = 0;
   int idle = 0;
   while (idle < 3) {
@@ -1189,10 +1186,7 @@ static void test_send_from_callbacks(void **state)
   /* The outer record was encoded after the selector's sends, intact. */
   rmq_pull_consumer *c;
   ok(rmq_pull_consumer_create(f.b, "NestCheck", &c));
-  rmq_message_queue mq;
-  memset(&mq, 0, sizeof mq);
-  snprintf(mq.topic, sizeof mq.topic, "NestOuter");
-  mq.queue_id = 3;
+  rmq_message_queue mq = tu_mq("NestOuter", 3);
   rmq_pull_result pr;
   ok(rmq_pull_consumer_pull(c, &mq, "*", 0, 8, &pr));
   assert_int_equal(pr.n, 1);

@@ -125,10 +125,7 @@ static int send_id(rmq_producer *p, rmq_msg *m, uint64_t id, size_t len, seen *o
 ** queue offsets have no gaps. */
 static size_t pull_queue(rmq_broker *b, rmq_pull_consumer *c, const char *topic, int qid, seen *out, size_t cap)
 {
-  rmq_message_queue mq;
-  memset(&mq, 0, sizeof mq);
-  snprintf(mq.topic, sizeof mq.topic, "%s", topic);
-  mq.queue_id = qid;
+  rmq_message_queue mq = tu_mq(topic, qid);
   int64_t min, max, off;
   ok(rmq_topic_queue_offsets(b, topic, qid, &min, &max));
   size_t n = 0;
@@ -906,10 +903,7 @@ static void test_damaged_files_never_crash(void **state)
     ok(rmq_topic_create(b, "Bad", 2));
     rmq_pull_consumer *pc;
     ok(rmq_pull_consumer_create(b, "BadGroup", &pc));
-    rmq_message_queue mq;
-    memset(&mq, 0, sizeof mq);
-    snprintf(mq.topic, sizeof mq.topic, "Bad");
-    mq.queue_id = 1;
+    rmq_message_queue mq = tu_mq("Bad", 1);
     ok(rmq_pull_consumer_update_consume_offset(pc, &mq, 7));
     rmq_pull_consumer_destroy(pc);
     ok(rmq_broker_close(b));
@@ -1008,10 +1002,7 @@ static size_t hdr_pull(rmq_broker *b, int qid, seen *out)
 {
   rmq_pull_consumer *pc;
   ok(rmq_pull_consumer_create(b, "HdrGroup", &pc));
-  rmq_message_queue mq;
-  memset(&mq, 0, sizeof mq);
-  snprintf(mq.topic, sizeof mq.topic, "Hdr");
-  mq.queue_id = qid;
+  rmq_message_queue mq = tu_mq("Hdr", qid);
   int64_t min, max;
   ok(rmq_topic_queue_offsets(b, "Hdr", qid, &min, &max));
   size_t n = 0;
@@ -1253,10 +1244,7 @@ static void test_rebuild_reads_large_records(void **state)
   ok(rmq_pull_consumer_create(b, "BigC", &c));
   int nseen = 0;
   for (int q = 0; q < 2; q++) {
-    rmq_message_queue mq;
-    memset(&mq, 0, sizeof mq);
-    snprintf(mq.topic, sizeof mq.topic, "Big");
-    mq.queue_id = q;
+    rmq_message_queue mq = tu_mq("Big", q);
     int64_t off = 0;
     for (;;) {
       rmq_pull_result r;

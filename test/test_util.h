@@ -95,6 +95,16 @@ static int tu_wait_atleast(atomic_int *counter, int want, int timeout_ms)
   return 1;
 }
 
+/* Queue qid of topic (no broker name: rmq has one broker). */
+static inline rmq_message_queue tu_mq(const char *topic, int qid)
+{
+  rmq_message_queue mq;
+  memset(&mq, 0, sizeof mq);
+  snprintf(mq.topic, sizeof mq.topic, "%s", topic);
+  mq.queue_id = qid;
+  return mq;
+}
+
 /* How many entries of dir have a 20-digit name (a store's data files); 0
 ** when dir cannot be opened. */
 static inline int tu_count_files(const char *dir)

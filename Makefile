@@ -216,6 +216,8 @@ clean:
 
 # --------------------------------------------------------------------------
 # Fuzzing (clang's libFuzzer, with ASan + UBSan): make fuzz [FUZZ_RUNS=n]
+# fuzz/seeds/<target>/ holds the starting cases (for SQL92: every row of
+# test/test_sql92.c's table, one file each: the expression, then name=value lines).
 # --------------------------------------------------------------------------
 FUZZ_RUNS ?= 1000000
 $(B)/fuzz/%: fuzz/%.c $(LIB_SRC) $(LIB_HDR)
@@ -224,4 +226,5 @@ $(B)/fuzz/%: fuzz/%.c $(LIB_SRC) $(LIB_HDR)
 
 fuzz: $(patsubst fuzz/%.c,$(B)/fuzz/%,$(wildcard fuzz/*.c))
 	@for f in $^; do echo "== $$f"; mkdir -p $(B)/fuzz/corpus-$$(basename $$f); \
-	  $$f -runs=$(FUZZ_RUNS) -max_len=512 $(B)/fuzz/corpus-$$(basename $$f) || exit 1; done
+	  seeds=fuzz/seeds/$$(basename $$f); [ -d $$seeds ] || seeds=; \
+	  $$f -runs=$(FUZZ_RUNS) -max_len=512 $(B)/fuzz/corpus-$$(basename $$f) $$seeds || exit 1; done

@@ -2338,7 +2338,12 @@ static int batch_check(rmq_producer *p, const rmq_msg *const *msgs, size_t n, co
   for (size_t i = 0; i < n; i++) {
     const rmq_msg *m = msgs[i];
     int rc = check_msg(p, m);
-    if (rc) return rmqi_err(rc, "batch message %zu: %s", i, rmq_errmsg());
+    if (rc) {
+      /* The thread's message is the output buffer too: copy it first. */
+      char alone[sizeof tls_errmsg];
+      memcpy(alone, tls_errmsg, sizeof alone);
+      return rmqi_err(rc, "batch message %zu: %s", i, alone);
+    }
     if (strcmp(m->topic, msgs[0]->topic))
       return rmqi_err(RMQ_EBATCH, "The topic of the messages in one batch should be the same (message %zu is for %s, not %s)",
                       i, m->topic, msgs[0]->topic);

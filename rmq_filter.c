@@ -254,12 +254,16 @@ static int lex(lexer *lx)
       }
     }
     if (is_float) {
-      char buf[400];
-      int n = (int)(e - s);
-      if (n >= (int)sizeof buf) return sql_err(lx, s, "%s", "number literal too long");
-      memcpy(buf, s, (size_t)n);
+      /* Any length, as Java's Double.valueOf: long literals get a heap copy
+      ** (strtod needs a terminator; the expression need not have one). */
+      char sbuf[128], *buf = sbuf;
+      size_t n = (size_t)(e - s);
+      if (n >= sizeof sbuf && !(buf = rmqi_malloc(n + 1)))
+        return lx->rc = rmqi_err(RMQ_ENOMEM, "out of memory compiling a filter");
+      memcpy(buf, s, n);
       buf[n] = 0;
       double d = strtod(buf, NULL);
+      if (buf != sbuf) rmqi_free(buf, n + 1);
       /* rmq accepts literals equal to zero (RocketMQ rejects them by accident);
       ** overflow and nonzero values that round to zero stay errors. */
       int nonzero = 0;
@@ -268,10 +272,12 @@ static int lex(lexer *lx)
       lx->tok = T_FLOAT;
       lx->dval = d;
       lx->p = e;
-      lx->tlen = n;
+      lx->tlen = (int)n;
       return RMQ_OK;
     }
-    /* Integers: "0" alone, or [1-9][0-9]*, with an optional L. */
+    /* Integers: "0" alone, or [1-9][0-9]* with an optional L. The grammar
+    ** gives "0" no suffix, so in "0L" the L is an identifier of its own
+    ** (left-over input: an error). */
     if (c == '0') e = s + 1;
     uint64_t v = 0;
     for (const char *q = s; q < e; q++) {
@@ -279,7 +285,7 @@ static int lex(lexer *lx)
         return sql_err(lx, s, "%s", "integer literal out of range");
       v = v * 10 + (uint64_t)(*q - '0');
     }
-    if (e < lx->end && (*e == 'l' || *e == 'L')) e++;
+    if (c != '0' && e < lx->end && (*e == 'l' || *e == 'L')) e++;
     lx->tok = T_INT;
     lx->ival = (int64_t)v;
     lx->is_long = v > 2147483647u;
@@ -953,10 +959,13 @@ static sval eval_eq(sctx *x, const snode *n)
   return vbool(c == 0);
 }
 
-static sval eval_ordered(sctx *x, int op, sval l, sval r)
+/* As RocketMQ: a null (or failed) left side decides before the right side
+** is evaluated, so a failure on the right cannot override a null left. */
+static sval eval_ordered(sctx *x, int op, sval l, int rnode)
 {
-  if (l.t == V_ERR || r.t == V_ERR) return verr();
-  if (l.t == V_NULL || r.t == V_NULL) return vnull();
+  if (l.t == V_ERR || l.t == V_NULL) return l;
+  sval r = eval(x, rnode);
+  if (r.t == V_ERR || r.t == V_NULL) return r;
   int c;
   if (l.t == V_STR && r.t == V_STR) {
     double a, b;
@@ -965,7 +974,6 @@ static sval eval_ordered(sctx *x, int op, sval l, sval r)
   } else if (!compare(l, r, &c)) {
     return verr();
   }
-  (void)x;
   switch (op) {
   case N_GT: return vbool(c > 0);
   case N_GE: return vbool(c >= 0);
@@ -1034,7 +1042,7 @@ static sval eval(sctx *x, int i)
     return v;
   }
   case N_GT: case N_GE: case N_LT: case N_LE:
-    return eval_ordered(x, n->op, eval(x, n->a), eval(x, n->b));
+    return eval_ordered(x, n->op, eval(x, n->a), n->b);
   case N_ISNULL: case N_ISNOTNULL: {
     sval v = eval(x, n->a);
     if (v.t == V_ERR) return v;
@@ -1052,10 +1060,13 @@ static sval eval(sctx *x, int i)
     return vbool(n->op == N_IN ? found : !found);
   }
   case N_CONTAINS: case N_NOTCONTAINS: case N_STARTS: case N_NOTSTARTS: case N_ENDS: case N_NOTENDS: {
+    /* An empty pattern is FALSE (NOT forms too) before the left side is
+    ** evaluated, as in RocketMQ: its failure does not count. */
+    const snode *s = &x->q->nodes[n->b];
+    if (s->len == 0) return vbool(0);
     sval v = eval(x, n->a);
     if (v.t == V_ERR) return v;
-    const snode *s = &x->q->nodes[n->b];
-    if (s->len == 0 || v.t != V_STR) return vbool(0);
+    if (v.t != V_STR) return vbool(0);
     int hit;
     size_t m = (size_t)s->len;
     if (n->op == N_CONTAINS || n->op == N_NOTCONTAINS) {
@@ -1070,18 +1081,20 @@ static sval eval(sctx *x, int i)
     return vbool(negate ? !hit : hit);
   }
   case N_BETWEEN: case N_NOTBETWEEN: {
-    sval v = eval(x, n->a), lo = eval(x, n->b), hi = eval(x, n->c);
+    /* v >= lo AND v <= hi (NOT: v < lo OR v > hi), each comparison with
+    ** its lazy right side, with AND's (OR's) short circuit and null rules.
+    ** v is evaluated once: evaluation has no side effects. */
+    sval v = eval(x, n->a);
     if (n->op == N_BETWEEN) {
-      /* v >= lo AND v <= hi, with AND's short circuit and null rules */
-      sval a = eval_ordered(x, N_GE, v, lo);
+      sval a = eval_ordered(x, N_GE, v, n->b);
       if (a.t == V_ERR || (a.t == V_BOOL && !a.i)) return a;
-      sval b = eval_ordered(x, N_LE, v, hi);
+      sval b = eval_ordered(x, N_LE, v, n->c);
       if (b.t == V_ERR || (b.t == V_BOOL && !b.i)) return b;
       return (a.t == V_NULL || b.t == V_NULL) ? vnull() : vbool(1);
     }
-    sval a = eval_ordered(x, N_LT, v, lo);
+    sval a = eval_ordered(x, N_LT, v, n->b);
     if (a.t == V_ERR || (a.t == V_BOOL && a.i)) return a;
-    sval b = eval_ordered(x, N_GT, v, hi);
+    sval b = eval_ordered(x, N_GT, v, n->c);
     if (b.t == V_ERR || (b.t == V_BOOL && b.i)) return b;
     return (a.t == V_NULL || b.t == V_NULL) ? vnull() : vbool(0);
   }

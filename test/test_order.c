@@ -217,6 +217,63 @@ static int64_t total_in(rmq_broker *b, const char *topic)
   return sum;
 }
 
+/* A batch whose message 1 is bad fails with the code and the text the bad
+** message gets when sent alone, after "batch message 1: ". */
+static void expect_batch_text(rmq_producer *p, const rmq_msg *good, const rmq_msg *bad)
+{
+  rmq_send_result r[2];
+  int rc = rmq_producer_send(p, bad, &r[0]);
+  assert_int_not_equal(rc, RMQ_OK);
+  char want[600];
+  snprintf(want, sizeof want, "batch message 1: %s", rmq_errmsg());
+  const rmq_msg *v[2] = {good, bad};
+  assert_int_equal(rmq_producer_send_batch(p, v, 2, r), rc);
+  assert_string_equal(rmq_errmsg(), want);
+}
+
+static void test_batch_error_texts(void **state)
+{
+  (void)state;
+  fx f;
+  rmq_broker_options o;
+  memset(&f, 0, sizeof f);
+  tu_store_path(f.path, sizeof f.path, "order-texts");
+  rmq_broker_options_init(&o);
+  o.mapped_file_size_commit_log = 1 << 20;
+  o.max_message_size = 4096;
+  ok(rmq_broker_open(f.path, &o, &f.b));
+  ok(rmq_producer_create(f.b, "OrderProducers", NULL, &f.p));
+  ok(rmq_topic_create(f.b, "BatchT", 4));
+  rmq_msg *a, *x;
+  ok(rmq_msg_create(&a, "BatchT", NULL, "a", 1));
+  ok(rmq_msg_create(&x, "BatchT", NULL, "x", 1));
+  expect_batch_text(f.p, a, NULL);
+  assert_string_equal(rmq_errmsg(), "batch message 1: the message is null");
+  ok(rmq_msg_set_body(x, NULL, 0));
+  expect_batch_text(f.p, a, x);
+  assert_string_equal(rmq_errmsg(), "batch message 1: the message body length is zero");
+  static uint8_t big[5000];
+  ok(rmq_msg_set_body(x, big, sizeof big));
+  expect_batch_text(f.p, a, x);
+  assert_non_null(strstr(rmq_errmsg(), "batch message 1: the message body size over max value, MAX: 4096"));
+  rmq_msg_free(x);
+  ok(rmq_msg_create(&x, "SCHEDULE_TOPIC_XXXX", NULL, "x", 1));
+  expect_batch_text(f.p, a, x);
+  rmq_msg_free(x);
+  ok(rmq_msg_create(&x, "a/b", NULL, "x", 1)); /* names are checked when sent */
+  expect_batch_text(f.p, a, x);
+  rmq_msg_free(x);
+  /* Nothing of the refused batches was stored. */
+  for (int q = 0; q < 4; q++) {
+    int64_t mn, mx;
+    ok(rmq_topic_queue_offsets(f.b, "BatchT", q, &mn, &mx));
+    assert_int_equal(mx, 0);
+  }
+  ok(rmq_producer_send(f.p, a, NULL));
+  rmq_msg_free(a);
+  fx_close(&f);
+}
+
 static void test_batch_rules(void **state)
 {
   (void)state;
@@ -494,6 +551,7 @@ int main(void)
     cmocka_unit_test(test_selector_errors),
     cmocka_unit_test(test_batch_one_append),
     cmocka_unit_test(test_batch_rules),
+    cmocka_unit_test(test_batch_error_texts),
     cmocka_unit_test(test_orderly_per_key_order),
     cmocka_unit_test(test_orderly_suspend_keeps_order),
     cmocka_unit_test(test_orderly_rebalance_no_overlap),

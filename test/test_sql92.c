@@ -92,6 +92,12 @@ static const row k_rows[] = {
   {"a > 3.0", "a=3.5", Y},
   {"a > 1", "a=2147483648", N},   /* Int parse overflows */
   {"a > 1L", "a=2147483648", N},  /* L does not force Long */
+  {"a = 10L", "a=10", Y},
+  /* 0 takes no L suffix: "0L" is 0 and the identifier L, left over */
+  {"a = 0L AND b = 'x'", "a=0;b=y", E},
+  {"a = 0L", "a=0", E},
+  {"a = 0l", "a=0", E},
+  {"a = 0 AND L = 'x'", "a=0;L=x", Y},
   {"a > 2147483648", "a=2147483649", Y}, /* a Long literal */
   {"a = 9223372036854775807", "a=9223372036854775807", Y},
   {"a = 9223372036854775808", "", E},
@@ -227,6 +233,19 @@ static const row k_rows[] = {
   {"NOT a IN ('x')", "a=y", E},
   {"a IN 'x'", "a=x", E},
   {"a IN ('x'", "a=x", E},
+  /* > >= < <=: a null left side is null before the right side is evaluated */
+  {"a > -(b > 1) OR c = 'x'", "b=abc;c=x", Y},
+  {"a >= -(b > 1) OR c = 'x'", "b=abc;c=x", Y},
+  {"a < -(b > 1) OR c = 'x'", "b=abc;c=x", Y},
+  {"a <= -(b > 1) OR c = 'x'", "b=abc;c=x", Y},
+  {"a > -(b > 1) OR c = 'x'", "a=1;b=abc;c=x", N}, /* present left: the right throws */
+  {"(b > 1) IS NULL OR c = 'x'", "b=abc;c=x", N},   /* the throw itself */
+  {"a BETWEEN -(b > 1) AND 5 OR c = 'x'", "b=abc;c=x", Y},
+  {"a NOT BETWEEN -(b > 1) AND 5 OR c = 'x'", "b=abc;c=x", Y},
+  {"a BETWEEN 1 AND -(b > 1) OR c = 'x'", "a=0;b=abc;c=x", Y}, /* FALSE first */
+  {"a BETWEEN 1 AND -(b > 1) OR c = 'x'", "a=2;b=abc;c=x", N},
+  {"a NOT BETWEEN 1 AND -(b > 1) OR c = 'x'", "a=0;b=abc;c=x", Y}, /* TRUE first */
+  {"a NOT BETWEEN 1 AND -(b > 1) OR c = 'x'", "a=2;b=abc;c=x", N},
   /* BETWEEN */
   {"a BETWEEN 1 AND 10", "a=5", Y},
   {"a BETWEEN 1 AND 10", "a=10", Y},
@@ -260,6 +279,15 @@ static const row k_rows[] = {
   {"a CONTAINS 'ELL'", "a=hello", N},
   {"a CONTAINS ''", "a=hello", N},
   {"a NOT CONTAINS ''", "a=hello", N},
+  /* an empty pattern is FALSE before the left side is evaluated */
+  {"NOT (a > 1 CONTAINS '')", "a=abc", Y},
+  {"NOT (a > 1 NOT CONTAINS '')", "a=abc", Y},
+  {"NOT (a > 1 STARTSWITH '')", "a=abc", Y},
+  {"NOT (a > 1 NOT STARTSWITH '')", "a=abc", Y},
+  {"NOT (a > 1 ENDSWITH '')", "a=abc", Y},
+  {"NOT (a > 1 NOT ENDSWITH '')", "a=abc", Y},
+  {"NOT (a > 1 CONTAINS 'x')", "a=abc", N},  /* a nonempty pattern: the left side throws */
+  {"a CONTAINS '' OR b = 'x'", "b=x", Y},
   {"a NOT CONTAINS 'x'", "", N},
   {"NOT (a CONTAINS 'x')", "", Y},
   {"a NOT CONTAINS 'x'", "a=abc", Y},
@@ -393,6 +421,32 @@ static void test_error_messages(void **state)
   const char *pl[2] = {"a", longnum + 2};
   ok(rmq_selector_compile(RMQ_SELECTOR_SQL92, "a = 1.0", &s));
   assert_int_equal(rmq_selector_match(s, pl, 1), 1);
+  rmq_selector_free(s);
+  /* Float literals of any length read as Java's Double.valueOf reads them:
+  ** 1.000...0005 (a 3000-character literal) is the double 1.0, and
+  ** 0.000...01 rounds to zero (an error, as any nonzero literal that does). */
+  static char lit[3100];
+  k = (size_t)sprintf(lit, "a = 1.");
+  memset(lit + k, '0', 3000);
+  k += 3000;
+  k += (size_t)sprintf(lit + k, "5");
+  ok(rmq_selector_compile(RMQ_SELECTOR_SQL92, lit, &s));
+  const char *p1[2] = {"a", "1"}, *p2[2] = {"a", "1.5"};
+  assert_int_equal(rmq_selector_match(s, p1, 1), 1);
+  assert_int_equal(rmq_selector_match(s, p2, 1), 0);
+  rmq_selector_free(s);
+  k = (size_t)sprintf(lit, "a < 0.");
+  memset(lit + k, '0', 3000);
+  k += 3000;
+  sprintf(lit + k, "1");
+  assert_int_equal(rmq_selector_compile(RMQ_SELECTOR_SQL92, lit, &s), RMQ_EEXPR);
+  assert_non_null(strstr(rmq_errmsg(), "float literal out of range"));
+  lit[6 + 400] = '2'; /* 2e-401: still zero as a double */
+  assert_int_equal(rmq_selector_compile(RMQ_SELECTOR_SQL92, lit, &s), RMQ_EEXPR);
+  memcpy(lit + 4, "1e-300 OR a > 0.", 16); /* ... while a subnormal digit string is fine */
+  lit[20 + 300] = '1';
+  lit[20 + 301] = 0;
+  ok(rmq_selector_compile(RMQ_SELECTOR_SQL92, lit, &s));
   rmq_selector_free(s);
   assert_int_equal(rmq_selector_compile(7, "a", &s), RMQ_EINVAL);
   assert_int_equal(rmq_selector_compile(RMQ_SELECTOR_SQL92, NULL, &s), RMQ_EEXPR);

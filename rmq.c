@@ -463,8 +463,11 @@ RMQ_API const char *rmq_msg_get_property(const rmq_msg *m, const char *name)
 typedef struct offent {
   char *topic, *group;
   _Atomic int64_t off[RMQ_MAX_QUEUE_NUMS];
-  /* Orderly consumption's queue locks (the broker's RebalanceLockManager in
-  ** small): the consumer consuming each queue, or NULL. */
+  /* Queue locks (the broker's RebalanceLockManager in small), taken by
+  ** every push consumer, orderly or not: the process queue (struct pq)
+  ** consuming each queue, or NULL. A queue changes hands only when its old
+  ** holder lets go, after its listener calls on it have returned and its
+  ** offset is committed (or after handover_timeout_ms). */
   _Atomic(void *) lock[RMQ_MAX_QUEUE_NUMS];
 } offent;
 
@@ -522,6 +525,10 @@ struct rmq_broker {
   /* off_lock: the offset table's entry list and persistence. Values are
   ** atomics written without it. */
   pthread_mutex_t off_lock;
+  /* persist_lock: one writer of consumerOffset.json and delayOffset.json
+  ** at a time (writers share the temporary file), each writing a snapshot
+  ** no older than the last one's. */
+  pthread_mutex_t persist_lock;
   offent **offs;
   int noffs, offcap;
   atomic_int off_dirty;
@@ -702,6 +709,7 @@ RMQ_API int rmq_broker_open(const char *dir, const rmq_broker_options *opts, rmq
   pthread_mutex_init(&b->async_lock, NULL);
   cond_init_mono(&b->async_cond);
   pthread_mutex_init(&b->off_lock, NULL);
+  pthread_mutex_init(&b->persist_lock, NULL);
   pthread_mutex_init(&b->group_lock, NULL);
   pthread_mutex_init(&b->sched_lock, NULL);
   rc = rmqi_store_open(dir, &b->o, &b->env, &b->st);
@@ -848,6 +856,7 @@ RMQ_API int rmq_broker_close(rmq_broker *b)
   pthread_mutex_destroy(&b->async_lock);
   pthread_cond_destroy(&b->async_cond);
   pthread_mutex_destroy(&b->off_lock);
+  pthread_mutex_destroy(&b->persist_lock);
   pthread_mutex_destroy(&b->group_lock);
   pthread_mutex_destroy(&b->sched_lock);
   rmqi_free(b->reput, b->reput_cap);
@@ -1120,6 +1129,7 @@ static void offsets_json(rmqi_buf *buf, offent *const *offs, int noffs)
 static int offsets_persist(rmq_broker *b)
 {
   rmqi_buf buf = {0};
+  pthread_mutex_lock(&b->persist_lock);
   atomic_store(&b->off_dirty, 0);
   pthread_mutex_lock(&b->off_lock);
   offsets_json(&buf, b->offs, b->noffs);
@@ -1128,6 +1138,7 @@ static int offsets_persist(rmq_broker *b)
   if (buf.oom) rc = rmqi_err(RMQ_ENOMEM, "out of memory writing consumerOffset.json");
   else rc = rmqi_store_write_config(b->st, "consumerOffset.json", buf.p, buf.len);
   if (rc) atomic_store(&b->off_dirty, 1);
+  pthread_mutex_unlock(&b->persist_lock);
   rmqi_buf_free(&buf);
   return rc;
 }
@@ -1171,6 +1182,7 @@ static int delay_offsets_persist(rmq_broker *b)
 {
   if (!rmqi_topic_find(b->st, RMQI_SCHEDULE_TOPIC)) return RMQ_OK;
   rmqi_buf buf = {0};
+  pthread_mutex_lock(&b->persist_lock);
   pthread_mutex_lock(&b->sched_lock);
   atomic_store(&b->delay_dirty, 0);
   rmqi_buf_puts(&buf, "{\"offsetTable\":{");
@@ -1182,6 +1194,7 @@ static int delay_offsets_persist(rmq_broker *b)
   if (buf.oom) rc = rmqi_err(RMQ_ENOMEM, "out of memory writing delayOffset.json");
   else rc = rmqi_store_write_config(b->st, "delayOffset.json", buf.p, buf.len);
   if (rc) atomic_store(&b->delay_dirty, 1);
+  pthread_mutex_unlock(&b->persist_lock);
   rmqi_buf_free(&buf);
   return rc;
 }
@@ -2514,7 +2527,8 @@ typedef struct pq {
   int dropped;             /* mu */
   int busy;                /* mu, orderly: a request of this queue is running or suspended */
   int no_commit;           /* mu: dropped by an offset reset, whose offsets win */
-  int locked;              /* orderly clustering: this consumer holds the queue's lock */
+  int locked;              /* mu: this pq holds the queue's lock: it alone commits */
+  int64_t dropped_us;      /* mu: when it was dropped (monotonic), for handover_timeout_ms */
 } pq;
 
 typedef struct assign {
@@ -2584,6 +2598,7 @@ RMQ_API void rmq_push_consumer_options_init(rmq_push_consumer_options *o)
   o->persist_consumer_offset_interval = 5000;
   o->reconsume_delay_ms = 1000;
   o->suspend_current_queue_time_millis = 1000;
+  o->handover_timeout_ms = 60000;
 }
 
 RMQ_API int rmq_push_consumer_create(rmq_broker *b, const char *group, const rmq_push_consumer_options *opts,
@@ -2610,6 +2625,7 @@ RMQ_API int rmq_push_consumer_create(rmq_broker *b, const char *group, const rmq
     return rmqi_err(RMQ_EINVAL, "pull_threshold_for_queue %d out of range 1..65535", o.pull_threshold_for_queue);
   if (o.reconsume_delay_ms < 0) return rmqi_err(RMQ_EINVAL, "reconsume_delay_ms is negative");
   if (o.suspend_current_queue_time_millis < 0) return rmqi_err(RMQ_EINVAL, "suspend_current_queue_time_millis is negative");
+  if (o.handover_timeout_ms < 0) return rmqi_err(RMQ_EINVAL, "handover_timeout_ms is negative");
   if (o.instance_name && (!*o.instance_name || strlen(o.instance_name) > 100))
     return rmqi_err(RMQ_EINVAL, "instance_name must be 1..100 characters");
   rmq_push_consumer *c = rmqi_calloc(1, sizeof *c);
@@ -2759,24 +2775,34 @@ static pq *pq_new(rmq_push_consumer *c, sub *sb, rmqi_queue *q)
 static void pq_commit(rmq_push_consumer *c, pq *p);
 
 /* mu held (or the consumer's threads stopped). Commits and gives up the
-** queue's orderly lock. */
+** queue's lock: its next owner starts at this commit. */
 static void pq_unlock(rmq_push_consumer *c, pq *p)
 {
   if (!p->locked) return;
   pq_commit(c, p);
-  atomic_store(&p->sb->offs->lock[p->qid], NULL);
+  void *me = p;
+  atomic_compare_exchange_strong(&p->sb->offs->lock[p->qid], &me, NULL);
   p->locked = 0;
   rmqi_store_wake(c->b->st); /* a consumer waiting for the lock may go on */
 }
 
-/* Pull thread: takes the orderly lock of p's queue, or says to retry. The
-** new owner starts where the old one committed. */
+/* Puller: takes the lock of p's queue, or says to retry (the previous owner
+** is still finishing its calls on it). The new owner starts where the old
+** one committed. */
 static int pq_lock(rmq_push_consumer *c, pq *p)
 {
-  if (p->locked || !c->listener_orderly || !p->sb->offs) return 1;
+  if (p->locked || !p->sb->offs) return 1;
   void *none = NULL;
-  if (!atomic_compare_exchange_strong(&p->sb->offs->lock[p->qid], &none, (void *)c)) return 0;
+  if (!atomic_compare_exchange_strong(&p->sb->offs->lock[p->qid], &none, (void *)p)) return 0;
   pthread_mutex_lock(&c->mu);
+  if (p->no_commit) {
+    /* An offset reset replaces this pq at the next apply: reading the reset
+    ** offset here would deliver from it twice (here and in the new pq). */
+    void *me = p;
+    atomic_compare_exchange_strong(&p->sb->offs->lock[p->qid], &me, NULL);
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+  }
   p->locked = 1;
   int64_t stored = atomic_load(&p->sb->offs->off[p->qid]);
   if (stored >= 0 && p->count == 0) {
@@ -2815,9 +2841,9 @@ static void pq_free(pq *p)
 ** in flight, or where pulling continues when none is. */
 static void pq_commit(rmq_push_consumer *c, pq *p)
 {
-  /* A dropped queue's offset is the new owner's, unless this consumer still
-  ** holds the queue's orderly lock (the new owner waits for it). */
-  if ((p->dropped && !p->locked) || p->no_commit || !p->sb->offs) return;
+  /* Only the lock's holder commits: a queue not yet taken over, or one
+  ** whose lock was let go after handover_timeout_ms, is another's. */
+  if (!p->locked || p->no_commit) return;
   int64_t off = p->count ? p->slots[p->head].queue_offset : p->pull_offset;
   if (c->o.message_model == RMQ_BROADCASTING) {
     if (atomic_exchange(&p->sb->offs->off[p->qid], off) != off) atomic_store(&c->bc_dirty, 1);
@@ -2826,7 +2852,24 @@ static void pq_commit(rmq_push_consumer *c, pq *p)
   }
 }
 
-/* Pull thread: applies a new assignment. mu held. */
+/* mu held. Unlinks p's requests from the list at *head (tail: its last
+** element's pointer, updated; NULL for the sorted `later` list). */
+static void req_purge(rmq_push_consumer *c, pq *p, req **head, req **tail)
+{
+  req *prev = NULL;
+  for (req **rp = head; *rp;) {
+    req *r = *rp;
+    if (r->pq != p) { prev = r; rp = &r->next; continue; }
+    *rp = r->next;
+    r->next = NULL;
+    if (r->resume) { p->busy = 0; r->resume = 0; } /* an orderly SUSPEND held the queue */
+    p->inflight--;
+  }
+  if (tail) *tail = prev;
+  (void)c;
+}
+
+/* Puller: applies a new assignment. mu held. */
 static void apply_assignment(rmq_push_consumer *c)
 {
   /* Drop queues no longer assigned. */
@@ -2836,11 +2879,17 @@ static void apply_assignment(rmq_push_consumer *c)
     for (int i = 0; i < c->ntarget && !p->no_commit; i++) /* an offset reset re-takes the queue */
       if (c->target[i].sb == p->sb && c->target[i].qid == p->qid) keep = 1;
     if (keep) { pp = &p->next; continue; }
-    pq_commit(c, p);
     p->dropped = 1;
+    p->dropped_us = rmqi_mono_us();
     *pp = p->next;
     p->next = c->graveyard;
     c->graveyard = p;
+    /* Its requests not yet running are the next owner's to deliver: they
+    ** leave the queues and their messages stay unconsumed here. Once the
+    ** running ones return, the offset is committed and the lock let go. */
+    req_purge(c, p, &c->work_head, &c->work_tail);
+    req_purge(c, p, &c->later, NULL);
+    if (p->inflight == 0 || c->o.handover_timeout_ms == 0) pq_unlock(c, p);
   }
   /* Add newly assigned queues. */
   for (int i = 0; i < c->ntarget; i++) {
@@ -3117,11 +3166,24 @@ static req *lead_turn(rmq_push_consumer *c, int64_t wait_ms, req *(*take)(rmq_pu
   c->leader = 1;
   uint64_t seq = rmqi_store_seq(st);
   if (c->applied_gen != c->target_gen) apply_assignment(c);
-  /* Free dropped queues nobody works on any more. */
+  /* Free dropped queues nobody works on any more. One whose listener calls
+  ** outlast handover_timeout_ms lets go of its queue anyway: the next owner
+  ** starts at the oldest message still in a call here, which it delivers
+  ** again (what a RocketMQ client does at once). */
+  int64_t now_us = rmqi_mono_us(), handover_ms = -1; /* until the next such hand-over */
   for (pq **pp = &c->graveyard; *pp;) {
     pq *p = *pp;
-    if (p->inflight == 0) { *pp = p->next; pq_unlock(c, p); pq_free(p); }
-    else pp = &p->next;
+    if (p->inflight == 0) { *pp = p->next; pq_unlock(c, p); pq_free(p); continue; }
+    int64_t left_us = p->dropped_us + (int64_t)c->o.handover_timeout_ms * 1000 - now_us;
+    if (p->locked && left_us > 0 && (handover_ms < 0 || left_us / 1000 + 1 < handover_ms)) handover_ms = left_us / 1000 + 1;
+    if (p->locked && left_us <= 0) {
+      rmqi_log(&c->b->env, RMQ_LOG_WARN,
+               "consumer %s: %s/%d handed over while a listener call on it still runs after %d ms "
+               "(handover_timeout_ms); its next owner delivers the messages in that call again",
+               c->client_id, p->sb->topic, p->qid, c->o.handover_timeout_ms);
+      pq_unlock(c, p);
+    }
+    pp = &p->next;
   }
   pthread_mutex_unlock(&c->mu);
   if (c->o.message_model == RMQ_BROADCASTING && atomic_load(&c->bc_dirty) && rmqi_mono_us() >= c->bc_next_us) {
@@ -3134,6 +3196,7 @@ static req *lead_turn(rmq_push_consumer *c, int64_t wait_ms, req *(*take)(rmq_pu
   if (!progress) {
     int ms = atomic_load(&c->throttled) ? 10 : 1000;
     if (wait_ms >= 0 && wait_ms < ms) ms = (int)wait_ms;
+    if (handover_ms >= 0 && handover_ms < ms) ms = (int)handover_ms;
     rmqi_store_wait(st, seq, ms);
   }
   pthread_mutex_lock(&c->mu);
@@ -3298,7 +3361,9 @@ static void *worker_main(void *arg)
       p->ptrs[r->first + i] = &p->slots[r->first + i];
     }
     rmq_consume_concurrently_context cc = {p->sb->topic, p->qid, 0, r->n - 1};
-    int status = dropped ? RMQ_CONSUME_SUCCESS : c->listener(c->listener_ctx, &p->ptrs[r->first], (size_t)r->n, &cc);
+    /* A request of a dropped queue is not delivered here (apply_assignment
+    ** takes them off the queues; this is only a guard). */
+    int status = dropped ? RMQ_RECONSUME_LATER : c->listener(c->listener_ctx, &p->ptrs[r->first], (size_t)r->n, &cc);
     int ok = status == RMQ_CONSUME_SUCCESS ? (cc.ack_index < r->n - 1 ? cc.ack_index + 1 : r->n) : 0;
     if (ok < 0) ok = 0;
     /* The failed part goes back to the broker (clustering: the retry topic
@@ -3306,6 +3371,7 @@ static void *worker_main(void *arg)
     ** broadcasting drops it, as RocketMQ does. A send-back that fails is
     ** retried locally after reconsume_delay_ms. */
     uint8_t sent_back[1024];
+    memset(sent_back, 0, (size_t)r->n);
     for (int i = ok; i < r->n && !dropped; i++) {
       const rmq_message_ext *e = &p->slots[r->first + i];
       if (c->o.message_model == RMQ_BROADCASTING) {
@@ -3324,7 +3390,8 @@ static void *worker_main(void *arg)
     int retry = 0;
     for (int i = 0; i < r->n; i++) {
       rmq_message_ext *e = &p->slots[r->first + i];
-      if (i < ok || p->dropped || sent_back[i]) { p->done[r->first + i] = 1; continue; }
+      if (i < ok || sent_back[i]) { p->done[r->first + i] = 1; continue; }
+      if (p->dropped) continue; /* not consumed: the queue's next owner delivers it */
       if (e->reconsume_times >= max_re) {
         rmqi_log(&c->b->env, RMQ_LOG_WARN, "consumer %s: message %s failed %d times; giving it up", c->client_id, e->msg_id,
                  e->reconsume_times + 1);
@@ -3353,6 +3420,7 @@ static void *worker_main(void *arg)
     }
     pq_pop_done(p);
     pq_commit(c, p);
+    if (p->dropped && p->inflight == 0) pq_unlock(c, p); /* hand the queue over */
     if (atomic_load(&c->throttled)) rmqi_store_wake(c->b->st);
   }
   pthread_mutex_unlock(&c->mu);
@@ -3424,6 +3492,15 @@ static void *worker_orderly_main(void *arg)
     pthread_mutex_lock(&c->mu);
     c->running--;
     int give_up = 0;
+    if (status == RMQ_SUSPEND_CURRENT_QUEUE_A_MOMENT && p->dropped) {
+      /* Not consumed, and the queue is another's now: its next owner
+      ** delivers these, once this consumer lets go of the lock. */
+      p->busy = 0;
+      p->inflight--;
+      if (p->inflight == 0) pq_unlock(c, p);
+      pthread_cond_signal(&c->work_cond);
+      continue;
+    }
     if (status == RMQ_SUSPEND_CURRENT_QUEUE_A_MOMENT) {
       for (int i = 0; i < r->n; i++)
         if (p->slots[r->first + i].reconsume_times >= max_re) give_up = 1;

@@ -765,6 +765,16 @@ typedef struct rmq_push_consumer_options {
   ** dots written %XX; start fails with RMQ_EINVAL when that name would pass
   ** 251 bytes). */
   const char *instance_name;
+  /* Clustering: when a rebalance moves a queue to another member, its new
+  ** owner starts only after this consumer's listener calls on the queue
+  ** have returned and its offset is committed, so no message is in two
+  ** listeners at once and nothing acknowledged is delivered again. Calls
+  ** not yet begun are left to the new owner. A call that outlasts this many
+  ** ms (default 60000, RocketMQ's lock lifetime) no longer holds the queue
+  ** back: the hand-over happens, a warning is logged, and the new owner
+  ** delivers that call's messages again. 0 hands over at once, as a RocketMQ
+  ** network client does. */
+  int handover_timeout_ms;
 } rmq_push_consumer_options;
 
 /* Writes every default into *o. Any thread. */
@@ -806,8 +816,9 @@ RMQ_API int rmq_push_consumer_register_listener_concurrently(rmq_push_consumer *
                                                              rmq_listener_concurrently fn,
                                                              void *ctx);
 /* Registers an orderly listener instead (MessageListenerOrderly): each queue
-** is consumed by one thread at a time, in order; a clustering group's
-** consumers hand a queue over only when its current call has returned.
+** is consumed by one thread at a time, in order; as with a concurrently
+** listener, a clustering group's consumers hand a queue over only when its
+** current call has returned (see handover_timeout_ms).
 ** Before start only. One thread at a time per handle. Errors: RMQ_EINVAL,
 ** RMQ_ESTATE. */
 RMQ_API int rmq_push_consumer_register_listener_orderly(rmq_push_consumer *c,

@@ -883,7 +883,7 @@ static int compare(sval l, sval r, int *c)
   if (l.t == V_STR && (r.t == V_INT || r.t == V_LONG || r.t == V_DBL)) {
     sval t = l; l = r; r = t;
     int ok = compare(l, r, c);
-    *c = -*c;
+    if (ok) *c = -*c; /* on a throw *c was never set */
     return ok;
   }
   if ((l.t == V_INT || l.t == V_LONG) && r.t == V_STR) {

@@ -624,6 +624,213 @@ static void test_join_leave_no_loss(void **state)
   tu_store_remove(path);
 }
 
+/* ---- exact hand-over: members join and leave under load, slow listener ---- */
+
+enum { HO_N = 4000 };
+#ifndef HO_TIMEOUT
+#define HO_TIMEOUT -1
+#endif
+
+typedef struct hoset {
+  atomic_int inside[HO_N]; /* listener calls holding message k now */
+  atomic_int acked[HO_N];  /* k's listener call returned SUCCESS */
+  atomic_int overlaps;     /* deliveries that began while k was in another call */
+  atomic_int again;        /* deliveries of a k already acknowledged */
+  atomic_int distinct, total;
+  int slow_us;
+} hoset;
+
+static int ho_listener(void *ctx, const rmq_message_ext *const *msgs, size_t n, rmq_consume_concurrently_context *cc)
+{
+  (void)cc;
+  hoset *s = ctx;
+  int ks[64];
+  for (size_t i = 0; i < n && i < 64; i++) {
+    char body[16];
+    int len = msgs[i]->body_len < 15 ? msgs[i]->body_len : 15;
+    memcpy(body, msgs[i]->body, (size_t)len);
+    body[len] = 0;
+    int k = ks[i] = atoi(body + 1);
+    if (k < 0 || k >= HO_N) continue;
+    if (atomic_fetch_add(&s->inside[k], 1) != 0) atomic_fetch_add(&s->overlaps, 1);
+    if (atomic_load(&s->acked[k])) atomic_fetch_add(&s->again, 1);
+    atomic_fetch_add(&s->total, 1);
+  }
+  usleep((useconds_t)s->slow_us);
+  for (size_t i = 0; i < n && i < 64; i++) {
+    int k = ks[i];
+    if (k < 0 || k >= HO_N) continue;
+    if (atomic_exchange(&s->acked[k], 1) == 0) atomic_fetch_add(&s->distinct, 1);
+    atomic_fetch_sub(&s->inside[k], 1);
+  }
+  return RMQ_CONSUME_SUCCESS;
+}
+
+typedef struct ho_sender {
+  rmq_broker *b;
+  const char *topic;
+  int n, pace_every;
+  atomic_int sent;
+} ho_sender;
+
+static void *ho_send(void *arg)
+{
+  ho_sender *s = arg;
+  rmq_producer *p;
+  rmq_msg *m;
+  if (rmq_producer_create(s->b, NULL, NULL, &p) || rmq_msg_create(&m, s->topic, NULL, "x", 1)) return NULL;
+  for (int i = 0; i < s->n; i++) {
+    char body[16];
+    snprintf(body, sizeof body, "h%d", i);
+    if (rmq_msg_set_body(m, body, strlen(body)) || rmq_producer_send(p, m, NULL)) break;
+    atomic_fetch_add(&s->sent, 1);
+    if (s->pace_every && i % s->pace_every == 0) usleep(1000);
+  }
+  rmq_msg_free(m);
+  rmq_producer_destroy(p);
+  return NULL;
+}
+
+static rmq_push_consumer *ho_member(rmq_broker *b, const char *topic, const char *inst, hoset *s, int threads,
+                                    int batch, int timeout_ms)
+{
+  rmq_push_consumer_options co;
+  rmq_push_consumer_options_init(&co);
+  co.consume_thread_min = co.consume_thread_max = threads;
+  co.consume_message_batch_max_size = batch;
+  co.consume_from_where = RMQ_CONSUME_FROM_FIRST_OFFSET;
+  co.instance_name = inst;
+  if (timeout_ms >= 0) co.handover_timeout_ms = timeout_ms;
+  rmq_push_consumer *c;
+  ok(rmq_push_consumer_create(b, "HandGroup", &co, &c));
+  ok(rmq_push_consumer_subscribe(c, topic, "*"));
+  ok(rmq_push_consumer_register_listener_concurrently(c, ho_listener, s));
+  ok(rmq_push_consumer_start(c));
+  return c;
+}
+
+/* Members join and leave seven times while a producer sends and every
+** listener call takes 2 ms: every message is delivered exactly once, and no
+** delivery starts while another call on the same message runs. */
+static void test_handover_exact(void **state)
+{
+  (void)state;
+  char path[1024];
+  tu_store_path(path, sizeof path, "group-handover");
+  rmq_broker *b;
+  ok(rmq_broker_open(path, NULL, &b));
+  ok(rmq_topic_create(b, "HandT", 8));
+  static hoset s;
+  memset(&s, 0, sizeof s);
+  s.slow_us = 10000;
+  ho_sender hs = {b, "HandT", HO_N, 40, 0};
+  rmq_push_consumer *m[4] = {NULL};
+  m[0] = ho_member(b, "HandT", "A", &s, 4, 2, HO_TIMEOUT);
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, ho_send, &hs), 0);
+  /* join B, join C, leave A, join D, leave B, join A', leave C: each step at
+  ** a new eighth of the sending. */
+  static const struct { int slot; const char *inst; } steps[] = {
+    {1, "B"}, {2, "C"}, {0, NULL}, {3, "D"}, {1, NULL}, {0, "A2"}, {2, NULL},
+  };
+  for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+    assert_true(tu_wait_atleast(&hs.sent, (int)(i + 1) * HO_N / 8, 20000));
+    int k = steps[i].slot;
+    if (steps[i].inst) m[k] = ho_member(b, "HandT", steps[i].inst, &s, 4, 2, HO_TIMEOUT);
+    else { rmq_push_consumer_destroy(m[k]); m[k] = NULL; }
+  }
+  pthread_join(th, NULL);
+  assert_int_equal(atomic_load(&hs.sent), HO_N);
+  if (!tu_wait_atleast(&s.distinct, HO_N, 30000)) fail_msg("%d of %d messages consumed", atomic_load(&s.distinct), HO_N);
+  for (int k = 0; k < 4; k++)
+    if (m[k]) rmq_push_consumer_destroy(m[k]);
+  print_message("  %d deliveries of %d messages, %d overlapping, %d of acknowledged messages\n", atomic_load(&s.total),
+                HO_N, atomic_load(&s.overlaps), atomic_load(&s.again));
+  assert_int_equal(atomic_load(&s.overlaps), 0);
+  assert_int_equal(atomic_load(&s.again), 0);
+  assert_int_equal(atomic_load(&s.total), HO_N);
+  ok(rmq_broker_close(b));
+  tu_store_remove(path);
+}
+
+/* A listener call that outlasts handover_timeout_ms no longer holds the
+** queue: the new owner delivers its message again, and a warning says so.
+** With the timeout at 0 the hand-over does not wait at all. */
+typedef struct blocker {
+  atomic_int entered, release, calls;
+} blocker;
+
+static int block_listener(void *ctx, const rmq_message_ext *const *msgs, size_t n, rmq_consume_concurrently_context *cc)
+{
+  (void)msgs; (void)n; (void)cc;
+  blocker *bl = ctx;
+  atomic_fetch_add(&bl->calls, 1);
+  if (atomic_fetch_add(&bl->entered, 1) == 0)
+    while (!atomic_load(&bl->release)) usleep(1000);
+  return RMQ_CONSUME_SUCCESS;
+}
+
+static void handover_timeout_case(int timeout_ms)
+{
+  char path[1024];
+  tu_store_path(path, sizeof path, "group-hto");
+  static tu_log log;
+  memset(&log, 0, sizeof log);
+  rmq_broker_options bo;
+  rmq_broker_options_init(&bo);
+  bo.log = tu_log_fn;
+  bo.log_ctx = &log;
+  rmq_broker *b;
+  ok(rmq_broker_open(path, &bo, &b));
+  ok(rmq_topic_create(b, "HtoT", 1));
+  static blocker bl;
+  memset(&bl, 0, sizeof bl);
+  rmq_push_consumer *c[2];
+  for (int i = 0; i < 2; i++) {
+    rmq_push_consumer_options co;
+    rmq_push_consumer_options_init(&co);
+    co.consume_thread_min = co.consume_thread_max = 1;
+    co.handover_timeout_ms = timeout_ms;
+    co.instance_name = i ? "B" : "A"; /* B sorts after A: the single queue moves to... */
+    ok(rmq_push_consumer_create(b, "HtoGroup", &co, &c[i]));
+    ok(rmq_push_consumer_subscribe(c[i], "HtoT", "*"));
+    ok(rmq_push_consumer_register_listener_concurrently(c[i], block_listener, &bl));
+  }
+  /* ... B alone first, then A joins and takes queue 0 (A sorts first). */
+  ok(rmq_push_consumer_start(c[1]));
+  rmq_producer *p;
+  ok(rmq_producer_create(b, NULL, NULL, &p));
+  rmq_msg *m;
+  ok(rmq_msg_create(&m, "HtoT", NULL, "x", 1));
+  ok(rmq_producer_send(p, m, NULL));
+  assert_true(tu_wait_atleast(&bl.entered, 1, 5000)); /* B is inside the call, blocked */
+  int64_t t0 = tu_mono_ms();
+  ok(rmq_push_consumer_start(c[0]));
+  /* A delivers the same message once B lets go, which it does after the timeout. */
+  assert_true(tu_wait_atleast(&bl.calls, 2, 10000));
+  int64_t waited = tu_mono_ms() - t0;
+  print_message("  timeout %d ms: redelivered after %lld ms\n", timeout_ms, (long long)waited);
+  assert_true(waited >= timeout_ms);
+  if (timeout_ms) assert_non_null(strstr(log.text, "handed over while a listener call on it still runs"));
+  atomic_store(&bl.release, 1);
+  rmq_msg_free(m);
+  rmq_producer_destroy(p);
+  rmq_push_consumer_destroy(c[0]);
+  rmq_push_consumer_destroy(c[1]);
+  ok(rmq_broker_close(b));
+  tu_store_remove(path);
+}
+
+static void test_handover_timeout(void **state)
+{
+  (void)state;
+  handover_timeout_case(300);
+  handover_timeout_case(0);
+  rmq_push_consumer_options co;
+  rmq_push_consumer_options_init(&co);
+  assert_int_equal(co.handover_timeout_ms, 60000);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -633,6 +840,8 @@ int main(void)
     cmocka_unit_test(test_broadcasting_offsets),
     cmocka_unit_test(test_lite_pull),
     cmocka_unit_test(test_join_leave_no_loss),
+    cmocka_unit_test(test_handover_exact),
+    cmocka_unit_test(test_handover_timeout),
   };
   if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));
   return cmocka_run_group_tests_name("group", tests, NULL, NULL);

@@ -4,13 +4,15 @@
 #   make demo       build and run the quick-start demo on ./demo-store
 #   make test       run the cmocka suite, then again under ASan + UBSan
 #   make tsan       run the concurrency tests under ThreadSanitizer
-#   make bench      run the benchmarks (and ../shared/peers when present)
+#   make bench      run the benchmarks (and, in the development tree, ../shared/peers:
+#                   SQLite and LMDB as queues, for the ratios; skipped when absent)
 #   make amalgamation   write build/rmq-amalgamation.c
 #   make install / uninstall   (PREFIX, DESTDIR)
 #   make DEBUG=1    keep assert()s, -O0
 #
-# Missing Debian packages (libxxhash-dev, libcmocka-dev) are installed with
-# apt-get when run as root; otherwise the exact command is printed.
+# Missing Debian packages are installed with apt-get when run as root;
+# otherwise the exact command is printed. The library (lib, install, demo,
+# amalgamation) needs libxxhash-dev only; the tests also need libcmocka-dev.
 
 CC      ?= cc
 PREFIX  ?= /usr/local
@@ -40,21 +42,17 @@ TSAN_TESTS ?= test_consumer test_producer test_disk test_retention test_order te
 
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-.PHONY: all deps lib demo test test-plain test-asan tsan bench amalgamation install uninstall clean fuzz
+.PHONY: all deps deps-lib lib demo test test-plain test-asan tsan bench amalgamation install uninstall clean fuzz FORCE
 .DEFAULT_GOAL := all
 
 all: deps lib $(B)/rmq-demo tests
 
 # --------------------------------------------------------------------------
-# Dependencies
+# Dependencies: $(call need,header,package) installs or names what is missing
 # --------------------------------------------------------------------------
-DEPS_STAMP := $(B)/.deps-ok
-deps: $(DEPS_STAMP)
-$(DEPS_STAMP):
-	@mkdir -p $(B)
-	@missing=""; \
-	 [ -f /usr/include/xxhash.h ] || missing="$$missing libxxhash-dev"; \
-	 [ -f /usr/include/cmocka.h ] || missing="$$missing libcmocka-dev"; \
+need = @mkdir -p $(B); \
+	 missing=""; for pair in $(1); do h=$${pair%%:*}; pkg=$${pair\#*:}; \
+	   [ -f /usr/include/$$h ] || missing="$$missing $$pkg"; done; \
 	 if [ -n "$$missing" ]; then \
 	   if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	     echo "installing$$missing"; \
@@ -63,15 +61,23 @@ $(DEPS_STAMP):
 	     echo "missing Debian packages:$$missing"; \
 	     echo "run: sudo apt-get install -y$$missing"; exit 1; \
 	   fi; \
-	 fi
-	@touch $@
+	 fi; touch $@
+
+LIB_DEPS  := $(B)/.deps-lib-ok
+DEPS_STAMP := $(B)/.deps-ok
+deps-lib: $(LIB_DEPS)
+deps: $(DEPS_STAMP)
+$(LIB_DEPS):
+	$(call need,xxhash.h:libxxhash-dev)
+$(DEPS_STAMP): | $(LIB_DEPS)
+	$(call need,xxhash.h:libxxhash-dev cmocka.h:libcmocka-dev)
 
 # --------------------------------------------------------------------------
 # Library
 # --------------------------------------------------------------------------
 lib: $(B)/librmq.a $(B)/librmq.so
 
-$(B)/obj/%.o: %.c $(LIB_HDR) | $(DEPS_STAMP)
+$(B)/obj/%.o: %.c $(LIB_HDR) | $(LIB_DEPS)
 	@mkdir -p $(@D)
 	$(CC) $(BASE_CFLAGS) $(CFLAGS) -fPIC -fvisibility=hidden -c $< -o $@
 
@@ -92,7 +98,7 @@ $(B)/librmq.so: $(B)/librmq.so.$(VERSION)
 $(B)/rmq-demo: $(EXAMPLES) $(wildcard examples/*.h) $(B)/librmq.a
 	$(CC) $(BASE_CFLAGS) $(CFLAGS) -I. -o $@ $(EXAMPLES) $(B)/librmq.a $(LDLIBS)
 
-demo: deps $(B)/rmq-demo
+demo: deps-lib $(B)/rmq-demo
 	$(B)/rmq-demo all
 
 # --------------------------------------------------------------------------
@@ -102,14 +108,37 @@ TEST_BINS      := $(patsubst %,$(B)/test/%,$(TESTS)) $(B)/test/test_amalgamation
 TEST_ASAN_BINS := $(patsubst %,$(B)/test-asan/%,$(TESTS))
 tests: $(TEST_BINS)
 
+# test_install runs `make install` from this tree and build directory.
+TEST_DEFS = $(if $(filter test_install,$(notdir $@)),-DRMQ_SRC_DIR='"$(CURDIR)"' -DRMQ_BUILD_DIR='"$(abspath $(B))"')
+
 $(B)/test/%: test/%.c $(wildcard test/*.h) $(B)/librmq.a | $(DEPS_STAMP)
 	@mkdir -p $(@D)
-	$(CC) $(BASE_CFLAGS) $(CFLAGS) -I. -o $@ $< $(B)/librmq.a -lcmocka $(LDLIBS)
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) $(TEST_DEFS) -I. -o $@ $< $(B)/librmq.a -lcmocka $(LDLIBS)
 
-# One test compiled against the amalgamation alone (no library).
-$(B)/test/test_amalgamation: test/test_api.c $(wildcard test/*.h) $(B)/rmq-amalgamation.c | $(DEPS_STAMP)
+# The README's example, extracted as written (the first ```c block after
+# "## Example") and built as a user would: default C dialect, -Wall -Wextra.
+# test_readme runs it.
+$(B)/readme/readme_example.c: README.md
 	@mkdir -p $(@D)
-	$(CC) $(BASE_CFLAGS) $(CFLAGS) -I. -DRMQ_TEST_AMALGAMATION -o $@ $< $(B)/rmq-amalgamation.c -lcmocka $(LDLIBS)
+	awk '/^## Example/{s=1} s==1&&/^```c/{s=2;next} s==2&&/^```/{exit} s==2{print}' README.md > $@
+	@test -s $@ || { echo "no example found in README.md"; exit 1; }
+
+$(B)/readme/readme_example: $(B)/readme/readme_example.c $(B)/librmq.a
+	$(CC) -O2 -Wall -Wextra -Werror -I. -o $@ $< $(B)/librmq.a $(LDLIBS)
+
+$(B)/test/test_readme $(B)/test-asan/test_readme: $(B)/readme/readme_example
+
+# One test compiled against the amalgamation alone (no library), with an
+# xxhash.h that stops the build first on the include path: the amalgamation
+# must carry xxHash itself.
+$(B)/noxxhash/xxhash.h:
+	@mkdir -p $(@D)
+	echo '#error "the amalgamation must not need xxhash.h"' > $@
+
+$(B)/test/test_amalgamation: test/test_api.c $(wildcard test/*.h) $(B)/rmq-amalgamation.c $(B)/noxxhash/xxhash.h | $(DEPS_STAMP)
+	@mkdir -p $(@D)
+	@! grep -n '^[[:space:]]*#[[:space:]]*include[[:space:]]*[<"]xxhash.h' $(B)/rmq-amalgamation.c
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) -I$(B)/noxxhash -I. -DRMQ_TEST_AMALGAMATION -o $@ $< $(B)/rmq-amalgamation.c -lcmocka $(LDLIBS)
 
 $(B)/asan/%.o: %.c $(LIB_HDR) | $(DEPS_STAMP)
 	@mkdir -p $(@D)
@@ -121,7 +150,7 @@ $(B)/asan/librmq.a: $(patsubst %.c,$(B)/asan/%.o,$(LIB_SRC))
 
 $(B)/test-asan/%: test/%.c $(wildcard test/*.h) $(B)/asan/librmq.a | $(DEPS_STAMP)
 	@mkdir -p $(@D)
-	$(CC) $(BASE_CFLAGS) -O1 -g $(SAN) -I. -o $@ $< $(B)/asan/librmq.a -lcmocka $(LDLIBS)
+	$(CC) $(BASE_CFLAGS) -O1 -g $(SAN) $(TEST_DEFS) -I. -o $@ $< $(B)/asan/librmq.a -lcmocka $(LDLIBS)
 
 $(B)/tsan/%.o: %.c $(LIB_HDR) | $(DEPS_STAMP)
 	@mkdir -p $(@D)
@@ -159,10 +188,10 @@ tsan: deps $(patsubst %,$(B)/test-tsan/%,$(filter $(TESTS),$(TSAN_TESTS)))
 # Amalgamation
 # --------------------------------------------------------------------------
 amalgamation: $(B)/rmq-amalgamation.c
-$(B)/rmq-amalgamation.c: $(LIB_SRC) $(LIB_HDR) tools/amalgamate.sh
+$(B)/rmq-amalgamation.c: $(LIB_SRC) $(LIB_HDR) tools/amalgamate.sh | $(LIB_DEPS)
 	@mkdir -p $(B)
 	sh tools/amalgamate.sh > $@.tmp && mv $@.tmp $@
-	@echo "wrote $@ (compile it with rmq.h beside it: cc -c -pthread rmq-amalgamation.c)"
+	@echo "wrote $@ (libc and pthreads only; compile it with rmq.h beside it: cc -c -pthread rmq-amalgamation.c)"
 
 # --------------------------------------------------------------------------
 # Benchmarks
@@ -176,7 +205,7 @@ PEERS_SRC := ../shared/peers/peers.c
 $(B)/peers: $(PEERS_SRC)
 	$(CC) -O2 -Wall -Wextra -std=c11 -o $@ $< -lsqlite3 -llmdb -lpthread
 
-bench: deps $(BENCH_BINS)
+bench: deps-lib $(BENCH_BINS)
 	@for b in $(BENCH_BINS); do echo "== $$b"; $$b > $$b.out; rc=$$?; cat $$b.out; test $$rc = 0 || exit 1; done
 	@if [ -f $(PEERS_SRC) ]; then \
 	   if [ -f /usr/include/sqlite3.h ] && [ -f /usr/include/lmdb.h ]; then \
@@ -186,30 +215,49 @@ bench: deps $(BENCH_BINS)
 	 fi
 
 # --------------------------------------------------------------------------
-# Install
+# Install: the library, rmq.h, rmq.pc, the rmq(3) reference (rmq.h as a man
+# page) and rmqadmin once tools/rmqadmin.c exists. Needs xxHash only.
 # --------------------------------------------------------------------------
-LIBDIR := $(PREFIX)/lib
-INCDIR := $(PREFIX)/include
+LIBDIR ?= $(PREFIX)/lib
+INCDIR ?= $(PREFIX)/include
+MANDIR ?= $(PREFIX)/share/man
+BINDIR ?= $(PREFIX)/bin
 PCDIR  := $(LIBDIR)/pkgconfig
+ADMIN  := $(if $(wildcard tools/rmqadmin.c),$(B)/rmqadmin)
 
-$(B)/rmq.pc: Makefile rmq.h
+# rmq.pc names the directories of this install: rebuilt whenever they change.
+PC_VARS := prefix=$(PREFIX) libdir=$(LIBDIR) includedir=$(INCDIR) version=$(VERSION)
+$(B)/pc-vars: FORCE
 	@mkdir -p $(B)
-	printf 'prefix=%s\nexec_prefix=$${prefix}\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: rmq\nDescription: RocketMQ message model as an embeddable C library\nVersion: %s\nLibs: -L$${libdir} -lrmq\nLibs.private: -pthread\nCflags: -I$${includedir}\n' \
-	  '$(PREFIX)' '$(VERSION)' > $@
+	@echo '$(PC_VARS)' | cmp -s - $@ || echo '$(PC_VARS)' > $@
+FORCE:
 
-install: lib $(B)/rmq.pc
-	install -d $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PCDIR)
+$(B)/rmq.pc: $(B)/pc-vars
+	printf 'prefix=%s\nexec_prefix=$${prefix}\nlibdir=%s\nincludedir=%s\n\nName: rmq\nDescription: RocketMQ message model as an embeddable C library\nVersion: %s\nLibs: -L$${libdir} -lrmq\nLibs.private: -pthread\nCflags: -I$${includedir}\n' \
+	  '$(PREFIX)' '$(LIBDIR)' '$(INCDIR)' '$(VERSION)' > $@
+
+$(B)/rmq.3: rmq.h tools/manpage.sh
+	@mkdir -p $(B)
+	sh tools/manpage.sh rmq.h $(VERSION) > $@
+
+$(B)/rmqadmin: tools/rmqadmin.c $(B)/librmq.a
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) -I. -o $@ $< $(B)/librmq.a $(LDLIBS)
+
+install: lib $(B)/rmq.pc $(B)/rmq.3 $(ADMIN)
+	install -d $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PCDIR) $(DESTDIR)$(MANDIR)/man3
 	install -m 644 rmq.h $(DESTDIR)$(INCDIR)/rmq.h
 	install -m 644 $(B)/librmq.a $(DESTDIR)$(LIBDIR)/librmq.a
 	install -m 755 $(B)/librmq.so.$(VERSION) $(DESTDIR)$(LIBDIR)/librmq.so.$(VERSION)
 	ln -sf librmq.so.$(VERSION) $(DESTDIR)$(LIBDIR)/librmq.so.$(SOMAJOR)
 	ln -sf librmq.so.$(VERSION) $(DESTDIR)$(LIBDIR)/librmq.so
 	install -m 644 $(B)/rmq.pc $(DESTDIR)$(PCDIR)/rmq.pc
+	install -m 644 $(B)/rmq.3 $(DESTDIR)$(MANDIR)/man3/rmq.3
+	$(if $(ADMIN),install -d $(DESTDIR)$(BINDIR) && install -m 755 $(ADMIN) $(DESTDIR)$(BINDIR)/rmqadmin)
 
 uninstall:
 	rm -f $(DESTDIR)$(INCDIR)/rmq.h $(DESTDIR)$(LIBDIR)/librmq.a $(DESTDIR)$(LIBDIR)/librmq.so \
 	      $(DESTDIR)$(LIBDIR)/librmq.so.$(SOMAJOR) $(DESTDIR)$(LIBDIR)/librmq.so.$(VERSION) \
-	      $(DESTDIR)$(PCDIR)/rmq.pc
+	      $(DESTDIR)$(PCDIR)/rmq.pc $(DESTDIR)$(MANDIR)/man3/rmq.3 $(DESTDIR)$(BINDIR)/rmqadmin
 
 clean:
 	rm -rf $(B) demo-store

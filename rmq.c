@@ -640,6 +640,8 @@ static int parse_ipv4(const char *s, uint8_t ip[4])
 
 static int check_broker_options(const rmq_broker_options *o)
 {
+  if (o->log_level < RMQ_LOG_NONE || o->log_level > RMQ_LOG_DEBUG)
+    return rmqi_err(RMQ_EINVAL, "log_level %d out of range RMQ_LOG_NONE (-1) .. RMQ_LOG_DEBUG (3)", o->log_level);
   if (o->flush_disk_type != RMQ_ASYNC_FLUSH && o->flush_disk_type != RMQ_SYNC_FLUSH)
     return rmqi_err(RMQ_EINVAL, "flush_disk_type %d is neither RMQ_ASYNC_FLUSH nor RMQ_SYNC_FLUSH", o->flush_disk_type);
   if (o->mapped_file_size_commit_log < 65536 || o->mapped_file_size_commit_log % 4096)
@@ -742,9 +744,10 @@ out_free:
 static int broker_due(rmq_broker *b, int64_t *next_ms)
 {
   int64_t now = rmqi_now(&b->env);
-  int64_t next = 1000;
+  int64_t next = 1000, store_next = 1000;
   int rc = schedule_due(b, now, &next);
-  int rcs = rmqi_store_run_due(b->st, now, &next);
+  int rcs = rmqi_store_run_due(b->st, now, &store_next);
+  if (store_next < next) next = store_next; /* the earlier of the two */
   if (!rc) rc = rcs;
   int rc2 = RMQ_OK;
   pthread_mutex_lock(&b->off_lock);

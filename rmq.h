@@ -112,9 +112,9 @@ RMQ_API int rmq_libversion_number(void);
 RMQ_API const char *rmq_errstr(int code);
 
 /* The calling thread's message for its most recent failed rmq call, e.g.
-** "topic 'a/b': illegal character '/' (allowed: ^[%|a-zA-Z0-9_-]+$)". Owned by
-** rmq, valid until this thread's next rmq call. "" when no call failed yet.
-** Any thread (each thread has its own message). */
+** "The specified topic[a/b] contains illegal character '/', allowing only ^[%|a-zA-Z0-9_-]+$".
+** Owned by rmq, valid until this thread's next rmq call. "" when no call
+** failed yet. Any thread (each thread has its own message). */
 RMQ_API const char *rmq_errmsg(void);
 
 /* ------------------------------------------------------------------------- */
@@ -160,16 +160,18 @@ RMQ_API void rmq_config_allocator(rmq_alloc_fn fn, void *ud);
 /* ConsumeOrderlyStatus: RMQ_CONSUME_SUCCESS, or this (RocketMQ's ordinal) */
 #define RMQ_SUSPEND_CURRENT_QUEUE_A_MOMENT 3
 
-/* ConsumeFromWhere */
-#define RMQ_CONSUME_FROM_LAST_OFFSET   0
-#define RMQ_CONSUME_FROM_FIRST_OFFSET  1
-#define RMQ_CONSUME_FROM_TIMESTAMP     2
+/* ConsumeFromWhere: where a push consumer starts on a queue its group has no
+** stored offset for (see rmq_push_consumer_options.consume_from_where). */
+#define RMQ_CONSUME_FROM_LAST_OFFSET   0 /* the queue's end (0 while it still holds its first message) */
+#define RMQ_CONSUME_FROM_FIRST_OFFSET  1 /* the queue's min offset: its oldest message still stored */
+#define RMQ_CONSUME_FROM_TIMESTAMP     2 /* the first message stored at or after consume_timestamp */
 
 /* MessageModel */
 #define RMQ_CLUSTERING    0
 #define RMQ_BROADCASTING  1
 
 /* Log levels, most severe first. */
+#define RMQ_LOG_NONE  -1 /* as log_level: nothing is logged */
 #define RMQ_LOG_ERROR 0
 #define RMQ_LOG_WARN  1
 #define RMQ_LOG_INFO  2
@@ -231,7 +233,7 @@ typedef struct rmq_broker_options {
   ** files were made with. */
   int64_t mapped_file_size_commit_log;
   /* mappedFileSizeConsumeQueue, bytes, default 6000000 (300000 units). Must be
-  ** a multiple of 20. */
+  ** a multiple of 20, at least 1280 (64 units). */
   int mapped_file_size_consume_queue;
   /* maxMessageSize, bytes of body, default 4194304. */
   int max_message_size;
@@ -250,8 +252,8 @@ typedef struct rmq_broker_options {
   ** written to config/consumerOffset.json this often (and at close). */
   int flush_consumer_offset_interval;
   /* Run rmq's one service thread (default 1): ASYNC flushes, ConsumeQueue
-  ** flushes, offset persistence, delayed delivery, the disk check and
-  ** retention. With 0, rmq
+  ** flushes, offset persistence, delayed delivery, the disk check,
+  ** retention and the completion of SYNC_FLUSH async sends. With 0, rmq
   ** starts no thread of its own for the broker and the application calls
   ** rmq_broker_run_due() instead. (Push consumers always own threads.) */
   int service_thread;
@@ -264,7 +266,7 @@ typedef struct rmq_broker_options {
   ** RMQ_DEFAULT_DELAY_LEVELS. A message's level above the count is clamped
   ** to the last. Parsed at open (the string need not outlive it). */
   const char *message_delay_level;
-  /* brokerName shown in MessageQueue, default "rmq-broker". Copied. */
+  /* brokerName shown in MessageQueue, default "rmq-broker" (1..63 bytes). Copied. */
   const char *broker_name;
   /* Store host written into records and offsetMsgId: IPv4 dotted string,
   ** default "127.0.0.1", and port, default 10911. Copied. */
@@ -273,8 +275,11 @@ typedef struct rmq_broker_options {
   /* The clock (NULL = the system clock) and its ctx. */
   rmq_clock_fn clock;
   void *clock_ctx;
-  /* Log sink (NULL = warnings and errors to stderr) and the most verbose
-  ** level passed to it, default RMQ_LOG_WARN (RMQ_LOG_INFO when log is set). */
+  /* Log sink (NULL = lines "rmq WARN: ..." to stderr) and the most verbose
+  ** level passed to it: RMQ_LOG_NONE (nothing, stderr stays silent) ..
+  ** RMQ_LOG_DEBUG, default RMQ_LOG_WARN (errors and warnings: a damaged
+  ** file repaired at open, a full disk, a failed offsets write, a queue
+  ** handed over after handover_timeout_ms). Others: RMQ_EINVAL. */
   rmq_log_fn log;
   void *log_ctx;
   int log_level;
@@ -322,7 +327,7 @@ typedef struct rmq_broker_options {
   int delete_file_batch_max;
 } rmq_broker_options;
 
-/* Writes every default into *o. Any thread. */
+/* Writes every default into *o (NULL: does nothing). Any thread. */
 RMQ_API void rmq_broker_options_init(rmq_broker_options *o);
 
 /* What the last open found and repaired. */
@@ -348,12 +353,18 @@ typedef struct rmq_recovery_info {
 ** ConsumeQueues. Damage met when there was no crash is skipped, not cut (see
 ** the README). Opening costs time and memory in proportion to the queues and
 ** the data since the checkpoint, not to the files' reserved size. What was
-** found and dropped is logged and readable with rmq_broker_recovery_info(). `o` may be NULL (defaults); its
-** strings are copied. On success *out is a broker the caller closes with
-** rmq_broker_close(). Any thread.
+** found and dropped is logged and readable with rmq_broker_recovery_info().
+** `o` may be NULL (defaults); its strings are copied. On success *out is a
+** broker the caller closes with rmq_broker_close(). Any thread.
 ** Errors: RMQ_EBUSY (the directory is already open, in this or another
-** process, by rmq or by RocketMQ: both lock byte 0 of `lock` with fcntl), RMQ_EIO / RMQ_ENOSPC (file calls), RMQ_ECORRUPT (a config file
-** and its .bak are both unreadable), RMQ_ENOMEM, RMQ_EINVAL (options). */
+** process, by rmq or by RocketMQ: both lock byte 0 of `lock` with fcntl),
+** RMQ_EIO / RMQ_ENOSPC (file calls), RMQ_ECORRUPT (damage rmq does not
+** repair, e.g. topics.json and its .bak both unreadable, a config file that
+** is not a regular file or is over 64 MiB, a CommitLog file out of
+** sequence, short though not the last, or holding another offset's records:
+** open refused, nothing changed), RMQ_ENOMEM (also: the service thread
+** cannot start), RMQ_EINVAL (dir NULL or empty, out NULL, an option out of
+** range or unparsable: rmq_errmsg() names it). */
 RMQ_API int rmq_broker_open(const char *dir, const rmq_broker_options *o, rmq_broker **out);
 
 /* Flushes everything, persists offsets and config, stops the service thread,
@@ -361,15 +372,38 @@ RMQ_API int rmq_broker_open(const char *dir, const rmq_broker_options *o, rmq_br
 ** made on it must be destroyed first (RMQ_ESTATE otherwise, and nothing is
 ** closed). NULL is a no-op returning RMQ_OK. After an I/O error during the
 ** final flush the broker is still freed and the error returned (the next
-** open then recovers). One thread, with no other call on this broker. */
+** open then recovers). One thread, with no other call on this broker.
+** Errors: RMQ_ESTATE (producers or consumers alive), RMQ_EIO / RMQ_ENOSPC /
+** RMQ_ENOMEM (the final flush, offsets or config writes). */
 RMQ_API int rmq_broker_close(rmq_broker *b);
 
 /* Does the service thread's work that is due now by the broker's clock:
-** ASYNC_FLUSH flush, ConsumeQueue flush, checkpoint, offset persistence,
-** delayed delivery, the disk check and retention (see the options).
-** Meant for brokers opened with service_thread = 0 (harmless otherwise). If
-** next_due_ms is not NULL it receives how many ms until more work is due.
-** Any thread. Errors: RMQ_EIO, RMQ_ENOSPC. */
+**   - delayed delivery (RocketMQ's ScheduleMessageService): messages sent
+**     with a delay level, and failed messages a consumer sent back to
+**     %RETRY%<group>, wait in SCHEDULE_TOPIC_XXXX, one queue per delay
+**     level; each one whose time has come is stored into its real topic and
+**     queue (the topic made if missing; one whose topic was deleted, or
+**     whose record retention took first, is skipped);
+**   - the periodic CommitLog flush, every flush_interval_commit_log when
+**     flush_commit_log_least_pages are dirty or
+**     flush_commit_log_thorough_interval has passed;
+**   - every clean_resource_interval, the disk check and retention
+**     (CommitLog files, then ConsumeQueue files and min offsets);
+**   - every flush_interval_consume_queue, the ConsumeQueue flush and the
+**     checkpoint;
+**   - every flush_consumer_offset_interval, when changed,
+**     config/consumerOffset.json and config/delayOffset.json;
+**   - completing SYNC_FLUSH async sends: a flush covering them, then their
+**     callbacks, on the calling thread.
+** Meant for brokers opened with service_thread = 0, which must call it
+** regularly: without it no delayed or retried message is delivered and no
+** SYNC_FLUSH async send completes. Harmless otherwise (each part runs in
+** one thread at a time). If next_due_ms is not NULL it receives how many ms
+** until the next of these is due (the next delayed message included, at
+** most 1000). Any thread.
+** Errors: RMQ_EIO / RMQ_ENOSPC (a flush, a file's deletion, a config write,
+** a delayed message's store; retried at its next turn), RMQ_ENOMEM,
+** RMQ_ETIMEDOUT (a CommitLog flush waited over 60 s for another thread's). */
 RMQ_API int rmq_broker_run_due(rmq_broker *b, int64_t *next_due_ms);
 
 /* RocketMQ's executeDeleteFilesManually, done now: deletes every CommitLog
@@ -378,14 +412,20 @@ RMQ_API int rmq_broker_run_due(rmq_broker *b, int64_t *next_due_ms);
 ** point only below the new first offset, exactly as the periodic clean-up
 ** does. *deleted (may be NULL) gets the number of CommitLog files deleted.
 ** A file a message view still holds leaves the disk when the view ends.
-** Any thread. Errors: RMQ_EIO. */
+** Any thread. Errors: RMQ_EIO / RMQ_ENOSPC (the CommitLog flush done first,
+** or a file's removal), RMQ_ETIMEDOUT (that flush waited over 60 s for
+** another thread's). */
 RMQ_API int rmq_broker_delete_expired_files(rmq_broker *b, int *deleted);
 
-/* Flushes the CommitLog, ConsumeQueues, checkpoint and consumer offsets to
-** disk now, whatever the flush type. Any thread. Errors: RMQ_EIO, RMQ_ENOSPC. */
+/* Flushes the CommitLog, ConsumeQueues, checkpoint, consumer and delay
+** offsets to disk now, whatever the flush type, and completes the SYNC_FLUSH
+** async sends it covers (their callbacks run on this thread). Any thread.
+** Errors: RMQ_EIO, RMQ_ENOSPC, RMQ_ENOMEM (writing the offsets),
+** RMQ_ETIMEDOUT (the CommitLog flush waited over 60 s for another thread's). */
 RMQ_API int rmq_broker_flush(rmq_broker *b);
 
-/* Copies what the last open found into *out. Any thread. */
+/* Copies what the last open found into *out. Any thread.
+** Errors: RMQ_EINVAL (out NULL). */
 RMQ_API int rmq_broker_recovery_info(rmq_broker *b, rmq_recovery_info *out);
 
 /* ------------------------------------------------------------------------- */
@@ -412,9 +452,10 @@ typedef struct rmq_message_queue {
 ** config/rmq_topics.journal, folded into config/topics.json (written
 ** atomically) as the journal grows and at close, so N creates cost O(N).
 ** Any thread.
-** Errors: RMQ_ETOPIC (name), RMQ_EFORBIDDEN (a system topic name),
-** RMQ_EQUEUE (queue_nums out of range), RMQ_EIO / RMQ_ENOSPC (writing the
-** topic journal; the call then changed nothing), RMQ_ENOMEM. */
+** Errors: RMQ_EINVAL (b NULL or not an open broker), RMQ_ETOPIC (name),
+** RMQ_EFORBIDDEN (a system topic name), RMQ_EQUEUE (queue_nums out of
+** range), RMQ_EIO / RMQ_ENOSPC (writing the topic journal; the call then
+** changed nothing), RMQ_ENOMEM. */
 RMQ_API int rmq_topic_create(rmq_broker *b, const char *topic, int queue_nums);
 
 /* Deletes topic `topic`, as RocketMQ's deleteTopic: it is gone from
@@ -428,7 +469,8 @@ RMQ_API int rmq_topic_create(rmq_broker *b, const char *topic, int queue_nums);
 ** (config/rmq_deleted_topics.txt; an open after a crash finishes a
 ** deletion cut short). Any thread.
 ** Errors: RMQ_ETOPIC (name), RMQ_EFORBIDDEN (a system topic),
-** RMQ_ENOTOPIC (no such topic), RMQ_EIO / RMQ_ENOSPC (nothing changed). */
+** RMQ_ENOTOPIC (no such topic), RMQ_EIO / RMQ_ENOSPC / RMQ_ENOMEM (nothing
+** changed). */
 RMQ_API int rmq_topic_delete(rmq_broker *b, const char *topic);
 
 /* Deletes consumer group `group`, as RocketMQ's deleteSubscriptionGroup
@@ -438,16 +480,19 @@ RMQ_API int rmq_topic_delete(rmq_broker *b, const char *topic);
 ** own file are the client's, as in RocketMQ, and stay. Any thread.
 ** Errors: RMQ_EGROUP (name), RMQ_ESTATE (a consumer of the group is alive:
 ** destroy it first), RMQ_ENOTFOUND (no offsets, retry or dead-letter topic
-** of the group), RMQ_EIO / RMQ_ENOSPC. */
+** of the group), RMQ_EIO / RMQ_ENOSPC, RMQ_ENOMEM. */
 RMQ_API int rmq_group_delete(rmq_broker *b, const char *group);
 
 /* Fills out[0..cap) with the broker's topics in name order and sets *n to
 ** how many exist (which may exceed cap: call again with a bigger array).
-** out may be NULL when cap is 0. Any thread. */
+** out may be NULL when cap is 0. Any thread.
+** Errors: RMQ_EINVAL (n NULL, or out NULL with cap > 0), RMQ_ENOMEM. */
 RMQ_API int rmq_topic_list(rmq_broker *b, rmq_topic_info *out, size_t cap, size_t *n);
 
 /* The first and one-past-last queue offsets stored in one queue (min == max:
-** the queue is empty). Any thread. Errors: RMQ_ENOTOPIC, RMQ_EQUEUE. */
+** the queue is empty); either out pointer may be NULL. Any thread.
+** Errors: RMQ_EINVAL (topic NULL), RMQ_ENOTOPIC (no such topic; the name is
+** not otherwise checked), RMQ_EQUEUE. */
 RMQ_API int rmq_topic_queue_offsets(rmq_broker *b, const char *topic, int queue_id,
                                     int64_t *min_offset, int64_t *max_offset);
 
@@ -463,34 +508,45 @@ typedef struct rmq_msg rmq_msg;
 
 /* Creates a message. topic, tags and body may be NULL (set them later);
 ** body_len bytes of body are copied. Free with rmq_msg_free(). Any thread.
-** Errors: RMQ_ENOMEM, and the errors of the matching setters. */
+** Errors: RMQ_EINVAL (out NULL), RMQ_EPROPERTY (tags, as
+** rmq_msg_set_tags), RMQ_ENOMEM. */
 RMQ_API int rmq_msg_create(rmq_msg **out, const char *topic, const char *tags,
                            const void *body, size_t body_len);
 /* Frees a message. NULL is a no-op. One thread at a time per message, and
 ** not while a send of it is running. */
 RMQ_API void rmq_msg_free(rmq_msg *m);
 
-/* Setters copy their arguments. One thread at a time per message, and not
-** while a send of it is running. Topic names are checked at send time. */
+/* Setters (this one to rmq_msg_put_user_property) copy their arguments. One
+** thread at a time per message, and not while a send of it is running.
+** The topic's name is checked at send time; this call's errors: RMQ_EINVAL
+** (topic NULL), RMQ_ENOMEM. */
 RMQ_API int rmq_msg_set_topic(rmq_msg *m, const char *topic);
-/* Tags (property TAGS; NULL or "" clears). Errors: RMQ_EPROPERTY. */
+/* Tags (property TAGS; NULL or "" clears). One thread at a time per message.
+** Errors: RMQ_EPROPERTY (blank, invalid UTF-8, a 0x01 or 0x02 byte),
+** RMQ_ENOMEM. */
 RMQ_API int rmq_msg_set_tags(rmq_msg *m, const char *tags);
 /* Keys (property KEYS), several separated by a space; each is indexed.
-** NULL or "" clears. Errors: RMQ_EPROPERTY. */
+** NULL or "" clears. One thread at a time per message. Errors: RMQ_EPROPERTY
+** (as tags), RMQ_ENOMEM. */
 RMQ_API int rmq_msg_set_keys(rmq_msg *m, const char *keys);
-/* Body bytes (binary), copied. Emptiness and size are checked at send. */
+/* Body bytes (binary), copied (body NULL: empty). Emptiness and size are
+** checked at send. One thread at a time per message. Errors: RMQ_ENOMEM. */
 RMQ_API int rmq_msg_set_body(rmq_msg *m, const void *body, size_t len);
-/* The user's int flag, stored as is. */
+/* The user's int flag, stored as is. One thread at a time per message. */
 RMQ_API int rmq_msg_set_flag(rmq_msg *m, int32_t flag);
-/* Delay level 0 (none) .. 18; above 18 is clamped to 18 at send. Stored in
-** the DELAY property. Errors: RMQ_EINVAL for a negative level. */
+/* Delay level: 0 (none), or 1 .. the broker's level count (18 with
+** RocketMQ's default message_delay_level); a higher one is clamped to the
+** last level at send. Stored in the DELAY property. One thread at a time
+** per message. Errors: RMQ_EINVAL (a negative level), RMQ_ENOMEM. */
 RMQ_API int rmq_msg_set_delay_time_level(rmq_msg *m, int level);
 /* waitStoreMsgOK (property WAIT), default 1. With 0 a SYNC_FLUSH send does
-** not wait for the disk. */
+** not wait for the disk. One thread at a time per message. Errors:
+** RMQ_ENOMEM. */
 RMQ_API int rmq_msg_set_wait_store_msg_ok(rmq_msg *m, int wait);
-/* Adds or replaces a user property. Errors: RMQ_EPROPERTY (blank name or
-** value, invalid UTF-8, a 0x01 or 0x02 byte), RMQ_ERESERVED (a name RocketMQ
-** reserves, e.g. TAGS, UNIQ_KEY, DELAY). */
+/* Adds or replaces a user property. One thread at a time per message.
+** Errors: RMQ_EPROPERTY (name or value NULL or blank, invalid UTF-8, a 0x01
+** or 0x02 byte), RMQ_ERESERVED (a name RocketMQ reserves, e.g. TAGS,
+** UNIQ_KEY, DELAY), RMQ_ENOMEM. */
 RMQ_API int rmq_msg_put_user_property(rmq_msg *m, const char *name, const char *value);
 /* The value of a property (TAGS, KEYS, WAIT, DELAY or a user property) or
 ** NULL. Owned by the message, valid until it changes. Any thread while no
@@ -548,19 +604,22 @@ typedef struct rmq_message_ext {
 } rmq_message_ext;
 
 /* Finds property `name` among m's stored properties: *value (not
-** NUL-terminated, pointing into the view) and *len. Errors: RMQ_ENOTFOUND.
-** Any thread while the view is valid. */
+** NUL-terminated, pointing into the view) and *len. Any thread while the
+** view is valid. Errors: RMQ_EINVAL (an argument NULL, name too),
+** RMQ_ENOTFOUND. */
 RMQ_API int rmq_message_ext_property(const rmq_message_ext *m, const char *name,
                                      const char **value, size_t *len);
 /* Makes an owned deep copy of a view, valid until rmq_message_ext_free().
-** Any thread while the view is valid. Errors: RMQ_ENOMEM. */
+** Any thread while the view is valid. Errors: RMQ_EINVAL (m or out NULL),
+** RMQ_ENOMEM. */
 RMQ_API int rmq_message_ext_copy(const rmq_message_ext *m, rmq_message_ext **out);
 /* Frees a copy from rmq_message_ext_copy; NULL is a no-op. One thread, not
 ** while another thread reads the copy. */
 RMQ_API void rmq_message_ext_free(rmq_message_ext *m);
 /* Writes RocketMQ's MessageExt.toString() of m into buf (always
 ** NUL-terminated when cap > 0) and returns the length the whole text needs,
-** like snprintf. Any thread while the view is valid. */
+** like snprintf. Any thread while the view is valid. RMQ_EINVAL (negative)
+** when m is NULL, or buf NULL with cap > 0. */
 RMQ_API int rmq_message_ext_format(const rmq_message_ext *m, char *buf, size_t cap);
 
 /* ------------------------------------------------------------------------- */
@@ -588,7 +647,7 @@ typedef struct rmq_send_result {
 } rmq_send_result;
 
 /* Writes RocketMQ's SendResult.toString() (4.x form) into buf, snprintf-like.
-** Any thread. */
+** Any thread. RMQ_EINVAL (negative) when r is NULL, or buf NULL with cap > 0. */
 RMQ_API int rmq_send_result_format(const rmq_send_result *r, char *buf, size_t cap);
 
 typedef struct rmq_producer_options {
@@ -606,13 +665,15 @@ typedef struct rmq_producer_options {
   int born_port;
 } rmq_producer_options;
 
-/* Writes every default into *o. Any thread. */
+/* Writes every default into *o (NULL: does nothing). Any thread. */
 RMQ_API void rmq_producer_options_init(rmq_producer_options *o);
 
 /* Creates a producer of group `group` (NULL = "DEFAULT_PRODUCER") on broker
 ** b. Destroy with rmq_producer_destroy() before closing the broker. Any
 ** thread; the producer may then be shared by any number of threads.
-** Errors: RMQ_EGROUP, RMQ_ENOMEM. */
+** Errors: RMQ_EINVAL (out NULL; born_host not a dotted IPv4 address;
+** send_msg_timeout or max_message_size below 1, default_topic_queue_nums
+** outside 1..1024 or born_port outside 0..65535), RMQ_EGROUP, RMQ_ENOMEM. */
 RMQ_API int rmq_producer_create(rmq_broker *b, const char *group,
                                 const rmq_producer_options *o, rmq_producer **out);
 /* Waits for the producer's pending async sends to complete (their callbacks
@@ -625,18 +686,24 @@ RMQ_API void rmq_producer_destroy(rmq_producer *p);
 ** record and, under SYNC_FLUSH with waitStoreMsgOK, waits for the disk. The
 ** message gets a UNIQ_KEY (msgId) unless it has one. *r receives the result
 ** (r may be NULL). Any thread; a producer may be shared by any number of
-** threads. Errors: RMQ_ETOPIC, RMQ_EFORBIDDEN, RMQ_ENOTOPIC, RMQ_ENOBODY,
-** RMQ_EMSGSIZE, RMQ_EPROPSIZE, RMQ_EIO, RMQ_ENOSPC (the disk is full, or
-** fuller than disk_space_warning_level_ratio: the message names the file
-** or the level; nothing stored is harmed and sending works again once
-** space is freed), RMQ_ENOMEM (the thread's
-** first send could not make its buffers). A flush timeout is not an
-** error: RMQ_OK with r->send_status = RMQ_FLUSH_DISK_TIMEOUT. */
+** threads. Errors: RMQ_ETOPIC, RMQ_EFORBIDDEN (a topic closed to sends,
+** e.g. SCHEDULE_TOPIC_XXXX, or auto-creating a system topic), RMQ_ENOTOPIC
+** (no such topic and auto_create_topic_enable off, or deleted meanwhile),
+** RMQ_ENOBODY (m NULL or its body empty), RMQ_EMSGSIZE (body over
+** max_message_size, or the record over a CommitLog file), RMQ_EPROPSIZE,
+** RMQ_EIO, RMQ_ENOSPC (the disk is full, or fuller than
+** disk_space_warning_level_ratio: the message names the file or the level;
+** nothing stored is harmed and sending works again once space is freed),
+** RMQ_ENOMEM (e.g. the thread's first send could not make its buffers).
+** Under SYNC_FLUSH an RMQ_EIO / RMQ_ENOSPC of the flush comes after the
+** record is stored. A flush timeout is not an error: RMQ_OK with
+** r->send_status = RMQ_FLUSH_DISK_TIMEOUT. */
 RMQ_API int rmq_producer_send(rmq_producer *p, const rmq_msg *m, rmq_send_result *r);
 
 /* Sends m to queue `queue_id` of its topic. As rmq_producer_send, plus
-** RMQ_EQUEUE when the queue does not exist. Any thread; a producer may be
-** shared by any number of threads. */
+** RMQ_EQUEUE when the queue does not exist (queue_id negative or not below
+** the topic's queue count). Any thread; a producer may be shared by any
+** number of threads. */
 RMQ_API int rmq_producer_send_to_queue(rmq_producer *p, const rmq_msg *m, int queue_id,
                                        rmq_send_result *r);
 
@@ -661,30 +728,35 @@ RMQ_API int rmq_producer_send_select(rmq_producer *p, const rmq_msg *m, rmq_queu
 ** not NULL, has room for n results (RocketMQ joins the ids with commas).
 ** Rules: 1 <= n <= 65536, one topic, no delay level, no %RETRY% topic, the same
 ** waitStoreMsgOK, and all records together within max_message_size. Errors:
-** RMQ_EBATCH (the rules), RMQ_EMSGSIZE (size), those of rmq_producer_send
-** (the message is named in rmq_errmsg()). Any thread; a producer may be
-** shared by any number of threads. */
+** RMQ_EINVAL (msgs NULL with n > 0), RMQ_EBATCH (the rules), RMQ_EMSGSIZE
+** (size), those of rmq_producer_send (the message is named in
+** rmq_errmsg()). Any thread; a producer may be shared by any number of
+** threads. */
 RMQ_API int rmq_producer_send_batch(rmq_producer *p, const rmq_msg *const *msgs, size_t n,
                                     rmq_send_result *results);
 
 /* Async completion: rc is RMQ_OK with the result, or the error (r NULL). The
-** result is valid during the call. Called on the sending thread (ASYNC_FLUSH)
-** or on an rmq thread when the flush completes (SYNC_FLUSH); it must not
-** destroy the producer. It may send, on this producer or another (on the
-** sending thread it runs after that send is done with its buffers). */
+** result is valid during the call. Called on the sending thread before the
+** send returns, unless the send waits for the disk (SYNC_FLUSH with
+** waitStoreMsgOK): then once a flush covers the record (rc: that flush's
+** error, if any), on the thread completing it: the service thread, or one
+** calling rmq_broker_run_due, rmq_broker_flush or rmq_producer_destroy. It
+** must not destroy the producer. It may send, on this producer or another
+** (on the sending thread it runs after that send is done with its buffers). */
 typedef void (*rmq_send_callback)(void *ctx, int rc, const rmq_send_result *r);
 
 /* Sends m without waiting for the disk: the record is stored before this
 ** returns (so m may be changed at once) and cb runs when the send is
-** complete (durable under SYNC_FLUSH). Validation errors are returned here
-** and cb is not called. Any thread; a producer may be shared by any number
-** of threads. */
+** complete (durable under SYNC_FLUSH). Any thread; a producer may be shared
+** by any number of threads. Errors (then cb is not called): those of
+** rmq_producer_send but a flush's, and RMQ_ENOMEM (queueing the completion). */
 RMQ_API int rmq_producer_send_async(rmq_producer *p, const rmq_msg *m,
                                     rmq_send_callback cb, void *ctx);
 
 /* Sends m and forgets it: stored before return, never waits for the disk,
-** no result. Validation and store errors are still returned. Any thread; a
-** producer may be shared by any number of threads. */
+** no result. Validation and store errors are still returned: those of
+** rmq_producer_send but a flush's. Any thread; a producer may be shared by
+** any number of threads. */
 RMQ_API int rmq_producer_send_oneway(rmq_producer *p, const rmq_msg *m);
 
 /* ------------------------------------------------------------------------- */
@@ -736,11 +808,17 @@ typedef int (*rmq_listener_orderly)(void *ctx, const rmq_message_ext *const *msg
 typedef struct rmq_push_consumer_options {
   int message_model;          /* RMQ_CLUSTERING (default) or RMQ_BROADCASTING */
   /* consumeFromWhere, default RMQ_CONSUME_FROM_LAST_OFFSET; used only when
-  ** the group has no stored offset for a queue. As in RocketMQ, LAST_OFFSET
-  ** starts at 0 while the queue still holds its first message. */
+  ** the group (broadcasting: this consumer's own file) has no stored offset
+  ** for a queue. LAST_OFFSET starts at the queue's end, but, as in RocketMQ,
+  ** at 0 while the queue still holds its first message; FIRST_OFFSET at the
+  ** queue's min offset; TIMESTAMP as consume_timestamp says. */
   int consume_from_where;
-  /* consumeTimestamp for CONSUME_FROM_TIMESTAMP, ms since epoch; default 0 =
-  ** half an hour before start. */
+  /* consumeTimestamp for CONSUME_FROM_TIMESTAMP, ms since epoch by the
+  ** broker's clock; default 0 = half an hour before the consumer takes the
+  ** queue (at start, or at a later rebalance). Consumption starts at the
+  ** first message whose store time is at or after it (the queue's min
+  ** offset when none is older), or at the queue's end when every message is
+  ** older. Only for a queue without a stored offset, as above. */
   int64_t consume_timestamp;
   int consume_thread_min;     /* consumeThreadMin, default 20 */
   int consume_thread_max;     /* consumeThreadMax, default 20 (the pool is fixed at max(min,max), plus one that pulls) */
@@ -777,7 +855,7 @@ typedef struct rmq_push_consumer_options {
   int handover_timeout_ms;
 } rmq_push_consumer_options;
 
-/* Writes every default into *o. Any thread. */
+/* Writes every default into *o (NULL: does nothing). Any thread. */
 RMQ_API void rmq_push_consumer_options_init(rmq_push_consumer_options *o);
 
 /* Selector types (RocketMQ's ExpressionType), for subscribe, pull, assign
@@ -787,14 +865,15 @@ RMQ_API void rmq_push_consumer_options_init(rmq_push_consumer_options *o);
 
 /* Creates a push consumer of `group` on broker b. Subscribe, register a
 ** listener, then start it. Destroy before closing the broker. Any thread.
-** Errors: RMQ_EGROUP, RMQ_EINVAL (options), RMQ_ENOMEM. */
+** Errors: RMQ_EGROUP, RMQ_EINVAL (out NULL, or an option out of range:
+** rmq_errmsg() names it), RMQ_ENOMEM. */
 RMQ_API int rmq_push_consumer_create(rmq_broker *b, const char *group,
                                      const rmq_push_consumer_options *o,
                                      rmq_push_consumer **out);
 /* Subscribes `topic` with a tag expression: "*" or NULL (everything), or
 ** "a || b || c" (messages whose tag is one of them). Subscribing a topic
 ** again replaces its expression. Before start only. One thread at a time per
-** handle. Errors: RMQ_ETOPIC, RMQ_EEXPR, RMQ_ESTATE. */
+** handle. Errors: RMQ_ETOPIC, RMQ_EEXPR, RMQ_ESTATE (started), RMQ_ENOMEM. */
 RMQ_API int rmq_push_consumer_subscribe(rmq_push_consumer *c, const char *topic,
                                         const char *expression);
 /* Subscribes `topic` with a selector (RocketMQ's MessageSelector): type
@@ -802,16 +881,16 @@ RMQ_API int rmq_push_consumer_subscribe(rmq_push_consumer *c, const char *topic,
 ** SQL92 expression over the message's properties (MessageSelector.bySql,
 ** e.g. "sex='F' AND age>=18"; see the README). Messages that do not match
 ** are skipped store-side: the group's offset moves past them and the
-** listener never sees them. The group's own %RETRY% topic is always
-** subscribed with "*", as in RocketMQ. Before start only. One thread at a
-** time per handle. Errors:
+** listener never sees them. A clustering consumer's start subscribes its
+** group's %RETRY%<group> topic with "*", as in RocketMQ. Before start only.
+** One thread at a time per handle. Errors:
 ** RMQ_ETOPIC, RMQ_EINVAL (type), RMQ_EEXPR (rmq_errmsg() names the column
-** and what was expected), RMQ_ENOTSUP (SQL92 with enable_property_filter
-** off), RMQ_ESTATE, RMQ_ENOMEM. */
+** and what was expected; a NULL SQL92 expression too), RMQ_ENOTSUP (SQL92
+** with enable_property_filter off), RMQ_ESTATE (started), RMQ_ENOMEM. */
 RMQ_API int rmq_push_consumer_subscribe_selector(rmq_push_consumer *c, const char *topic, int type,
                                                  const char *expression);
 /* Registers the listener. Before start only. One thread at a time per
-** handle. Errors: RMQ_ESTATE. */
+** handle. Errors: RMQ_EINVAL (fn NULL), RMQ_ESTATE (started). */
 RMQ_API int rmq_push_consumer_register_listener_concurrently(rmq_push_consumer *c,
                                                              rmq_listener_concurrently fn,
                                                              void *ctx);
@@ -819,8 +898,8 @@ RMQ_API int rmq_push_consumer_register_listener_concurrently(rmq_push_consumer *
 ** is consumed by one thread at a time, in order; as with a concurrently
 ** listener, a clustering group's consumers hand a queue over only when its
 ** current call has returned (see handover_timeout_ms).
-** Before start only. One thread at a time per handle. Errors: RMQ_EINVAL,
-** RMQ_ESTATE. */
+** Before start only. One thread at a time per handle. Errors: RMQ_EINVAL
+** (fn NULL), RMQ_ESTATE (started). */
 RMQ_API int rmq_push_consumer_register_listener_orderly(rmq_push_consumer *c,
                                                         rmq_listener_orderly fn, void *ctx);
 /* Joins the group (queues are shared out among its clustering consumers
@@ -829,13 +908,28 @@ RMQ_API int rmq_push_consumer_register_listener_orderly(rmq_push_consumer *c,
 ** take turns pulling, and the one whose pull found messages runs the
 ** listener on the first of them itself; at most max(min, max) run a
 ** listener at once). New messages wake the consumer at
-** once (long polling). One thread at a time per
-** handle. Errors: RMQ_ESTATE (no listener or subscription, or started),
-** RMQ_ENOMEM, RMQ_EINVAL (a subscribed topic is unknown and cannot be made). */
+** once (long polling). A clustering consumer first subscribes
+** %RETRY%<group> with "*" (made with one queue if missing); a subscribed
+** topic that does not exist is made (min(4, default_topic_queue_nums)
+** queues). A shut-down consumer cannot start again. One thread at a time
+** per handle. Errors: RMQ_ESTATE (no listener or subscription, started
+** before, or a broadcasting consumer of the group with the same instance
+** name runs), RMQ_ENOTOPIC (a subscribed topic does not exist and
+** auto_create_topic_enable is off), RMQ_EINVAL (a broadcasting consumer's
+** offsets file name would pass 251 bytes), RMQ_EIO / RMQ_ENOSPC (making a
+** topic), RMQ_ENOMEM (also: no consume thread could start). */
 RMQ_API int rmq_push_consumer_start(rmq_push_consumer *c);
-/* The queues currently assigned to c by its group's rebalance (all of its
-** topics' queues when broadcasting), at most cap of them into out; *n gets
-** the count (which may exceed cap). Any thread. Errors: RMQ_EINVAL. */
+/* The queues currently assigned to c by its group's rebalance, at most cap
+** of them into out; *n gets the count (which may exceed cap). Clustering:
+** c's share (AllocateMessageQueueAveragely, topic by topic) of each
+** subscribed topic's queues, %RETRY%<group> included: start subscribes it,
+** and with its one queue it is listed (topic "%RETRY%<group>", queue 0) by
+** the group's first consumer in client id order only. Broadcasting: every
+** queue of each subscribed topic, no retry topic. In subscription order
+** (%RETRY%<group> last unless subscribed before), queues ascending; none
+** before start or after shutdown. A queue may be listed while its previous
+** owner still finishes its calls (see handover_timeout_ms). Any thread.
+** Errors: RMQ_EINVAL (n NULL, or out NULL with cap > 0). */
 RMQ_API int rmq_push_consumer_assigned_queues(rmq_push_consumer *c, rmq_message_queue *out,
                                               size_t cap, size_t *n);
 /* Stops delivery: waits for running listeners, commits and persists the
@@ -857,7 +951,8 @@ typedef struct rmq_selector rmq_selector;
 ** expression text is copied. A bad expression is RMQ_EEXPR with
 ** rmq_errmsg() naming the column and what was expected; SQL92 follows
 ** RocketMQ 5 with the differences listed in the README. Needs no broker.
-** Any thread. Errors: RMQ_EINVAL (type, out), RMQ_EEXPR, RMQ_ENOMEM. */
+** Any thread. Errors: RMQ_EINVAL (type, out), RMQ_EEXPR (a NULL SQL92
+** expression too; a NULL tag expression is "*"), RMQ_ENOMEM. */
 RMQ_API int rmq_selector_compile(int type, const char *expression, rmq_selector **out);
 /* 1 when a message with the properties props[0..2*nprops) (name, value,
 ** name, value, ...; TAGS among them; of duplicate names the last wins) is
@@ -866,8 +961,8 @@ RMQ_API int rmq_selector_compile(int type, const char *expression, rmq_selector 
 ** 359 bytes. Any thread, s shared read-only. RMQ_EINVAL (negative) for NULL
 ** arguments. */
 RMQ_API int rmq_selector_match(const rmq_selector *s, const char *const *props, size_t nprops);
-/* Frees a selector from rmq_selector_compile; NULL is a no-op. Not while
-** another thread matches with it. */
+/* Frees a selector from rmq_selector_compile; NULL is a no-op. Any thread,
+** but not while another thread matches with it. */
 RMQ_API void rmq_selector_free(rmq_selector *s);
 
 /* ------------------------------------------------------------------------- */
@@ -882,8 +977,8 @@ typedef struct rmq_queue_progress {
 } rmq_queue_progress;
 
 /* A clustering group's progress on each queue of topic, at most cap entries
-** into out; *n gets the queue count. Any thread. Errors: RMQ_EINVAL,
-** RMQ_EGROUP, RMQ_ETOPIC, RMQ_ENOTOPIC. */
+** into out; *n gets the queue count. Any thread. Errors: RMQ_EINVAL (n NULL,
+** or out NULL with cap > 0), RMQ_EGROUP, RMQ_ETOPIC, RMQ_ENOTOPIC. */
 RMQ_API int rmq_broker_consumer_progress(rmq_broker *b, const char *group, const char *topic,
                                          rmq_queue_progress *out, size_t cap, size_t *n);
 /* Moves a clustering group's offsets on every queue of topic to the first
@@ -891,7 +986,9 @@ RMQ_API int rmq_broker_consumer_progress(rmq_broker *b, const char *group, const
 ** RocketMQ's resetOffsetByTime with force: running consumers of the group
 ** drop what they hold of the topic and go on from the new offsets (messages
 ** in their listeners finish, uncommitted). Any thread but a listener of that
-** group. Errors: RMQ_EINVAL, RMQ_EGROUP, RMQ_ETOPIC, RMQ_ENOTOPIC, RMQ_ENOMEM. */
+** group. Errors: RMQ_EINVAL, RMQ_EGROUP, RMQ_ETOPIC, RMQ_ENOTOPIC, RMQ_ENOMEM,
+** RMQ_EIO / RMQ_ENOSPC (writing consumerOffset.json: the offsets are moved
+** all the same, and written at the next persist). */
 RMQ_API int rmq_broker_reset_offset_by_time(rmq_broker *b, const char *group, const char *topic,
                                             int64_t timestamp_ms);
 
@@ -912,15 +1009,20 @@ typedef struct rmq_pull_result {
 } rmq_pull_result;
 
 /* Creates a pull consumer of `group`. Destroy before closing the broker.
-** Any thread. Errors: RMQ_EGROUP, RMQ_ENOMEM. */
+** Any thread; the handle has no lock of its own: calls on it that use its
+** results, held queues or positions are one thread at a time per handle.
+** Errors: RMQ_EINVAL (out NULL), RMQ_EGROUP, RMQ_ENOMEM. */
 RMQ_API int rmq_pull_consumer_create(rmq_broker *b, const char *group, rmq_pull_consumer **out);
-/* Persists its offsets and frees it. NULL is a no-op. One thread, with no
-** other call on this consumer running or to come. */
+/* With auto-commit on, commits the held queues' positions; persists the
+** group's offsets (a failure is logged) and frees it, ending the views of
+** its last result. NULL is a no-op. One thread, with no other call on this
+** consumer running or to come. */
 RMQ_API void rmq_pull_consumer_destroy(rmq_pull_consumer *c);
 
 /* The readable queues of `topic`: fills out[0..cap) and sets *n to their
-** count (out may be NULL when cap is 0). Any thread.
-** Errors: RMQ_ETOPIC, RMQ_ENOTOPIC. */
+** count (out may be NULL when cap is 0). Any thread (it reads nothing of
+** the handle's own state). Errors: RMQ_EINVAL (n NULL, or out NULL with
+** cap > 0), RMQ_ETOPIC, RMQ_ENOTOPIC. */
 RMQ_API int rmq_pull_consumer_fetch_subscribe_message_queues(rmq_pull_consumer *c,
                                                              const char *topic,
                                                              rmq_message_queue *out,
@@ -930,39 +1032,45 @@ RMQ_API int rmq_pull_consumer_fetch_subscribe_message_queues(rmq_pull_consumer *
 ** without waiting. *r: FOUND with messages; NO_MATCHED_MSG (units read,
 ** none matched: continue from next_begin_offset); NO_NEW_MSG (offset is the
 ** queue's end); OFFSET_ILLEGAL (offset outside [min, max]: next_begin_offset
-** is the nearest valid one). One thread at a time per handle.
-** Errors: RMQ_ENOTOPIC, RMQ_EQUEUE, RMQ_EEXPR, RMQ_EINVAL. */
+** is the nearest valid one). A pull given mq and r ends the views of the
+** handle's previous result, failing or not. One thread at a time per handle.
+** Errors: RMQ_EINVAL (mq or r NULL, max_nums out of range), RMQ_ENOTOPIC
+** (no such topic; mq->topic is not otherwise checked), RMQ_EQUEUE,
+** RMQ_EEXPR, RMQ_ENOMEM. */
 RMQ_API int rmq_pull_consumer_pull(rmq_pull_consumer *c, const rmq_message_queue *mq,
                                    const char *expression, int64_t offset, int max_nums,
                                    rmq_pull_result *r);
 /* rmq_pull_consumer_pull with a selector of either type (see
 ** rmq_push_consumer_subscribe_selector): RocketMQ's pull(mq, MessageSelector,
 ** offset, maxNums). The compiled expression is kept for the next pull with
-** the same one. Errors as rmq_pull_consumer_pull, and RMQ_ENOTSUP (SQL92
-** with enable_property_filter off). One thread at a time per handle. */
+** the same one. Errors as rmq_pull_consumer_pull, and RMQ_EINVAL (type),
+** RMQ_ENOTSUP (SQL92 with enable_property_filter off). One thread at a time
+** per handle. */
 RMQ_API int rmq_pull_consumer_pull_selector(rmq_pull_consumer *c, const rmq_message_queue *mq, int type,
                                             const char *expression, int64_t offset, int max_nums,
                                             rmq_pull_result *r);
 /* As rmq_pull_consumer_pull, but when the queue has no new message it waits
 ** up to timeout_ms for one (long polling: woken by the send, no sleep loop).
-** One thread at a time per handle. */
+** One thread at a time per handle. Errors as rmq_pull_consumer_pull. */
 RMQ_API int rmq_pull_consumer_pull_block_if_not_found(rmq_pull_consumer *c,
                                                       const rmq_message_queue *mq,
                                                       const char *expression, int64_t offset,
                                                       int max_nums, int timeout_ms,
                                                       rmq_pull_result *r);
 /* rmq_pull_consumer_pull_block_if_not_found with a selector of either type.
-** One thread at a time per handle. */
+** One thread at a time per handle. Errors as
+** rmq_pull_consumer_pull_selector. */
 RMQ_API int rmq_pull_consumer_pull_selector_block(rmq_pull_consumer *c, const rmq_message_queue *mq,
                                                   int type, const char *expression, int64_t offset,
                                                   int max_nums, int timeout_ms, rmq_pull_result *r);
 /* Stores the group's next offset for mq (persisted with the others, and at
-** destroy). Any thread. Errors: RMQ_ENOTOPIC, RMQ_EQUEUE, RMQ_EINVAL. */
+** destroy). Any thread. Errors: RMQ_EINVAL (mq NULL, offset negative),
+** RMQ_ENOTOPIC, RMQ_EQUEUE, RMQ_ENOMEM. */
 RMQ_API int rmq_pull_consumer_update_consume_offset(rmq_pull_consumer *c,
                                                     const rmq_message_queue *mq,
                                                     int64_t offset);
-/* The group's stored next offset for mq. Any thread. Errors: RMQ_ENOTFOUND
-** (none yet). */
+/* The group's stored next offset for mq. Any thread. Errors: RMQ_EINVAL (mq
+** or offset NULL), RMQ_ENOTOPIC, RMQ_EQUEUE, RMQ_ENOTFOUND (none yet). */
 RMQ_API int rmq_pull_consumer_fetch_consume_offset(rmq_pull_consumer *c,
                                                    const rmq_message_queue *mq,
                                                    int64_t *offset);
@@ -974,18 +1082,21 @@ RMQ_API int rmq_pull_consumer_fetch_consume_offset(rmq_pull_consumer *c,
 ** all existing) filtered by `expression` ("*", NULL or "a || b"); each starts
 ** at the group's stored offset, else at 0 while the queue still holds its
 ** first message, else at its end (as a new push consumer). n = 0 releases
-** them all. One thread at a time per handle. Errors: RMQ_EINVAL, RMQ_ENOTOPIC,
-** RMQ_EQUEUE, RMQ_EEXPR, RMQ_ENOMEM. */
+** them all. One thread at a time per handle. Errors: RMQ_EINVAL (mqs NULL
+** with n > 0, n over 1024), RMQ_ENOTOPIC, RMQ_EQUEUE, RMQ_EEXPR, RMQ_ENOMEM;
+** after an error the held queues are as they were. */
 RMQ_API int rmq_pull_consumer_assign(rmq_pull_consumer *c, const rmq_message_queue *mqs, size_t n,
                                      const char *expression);
 /* rmq_pull_consumer_assign with a selector of either type; poll() filters
-** with it. Also RMQ_ENOTSUP (SQL92 with enable_property_filter off). One
-** thread at a time per handle. */
+** with it. Errors as rmq_pull_consumer_assign, and RMQ_EINVAL (type),
+** RMQ_ENOTSUP (SQL92 with enable_property_filter off). One thread at a time
+** per handle. */
 RMQ_API int rmq_pull_consumer_assign_selector(rmq_pull_consumer *c, const rmq_message_queue *mqs,
                                               size_t n, int type, const char *expression);
 /* Moves the position in held queue mq to offset (min..max of the queue).
 ** One thread at a time per handle. Errors: RMQ_ENOTFOUND (not held),
-** RMQ_EINVAL (out of range). */
+** RMQ_EINVAL (mq NULL, offset out of range), RMQ_ENOTOPIC / RMQ_EQUEUE (its
+** topic was deleted or shrunk since the assign). */
 RMQ_API int rmq_pull_consumer_seek(rmq_pull_consumer *c, const rmq_message_queue *mq, int64_t offset);
 /* Up to max_nums (1..1024) messages from the next held queue that has any,
 ** taking the queues in turn, waiting up to timeout_ms (long polling) when
@@ -994,11 +1105,14 @@ RMQ_API int rmq_pull_consumer_seek(rmq_pull_consumer *c, const rmq_message_queue
 ** is returned. With auto-commit on, positions are committed (as
 ** rmq_pull_consumer_commit) when the interval has passed. One thread at a
 ** time per handle; the messages live until its next pull or poll. Errors:
-** RMQ_ESTATE (no queue held), RMQ_EINVAL. */
+** RMQ_ESTATE (no queue held), RMQ_EINVAL (r NULL, max_nums out of range),
+** RMQ_ENOTOPIC / RMQ_EQUEUE (a held queue's topic was deleted or shrunk),
+** RMQ_ENOMEM, and with auto-commit those of rmq_pull_consumer_commit. */
 RMQ_API int rmq_pull_consumer_poll(rmq_pull_consumer *c, int max_nums, int timeout_ms, rmq_pull_result *r);
 /* Stores the positions of the held queues as the group's offsets and
 ** persists them (commitSync). One thread at a time per handle. Errors:
-** RMQ_EIO, RMQ_ENOMEM. */
+** RMQ_EIO / RMQ_ENOSPC (writing consumerOffset.json: the offsets are stored
+** all the same, and written at the next persist), RMQ_ENOMEM. */
 RMQ_API int rmq_pull_consumer_commit(rmq_pull_consumer *c);
 /* autoCommit: on (1) commits at a poll once interval_ms (>= 0; RocketMQ's
 ** default 5000) have passed since the last commit. Off by default here, as

@@ -860,6 +860,76 @@ static void test_null_arguments(void **state)
   tu_store_remove(path);
 }
 
+/* Opens path with log_level (no log sink: stderr) after damaging its
+** consumerOffset.json, with stderr sent to a file; returns what was printed. */
+static void open_damaged_capture(const char *path, int log_level, char *out, size_t cap)
+{
+  char cfg[1200];
+  snprintf(cfg, sizeof cfg, "%s/config/consumerOffset.json", path);
+  FILE *f = fopen(cfg, "w");
+  assert_non_null(f);
+  fputs("{\"offsetTable\":{", f); /* cut short */
+  fclose(f);
+  snprintf(cfg, sizeof cfg, "%s/config/consumerOffset.json.bak", path);
+  unlink(cfg);
+  char errf[1200];
+  snprintf(errf, sizeof errf, "%s.stderr", path);
+  fflush(stderr);
+  int saved = dup(2), fd = open(errf, O_RDWR | O_CREAT | O_TRUNC, 0644);
+  assert_true(saved >= 0 && fd >= 0);
+  dup2(fd, 2);
+  rmq_broker_options o;
+  small_options(&o);
+  o.log = NULL;
+  o.log_level = log_level;
+  rmq_broker *b = NULL;
+  int rc = rmq_broker_open(path, &o, &b);
+  if (rc == RMQ_OK) rc = rmq_broker_close(b);
+  fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  ok(rc);
+  ssize_t n = pread(fd, out, cap - 1, 0);
+  close(fd);
+  unlink(errf);
+  out[n > 0 ? n : 0] = 0;
+}
+
+static void test_log_to_stderr_and_silence(void **state)
+{
+  (void)state;
+  char path[1024];
+  tu_store_path(path, sizeof path, "api-log");
+  rmq_broker_options o;
+  small_options(&o);
+  rmq_broker *b;
+  ok(rmq_broker_open(path, &o, &b)); /* makes the store and its config dir */
+  rmq_producer *p;
+  ok(rmq_producer_create(b, NULL, NULL, &p));
+  rmq_pull_consumer *c;
+  ok(rmq_pull_consumer_create(b, "LogGroup", &c));
+  ok(rmq_topic_create(b, "LogT", 1));
+  rmq_message_queue mq = tu_mq("LogT", 0);
+  ok(rmq_pull_consumer_update_consume_offset(c, &mq, 0));
+  rmq_pull_consumer_destroy(c); /* writes consumerOffset.json */
+  rmq_producer_destroy(p);
+  ok(rmq_broker_close(b));
+  char out[4096];
+  rmq_broker_options_init(&o);
+  assert_int_equal(o.log_level, RMQ_LOG_WARN); /* the default */
+  open_damaged_capture(path, RMQ_LOG_WARN, out, sizeof out);
+  if (!strstr(out, "rmq ERROR: config/consumerOffset.json is damaged")) fail_msg("stderr had: %s", out);
+  open_damaged_capture(path, RMQ_LOG_NONE, out, sizeof out);
+  assert_string_equal(out, "");
+  small_options(&o);
+  o.log_level = 4;
+  assert_int_equal(rmq_broker_open(path, &o, &b), RMQ_EINVAL);
+  assert_non_null(strstr(rmq_errmsg(), "log_level"));
+  o.log_level = -2;
+  assert_int_equal(rmq_broker_open(path, &o, &b), RMQ_EINVAL);
+  tu_store_remove(path);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -876,6 +946,7 @@ int main(void)
     cmocka_unit_test(test_allocator_balances),
     cmocka_unit_test(test_allocator_fault_injection),
     cmocka_unit_test(test_null_arguments),
+    cmocka_unit_test(test_log_to_stderr_and_silence),
   };
 #ifdef RMQ_TEST_AMALGAMATION
   print_message("(built against the amalgamation)\n");

@@ -180,6 +180,43 @@ static void test_levels_on_time(void **state)
   tu_store_remove(f.path);
 }
 
+/* rmq_broker_run_due's next_due_ms counts the next delayed message even
+** when every store chore is further away. */
+static void test_next_due_counts_delays(void **state)
+{
+  (void)state;
+  fx f;
+  memset(&f, 0, sizeof f);
+  tu_store_path(f.path, sizeof f.path, "delay-next");
+  f.clk.now_ms = T0;
+  rmq_broker_options_init(&f.o);
+  f.o.mapped_file_size_commit_log = 1 << 20;
+  f.o.service_thread = 0;
+  f.o.clock = tu_clock_read;
+  f.o.clock_ctx = &f.clk;
+  f.o.message_delay_level = "1s 2s";
+  f.o.flush_interval_commit_log = 10000;
+  f.o.flush_interval_consume_queue = 10000;
+  f.o.clean_resource_interval = 10000;
+  f.o.flush_consumer_offset_interval = 10000;
+  fx_open(&f);
+  ok(rmq_topic_create(f.b, "RealT", 4));
+  int64_t left_ms = -1;
+  ok(rmq_broker_run_due(f.b, &left_ms));
+  assert_int_equal(left_ms, 1000); /* nothing due within the cap */
+  rmq_send_result r;
+  send_delayed(&f, "N1", 1, 0, &r);
+  f.clk.now_ms = T0 + 300;
+  ok(rmq_broker_run_due(f.b, &left_ms));
+  assert_int_equal(left_ms, 700); /* the delayed message, not the flush 9.7 s away */
+  static got g[8];
+  f.clk.now_ms += left_ms;
+  ok(rmq_broker_run_due(f.b, &left_ms));
+  assert_int_equal(read_real(&f, g, 8), 1);
+  fx_shut(&f);
+  tu_store_remove(f.path);
+}
+
 static void test_order_within_level(void **state)
 {
   (void)state;
@@ -305,6 +342,7 @@ int main(void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_levels_on_time),
+    cmocka_unit_test(test_next_due_counts_delays),
     cmocka_unit_test(test_order_within_level),
     cmocka_unit_test(test_restart_mid_delay),
     cmocka_unit_test(test_service_thread_delivers),

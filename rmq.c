@@ -2664,7 +2664,7 @@ RMQ_API int rmq_push_consumer_create(rmq_broker *b, const char *group, const rmq
 RMQ_API int rmq_push_consumer_subscribe_selector(rmq_push_consumer *c, const char *topic, int type,
                                                  const char *expression)
 {
-  if (!push_ok(c)) return bad_push(c, "rmq_push_consumer_subscribe");
+  if (!push_ok(c)) return bad_push(c, "rmq_push_consumer_subscribe_selector");
   if (c->started) return rmqi_err(RMQ_ESTATE, "subscribe before rmq_push_consumer_start");
   int rc = check_topic(topic);
   if (rc) return rc;
@@ -2701,6 +2701,7 @@ RMQ_API int rmq_push_consumer_subscribe_selector(rmq_push_consumer *c, const cha
 
 RMQ_API int rmq_push_consumer_subscribe(rmq_push_consumer *c, const char *topic, const char *expression)
 {
+  if (!push_ok(c)) return bad_push(c, "rmq_push_consumer_subscribe");
   return rmq_push_consumer_subscribe_selector(c, topic, RMQ_SELECTOR_TAG, expression);
 }
 
@@ -2921,17 +2922,20 @@ static int client_cmp(const void *a, const void *b)
   return strcmp((*(rmq_push_consumer *const *)a)->client_id, (*(rmq_push_consumer *const *)b)->client_id);
 }
 
+/* Started push consumers of one group in one process (start refuses more). */
+#define GROUP_MAX_MEMBERS 256
+
 /* group_lock held. Recomputes the assignment of every started consumer of
 ** `group` and waits (bounded) until each has applied it, so no queue is
 ** pulled by two members after this returns. */
 static void rebalance_group(rmq_broker *b, const char *group)
 {
-  rmq_push_consumer *mem[256];
+  rmq_push_consumer *mem[GROUP_MAX_MEMBERS];
   int n = 0;
-  for (rmq_push_consumer *c = b->consumers; c && n < 256; c = c->next_member)
+  for (rmq_push_consumer *c = b->consumers; c && n < GROUP_MAX_MEMBERS; c = c->next_member)
     if (!strcmp(c->group, group)) mem[n++] = c;
   int nclust = 0;
-  rmq_push_consumer *clust[256];
+  rmq_push_consumer *clust[GROUP_MAX_MEMBERS];
   for (int i = 0; i < n; i++)
     if (mem[i]->o.message_model == RMQ_CLUSTERING) clust[nclust++] = mem[i];
   qsort(clust, (size_t)nclust, sizeof *clust, client_cmp);
@@ -3114,13 +3118,15 @@ static int pull_queue(rmq_push_consumer *c, pq *p)
 /* A broadcasting consumer's offsets file. */
 static int bc_persist(rmq_push_consumer *c)
 {
-  offent *list[64];
+  offent **list = rmqi_calloc((size_t)(c->nsubs ? c->nsubs : 1), sizeof *list);
+  if (!list) return rmqi_err(RMQ_ENOMEM, "out of memory writing %s", c->bc_file);
   int n = 0;
-  for (int i = 0; i < c->nsubs && n < 64; i++)
+  for (int i = 0; i < c->nsubs; i++)
     if (c->subs[i].offs) list[n++] = c->subs[i].offs;
   atomic_store(&c->bc_dirty, 0);
   rmqi_buf buf = {0};
   offsets_json(&buf, list, n);
+  rmqi_free(list, (size_t)(c->nsubs ? c->nsubs : 1) * sizeof *list);
   int rc = buf.oom ? rmqi_err(RMQ_ENOMEM, "out of memory writing %s", c->bc_file)
                    : rmqi_store_write_config(c->b->st, c->bc_file, buf.p, buf.len);
   if (rc) atomic_store(&c->bc_dirty, 1);
@@ -3660,8 +3666,16 @@ RMQ_API int rmq_push_consumer_start(rmq_push_consumer *c)
     consumer_stop_threads(c);
     return rmqi_err(RMQ_ENOMEM, "cannot start the consume threads of consumer %s", c->client_id);
   }
-  c->started = 1;
   pthread_mutex_lock(&b->group_lock);
+  int members = 0;
+  for (rmq_push_consumer *d = b->consumers; d; d = d->next_member) members += !strcmp(d->group, c->group);
+  if (members >= GROUP_MAX_MEMBERS) {
+    pthread_mutex_unlock(&b->group_lock);
+    consumer_stop_threads(c);
+    return rmqi_err(RMQ_ESTATE, "group %s already has %d started consumers in this process (at most %d)", c->group,
+                    members, GROUP_MAX_MEMBERS);
+  }
+  c->started = 1;
   c->next_member = b->consumers;
   b->consumers = c;
   rebalance_group(b, c->group);
@@ -4010,7 +4024,7 @@ RMQ_API int rmq_pull_consumer_pull_selector(rmq_pull_consumer *c, const rmq_mess
                                             const char *expression, int64_t offset, int max_nums,
                                             rmq_pull_result *r)
 {
-  if (!pull_ok(c)) return bad_pull(c, "rmq_pull_consumer_pull");
+  if (!pull_ok(c)) return bad_pull(c, "rmq_pull_consumer_pull_selector");
   if (!mq || !r) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_pull: NULL argument");
   memset(r, 0, sizeof *r);
   pull_unpin(c);
@@ -4092,6 +4106,7 @@ RMQ_API int rmq_pull_consumer_pull_selector(rmq_pull_consumer *c, const rmq_mess
 RMQ_API int rmq_pull_consumer_pull(rmq_pull_consumer *c, const rmq_message_queue *mq, const char *expression,
                                    int64_t offset, int max_nums, rmq_pull_result *r)
 {
+  if (!pull_ok(c)) return bad_pull(c, "rmq_pull_consumer_pull");
   return rmq_pull_consumer_pull_selector(c, mq, RMQ_SELECTOR_TAG, expression, offset, max_nums, r);
 }
 
@@ -4099,7 +4114,7 @@ RMQ_API int rmq_pull_consumer_pull_selector_block(rmq_pull_consumer *c, const rm
                                                   const char *expression, int64_t offset, int max_nums,
                                                   int timeout_ms, rmq_pull_result *r)
 {
-  if (!pull_ok(c)) return bad_pull(c, "rmq_pull_consumer_pull_block_if_not_found");
+  if (!pull_ok(c)) return bad_pull(c, "rmq_pull_consumer_pull_selector_block");
   int64_t until = rmqi_mono_us() + (int64_t)(timeout_ms < 0 ? 0 : timeout_ms) * 1000;
   for (;;) {
     uint64_t seq = rmqi_store_seq(c->b->st);
@@ -4115,6 +4130,7 @@ RMQ_API int rmq_pull_consumer_pull_block_if_not_found(rmq_pull_consumer *c, cons
                                                       const char *expression, int64_t offset, int max_nums,
                                                       int timeout_ms, rmq_pull_result *r)
 {
+  if (!pull_ok(c)) return bad_pull(c, "rmq_pull_consumer_pull_block_if_not_found");
   return rmq_pull_consumer_pull_selector_block(c, mq, RMQ_SELECTOR_TAG, expression, offset, max_nums,
                                                timeout_ms, r);
 }
@@ -4159,7 +4175,7 @@ RMQ_API int rmq_pull_consumer_fetch_consume_offset(rmq_pull_consumer *c, const r
 RMQ_API int rmq_pull_consumer_assign_selector(rmq_pull_consumer *c, const rmq_message_queue *mqs, size_t n,
                                               int type, const char *expression)
 {
-  if (!pull_ok(c)) return bad_pull(c, "rmq_pull_consumer_assign");
+  if (!pull_ok(c)) return bad_pull(c, "rmq_pull_consumer_assign_selector");
   if (!mqs && n) return rmqi_err(RMQ_EINVAL, "rmq_pull_consumer_assign: mqs is NULL");
   if (n > 1024) return rmqi_err(RMQ_EINVAL, "at most 1024 queues can be assigned (%zu given)", n);
   rmq_message_queue *nm = NULL;
@@ -4201,6 +4217,7 @@ fail:
 
 RMQ_API int rmq_pull_consumer_assign(rmq_pull_consumer *c, const rmq_message_queue *mqs, size_t n, const char *expression)
 {
+  if (!pull_ok(c)) return bad_pull(c, "rmq_pull_consumer_assign");
   return rmq_pull_consumer_assign_selector(c, mqs, n, RMQ_SELECTOR_TAG, expression);
 }
 

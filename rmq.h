@@ -913,8 +913,9 @@ RMQ_API int rmq_push_consumer_register_listener_orderly(rmq_push_consumer *c,
 ** topic that does not exist is made (min(4, default_topic_queue_nums)
 ** queues). A shut-down consumer cannot start again. One thread at a time
 ** per handle. Errors: RMQ_ESTATE (no listener or subscription, started
-** before, or a broadcasting consumer of the group with the same instance
-** name runs), RMQ_ENOTOPIC (a subscribed topic does not exist and
+** before, a broadcasting consumer of the group with the same instance
+** name runs, or 256 consumers of the group run in this process already:
+** a consumer refused for that may start later), RMQ_ENOTOPIC (a subscribed topic does not exist and
 ** auto_create_topic_enable is off), RMQ_EINVAL (a broadcasting consumer's
 ** offsets file name would pass 251 bytes), RMQ_EIO / RMQ_ENOSPC (making a
 ** topic), RMQ_ENOMEM (also: no consume thread could start). */

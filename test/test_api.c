@@ -708,6 +708,30 @@ static void test_null_arguments(void **state)
   assert_int_equal(rmq_broker_open(path, &o, NULL), RMQ_EINVAL);
   assert_int_equal(rmq_broker_close(NULL), RMQ_OK);
   assert_int_equal(rmq_broker_run_due(NULL, NULL), RMQ_EINVAL);
+  /* A NULL handle's message names the function called, wrapper or not. */
+  static const struct { int rc; const char *fn; } named[] = {
+    {0, "rmq_pull_consumer_pull:"}, {1, "rmq_pull_consumer_pull_selector:"},
+    {2, "rmq_pull_consumer_pull_block_if_not_found:"}, {3, "rmq_pull_consumer_pull_selector_block:"},
+    {4, "rmq_pull_consumer_assign:"}, {5, "rmq_pull_consumer_assign_selector:"},
+    {6, "rmq_push_consumer_subscribe:"}, {7, "rmq_push_consumer_subscribe_selector:"},
+  };
+  for (size_t i = 0; i < sizeof named / sizeof named[0]; i++) {
+    rmq_pull_result pr;
+    rmq_message_queue mq = tu_mq("T", 0);
+    int rc = -100;
+    switch (named[i].rc) {
+    case 0: rc = rmq_pull_consumer_pull(NULL, &mq, "*", 0, 1, &pr); break;
+    case 1: rc = rmq_pull_consumer_pull_selector(NULL, &mq, RMQ_SELECTOR_TAG, "*", 0, 1, &pr); break;
+    case 2: rc = rmq_pull_consumer_pull_block_if_not_found(NULL, &mq, "*", 0, 1, 0, &pr); break;
+    case 3: rc = rmq_pull_consumer_pull_selector_block(NULL, &mq, RMQ_SELECTOR_TAG, "*", 0, 1, 0, &pr); break;
+    case 4: rc = rmq_pull_consumer_assign(NULL, &mq, 1, "*"); break;
+    case 5: rc = rmq_pull_consumer_assign_selector(NULL, &mq, 1, RMQ_SELECTOR_TAG, "*"); break;
+    case 6: rc = rmq_push_consumer_subscribe(NULL, "T", "*"); break;
+    case 7: rc = rmq_push_consumer_subscribe_selector(NULL, "T", RMQ_SELECTOR_TAG, "*"); break;
+    }
+    assert_int_equal(rc, RMQ_EINVAL);
+    if (strncmp(rmq_errmsg(), named[i].fn, strlen(named[i].fn))) fail_msg("%s: %s", named[i].fn, rmq_errmsg());
+  }
   assert_int_equal(rmq_broker_flush(NULL), RMQ_EINVAL);
   rmq_recovery_info ri;
   assert_int_equal(rmq_broker_recovery_info(NULL, &ri), RMQ_EINVAL);

@@ -831,6 +831,48 @@ static void test_handover_timeout(void **state)
   assert_int_equal(co.handover_timeout_ms, 60000);
 }
 
+/* A group takes at most 256 started consumers in one process: the 257th
+** start is refused with RMQ_ESTATE rather than left without queues. */
+static void test_group_member_limit(void **state)
+{
+  (void)state;
+  char path[1024];
+  tu_store_path(path, sizeof path, "group-limit");
+  rmq_broker *b;
+  ok(rmq_broker_open(path, NULL, &b));
+  ok(rmq_topic_create(b, "LimitT", 4));
+  enum { N = 257 };
+  static rmq_push_consumer *cs[N];
+  int64_t t0 = tu_mono_ms();
+  for (int i = 0; i < N; i++) {
+    rmq_push_consumer_options co;
+    rmq_push_consumer_options_init(&co);
+    co.consume_thread_min = co.consume_thread_max = 1;
+    char inst[32];
+    snprintf(inst, sizeof inst, "m%03d", i);
+    co.instance_name = inst;
+    ok(rmq_push_consumer_create(b, "LimitGroup", &co, &cs[i]));
+    ok(rmq_push_consumer_subscribe(cs[i], "LimitT", "*"));
+    ok(rmq_push_consumer_register_listener_concurrently(cs[i], noop_listener, NULL));
+    int rc = rmq_push_consumer_start(cs[i]);
+    if (i < 256) {
+      ok(rc);
+    } else {
+      assert_int_equal(rc, RMQ_ESTATE);
+      assert_non_null(strstr(rmq_errmsg(), "at most 256"));
+    }
+  }
+  /* One leaves; the refused one may start now. */
+  rmq_push_consumer_destroy(cs[0]);
+  cs[0] = NULL;
+  ok(rmq_push_consumer_start(cs[N - 1]));
+  for (int i = 0; i < N; i++)
+    if (cs[i]) rmq_push_consumer_destroy(cs[i]);
+  print_message("  %d consumers started and stopped in %lld ms\n", N, (long long)(tu_mono_ms() - t0));
+  ok(rmq_broker_close(b));
+  tu_store_remove(path);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -842,6 +884,7 @@ int main(void)
     cmocka_unit_test(test_join_leave_no_loss),
     cmocka_unit_test(test_handover_exact),
     cmocka_unit_test(test_handover_timeout),
+    cmocka_unit_test(test_group_member_limit),
   };
   if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));
   return cmocka_run_group_tests_name("group", tests, NULL, NULL);

@@ -554,39 +554,48 @@ static int mark_seen(void *ctx, const rmq_message_ext *const *msgs, size_t n, rm
   return RMQ_CONSUME_SUCCESS;
 }
 
-typedef struct jl_sender {
+/* A producer thread: n messages "h0".."h<n-1>" to topic, a 1 ms pause every
+** pace_every sends. */
+typedef struct ho_sender {
   rmq_broker *b;
+  const char *topic;
+  int n, pace_every;
   atomic_int sent;
-} jl_sender;
+} ho_sender;
 
-static void *jl_send(void *arg)
+static void *ho_send(void *arg)
 {
-  jl_sender *s = arg;
+  ho_sender *s = arg;
   rmq_producer *p;
   rmq_msg *m;
-  if (rmq_producer_create(s->b, NULL, NULL, &p) || rmq_msg_create(&m, "JoinT", NULL, "x", 1)) return NULL;
-  for (int i = 0; i < JL_N; i++) {
+  if (rmq_producer_create(s->b, NULL, NULL, &p) || rmq_msg_create(&m, s->topic, NULL, "x", 1)) return NULL;
+  for (int i = 0; i < s->n; i++) {
     char body[16];
-    snprintf(body, sizeof body, "j%d", i);
+    snprintf(body, sizeof body, "h%d", i);
     if (rmq_msg_set_body(m, body, strlen(body)) || rmq_producer_send(p, m, NULL)) break;
     atomic_fetch_add(&s->sent, 1);
-    if (i % 50 == 0) usleep(1000);
+    if (s->pace_every && i % s->pace_every == 0) usleep(1000);
   }
   rmq_msg_free(m);
   rmq_producer_destroy(p);
   return NULL;
 }
 
-static rmq_push_consumer *jl_member(rmq_broker *b, const char *inst, seenset *s)
+/* A started clustering member of group on topic: `threads` consume threads,
+** listener batches of up to `batch`, handover_timeout_ms when >= 0. */
+static rmq_push_consumer *start_member(rmq_broker *b, const char *group, const char *topic, const char *inst, int threads,
+                                       int batch, int timeout_ms, rmq_listener_concurrently fn, void *ctx)
 {
   rmq_push_consumer_options co;
   rmq_push_consumer_options_init(&co);
-  co.consume_thread_min = co.consume_thread_max = 2;
+  co.consume_thread_min = co.consume_thread_max = threads;
+  co.consume_message_batch_max_size = batch;
   co.instance_name = inst;
+  if (timeout_ms >= 0) co.handover_timeout_ms = timeout_ms;
   rmq_push_consumer *c;
-  ok(rmq_push_consumer_create(b, "JoinGroup", &co, &c));
-  ok(rmq_push_consumer_subscribe(c, "JoinT", "*"));
-  ok(rmq_push_consumer_register_listener_concurrently(c, mark_seen, s));
+  ok(rmq_push_consumer_create(b, group, &co, &c));
+  ok(rmq_push_consumer_subscribe(c, topic, "*"));
+  ok(rmq_push_consumer_register_listener_concurrently(c, fn, ctx));
   ok(rmq_push_consumer_start(c));
   return c;
 }
@@ -602,14 +611,14 @@ static void test_join_leave_no_loss(void **state)
   static seenset s;
   memset(&s, 0, sizeof s);
   pthread_mutex_init(&s.mu, NULL);
-  rmq_push_consumer *a = jl_member(b, "A", &s);
-  jl_sender js = {b, 0};
+  rmq_push_consumer *a = start_member(b, "JoinGroup", "JoinT", "A", 2, 1, -1, mark_seen, &s);
+  ho_sender js = {b, "JoinT", JL_N, 50, 0};
   pthread_t th;
-  assert_int_equal(pthread_create(&th, NULL, jl_send, &js), 0);
+  assert_int_equal(pthread_create(&th, NULL, ho_send, &js), 0);
   assert_true(tu_wait_atleast(&js.sent, JL_N / 4, 10000));
-  rmq_push_consumer *c2 = jl_member(b, "B", &s);  /* joins */
+  rmq_push_consumer *c2 = start_member(b, "JoinGroup", "JoinT", "B", 2, 1, -1, mark_seen, &s);  /* joins */
   assert_true(tu_wait_atleast(&js.sent, JL_N / 2, 10000));
-  rmq_push_consumer *c3 = jl_member(b, "C", &s);  /* joins */
+  rmq_push_consumer *c3 = start_member(b, "JoinGroup", "JoinT", "C", 2, 1, -1, mark_seen, &s);  /* joins */
   assert_true(tu_wait_atleast(&js.sent, 3 * JL_N / 4, 10000));
   rmq_push_consumer_destroy(a);                   /* leaves */
   pthread_join(th, NULL);
@@ -666,48 +675,6 @@ static int ho_listener(void *ctx, const rmq_message_ext *const *msgs, size_t n, 
   return RMQ_CONSUME_SUCCESS;
 }
 
-typedef struct ho_sender {
-  rmq_broker *b;
-  const char *topic;
-  int n, pace_every;
-  atomic_int sent;
-} ho_sender;
-
-static void *ho_send(void *arg)
-{
-  ho_sender *s = arg;
-  rmq_producer *p;
-  rmq_msg *m;
-  if (rmq_producer_create(s->b, NULL, NULL, &p) || rmq_msg_create(&m, s->topic, NULL, "x", 1)) return NULL;
-  for (int i = 0; i < s->n; i++) {
-    char body[16];
-    snprintf(body, sizeof body, "h%d", i);
-    if (rmq_msg_set_body(m, body, strlen(body)) || rmq_producer_send(p, m, NULL)) break;
-    atomic_fetch_add(&s->sent, 1);
-    if (s->pace_every && i % s->pace_every == 0) usleep(1000);
-  }
-  rmq_msg_free(m);
-  rmq_producer_destroy(p);
-  return NULL;
-}
-
-static rmq_push_consumer *ho_member(rmq_broker *b, const char *topic, const char *inst, hoset *s, int threads,
-                                    int batch, int timeout_ms)
-{
-  rmq_push_consumer_options co;
-  rmq_push_consumer_options_init(&co);
-  co.consume_thread_min = co.consume_thread_max = threads;
-  co.consume_message_batch_max_size = batch;
-  co.consume_from_where = RMQ_CONSUME_FROM_FIRST_OFFSET;
-  co.instance_name = inst;
-  if (timeout_ms >= 0) co.handover_timeout_ms = timeout_ms;
-  rmq_push_consumer *c;
-  ok(rmq_push_consumer_create(b, "HandGroup", &co, &c));
-  ok(rmq_push_consumer_subscribe(c, topic, "*"));
-  ok(rmq_push_consumer_register_listener_concurrently(c, ho_listener, s));
-  ok(rmq_push_consumer_start(c));
-  return c;
-}
 
 /* Members join and leave seven times while a producer sends and every
 ** listener call takes 2 ms: every message is delivered exactly once, and no
@@ -725,7 +692,7 @@ static void test_handover_exact(void **state)
   s.slow_us = 10000;
   ho_sender hs = {b, "HandT", HO_N, 40, 0};
   rmq_push_consumer *m[4] = {NULL};
-  m[0] = ho_member(b, "HandT", "A", &s, 4, 2, HO_TIMEOUT);
+  m[0] = start_member(b, "HandGroup", "HandT", "A", 4, 2, HO_TIMEOUT, ho_listener, &s);
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, ho_send, &hs), 0);
   /* join B, join C, leave A, join D, leave B, join A', leave C: each step at
@@ -736,7 +703,7 @@ static void test_handover_exact(void **state)
   for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
     assert_true(tu_wait_atleast(&hs.sent, (int)(i + 1) * HO_N / 8, 20000));
     int k = steps[i].slot;
-    if (steps[i].inst) m[k] = ho_member(b, "HandT", steps[i].inst, &s, 4, 2, HO_TIMEOUT);
+    if (steps[i].inst) m[k] = start_member(b, "HandGroup", "HandT", steps[i].inst, 4, 2, HO_TIMEOUT, ho_listener, &s);
     else { rmq_push_consumer_destroy(m[k]); m[k] = NULL; }
   }
   pthread_join(th, NULL);

@@ -217,6 +217,20 @@ static int64_t total_in(rmq_broker *b, const char *topic)
   return sum;
 }
 
+/* A store with 4096-byte messages at most, a producer and topic BatchT (4 queues). */
+static void batch_fx_open(fx *f, const char *tag)
+{
+  rmq_broker_options o;
+  memset(f, 0, sizeof *f);
+  tu_store_path(f->path, sizeof f->path, tag);
+  rmq_broker_options_init(&o);
+  o.mapped_file_size_commit_log = 1 << 20;
+  o.max_message_size = 4096;
+  ok(rmq_broker_open(f->path, &o, &f->b));
+  ok(rmq_producer_create(f->b, "OrderProducers", NULL, &f->p));
+  ok(rmq_topic_create(f->b, "BatchT", 4));
+}
+
 /* A batch whose message 1 is bad fails with the code and the text the bad
 ** message gets when sent alone, after "batch message 1: ". */
 static void expect_batch_text(rmq_producer *p, const rmq_msg *good, const rmq_msg *bad)
@@ -235,15 +249,7 @@ static void test_batch_error_texts(void **state)
 {
   (void)state;
   fx f;
-  rmq_broker_options o;
-  memset(&f, 0, sizeof f);
-  tu_store_path(f.path, sizeof f.path, "order-texts");
-  rmq_broker_options_init(&o);
-  o.mapped_file_size_commit_log = 1 << 20;
-  o.max_message_size = 4096;
-  ok(rmq_broker_open(f.path, &o, &f.b));
-  ok(rmq_producer_create(f.b, "OrderProducers", NULL, &f.p));
-  ok(rmq_topic_create(f.b, "BatchT", 4));
+  batch_fx_open(&f, "order-texts");
   rmq_msg *a, *x;
   ok(rmq_msg_create(&a, "BatchT", NULL, "a", 1));
   ok(rmq_msg_create(&x, "BatchT", NULL, "x", 1));
@@ -278,15 +284,7 @@ static void test_batch_rules(void **state)
 {
   (void)state;
   fx f;
-  rmq_broker_options o;
-  memset(&f, 0, sizeof f);
-  tu_store_path(f.path, sizeof f.path, "order-rules");
-  rmq_broker_options_init(&o);
-  o.mapped_file_size_commit_log = 1 << 20;
-  o.max_message_size = 4096;
-  ok(rmq_broker_open(f.path, &o, &f.b));
-  ok(rmq_producer_create(f.b, "OrderProducers", NULL, &f.p));
-  ok(rmq_topic_create(f.b, "BatchT", 4));
+  batch_fx_open(&f, "order-rules");
   ok(rmq_topic_create(f.b, "OtherT", 4));
   rmq_msg *a, *b2, *c;
   ok(rmq_msg_create(&a, "BatchT", NULL, "a", 1));

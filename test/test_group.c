@@ -675,9 +675,8 @@ static int ho_listener(void *ctx, const rmq_message_ext *const *msgs, size_t n, 
   return RMQ_CONSUME_SUCCESS;
 }
 
-
 /* Members join and leave seven times while a producer sends and every
-** listener call takes 2 ms: every message is delivered exactly once, and no
+** listener call takes 10 ms: every message is delivered exactly once, and no
 ** delivery starts while another call on the same message runs. */
 static void test_handover_exact(void **state)
 {

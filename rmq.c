@@ -57,6 +57,7 @@ RMQ_API const char *rmq_errstr(int code)
   case RMQ_EEXPR: return "invalid subscription expression";
   case RMQ_ENOTSUP: return "feature disabled";
   case RMQ_EBATCH: return "batch breaks the batching rules";
+  case RMQ_ETIMER: return "timer message illegal";
   default: return "unknown error";
   }
 }
@@ -429,6 +430,31 @@ RMQ_API int rmq_msg_set_delay_time_level(rmq_msg *m, int level)
   return msg_prop_set(m, "DELAY", v);
 }
 
+/* One of the TIMER_* properties as a decimal number; negative clears. */
+static int msg_set_long(rmq_msg *m, const char *fn, const char *name, int64_t v)
+{
+  if (!m) return rmqi_err(RMQ_EINVAL, "%s: message is NULL", fn);
+  if (v < 0) return msg_prop_set(m, name, NULL);
+  char s[24];
+  snprintf(s, sizeof s, "%" PRId64, v);
+  return msg_prop_set(m, name, s);
+}
+
+RMQ_API int rmq_msg_set_deliver_time_ms(rmq_msg *m, int64_t time_ms)
+{
+  return msg_set_long(m, "rmq_msg_set_deliver_time_ms", "TIMER_DELIVER_MS", time_ms);
+}
+
+RMQ_API int rmq_msg_set_delay_time_sec(rmq_msg *m, int64_t sec)
+{
+  return msg_set_long(m, "rmq_msg_set_delay_time_sec", "TIMER_DELAY_SEC", sec);
+}
+
+RMQ_API int rmq_msg_set_delay_time_ms(rmq_msg *m, int64_t ms)
+{
+  return msg_set_long(m, "rmq_msg_set_delay_time_ms", "TIMER_DELAY_MS", ms);
+}
+
 RMQ_API int rmq_msg_set_wait_store_msg_ok(rmq_msg *m, int wait)
 {
   if (!m) return rmqi_err(RMQ_EINVAL, "rmq_msg_set_wait_store_msg_ok: message is NULL");
@@ -500,6 +526,18 @@ static int bad_handle(const void *h, const char *fn, const char *kind, const cha
   return rmqi_err(RMQ_EINVAL, "%s: %s handle is invalid (%s or not a %s)", fn, kind, gone, kind);
 }
 
+/* A set of non-negative int64s (open addressing, -1 = empty). */
+typedef struct i64set {
+  int64_t *k;
+  size_t cap, n;
+} i64set;
+
+/* A pending timer message: due time (broker clock), queue offset in
+** rmq_sys_wheel_timer. */
+typedef struct tm_ent {
+  int64_t due, qoff;
+} tm_ent;
+
 struct rmq_broker {
   uint32_t magic;             /* MAGIC_BROKER while open */
   rmqi_store *st;
@@ -547,6 +585,33 @@ struct rmq_broker {
   atomic_int delay_dirty;
   uint8_t *reput;
   size_t reput_cap;
+
+  /* svc_wake_at: the broker-clock time the service thread sleeps until
+  ** (INT64_MAX while it works); a send of a delayed or timed message due
+  ** sooner sets svc_kick and wakes it (service_wake_by). */
+  _Atomic int64_t svc_wake_at;
+  atomic_int svc_kick;
+
+  /* tx_lock: transactions: decisions written (COMMIT and op records, in
+  ** b->txrec / b->txop), the decided half offsets (tx_done, and all below
+  ** tx_base), the producers with listeners (txps), the next check time.
+  ** tx_check_lock: one check pass at a time; listeners run under it only. */
+  pthread_mutex_t tx_lock, tx_check_lock;
+  i64set tx_done;
+  int64_t tx_base, tx_next_check;
+  struct rmq_producer *txps;
+  uint8_t *txrec, *txop;
+  size_t txrec_cap, txop_cap;
+
+  /* tm_lock: timer messages: the heap of pending ones, the next unit of
+  ** rmq_sys_wheel_timer to read, the snapshot (see timer_snapshot). */
+  pthread_mutex_t tm_lock;
+  tm_ent *tm_heap;
+  size_t tm_n, tm_cap;
+  int64_t tm_read, tm_next_snap;
+  int tm_dirty;
+  uint8_t *tmbuf;
+  size_t tmbuf_cap;
 };
 
 static inline int broker_ok(const rmq_broker *b) { return b && b->magic == MAGIC_BROKER; }
@@ -626,6 +691,11 @@ RMQ_API void rmq_broker_options_init(rmq_broker_options *o)
   o->disk_space_clean_forcibly_ratio = 85;
   o->clean_file_forcibly_enable = 1;
   o->delete_file_batch_max = 10;
+  o->transaction_timeout = 6000;
+  o->transaction_check_interval = 30000;
+  o->transaction_check_max = 15;
+  o->timer_max_delay_sec = 259200;
+  o->timer_precision_ms = 1;
 }
 
 static int parse_ipv4(const char *s, uint8_t ip[4])
@@ -663,6 +733,13 @@ static int check_broker_options(const rmq_broker_options *o)
     return rmqi_err(RMQ_EINVAL, "file_reserved_time %d must not be negative", o->file_reserved_time);
   if (o->delete_file_batch_max < 1)
     return rmqi_err(RMQ_EINVAL, "delete_file_batch_max %d must be positive", o->delete_file_batch_max);
+  if (o->transaction_timeout < 0 || o->transaction_check_interval < 1 || o->transaction_check_max < 1)
+    return rmqi_err(RMQ_EINVAL, "transaction_timeout must not be negative, transaction_check_interval and "
+                    "transaction_check_max must be positive");
+  if (o->timer_max_delay_sec < 1)
+    return rmqi_err(RMQ_EINVAL, "timer_max_delay_sec %d must be positive", o->timer_max_delay_sec);
+  if (o->timer_precision_ms < 1 || o->timer_precision_ms > 1000)
+    return rmqi_err(RMQ_EINVAL, "timer_precision_ms %d out of range 1..1000", o->timer_precision_ms);
   uint32_t hours;
   int rc = rmqi_delete_when_parse(o->delete_when, &hours);
   if (rc) return rc;
@@ -683,6 +760,14 @@ static int delay_offsets_persist(rmq_broker *b);
 static int schedule_due(rmq_broker *b, int64_t now, int64_t *next);
 static int async_drain(rmq_broker *b);
 static void *service_main(void *arg);
+static int tx_load(rmq_broker *b);
+static void service_wake_by(rmq_broker *b, int64_t due);
+struct rmq_producer;
+static void tx_producer_gone(struct rmq_producer *p);
+static int tx_check_due(rmq_broker *b, int64_t now, int64_t *next);
+static int timer_load(rmq_broker *b);
+static int timer_due(rmq_broker *b, int64_t now, int64_t *next, int force_snapshot);
+static void broker_free_txtm(rmq_broker *b);
 
 RMQ_API int rmq_broker_open(const char *dir, const rmq_broker_options *opts, rmq_broker **out)
 {
@@ -714,13 +799,20 @@ RMQ_API int rmq_broker_open(const char *dir, const rmq_broker_options *opts, rmq
   pthread_mutex_init(&b->persist_lock, NULL);
   pthread_mutex_init(&b->group_lock, NULL);
   pthread_mutex_init(&b->sched_lock, NULL);
+  pthread_mutex_init(&b->tx_lock, NULL);
+  pthread_mutex_init(&b->tx_check_lock, NULL);
+  pthread_mutex_init(&b->tm_lock, NULL);
+  atomic_store(&b->svc_wake_at, INT64_MAX);
   rc = rmqi_store_open(dir, &b->o, &b->env, &b->st);
   if (rc) goto out_free;
   b->o.message_delay_level = NULL; /* the store keeps it parsed */
   rc = offsets_load(b);
   if (rc) goto out_store;
   rc = delay_offsets_load(b);
+  if (!rc) rc = tx_load(b);
+  if (!rc) rc = timer_load(b);
   if (rc) goto out_store;
+  b->tm_next_snap = rmqi_now(&b->env) + o.flush_consumer_offset_interval;
   b->next_off_persist = rmqi_now(&b->env) + o.flush_consumer_offset_interval;
   if (o.service_thread) {
     if (pthread_create(&b->svc, NULL, service_main, b) != 0) {
@@ -734,6 +826,7 @@ RMQ_API int rmq_broker_open(const char *dir, const rmq_broker_options *opts, rmq
   return RMQ_OK;
 out_store:
   rmqi_store_close(b->st);
+  broker_free_txtm(b);
 out_free:
   rmqi_strfree(b->broker_name);
   rmqi_strfree(b->store_host);
@@ -745,7 +838,11 @@ static int broker_due(rmq_broker *b, int64_t *next_ms)
 {
   int64_t now = rmqi_now(&b->env);
   int64_t next = 1000, store_next = 1000;
-  int rc = schedule_due(b, now, &next);
+  int rc = timer_due(b, now, &next, 0);
+  int rct = schedule_due(b, now, &next);
+  if (!rc) rc = rct;
+  rct = tx_check_due(b, rmqi_now(&b->env), &next);
+  if (!rc) rc = rct;
   int rcs = rmqi_store_run_due(b->st, now, &store_next);
   if (store_next < next) next = store_next; /* the earlier of the two */
   if (!rc) rc = rcs;
@@ -769,6 +866,9 @@ static void *service_main(void *arg)
   pthread_mutex_lock(&b->svc_lock);
   while (!b->svc_stop) {
     pthread_mutex_unlock(&b->svc_lock);
+    /* Awake: a send of something due sooner only needs to say so. */
+    atomic_store(&b->svc_wake_at, INT64_MAX);
+    atomic_store(&b->svc_kick, 0);
     int64_t next = 1000;
     int rc = broker_due(b, &next);
     if (rc) rmqi_log(&b->env, RMQ_LOG_ERROR, "service: %s", rmq_errmsg());
@@ -780,12 +880,26 @@ static void *service_main(void *arg)
     int pending = b->acount > 0;
     pthread_mutex_unlock(&b->async_lock);
     if (pending) continue;
+    atomic_store(&b->svc_wake_at, rmqi_now(&b->env) + next);
+    if (atomic_load(&b->svc_kick)) continue;
     struct timespec dl;
     deadline_ms(&dl, next);
     pthread_cond_timedwait(&b->svc_cond, &b->svc_lock, &dl);
   }
   pthread_mutex_unlock(&b->svc_lock);
   return NULL;
+}
+
+/* A delayed or timed message due at `due` (broker clock) was stored, or a
+** check is wanted now (INT64_MIN): wakes the service thread if it sleeps
+** past that. One atomic load when it does not. */
+static void service_wake_by(rmq_broker *b, int64_t due)
+{
+  if (!b->svc_started || due >= atomic_load(&b->svc_wake_at)) return;
+  if (atomic_exchange(&b->svc_kick, 1)) return; /* already told */
+  pthread_mutex_lock(&b->svc_lock);
+  pthread_cond_signal(&b->svc_cond);
+  pthread_mutex_unlock(&b->svc_lock);
 }
 
 RMQ_API int rmq_broker_run_due(rmq_broker *b, int64_t *next_due_ms)
@@ -809,7 +923,9 @@ RMQ_API int rmq_broker_flush(rmq_broker *b)
 {
   if (!broker_ok(b)) return bad_broker(b, "rmq_broker_flush");
   int rc = rmqi_store_flush_all(b->st);
-  int rc2 = offsets_persist(b);
+  int64_t ignore = 0;
+  int rc2 = timer_due(b, rmqi_now(&b->env), &ignore, 1);
+  if (!rc2) rc2 = offsets_persist(b);
   if (!rc2) rc2 = delay_offsets_persist(b);
   int rc3 = async_drain(b);
   return rc ? rc : rc2 ? rc2 : rc3;
@@ -843,7 +959,10 @@ RMQ_API int rmq_broker_close(rmq_broker *b)
     pthread_join(b->svc, NULL);
   }
   int rc = async_drain(b);
-  int rc2 = offsets_persist(b);
+  int64_t ignore = 0;
+  int rc2 = timer_due(b, rmqi_now(&b->env), &ignore, 1); /* the final snapshot */
+  if (!rc) rc = rc2;
+  rc2 = offsets_persist(b);
   if (!rc) rc = rc2;
   rc2 = delay_offsets_persist(b);
   if (!rc) rc = rc2;
@@ -862,6 +981,7 @@ RMQ_API int rmq_broker_close(rmq_broker *b)
   pthread_mutex_destroy(&b->persist_lock);
   pthread_mutex_destroy(&b->group_lock);
   pthread_mutex_destroy(&b->sched_lock);
+  broker_free_txtm(b);
   rmqi_free(b->reput, b->reput_cap);
   rmqi_strfree(b->broker_name);
   rmqi_strfree(b->store_host);
@@ -1209,6 +1329,15 @@ static int schedule_topic(rmq_broker *b, rmqi_topic **out)
   rmqi_topic *t = rmqi_topic_find(b->st, RMQI_SCHEDULE_TOPIC);
   if (t && rmqi_topic_nqueues(t) >= n) { *out = t; return RMQ_OK; }
   return rmqi_topic_create(b->st, RMQI_SCHEDULE_TOPIC, n, out);
+}
+
+/* Appends "name\1value\2" to b. */
+static void prop_append(rmqi_buf *b, const char *name, const char *value, size_t vlen)
+{
+  rmqi_buf_puts(b, name);
+  rmqi_buf_puts(b, "\1");
+  rmqi_buf_printf(b, "%.*s", (int)vlen, value);
+  rmqi_buf_puts(b, "\2");
 }
 
 /* Builds into *buf (growing it) a copy of record rec (decoded as r) for
@@ -1677,6 +1806,12 @@ struct rmq_producer {
   /* SYNC_FLUSH async sends queued and not yet completed; destroy waits for
   ** 0 (async_lock and async_cond for the wait). */
   atomic_int pending_async;
+  /* Transactions (tx_lock): the listener, the broker's list of producers
+  ** with one, and the check calls running through it (destroy waits). */
+  rmq_transaction_listener txl;
+  int tx_listed;
+  struct rmq_producer *tx_next;
+  atomic_int tx_checking;
 };
 
 static inline int producer_ok(const rmq_producer *p) { return p && p->magic == MAGIC_PRODUCER; }
@@ -1713,8 +1848,9 @@ typedef struct scratch {
   size_t puts_cap;
   char (*ids)[RMQ_MSG_ID_SIZE];  /* a batch's UNIQ_KEYs */
   size_t ids_cap;
-  prop *xprops;                  /* a delayed message's properties plus REAL_TOPIC, REAL_QID */
-  int xcap;
+  prop *xprops;                  /* a rewritten message's properties (send_transform) */
+  int xcap, xn;
+  char xval[4][32];              /* values of the properties send_transform adds */
   rmq_message_queue *sel_mqs;    /* the queues handed to a selector: sel_n of one topic */
   int sel_n, sel_cap;
 } scratch;
@@ -1908,6 +2044,7 @@ RMQ_API void rmq_producer_destroy(rmq_producer *p)
     }
   }
   pthread_mutex_unlock(&b->async_lock);
+  tx_producer_gone(p);
   p->magic = MAGIC_DEAD;
   rmqi_strfree(p->group);
   rmqi_free(p, sizeof *p);
@@ -2085,7 +2222,9 @@ static int encode_at(rmq_producer *p, scratch *s, const rmq_msg *m, int qid, con
   return RMQ_OK;
 }
 
-enum { SEND_SYNC, SEND_ASYNC, SEND_ONEWAY };
+/* Send modes; SEND_HALF is a sync send of a transaction's half message. */
+enum { SEND_ASYNC, SEND_ONEWAY, SEND_SYNC, SEND_HALF };
+#define SEND_SYNC_ANY SEND_SYNC
 
 /* Copies src into dst[cap], cut to fit and NUL-terminated: snprintf's
 ** result without its format parsing, which showed on the send path. */
@@ -2170,6 +2309,150 @@ static int async_drain(rmq_broker *b)
   return rc;
 }
 
+#define TIMER_TOPIC "rmq_sys_wheel_timer"
+#define TX_HALF_TOPIC "RMQ_SYS_TRANS_HALF_TOPIC"
+
+/* Java's Long.parseLong: an optional sign and decimal digits, nothing else. */
+static int parse_long(const char *s, size_t n, int64_t *out)
+{
+  char b[32];
+  if (n == 0 || n >= sizeof b) return 0;
+  memcpy(b, s, n);
+  b[n] = 0;
+  size_t i = (b[0] == '-' || b[0] == '+') ? 1 : 0;
+  if (!b[i]) return 0;
+  for (size_t k = i; b[k]; k++) if (b[k] < '0' || b[k] > '9') return 0;
+  errno = 0;
+  long long v = strtoll(b, NULL, 10);
+  if (errno) return 0;
+  *out = v;
+  return 1;
+}
+
+static int has_timer_props(const rmq_msg *m)
+{
+  return MSG_PROP(m, "TIMER_DELIVER_MS") || MSG_PROP(m, "TIMER_DELAY_SEC") || MSG_PROP(m, "TIMER_DELAY_MS");
+}
+
+/* When a timed message sent at `now` is due (RocketMQ's HookUtils, with
+** TIMER_DELAY_SEC first, then TIMER_DELAY_MS, then TIMER_DELIVER_MS), into
+** *deliver; RMQ_ETIMER when unparsable or past the horizon. */
+static int timer_deliver_ms(rmq_broker *b, const rmq_msg *m, int64_t now, int64_t *deliver)
+{
+  const prop *ps = MSG_PROP(m, "TIMER_DELAY_SEC"), *pm = MSG_PROP(m, "TIMER_DELAY_MS"),
+             *pd = MSG_PROP(m, "TIMER_DELIVER_MS");
+  const prop *w = ps ? ps : pm ? pm : pd;
+  int64_t v;
+  if (!parse_long(w->value, w->vlen, &v))
+    return rmqi_err(RMQ_ETIMER, "timer message illegal: %s is '%s', not a number", w->name, w->value);
+  if (ps) {
+    if (v > INT64_MAX / 2000 || v < -INT64_MAX / 2000) return rmqi_err(RMQ_ETIMER, "timer message illegal: TIMER_DELAY_SEC %" PRId64 " out of range", v);
+    v = now + v * 1000;
+  } else if (pm) {
+    if (v > INT64_MAX / 2 || v < -INT64_MAX / 2) return rmqi_err(RMQ_ETIMER, "timer message illegal: TIMER_DELAY_MS %" PRId64 " out of range", v);
+    v = now + v;
+  }
+  int64_t max_ms = (int64_t)b->o.timer_max_delay_sec * 1000;
+  if (v > now && v - now > max_ms)
+    return rmqi_err(RMQ_ETIMER, "timer message illegal, the delay time should not be bigger than the max delay %" PRId64
+                    "ms (timer_max_delay_sec); this one is %" PRId64 " ms ahead", max_ms, v - now);
+  *deliver = v;
+  return RMQ_OK;
+}
+
+/* Room for n rewritten properties in s->xprops. */
+static int xprops_room(scratch *s, int n)
+{
+  if (n <= s->xcap) return RMQ_OK;
+  prop *np = rmqi_realloc(s->xprops, (size_t)s->xcap * sizeof *np, (size_t)n * sizeof *np);
+  if (!np) return rmqi_err(RMQ_ENOMEM, "out of memory");
+  s->xprops = np;
+  s->xcap = n;
+  return RMQ_OK;
+}
+
+static void xprop_add(scratch *s, const char *name, const char *value)
+{
+  prop *x = &s->xprops[s->xn++];
+  memset(x, 0, sizeof *x);
+  x->name = (char *)name;
+  x->nlen = strlen(name);
+  x->value = (char *)value;
+  x->vlen = strlen(value);
+}
+
+/* The broker's rewrites of a message before it is stored (RocketMQ's
+** HookUtils and TransactionalMessageBridge), into s->xprops and *xtopic
+** (NULL: stored as sent), with put->q and put->tags_code set for the
+** rewritten record; *due gets when a delayed or timed message is due.
+**   - a half message (half): RMQ_SYS_TRANS_HALF_TOPIC queue 0, DELAY
+**     dropped, TRAN_MSG, PGROUP, REAL_TOPIC, REAL_QID, __transactionId__;
+**   - a delay level: SCHEDULE_TOPIC_XXXX queue level-1 with REAL_TOPIC and
+**     REAL_QID, its unit's tag code the deliver time (ROCKETMQ.md 10); any
+**     TIMER_* property is dropped;
+**   - a delivery time in the future: rmq_sys_wheel_timer queue 0 with
+**     TIMER_OUT_MS (RocketMQ's rounding: the slot before the one holding
+**     it, so that it is due at TIMER_OUT_MS + precision), REAL_TOPIC,
+**     REAL_QID. */
+static int send_transform(rmq_producer *p, scratch *s, const rmq_msg *m, int qid, int half, int64_t now,
+                          const char *uniq, rmqi_put *put, const char **xtopic, int64_t *due)
+{
+  rmq_broker *b = p->b;
+  const prop *dp = MSG_PROP(m, "DELAY");
+  int level = dp && !half ? atoi(dp->value) : 0;
+  int timed = level <= 0 && !half && has_timer_props(m);
+  int64_t out_ms = 0;
+  if (timed) {
+    int64_t deliver = 0;
+    int rc = timer_deliver_ms(b, m, now, &deliver);
+    if (rc) return rc;
+    if (deliver <= now) return RMQ_OK; /* stored as sent */
+    int64_t pr = b->o.timer_precision_ms;
+    out_ms = deliver % pr == 0 ? deliver - pr : deliver / pr * pr;
+    *due = out_ms + pr;
+  }
+  if (!half && level <= 0 && !timed) return RMQ_OK;
+  int rc = xprops_room(s, m->nprops + 6);
+  if (rc) return rc;
+  s->xn = 0;
+  for (int i = 0; i < m->nprops; i++) {
+    const prop *x = &m->props[i];
+    /* A half message loses DELAY (RocketMQ's client clears it); a delay
+    ** level wins over a delivery time. */
+    int drop = (half && x->nlen == 5 && !memcmp(x->name, "DELAY", 5)) ||
+               ((half || level > 0) && x->nlen > 6 && !memcmp(x->name, "TIMER_", 6));
+    if (!drop) s->xprops[s->xn++] = *x;
+  }
+  snprintf(s->xval[0], sizeof s->xval[0], "%d", qid);
+  if (half) {
+    rmqi_topic *ht;
+    if (!(ht = rmqi_topic_find(b->st, TX_HALF_TOPIC)) && (rc = rmqi_topic_create(b->st, TX_HALF_TOPIC, 1, &ht))) return rc;
+    xprop_add(s, "TRAN_MSG", "true");
+    xprop_add(s, "PGROUP", p->group);
+    xprop_add(s, "__transactionId__", uniq);
+    *xtopic = TX_HALF_TOPIC;
+    put->q = rmqi_topic_queue(ht, 0);
+  } else if (level > 0) {
+    if (level > rmqi_store_delay_levels(b->st)) level = rmqi_store_delay_levels(b->st);
+    rmqi_topic *sched;
+    if ((rc = schedule_topic(b, &sched))) return rc;
+    *xtopic = RMQI_SCHEDULE_TOPIC;
+    put->q = rmqi_topic_queue(sched, level - 1);
+    put->tags_code = now + rmqi_store_delay_ms(b->st, level);
+    *due = put->tags_code;
+  } else {
+    rmqi_topic *tt;
+    if (!(tt = rmqi_topic_find(b->st, TIMER_TOPIC)) && (rc = rmqi_topic_create(b->st, TIMER_TOPIC, 1, &tt))) return rc;
+    snprintf(s->xval[1], sizeof s->xval[1], "%" PRId64, out_ms);
+    xprop_add(s, "TIMER_OUT_MS", s->xval[1]);
+    *xtopic = TIMER_TOPIC;
+    put->q = rmqi_topic_queue(tt, 0);
+  }
+  xprop_add(s, "REAL_TOPIC", m->topic);
+  xprop_add(s, "REAL_QID", s->xval[0]);
+  return RMQ_OK;
+}
+
 /* One message to queue_id (< 0: the next in p's round robin) with scratch
 ** level s. *call_cb is set when an ASYNC_FLUSH async send is complete and
 ** cb must run, which the caller does once s is given back. */
@@ -2202,36 +2485,16 @@ static int send_one(rmq_producer *p, scratch *s, const rmq_msg *m, int queue_id,
   prop *tags = MSG_PROP(m, "TAGS");
   put.tags_code = tags ? rmqi_jhash(tags->value, tags->vlen) : 0;
   put.q = rmqi_topic_queue(t, qid);
-  const prop *dp = MSG_PROP(m, "DELAY");
-  int level = dp ? atoi(dp->value) : 0;
-  if (level > 0) {
-    /* A delayed message waits in SCHEDULE_TOPIC_XXXX queue level-1 with its
-    ** real topic and queue in properties, its unit's tag code the deliver
-    ** time (ROCKETMQ.md 10); the schedule service re-puts it when due. */
-    if (level > rmqi_store_delay_levels(b->st)) level = rmqi_store_delay_levels(b->st);
-    rmqi_topic *sched;
-    if ((rc = schedule_topic(b, &sched))) return rc;
-    if (m->nprops + 2 > s->xcap) {
-      int ncap = m->nprops + 2;
-      prop *np = rmqi_realloc(s->xprops, (size_t)s->xcap * sizeof *np, (size_t)ncap * sizeof *np);
-      if (!np) return rmqi_err(RMQ_ENOMEM, "out of memory");
-      s->xprops = np;
-      s->xcap = ncap;
-    }
-    char qs[16];
-    snprintf(qs, sizeof qs, "%d", qid);
-    memcpy(s->xprops, m->props, (size_t)m->nprops * sizeof *s->xprops);
-    prop *x = &s->xprops[m->nprops];
-    memset(x, 0, 2 * sizeof *x);
-    x[0].name = (char *)"REAL_TOPIC"; x[0].nlen = 10; x[0].value = m->topic; x[0].vlen = strlen(m->topic);
-    x[1].name = (char *)"REAL_QID"; x[1].nlen = 8; x[1].value = qs; x[1].vlen = strlen(qs);
+  int64_t due = 0; /* a delayed or timed message: when it is due */
+  const char *xtopic = NULL;
+  rc = send_transform(p, s, m, qid, mode == SEND_HALF, now, uniq, &put, &xtopic, &due);
+  if (rc) return rc;
+  if (xtopic) {
     rmq_msg tmp = *m;
-    tmp.topic = (char *)RMQI_SCHEDULE_TOPIC;
+    tmp.topic = (char *)xtopic;
     tmp.props = s->xprops;
-    tmp.nprops = m->nprops + 2;
-    rc = encode(p, s, &tmp, level - 1, up ? NULL : uniq, now, &put.size);
-    put.q = rmqi_topic_queue(sched, level - 1);
-    put.tags_code = now + rmqi_store_delay_ms(b->st, level);
+    tmp.nprops = s->xn;
+    rc = encode(p, s, &tmp, put.q ? rmqi_queue_id(put.q) : 0, up ? NULL : uniq, now, &put.size);
   } else {
     rc = encode(p, s, m, qid, up ? NULL : uniq, now, &put.size);
   }
@@ -2239,15 +2502,16 @@ static int send_one(rmq_producer *p, scratch *s, const rmq_msg *m, int queue_id,
   put.rec = s->buf;
   prop *wait = MSG_PROP(m, "WAIT");
   int sync_wait = b->o.flush_disk_type == RMQ_SYNC_FLUSH && !(wait && !strcmp(wait->value, "false"));
-  if (sync_wait && mode == SEND_SYNC) rmqi_store_sender_enter(b->st);
+  if (sync_wait && mode >= SEND_SYNC_ANY) rmqi_store_sender_enter(b->st);
   rc = rmqi_store_put(b->st, &put, 1);
-  if (sync_wait && mode == SEND_SYNC) rmqi_store_sender_leave(b->st);
+  if (sync_wait && mode >= SEND_SYNC_ANY) rmqi_store_sender_leave(b->st);
   if (rc) return rc;
+  if (due) service_wake_by(b, due);
   rmq_send_result local;
   if (!r) r = &local;
   result_fill(p, t, qid, uniq, &put, r);
   int64_t end = put.phys_offset + put.size;
-  if (mode == SEND_SYNC && sync_wait) {
+  if (mode >= SEND_SYNC_ANY && sync_wait) {
     int timeout = b->o.sync_flush_timeout;
     rc = rmqi_store_wait_flushed(b->st, end, timeout);
     if (rc == RMQ_ETIMEDOUT) {
@@ -2365,6 +2629,7 @@ static int batch_check(rmq_producer *p, const rmq_msg *const *msgs, size_t n, co
                       i, m->topic, msgs[0]->topic);
     const prop *d = MSG_PROP(m, "DELAY");
     if (d && strcmp(d->value, "0")) return rmqi_err(RMQ_EBATCH, "TimeDelayLevel is not supported for batching (message %zu)", i);
+    if (has_timer_props(m)) return rmqi_err(RMQ_EBATCH, "a delivery time is not supported for batching (message %zu)", i);
     if (!strncmp(m->topic, "%RETRY%", 7)) return rmqi_err(RMQ_EBATCH, "Retry Group is not supported for batching");
     const prop *w = MSG_PROP(m, "WAIT");
     int wv = !(w && !strcmp(w->value, "false"));
@@ -2462,6 +2727,987 @@ RMQ_API int rmq_producer_send_oneway(rmq_producer *p, const rmq_msg *m)
   if (!producer_ok(p)) return bad_producer(p, "rmq_producer_send_oneway");
   return send_impl(p, m, -1, SEND_ONEWAY, NULL, NULL, NULL);
 }
+
+/* ======================================================================= */
+/* Records the broker makes                                                */
+/* ======================================================================= */
+
+
+static size_t i64_slot(int64_t v, size_t cap) { return (size_t)(((uint64_t)v * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1); }
+
+static int i64set_has(const i64set *s, int64_t v)
+{
+  if (!s->n) return 0;
+  for (size_t i = i64_slot(v, s->cap);; i = (i + 1) & (s->cap - 1)) {
+    if (s->k[i] == v) return 1;
+    if (s->k[i] < 0) return 0;
+  }
+}
+
+static int i64set_add(i64set *s, int64_t v)
+{
+  if (v < 0 || i64set_has(s, v)) return RMQ_OK;
+  if ((s->n + 1) * 2 > s->cap) {
+    size_t ncap = s->cap ? s->cap * 2 : 64;
+    int64_t *nk = rmqi_malloc(ncap * sizeof *nk);
+    if (!nk) return rmqi_err(RMQ_ENOMEM, "out of memory");
+    for (size_t i = 0; i < ncap; i++) nk[i] = -1;
+    for (size_t i = 0; i < s->cap; i++)
+      if (s->k[i] >= 0) {
+        size_t j = i64_slot(s->k[i], ncap);
+        while (nk[j] >= 0) j = (j + 1) & (ncap - 1);
+        nk[j] = s->k[i];
+      }
+    rmqi_free(s->k, s->cap * sizeof *s->k);
+    s->k = nk;
+    s->cap = ncap;
+  }
+  size_t j = i64_slot(v, s->cap);
+  while (s->k[j] >= 0) j = (j + 1) & (s->cap - 1);
+  s->k[j] = v;
+  s->n++;
+  return RMQ_OK;
+}
+
+/* Drops the members below min (rebuilding the table). */
+static void i64set_prune(i64set *s, int64_t min)
+{
+  if (!s->n) return;
+  i64set t = {0};
+  int oom = 0;
+  for (size_t i = 0; i < s->cap; i++)
+    if (s->k[i] >= min && i64set_add(&t, s->k[i])) oom = 1;
+  if (oom) { rmqi_free(t.k, t.cap * sizeof *t.k); return; } /* keep the old: only bigger */
+  rmqi_free(s->k, s->cap * sizeof *s->k);
+  *s = t;
+}
+
+static void i64set_free(i64set *s)
+{
+  rmqi_free(s->k, s->cap * sizeof *s->k);
+  memset(s, 0, sizeof *s);
+}
+
+/* Encodes a record the broker writes itself (an op record) into *buf:
+** born and store host the broker's, born now, no UNIQ_KEY (RocketMQ's op
+** records have none stored). Returns the size, 0 when out of memory. */
+static size_t record_new(rmq_broker *b, uint8_t **buf, size_t *cap, const char *topic, int qid, const void *body,
+                         size_t blen, const char *props, size_t plen, int64_t now)
+{
+  size_t tl = strlen(topic);
+  size_t total = 91 + blen + tl + plen;
+  if (total > *cap) {
+    uint8_t *nb = rmqi_realloc(*buf, *cap, total);
+    if (!nb) return 0;
+    *buf = nb;
+    *cap = total;
+  }
+  uint8_t *w = *buf;
+  memset(w, 0, 88);
+  rmqi_put32(w, (uint32_t)total);
+  rmqi_put32(w + 4, RMQI_MAGIC_V1);
+  rmqi_put32(w + 8, rmqi_crc32(body, blen) & 0x7FFFFFFF);
+  rmqi_put32(w + 12, (uint32_t)qid);
+  rmqi_put64(w + 40, (uint64_t)now);
+  memcpy(w + 48, b->store_ip, 4);
+  rmqi_put32(w + 52, (uint32_t)b->o.store_port);
+  memcpy(w + 64, b->store_ip, 4);
+  rmqi_put32(w + 68, (uint32_t)b->o.store_port);
+  rmqi_put32(w + 84, (uint32_t)blen);
+  w += 88;
+  memcpy(w, body, blen);
+  w += blen;
+  *w++ = (uint8_t)tl;
+  memcpy(w, topic, tl);
+  w += tl;
+  rmqi_put16(w, (uint16_t)plen);
+  memcpy(w + 2, props, plen);
+  return total;
+}
+
+/* Copies raw properties p[0..len) into pb without the names in drop[]
+** (NULL-terminated). */
+static void props_copy_except(rmqi_buf *pb, const char *p, size_t len, const char *const *drop)
+{
+  const char *end = p + len;
+  while (p < end) {
+    const char *se = memchr(p, 2, (size_t)(end - p));
+    if (!se) se = end;
+    const char *sep = memchr(p, 1, (size_t)(se - p));
+    size_t nl = sep ? (size_t)(sep - p) : 0;
+    int skip = 0;
+    for (int i = 0; sep && drop[i] && !skip; i++) skip = strlen(drop[i]) == nl && !memcmp(p, drop[i], nl);
+    if (!skip && se > p) {
+      rmqi_buf_printf(pb, "%.*s", (int)(se - p), p);
+      rmqi_buf_puts(pb, "\2");
+    }
+    p = se + 1;
+  }
+}
+
+/* Pins and decodes the whole record at phys, its size read from it. NULL
+** (and *pin NULL) when gone or unreadable. */
+static const uint8_t *pin_record(rmq_broker *b, int64_t phys, void **pin, rmqi_record *r)
+{
+  const uint8_t *h = rmqi_store_record_pin(b->st, phys, 8, pin);
+  int32_t total = h ? (int32_t)rmqi_get32(h) : 0;
+  rmqi_store_unpin(*pin);
+  const uint8_t *rec = total > 8 ? rmqi_store_record_pin(b->st, phys, total, pin) : NULL;
+  if (!rec) *pin = NULL;
+  if (rec && rmqi_record_decode(rec, (size_t)total, 0, r) != RMQ_OK) {
+    rmqi_store_unpin(*pin);
+    *pin = NULL;
+    return NULL;
+  }
+  return rec;
+}
+
+/* The value of property name of record r as a NUL-terminated string in
+** out[cap]; 0 when absent or too long. */
+static int rec_prop(const rmqi_record *r, const char *name, char *out, size_t cap)
+{
+  const char *v;
+  size_t vl;
+  if (!rmqi_props_find(r->props, (size_t)r->props_len, name, strlen(name), &v, &vl) || vl >= cap) return 0;
+  memcpy(out, v, vl);
+  out[vl] = 0;
+  return 1;
+}
+
+/* ======================================================================= */
+/* Transactions (RocketMQ's TransactionalMessageService, in process)       */
+/* ======================================================================= */
+
+#define TX_OP_TOPIC "RMQ_SYS_TRANS_OP_HALF_TOPIC"
+#define TX_MAXTIME_TOPIC "TRANS_CHECK_MAX_TIME_TOPIC"
+#define TX_GROUP "CID_RMQ_SYS_TRANS"
+
+RMQ_API const char *rmq_local_transaction_state_name(int state)
+{
+  switch (state) {
+  case RMQ_COMMIT_MESSAGE: return "COMMIT_MESSAGE";
+  case RMQ_ROLLBACK_MESSAGE: return "ROLLBACK_MESSAGE";
+  case RMQ_UNKNOW: return "UNKNOW";
+  default: return "?";
+  }
+}
+
+static int sys_topic(rmq_broker *b, const char *name, rmqi_topic **t)
+{
+  *t = rmqi_topic_find(b->st, name);
+  return *t ? RMQ_OK : rmqi_topic_create(b->st, name, 1, t);
+}
+
+/* The op record marking half queue offset hoff decided: RocketMQ 4.x's
+** form (tag "d", the offset in decimal), which 5.x reads too. In
+** b->txop; tx_lock held. */
+static int tx_op_put(rmq_broker *b, rmqi_put *put, int64_t hoff, int64_t now)
+{
+  rmqi_topic *ot;
+  int rc = sys_topic(b, TX_OP_TOPIC, &ot);
+  if (rc) return rc;
+  char body[24];
+  int blen = snprintf(body, sizeof body, "%" PRId64, hoff);
+  static const char props[] = "TAGS\1d\2WAIT\1true\2";
+  put->size = (uint32_t)record_new(b, &b->txop, &b->txop_cap, TX_OP_TOPIC, 0, body, (size_t)blen, props,
+                                   sizeof props - 1, now);
+  if (!put->size) return rmqi_err(RMQ_ENOMEM, "out of memory writing an op record");
+  put->rec = b->txop;
+  put->q = rmqi_topic_queue(ot, 0);
+  put->tags_code = rmqi_jhash("d", 1);
+  put->store_ts = now;
+  return RMQ_OK;
+}
+
+/* Is half queue offset hoff decided (an op record, or below the base)? tx_lock. */
+static int tx_decided(rmq_broker *b, int64_t hoff) { return hoff < b->tx_base || i64set_has(&b->tx_done, hoff); }
+
+/* Stores a copy of half message rec (decoded r) in b->txrec: to its real
+** topic as the COMMIT record (commit), back to the half queue with
+** TRANSACTION_CHECK_TIMES = checks (a check's re-append), or to
+** TRANS_CHECK_MAX_TIME_TOPIC (discard). */
+enum { TXC_COMMIT, TXC_REAPPEND, TXC_DISCARD };
+static int tx_copy_put(rmq_broker *b, rmqi_put *put, const uint8_t *rec, const rmqi_record *r, int kind, int checks,
+                       int64_t now)
+{
+  char topic[256], qs[16];
+  int qid = 0, rc;
+  rmqi_topic *t;
+  rmqi_buf pb = {0};
+  if (kind == TXC_COMMIT) {
+    if (!rec_prop(r, "REAL_TOPIC", topic, sizeof topic) || !rec_prop(r, "REAL_QID", qs, sizeof qs))
+      return rmqi_err(RMQ_ECORRUPT, "half message at %" PRId64 " lacks REAL_TOPIC/REAL_QID", r->phys_offset);
+    qid = atoi(qs);
+    t = rmqi_topic_find(b->st, topic);
+    if (!t && (rc = rmqi_topic_create(b->st, topic, b->o.default_topic_queue_nums < 4 ? b->o.default_topic_queue_nums : 4, &t)))
+      return rc;
+    int nq = rmqi_topic_nqueues(t);
+    if (qid < 0 || qid >= nq) qid = (qid < 0 ? 0 : qid) % nq;
+    /* RocketMQ builds the stored properties before it clears REAL_TOPIC,
+    ** REAL_QID and TRAN_MSG: the COMMIT record keeps them all. */
+    rmqi_buf_printf(&pb, "%.*s", r->props_len, r->props);
+  } else {
+    snprintf(topic, sizeof topic, "%s", kind == TXC_REAPPEND ? TX_HALF_TOPIC : TX_MAXTIME_TOPIC);
+    if ((rc = sys_topic(b, topic, &t))) return rc;
+    static const char *const drop[] = {"TRANSACTION_CHECK_TIMES", NULL};
+    props_copy_except(&pb, r->props, (size_t)r->props_len, drop);
+    char cv[16];
+    snprintf(cv, sizeof cv, "%d", checks);
+    prop_append(&pb, "TRANSACTION_CHECK_TIMES", cv, strlen(cv));
+  }
+  if (pb.oom) { rmqi_buf_free(&pb); return rmqi_err(RMQ_ENOMEM, "out of memory"); }
+  if (pb.len > RMQ_PROPERTIES_MAX_LEN) { rmqi_buf_free(&pb); return rmqi_err(RMQ_EPROPSIZE, "half message properties too long"); }
+  put->size = (uint32_t)record_rebuild(&b->txrec, &b->txrec_cap, rec, r, topic, qid, pb.p ? pb.p : "", pb.len,
+                                       r->reconsume_times);
+  rmqi_buf_free(&pb);
+  if (!put->size) return rmqi_err(RMQ_ENOMEM, "out of memory");
+  if (kind == TXC_COMMIT) {
+    size_t hdr = (size_t)(r->body - 4 - rec);
+    uint32_t sf = (uint32_t)((r->sys_flag & ~RMQI_SYSFLAG_TX_MASK) | RMQI_SYSFLAG_TX_COMMIT);
+    rmqi_put32(b->txrec + 36, sf);
+    rmqi_put64(b->txrec + hdr - 8, (uint64_t)r->phys_offset); /* PREPARED_TX_OFFSET */
+  }
+  put->rec = b->txrec;
+  put->q = rmqi_topic_queue(t, qid);
+  put->tags_code = props_tags_code(r->props, (size_t)r->props_len);
+  put->store_ts = now;
+  return RMQ_OK;
+}
+
+/* endTransaction: the decision `state` on the half message at
+** phys/size/queue offset hoff of producer group `group`. tx_lock held. */
+static int tx_end_locked(rmq_broker *b, const char *group, int64_t phys, int32_t size, int64_t hoff, int state,
+                         int from_check)
+{
+  if (state != RMQ_COMMIT_MESSAGE && state != RMQ_ROLLBACK_MESSAGE) return RMQ_OK;
+  if (tx_decided(b, hoff)) {
+    rmqi_log(&b->env, RMQ_LOG_WARN, "transaction of half message %" PRId64 " (group %s) was decided already%s; "
+             "%s ignored", hoff, group, from_check ? "" : " (the check took it over)", rmq_local_transaction_state_name(state));
+    return RMQ_OK;
+  }
+  void *pin;
+  const uint8_t *rec = rmqi_store_record_pin(b->st, phys, size, &pin);
+  rmqi_record r;
+  int rc = RMQ_OK;
+  char pg[RMQ_GROUP_MAX_LEN + 2];
+  if (!rec || rmqi_record_decode(rec, (size_t)size, 0, &r) != RMQ_OK) {
+    rc = rmqi_err(RMQ_ENOTFOUND, "Find prepared transaction message failed (commit log offset %" PRId64 ")", phys);
+  } else if (!rec_prop(&r, "PGROUP", pg, sizeof pg) || strcmp(pg, group)) {
+    rc = rmqi_err(RMQ_EINVAL, "The producer group wrong (%s, the half message's is %s)", group, pg);
+  } else if (r.queue_offset != hoff) {
+    rc = rmqi_err(RMQ_EINVAL, "The transaction state table offset wrong");
+  } else if (r.phys_offset != phys) {
+    rc = rmqi_err(RMQ_EINVAL, "The commit log offset wrong");
+  } else {
+    int64_t now = rmqi_now(&b->env);
+    rmqi_put puts[2];
+    memset(puts, 0, sizeof puts);
+    int n = 0;
+    if (state == RMQ_COMMIT_MESSAGE) rc = tx_copy_put(b, &puts[n++], rec, &r, TXC_COMMIT, 0, now);
+    /* The decision and its op record in one append: a crash keeps both,
+    ** neither, or the decision alone, which the next open completes. */
+    if (!rc) rc = tx_op_put(b, &puts[n++], hoff, now);
+    if (!rc) rc = rmqi_store_put(b->st, puts, n);
+    if (!rc) rc = i64set_add(&b->tx_done, hoff);
+  }
+  rmqi_store_unpin(pin);
+  return rc;
+}
+
+RMQ_API int rmq_producer_set_transaction_listener(rmq_producer *p, const rmq_transaction_listener *l)
+{
+  if (!producer_ok(p)) return bad_producer(p, "rmq_producer_set_transaction_listener");
+  if (l && !l->execute_local_transaction)
+    return rmqi_err(RMQ_EINVAL, "rmq_producer_set_transaction_listener: execute_local_transaction is NULL");
+  rmq_broker *b = p->b;
+  pthread_mutex_lock(&b->tx_lock);
+  if (l) p->txl = *l;
+  else memset(&p->txl, 0, sizeof p->txl);
+  if (!p->tx_listed) {
+    p->tx_next = b->txps;
+    b->txps = p;
+    p->tx_listed = 1;
+  }
+  /* Half messages a crash or an earlier run left undecided are checked
+  ** soon, not a whole check interval later. */
+  if (l && l->check_local_transaction) b->tx_next_check = 0;
+  pthread_mutex_unlock(&b->tx_lock);
+  if (l && l->check_local_transaction) service_wake_by(b, INT64_MIN);
+  return RMQ_OK;
+}
+
+RMQ_API int rmq_producer_send_message_in_transaction(rmq_producer *p, const rmq_msg *m, void *arg,
+                                                     rmq_transaction_send_result *r)
+{
+  if (!producer_ok(p)) return bad_producer(p, "rmq_producer_send_message_in_transaction");
+  rmq_broker *b = p->b;
+  rmq_execute_local_transaction exec = p->txl.execute_local_transaction;
+  if (!exec) return rmqi_err(RMQ_ESTATE, "TransactionListener is null");
+  if (m && has_timer_props(m))
+    return rmqi_err(RMQ_ETIMER, "a transactional message cannot have a delivery time (TIMER_* property)");
+  rmq_transaction_send_result local;
+  if (!r) r = &local;
+  memset(r, 0, sizeof *r);
+  int rc = send_impl(p, m, -1, SEND_HALF, NULL, NULL, &r->send_result);
+  if (rc) return rc;
+  copy_str(r->transaction_id, sizeof r->transaction_id, r->send_result.msg_id);
+  int state;
+  if (r->send_result.send_status != RMQ_SEND_OK) {
+    state = RMQ_ROLLBACK_MESSAGE; /* as RocketMQ: the local transaction does not run */
+  } else {
+    state = exec(p->txl.ctx, m, r->transaction_id, arg);
+    if (state != RMQ_COMMIT_MESSAGE && state != RMQ_ROLLBACK_MESSAGE && state != RMQ_UNKNOW) {
+      rmqi_log(&b->env, RMQ_LOG_WARN, "executeLocalTransaction returned %d for %s: taken as UNKNOW", state,
+               r->transaction_id);
+      state = RMQ_UNKNOW;
+    }
+  }
+  r->local_transaction_state = state;
+  pthread_mutex_lock(&b->tx_lock);
+  rc = tx_end_locked(b, p->group, r->send_result.commit_log_offset, r->send_result.store_size,
+                     r->send_result.queue_offset, state, 0);
+  pthread_mutex_unlock(&b->tx_lock);
+  return rc;
+}
+
+/* Unlists p (destroy) and waits for a check running through it. */
+static void tx_producer_gone(rmq_producer *p)
+{
+  rmq_broker *b = p->b;
+  pthread_mutex_lock(&b->tx_lock);
+  if (p->tx_listed) {
+    for (rmq_producer **pp = &b->txps; *pp; pp = &(*pp)->tx_next)
+      if (*pp == p) { *pp = p->tx_next; break; }
+    p->tx_listed = 0;
+  }
+  pthread_mutex_unlock(&b->tx_lock);
+  while (atomic_load(&p->tx_checking) > 0) {
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
+}
+
+/* A producer of `group` with a check listener, its use counted; tx_lock. */
+static rmq_producer *tx_checker(rmq_broker *b, const char *group)
+{
+  for (rmq_producer *p = b->txps; p; p = p->tx_next)
+    if (p->txl.check_local_transaction && !strcmp(p->group, group)) {
+      atomic_fetch_add(&p->tx_checking, 1);
+      return p;
+    }
+  return NULL;
+}
+
+/* The half offsets an op record (4.x "12" or 5.x "12,13,") marks decided. */
+static int tx_op_parse(rmq_broker *b, const rmqi_record *r, int64_t min)
+{
+  const char *p = (const char *)r->body, *end = p + r->body_len;
+  while (p < end) {
+    const char *c = memchr(p, ',', (size_t)(end - p));
+    if (!c) c = end;
+    int64_t v;
+    if (parse_long(p, (size_t)(c - p), &v) && v >= min) {
+      int rc = i64set_add(&b->tx_done, v);
+      if (rc) return rc;
+    }
+    p = c + 1;
+  }
+  return RMQ_OK;
+}
+
+/* The half queue's consumed offset (CID_RMQ_SYS_TRANS), its min if none. */
+static int64_t tx_offset(rmq_broker *b, const char *topic, rmqi_queue *q)
+{
+  offent *e = off_find(b, topic, TX_GROUP, 0);
+  int64_t off = e ? atomic_load(&e->off[0]) : -1;
+  int64_t min = rmqi_queue_min_offset(q);
+  return off < min ? min : off;
+}
+
+typedef struct tx_fix {
+  rmq_broker *b;
+  int64_t commits[64]; /* half offsets of COMMIT records met, waiting for their op */
+  int n, rc;
+} tx_fix;
+
+/* After a crash: a COMMIT record whose op record was lost gets it now, so
+** the check does not ask again and commit the message twice. */
+static int tx_fix_rec(void *ctx, const rmqi_record *r, int64_t phys)
+{
+  tx_fix *f = ctx;
+  rmq_broker *b = f->b;
+  (void)phys;
+  if ((r->sys_flag & RMQI_SYSFLAG_TX_MASK) != RMQI_SYSFLAG_TX_COMMIT || r->prepared_tx_offset < 0) return 0;
+  void *pin;
+  rmqi_record h;
+  const uint8_t *hrec = pin_record(b, r->prepared_tx_offset, &pin, &h);
+  int rc = 0;
+  if (hrec && h.topic_len == (int)strlen(TX_HALF_TOPIC) && !memcmp(h.topic, TX_HALF_TOPIC, (size_t)h.topic_len) &&
+      !tx_decided(b, h.queue_offset)) {
+    int64_t now = rmqi_now(&b->env);
+    rmqi_put put = {0};
+    rc = tx_op_put(b, &put, h.queue_offset, now);
+    if (!rc) rc = rmqi_store_put(b->st, &put, 1);
+    if (!rc) rc = i64set_add(&b->tx_done, h.queue_offset);
+    if (!rc) rmqi_log(&b->env, RMQ_LOG_WARN, "recovery: committed transaction of half message %" PRId64
+                      " lacked its op record; written", h.queue_offset);
+  }
+  rmqi_store_unpin(pin);
+  f->rc = rc;
+  return rc;
+}
+
+/* At open: the decided half offsets from the op queue, and after a crash
+** the op records of commits it cut off. */
+static int tx_load(rmq_broker *b)
+{
+  rmqi_topic *ht = rmqi_topic_find(b->st, TX_HALF_TOPIC), *ot = rmqi_topic_find(b->st, TX_OP_TOPIC);
+  if (!ht) return RMQ_OK;
+  b->tx_base = tx_offset(b, TX_HALF_TOPIC, rmqi_topic_queue(ht, 0));
+  if (ot) {
+    rmqi_queue *oq = rmqi_topic_queue(ot, 0);
+    uint8_t ub[64 * RMQI_CQ_UNIT];
+    for (int64_t off = tx_offset(b, TX_OP_TOPIC, oq);;) {
+      int k = rmqi_queue_read_units(oq, off, ub, 64);
+      if (k <= 0) break;
+      for (int i = 0; i < k; i++, off++) {
+        void *pin;
+        const uint8_t *u = ub + i * RMQI_CQ_UNIT;
+        int32_t size = (int32_t)rmqi_get32(u + 8);
+        const uint8_t *rec = rmqi_store_record_pin(b->st, (int64_t)rmqi_get64(u), size, &pin);
+        rmqi_record r;
+        int rc = rec && rmqi_record_decode(rec, (size_t)size, 0, &r) == RMQ_OK ? tx_op_parse(b, &r, b->tx_base) : RMQ_OK;
+        rmqi_store_unpin(pin);
+        if (rc) return rc;
+      }
+    }
+  }
+  int64_t from = rmqi_store_recovery_from(b->st);
+  if (from < 0) return RMQ_OK;
+  tx_fix f = {.b = b};
+  pthread_mutex_lock(&b->tx_lock);
+  int rc = rmqi_store_scan(b->st, from, rmqi_store_max_phys(b->st), tx_fix_rec, &f);
+  pthread_mutex_unlock(&b->tx_lock);
+  return rc;
+}
+
+/* Moves the half and op offsets past what is decided: the half offset to
+** `first_open`, the op offset over op records of halves below it. */
+static void tx_advance(rmq_broker *b, rmqi_queue *hq, int64_t first_open)
+{
+  offent *he = off_find(b, TX_HALF_TOPIC, TX_GROUP, 1);
+  if (!he) return;
+  off_set(b, he, 0, first_open);
+  pthread_mutex_lock(&b->tx_lock);
+  if (first_open > b->tx_base) {
+    b->tx_base = first_open;
+    i64set_prune(&b->tx_done, first_open);
+  }
+  pthread_mutex_unlock(&b->tx_lock);
+  rmqi_topic *ot = rmqi_topic_find(b->st, TX_OP_TOPIC);
+  offent *oe = ot ? off_find(b, TX_OP_TOPIC, TX_GROUP, 1) : NULL;
+  if (!oe) return;
+  rmqi_queue *oq = rmqi_topic_queue(ot, 0);
+  int64_t off = tx_offset(b, TX_OP_TOPIC, oq);
+  uint8_t u[RMQI_CQ_UNIT];
+  while (rmqi_queue_read_units(oq, off, u, 1) == 1) {
+    void *pin;
+    int32_t size = (int32_t)rmqi_get32(u + 8);
+    const uint8_t *rec = rmqi_store_record_pin(b->st, (int64_t)rmqi_get64(u), size, &pin);
+    rmqi_record r;
+    int64_t v = -1, below = 1;
+    if (rec && rmqi_record_decode(rec, (size_t)size, 0, &r) == RMQ_OK) {
+      const char *p = (const char *)r.body, *end = p + r.body_len;
+      while (p < end && below) {
+        const char *c = memchr(p, ',', (size_t)(end - p));
+        if (!c) c = end;
+        if (parse_long(p, (size_t)(c - p), &v) && v >= first_open) below = 0;
+        p = c + 1;
+      }
+    }
+    rmqi_store_unpin(pin);
+    if (!below) break;
+    off++;
+  }
+  off_set(b, oe, 0, off);
+  (void)hq;
+}
+
+/* One check pass (RocketMQ's TransactionalMessageCheckService), on the
+** broker's clock: each undecided half message old enough is re-appended
+** with its check count raised (and an op record for the old copy, in one
+** append), then its group's check listener decides on the new copy. */
+static int tx_check_due(rmq_broker *b, int64_t now, int64_t *next)
+{
+  rmqi_topic *ht = rmqi_topic_find(b->st, TX_HALF_TOPIC);
+  if (!ht) return RMQ_OK;
+  pthread_mutex_lock(&b->tx_lock);
+  int64_t when = b->tx_next_check;
+  pthread_mutex_unlock(&b->tx_lock);
+  if (now < when) {
+    if (when - now < *next) *next = when - now;
+    return RMQ_OK;
+  }
+  if (pthread_mutex_trylock(&b->tx_check_lock) != 0) return RMQ_OK;
+  pthread_mutex_lock(&b->tx_lock);
+  b->tx_next_check = now + b->o.transaction_check_interval;
+  pthread_mutex_unlock(&b->tx_lock);
+  if (b->o.transaction_check_interval < *next) *next = b->o.transaction_check_interval;
+  rmqi_queue *hq = rmqi_topic_queue(ht, 0);
+  int64_t start = now, i = tx_offset(b, TX_HALF_TOPIC, hq), first_open = -1;
+  int rc = RMQ_OK;
+  int64_t keep_ms = (int64_t)b->o.file_reserved_time * 3600 * 1000;
+  for (; rc == RMQ_OK; i++) {
+    uint8_t u[RMQI_CQ_UNIT];
+    if (rmqi_queue_read_units(hq, i, u, 1) != 1) break;
+    pthread_mutex_lock(&b->tx_lock);
+    int done = tx_decided(b, i);
+    pthread_mutex_unlock(&b->tx_lock);
+    if (done) continue;
+    int64_t phys = (int64_t)rmqi_get64(u);
+    int32_t size = (int32_t)rmqi_get32(u + 8);
+    void *pin;
+    const uint8_t *rec = rmqi_store_record_pin(b->st, phys, size, &pin);
+    rmqi_record r;
+    if (!rec || rmqi_record_decode(rec, (size_t)size, 0, &r) != RMQ_OK) {
+      rmqi_store_unpin(pin);
+      rmqi_log(&b->env, RMQ_LOG_WARN, "transaction check: half message %" PRId64 " is gone or unreadable; skipped", i);
+      continue;
+    }
+    char cv[24], imm[24], group[RMQ_GROUP_MAX_LEN + 2];
+    int64_t checks = 0, immunity = b->o.transaction_timeout;
+    if (rec_prop(&r, "TRANSACTION_CHECK_TIMES", cv, sizeof cv) && !parse_long(cv, strlen(cv), &checks)) checks = -1;
+    int has_imm = rec_prop(&r, "CHECK_IMMUNITY_TIME_IN_SECONDS", imm, sizeof imm);
+    int64_t iv;
+    if (has_imm && parse_long(imm, strlen(imm), &iv) && iv >= 0 && iv < INT64_MAX / 1000) immunity = iv * 1000;
+    if (!rec_prop(&r, "PGROUP", group, sizeof group)) group[0] = 0;
+    int64_t age = now - r.born_ts;
+    int kind = -1;
+    if (checks >= b->o.transaction_check_max) kind = TXC_DISCARD;
+    else if (age > keep_ms) kind = -2; /* older than the files are kept: RocketMQ skips it */
+    else if (r.store_ts >= start) { rmqi_store_unpin(pin); break; }
+    else if (age >= 0 && age < immunity) {
+      rmqi_store_unpin(pin);
+      if (!has_imm) break; /* the younger ones after it wait too */
+      if (first_open < 0) first_open = i;
+      continue;
+    }
+    rmq_producer *cp = NULL;
+    rmqi_put puts[2];
+    memset(puts, 0, sizeof puts);
+    pthread_mutex_lock(&b->tx_lock);
+    if (tx_decided(b, i)) { /* the producer decided meanwhile */
+      pthread_mutex_unlock(&b->tx_lock);
+      rmqi_store_unpin(pin);
+      continue;
+    }
+    if (kind == -1 && !(cp = tx_checker(b, group))) {
+      /* No listener to ask: left as it is, its count unchanged. */
+      pthread_mutex_unlock(&b->tx_lock);
+      rmqi_store_unpin(pin);
+      if (first_open < 0) first_open = i;
+      continue;
+    }
+    int n = 0;
+    if (kind == TXC_DISCARD) rc = tx_copy_put(b, &puts[n++], rec, &r, TXC_DISCARD, (int)checks, now);
+    else if (kind == -1) rc = tx_copy_put(b, &puts[n++], rec, &r, TXC_REAPPEND, checks < 0 ? 0 : (int)checks + 1, now);
+    if (!rc) rc = tx_op_put(b, &puts[n++], i, now);
+    if (!rc) rc = rmqi_store_put(b->st, puts, n);
+    if (!rc) rc = i64set_add(&b->tx_done, i);
+    pthread_mutex_unlock(&b->tx_lock);
+    rmqi_store_unpin(pin);
+    if (rc) {
+      /* Not re-appended: it stays where it is for the next pass. */
+      if (cp) atomic_fetch_sub(&cp->tx_checking, 1);
+      if (first_open < 0) first_open = i;
+      break;
+    }
+    if (!rc && kind == TXC_DISCARD)
+      rmqi_log(&b->env, RMQ_LOG_WARN, "transaction of half message %" PRId64 " (group %s) still undecided after %" PRId64
+               " checks: discarded to " TX_MAXTIME_TOPIC, i, group, checks);
+    if (!rc && kind == -2)
+      rmqi_log(&b->env, RMQ_LOG_WARN, "transaction of half message %" PRId64 " (group %s) born over %d h ago: skipped",
+               i, group, b->o.file_reserved_time);
+    if (!cp) continue;
+    /* Ask about the new copy, as RocketMQ's check does. */
+    const uint8_t *nrec = rmqi_store_record_pin(b->st, puts[0].phys_offset, (int32_t)puts[0].size, &pin);
+    rmq_message_ext e;
+    char rt[256], rq[16];
+    rmqi_record nr;
+    int state = RMQ_UNKNOW;
+    if (nrec && ext_fill(&e, nrec, (int32_t)puts[0].size, TX_HALF_TOPIC, b->broker_name) == RMQ_OK &&
+        rmqi_record_decode(nrec, puts[0].size, 0, &nr) == RMQ_OK) {
+      if (rec_prop(&nr, "REAL_TOPIC", rt, sizeof rt)) e.topic = rt;
+      if (rec_prop(&nr, "REAL_QID", rq, sizeof rq)) e.queue_id = atoi(rq);
+      state = cp->txl.check_local_transaction(cp->txl.ctx, &e);
+      if (state != RMQ_COMMIT_MESSAGE && state != RMQ_ROLLBACK_MESSAGE && state != RMQ_UNKNOW) {
+        rmqi_log(&b->env, RMQ_LOG_WARN, "checkLocalTransaction returned %d for %s: taken as UNKNOW", state, e.msg_id);
+        state = RMQ_UNKNOW;
+      }
+    }
+    rmqi_store_unpin(pin);
+    atomic_fetch_sub(&cp->tx_checking, 1);
+    pthread_mutex_lock(&b->tx_lock);
+    rc = tx_end_locked(b, group, puts[0].phys_offset, (int32_t)puts[0].size, puts[0].queue_offset, state, 1);
+    pthread_mutex_unlock(&b->tx_lock);
+  }
+  tx_advance(b, hq, first_open >= 0 ? first_open : i);
+  pthread_mutex_unlock(&b->tx_check_lock);
+  return rc;
+}
+
+/* ======================================================================= */
+/* Timer messages (RocketMQ 5's TimerMessageStore, in small)               */
+/* ======================================================================= */
+
+/* Pending timed messages are a binary min-heap of (due, queue offset in
+** rmq_sys_wheel_timer): 16 bytes each, the next due at the top, O(log n)
+** to add or take one. The service reads the timer queue from tm_read into
+** the heap (each record's TIMER_OUT_MS), delivers what is due, and sleeps
+** until the top's due time. config/rmq_timer.bin keeps the heap across
+** restarts (see timer_snapshot). */
+
+static int tm_less(const tm_ent *a, const tm_ent *b) { return a->due < b->due || (a->due == b->due && a->qoff < b->qoff); }
+
+static void tm_sift_down(tm_ent *h, size_t n, size_t i)
+{
+  for (;;) {
+    size_t l = 2 * i + 1, m = i;
+    if (l < n && tm_less(&h[l], &h[m])) m = l;
+    if (l + 1 < n && tm_less(&h[l + 1], &h[m])) m = l + 1;
+    if (m == i) return;
+    tm_ent t = h[i]; h[i] = h[m]; h[m] = t;
+    i = m;
+  }
+}
+
+static int tm_push(rmq_broker *b, int64_t due, int64_t qoff)
+{
+  if (b->tm_n == b->tm_cap) {
+    size_t ncap = b->tm_cap ? b->tm_cap * 2 : 1024;
+    tm_ent *nh = rmqi_realloc(b->tm_heap, b->tm_cap * sizeof *nh, ncap * sizeof *nh);
+    if (!nh) return rmqi_err(RMQ_ENOMEM, "out of memory: %zu timer messages pending", b->tm_n);
+    b->tm_heap = nh;
+    b->tm_cap = ncap;
+  }
+  tm_ent *h = b->tm_heap;
+  size_t i = b->tm_n++;
+  h[i].due = due;
+  h[i].qoff = qoff;
+  while (i > 0 && tm_less(&h[i], &h[(i - 1) / 2])) {
+    tm_ent t = h[i]; h[i] = h[(i - 1) / 2]; h[(i - 1) / 2] = t;
+    i = (i - 1) / 2;
+  }
+  return RMQ_OK;
+}
+
+static void tm_pop(rmq_broker *b)
+{
+  b->tm_heap[0] = b->tm_heap[--b->tm_n];
+  tm_sift_down(b->tm_heap, b->tm_n, 0);
+}
+
+/* The due time of the timed record at phys/size: TIMER_OUT_MS + precision
+** (RocketMQ delivers slot TIMER_OUT_MS once it has passed). -1 when the
+** record is gone or has no TIMER_OUT_MS. */
+static int64_t tm_record_due(rmq_broker *b, int64_t phys, int32_t size, char *uniq, size_t ucap)
+{
+  void *pin;
+  const uint8_t *rec = rmqi_store_record_pin(b->st, phys, size, &pin);
+  rmqi_record r;
+  char v[24];
+  int64_t out = -1;
+  if (rec && rmqi_record_decode(rec, (size_t)size, 0, &r) == RMQ_OK && rec_prop(&r, "TIMER_OUT_MS", v, sizeof v) &&
+      parse_long(v, strlen(v), &out))
+    out += b->o.timer_precision_ms;
+  else
+    out = -1;
+  if (uniq && (out < 0 || !rec_prop(&r, "UNIQ_KEY", uniq, ucap))) uniq[0] = 0;
+  rmqi_store_unpin(pin);
+  return out;
+}
+
+/* tm_lock held. Reads the timer queue's new units into the heap. */
+static int tm_enqueue(rmq_broker *b, rmqi_queue *q)
+{
+  uint8_t ub[64 * RMQI_CQ_UNIT];
+  if (b->tm_read < rmqi_queue_min_offset(q)) b->tm_read = rmqi_queue_min_offset(q);
+  for (;;) {
+    int k = rmqi_queue_read_units(q, b->tm_read, ub, 64);
+    if (k <= 0) return k < 0 ? k : RMQ_OK;
+    for (int i = 0; i < k; i++) {
+      const uint8_t *u = ub + i * RMQI_CQ_UNIT;
+      int64_t due = tm_record_due(b, (int64_t)rmqi_get64(u), (int32_t)rmqi_get32(u + 8), NULL, 0);
+      if (due < 0) {
+        rmqi_log(&b->env, RMQ_LOG_WARN, "timer message %" PRId64 " is unreadable or lacks TIMER_OUT_MS; skipped", b->tm_read);
+      } else {
+        int rc = tm_push(b, due, b->tm_read);
+        if (rc) return rc;
+      }
+      b->tm_read++;
+      b->tm_dirty = 1;
+    }
+  }
+}
+
+/* The delivered copy of timed record rec: to REAL_TOPIC / REAL_QID, with
+** TIMER_ENQUEUE_MS (when it entered the timer: its store time) and
+** TIMER_DEQUEUE_MS (now) added; the rest as RocketMQ's TimerMessageStore
+** leaves it (TIMER_OUT_MS, REAL_TOPIC and REAL_QID stay, UNIQ_KEY too, so
+** the msgId is the sender's). tm_lock held. */
+static int tm_reput(rmq_broker *b, int64_t phys, int32_t size, int64_t now)
+{
+  void *pin;
+  const uint8_t *rec = rmqi_store_record_pin(b->st, phys, size, &pin);
+  rmqi_record r;
+  int rc = RMQ_OK;
+  char topic[256], qs[16];
+  if (!rec || rmqi_record_decode(rec, (size_t)size, 0, &r) != RMQ_OK || !rec_prop(&r, "REAL_TOPIC", topic, sizeof topic) ||
+      !rec_prop(&r, "REAL_QID", qs, sizeof qs)) {
+    rc = rmqi_err(RMQ_ECORRUPT, "timer message at %" PRId64 " is unreadable or lacks REAL_TOPIC/REAL_QID", phys);
+    goto out;
+  }
+  if (rmqi_store_topic_deleted_at(b->st, topic, phys)) {
+    rmqi_log(&b->env, RMQ_LOG_INFO, "timer message at %" PRId64 " for deleted topic %s dropped", phys, topic);
+    goto out;
+  }
+  rmqi_topic *t = rmqi_topic_find(b->st, topic);
+  if (!t && (rc = rmqi_topic_create(b->st, topic, b->o.default_topic_queue_nums < 4 ? b->o.default_topic_queue_nums : 4, &t)))
+    goto out;
+  int qid = atoi(qs), nq = rmqi_topic_nqueues(t);
+  if (qid < 0 || qid >= nq) qid = (qid < 0 ? 0 : qid) % nq;
+  rmqi_buf pb = {0};
+  static const char *const drop[] = {"TIMER_ENQUEUE_MS", "TIMER_DEQUEUE_MS", NULL};
+  props_copy_except(&pb, r.props, (size_t)r.props_len, drop);
+  char v[24];
+  snprintf(v, sizeof v, "%" PRId64, r.store_ts);
+  prop_append(&pb, "TIMER_ENQUEUE_MS", v, strlen(v));
+  snprintf(v, sizeof v, "%" PRId64, now);
+  prop_append(&pb, "TIMER_DEQUEUE_MS", v, strlen(v));
+  rmqi_put put = {0};
+  if (pb.oom) rc = rmqi_err(RMQ_ENOMEM, "out of memory delivering a timer message");
+  else if (pb.len > RMQ_PROPERTIES_MAX_LEN) rc = rmqi_err(RMQ_ECORRUPT, "timer message at %" PRId64 ": properties too long to deliver", phys);
+  else if (!(put.size = (uint32_t)record_rebuild(&b->tmbuf, &b->tmbuf_cap, rec, &r, topic, qid, pb.p, pb.len, r.reconsume_times)))
+    rc = rmqi_err(RMQ_ENOMEM, "out of memory delivering a timer message");
+  rmqi_buf_free(&pb);
+  if (rc) goto out;
+  put.rec = b->tmbuf;
+  put.q = rmqi_topic_queue(t, qid);
+  put.tags_code = props_tags_code(r.props, (size_t)r.props_len);
+  put.store_ts = now;
+  rc = rmqi_store_put(b->st, &put, 1);
+out:
+  rmqi_store_unpin(pin);
+  return rc;
+}
+
+/* config/rmq_timer.bin: "RMQTIMR1", the next timer-queue unit to read, the
+** CommitLog end the heap reflects (deliveries after it are found again by
+** their records), the count, then (TIMER_OUT_MS, queue offset) per pending
+** message, all big-endian, and a CRC-32 of everything before it. Written
+** after the CommitLog is flushed to that end, atomically (temp file,
+** rename), with tm_lock held so no delivery runs meanwhile. */
+#define TM_FILE "rmq_timer.bin"
+#define TM_MAGIC "RMQTIMR1"
+
+static int timer_snapshot(rmq_broker *b)
+{
+  int64_t mark = rmqi_store_max_phys(b->st);
+  int rc = rmqi_store_flush_commitlog(b->st); /* what the heap says was delivered is on disk */
+  if (rc) return rc;
+  size_t len = 8 + 24 + b->tm_n * 16 + 4;
+  uint8_t *buf = rmqi_malloc(len);
+  if (!buf) return rmqi_err(RMQ_ENOMEM, "out of memory writing " TM_FILE);
+  memcpy(buf, TM_MAGIC, 8);
+  rmqi_put64(buf + 8, (uint64_t)b->tm_read);
+  rmqi_put64(buf + 16, (uint64_t)mark);
+  rmqi_put64(buf + 24, (uint64_t)b->tm_n);
+  uint8_t *w = buf + 32;
+  for (size_t i = 0; i < b->tm_n; i++, w += 16) {
+    rmqi_put64(w, (uint64_t)(b->tm_heap[i].due - b->o.timer_precision_ms));
+    rmqi_put64(w + 8, (uint64_t)b->tm_heap[i].qoff);
+  }
+  rmqi_put32(w, rmqi_crc32(buf, len - 4));
+  rc = rmqi_store_write_config(b->st, TM_FILE, (const char *)buf, len);
+  rmqi_free(buf, len);
+  if (!rc) b->tm_dirty = 0;
+  return rc;
+}
+
+typedef struct tm_hit {
+  int64_t out;                 /* TIMER_OUT_MS of a delivered copy */
+  char uniq[RMQ_MSG_ID_SIZE];  /* its UNIQ_KEY */
+  int used;
+} tm_hit;
+
+typedef struct tm_seen {
+  tm_hit *v;
+  size_t n, cap;
+  int oom;
+} tm_seen;
+
+static int tm_hit_cmp(const void *a, const void *b)
+{
+  const tm_hit *x = a, *y = b;
+  if (x->out != y->out) return x->out < y->out ? -1 : 1;
+  return strcmp(x->uniq, y->uniq);
+}
+
+/* A delivered copy of a timed message: not in the timer topic, with
+** TIMER_DEQUEUE_MS, TIMER_OUT_MS and UNIQ_KEY. */
+static int tm_seen_rec(void *ctx, const rmqi_record *r, int64_t phys)
+{
+  tm_seen *s = ctx;
+  (void)phys;
+  char v[24], dq[24];
+  tm_hit h = {0};
+  if (r->topic_len == (int)sizeof TIMER_TOPIC - 1 && !memcmp(r->topic, TIMER_TOPIC, sizeof TIMER_TOPIC - 1)) return 0;
+  if (!rec_prop(r, "TIMER_DEQUEUE_MS", dq, sizeof dq) || !rec_prop(r, "TIMER_OUT_MS", v, sizeof v) ||
+      !parse_long(v, strlen(v), &h.out) || !rec_prop(r, "UNIQ_KEY", h.uniq, sizeof h.uniq))
+    return 0;
+  if (s->n == s->cap) {
+    size_t ncap = s->cap ? s->cap * 2 : 256;
+    tm_hit *nv = rmqi_realloc(s->v, s->cap * sizeof *nv, ncap * sizeof *nv);
+    if (!nv) { s->oom = 1; return RMQ_ENOMEM; }
+    s->v = nv;
+    s->cap = ncap;
+  }
+  s->v[s->n++] = h;
+  return 0;
+}
+
+/* At open: the heap from config/rmq_timer.bin, the timer queue's units
+** after it, and, when the CommitLog goes on past the snapshot's end (a
+** crash), the messages delivered since then taken out again, found by
+** their delivered copies (TIMER_DEQUEUE_MS, with the same UNIQ_KEY and
+** TIMER_OUT_MS). So nothing is delivered twice nor lost across a crash. */
+static int timer_load(rmq_broker *b)
+{
+  rmqi_topic *tt = rmqi_topic_find(b->st, TIMER_TOPIC);
+  if (!tt) return RMQ_OK;
+  rmqi_queue *q = rmqi_topic_queue(tt, 0);
+  int64_t min = rmqi_queue_min_offset(q), max = rmqi_queue_max_offset(q), pr = b->o.timer_precision_ms;
+  char *text;
+  size_t len;
+  int64_t mark = -1;
+  b->tm_read = min;
+  int rc = rmqi_store_read_blob(b->st, TM_FILE, &text, &len);
+  if (rc && rc != RMQ_ENOTFOUND) return rc;
+  if (!rc) {
+    const uint8_t *p = (const uint8_t *)text;
+    uint64_t cnt = len >= 36 ? rmqi_get64(p + 24) : 0;
+    if (len < 36 || memcmp(p, TM_MAGIC, 8) || cnt > (len - 36) / 16 || len != 36 + cnt * 16 ||
+        rmqi_get32(p + len - 4) != rmqi_crc32(p, len - 4)) {
+      rmqi_log(&b->env, RMQ_LOG_ERROR, "config/" TM_FILE " is damaged: every timer message still stored is "
+               "delivered again at its time");
+    } else {
+      int64_t rd = (int64_t)rmqi_get64(p + 8);
+      mark = (int64_t)rmqi_get64(p + 16);
+      for (uint64_t i = 0; i < cnt && !rc; i++) {
+        int64_t out = (int64_t)rmqi_get64(p + 32 + i * 16), qoff = (int64_t)rmqi_get64(p + 40 + i * 16);
+        if (qoff >= min && qoff < max) rc = tm_push(b, out + pr, qoff);
+      }
+      b->tm_read = rd < min ? min : rd > max ? max : rd;
+    }
+    rmqi_free(text, len + 1);
+    if (rc) return rc;
+  }
+  if ((rc = tm_enqueue(b, q))) return rc;
+  int64_t end = rmqi_store_max_phys(b->st);
+  if (mark < 0) {
+    /* No snapshot (a first run cut short, or a store RocketMQ wrote):
+    ** whatever was delivered lies after the queue's first record. */
+    uint8_t u[RMQI_CQ_UNIT];
+    mark = rmqi_queue_read_units(q, min, u, 1) == 1 ? (int64_t)rmqi_get64(u) : end;
+  }
+  if (mark < end && b->tm_n) {
+    tm_seen s = {0};
+    rc = rmqi_store_scan(b->st, mark, end, tm_seen_rec, &s);
+    if (s.oom) rc = rmqi_err(RMQ_ENOMEM, "out of memory recovering timer messages");
+    size_t dropped = 0;
+    if (!rc && s.n) qsort(s.v, s.n, sizeof *s.v, tm_hit_cmp);
+    for (size_t i = 0; i < b->tm_n && !rc && s.n; i++) {
+      tm_hit key = {.out = b->tm_heap[i].due - pr};
+      /* The time first: only a message due then is read for its id. */
+      size_t lo = 0, hi = s.n;
+      while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (s.v[mid].out < key.out) lo = mid + 1;
+        else hi = mid;
+      }
+      if (lo == s.n || s.v[lo].out != key.out) continue;
+      uint8_t u[RMQI_CQ_UNIT];
+      if (rmqi_queue_read_units(q, b->tm_heap[i].qoff, u, 1) != 1) continue;
+      if (tm_record_due(b, (int64_t)rmqi_get64(u), (int32_t)rmqi_get32(u + 8), key.uniq, sizeof key.uniq) < 0 || !key.uniq[0])
+        continue;
+      for (size_t k = lo; k < s.n && s.v[k].out == key.out; k++)
+        if (!s.v[k].used && !strcmp(s.v[k].uniq, key.uniq)) {
+          s.v[k].used = 1;
+          b->tm_heap[i--] = b->tm_heap[--b->tm_n]; /* delivered before the crash */
+          dropped++;
+          break;
+        }
+    }
+    rmqi_free(s.v, s.cap * sizeof *s.v);
+    if (rc) return rc;
+    if (dropped)
+      rmqi_log(&b->env, RMQ_LOG_INFO, "recovery: %zu timer messages were delivered after the last snapshot", dropped);
+  }
+  for (size_t i = b->tm_n / 2; i-- > 0;) tm_sift_down(b->tm_heap, b->tm_n, i);
+  b->tm_dirty = 1;
+  return RMQ_OK;
+}
+
+static void broker_free_txtm(rmq_broker *b)
+{
+  i64set_free(&b->tx_done);
+  rmqi_free(b->txrec, b->txrec_cap);
+  rmqi_free(b->txop, b->txop_cap);
+  rmqi_free(b->tm_heap, b->tm_cap * sizeof *b->tm_heap);
+  rmqi_free(b->tmbuf, b->tmbuf_cap);
+  pthread_mutex_destroy(&b->tx_lock);
+  pthread_mutex_destroy(&b->tx_check_lock);
+  pthread_mutex_destroy(&b->tm_lock);
+}
+
+/* Delivers the timed messages that are due, in due order, and says when
+** the next is. Snapshots the heap every flush_consumer_offset_interval;
+** force_snapshot: only reads new units and snapshots now (flush, close). */
+static int timer_due(rmq_broker *b, int64_t now, int64_t *next, int force_snapshot)
+{
+  rmqi_topic *tt = rmqi_topic_find(b->st, TIMER_TOPIC);
+  if (!tt) return RMQ_OK;
+  if (force_snapshot) pthread_mutex_lock(&b->tm_lock);
+  else if (pthread_mutex_trylock(&b->tm_lock) != 0) return RMQ_OK;
+  rmqi_queue *q = rmqi_topic_queue(tt, 0);
+  int rc = tm_enqueue(b, q);
+  while (!rc && !force_snapshot && b->tm_n && b->tm_heap[0].due <= now) {
+    tm_ent e = b->tm_heap[0];
+    uint8_t u[RMQI_CQ_UNIT];
+    if (e.qoff < rmqi_queue_min_offset(q) || rmqi_queue_read_units(q, e.qoff, u, 1) != 1 ||
+        (int64_t)rmqi_get64(u) < rmqi_store_min_phys(b->st)) {
+      rmqi_log(&b->env, RMQ_LOG_WARN, "timer message %" PRId64 ": deleted by retention before its delivery time; skipped", e.qoff);
+    } else {
+      rc = tm_reput(b, (int64_t)rmqi_get64(u), (int32_t)rmqi_get32(u + 8), now);
+      if (rc == RMQ_ECORRUPT) {
+        rmqi_log(&b->env, RMQ_LOG_ERROR, "timer message %" PRId64 ": %s; skipped", e.qoff, rmq_errmsg());
+        rc = RMQ_OK;
+      }
+      if (rc) break; /* retried at the next turn */
+    }
+    tm_pop(b);
+    b->tm_dirty = 1;
+  }
+  if (b->tm_n && b->tm_heap[0].due - now < *next) *next = b->tm_heap[0].due - now;
+  int rc2 = RMQ_OK;
+  if (b->tm_dirty && (force_snapshot || now >= b->tm_next_snap)) {
+    b->tm_next_snap = now + b->o.flush_consumer_offset_interval;
+    rc2 = timer_snapshot(b);
+  }
+  pthread_mutex_unlock(&b->tm_lock);
+  return rc ? rc : rc2;
+}
+
 
 /* ======================================================================= */
 /* Queue allocation (AllocateMessageQueueAveragely)                        */
@@ -3247,14 +4493,6 @@ static int64_t later_due(rmq_push_consumer *c)
   return c->later ? (c->later->due_us - now) / 1000 + 1 : -1;
 }
 
-/* Appends "name\1value\2" to b. */
-static void prop_append(rmqi_buf *b, const char *name, const char *value, size_t vlen)
-{
-  rmqi_buf_puts(b, name);
-  rmqi_buf_puts(b, "\1");
-  rmqi_buf_printf(b, "%.*s", (int)vlen, value);
-  rmqi_buf_puts(b, "\2");
-}
 
 /* RocketMQ's consumerSendMsgBack, in process: the failed message e goes to
 ** %RETRY%<group> through delay level `level` (0: 3 + reconsumeTimes), or to

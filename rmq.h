@@ -106,6 +106,7 @@ RMQ_API int rmq_libversion_number(void);
 #define RMQ_EEXPR       -20  /* subscription expression invalid */
 #define RMQ_ENOTSUP     -21  /* feature disabled by an option */
 #define RMQ_EBATCH      -22  /* a batch breaks RocketMQ's rules: empty, mixed topics, delayed, retry topic */
+#define RMQ_ETIMER      -23  /* a delivery time past timer_max_delay_sec ahead, or not a number */
 
 /* A static, never NULL, English description of any code (unknown codes get
 ** a generic text). Any thread. */
@@ -325,6 +326,23 @@ typedef struct rmq_broker_options {
   int clean_file_forcibly_enable;
   /* deleteFileBatchMax, default 10: CommitLog files deleted a round. */
   int delete_file_batch_max;
+  /* Transactions (see rmq_producer_send_message_in_transaction), as
+  ** RocketMQ's broker checks undecided half messages: one is first checked
+  ** once it is transaction_timeout ms old (transactionTimeOut, default
+  ** 6000), passes run every transaction_check_interval ms
+  ** (transactionCheckInterval, default 30000), and a half message checked
+  ** transaction_check_max times (transactionCheckMax, default 15) is
+  ** discarded to TRANS_CHECK_MAX_TIME_TOPIC with a warning. */
+  int transaction_timeout;
+  int transaction_check_interval;
+  int transaction_check_max;
+  /* Timer messages (rmq_msg_set_deliver_time_ms and friends): the furthest
+  ** ahead a delivery time may be, in seconds (timerMaxDelaySec, default
+  ** 259200 = 3 days; further is RMQ_ETIMER), and the precision, in ms
+  ** (timerPrecisionMs, 1..1000, default 1; RocketMQ's is 1000): a message
+  ** is delivered at its time rounded up to a multiple of it, never before. */
+  int timer_max_delay_sec;
+  int timer_precision_ms;
 } rmq_broker_options;
 
 /* Writes every default into *o (NULL: does nothing). Any thread. */
@@ -396,11 +414,13 @@ RMQ_API int rmq_broker_close(rmq_broker *b);
 **   - completing SYNC_FLUSH async sends: a flush covering them, then their
 **     callbacks, on the calling thread.
 ** Meant for brokers opened with service_thread = 0, which must call it
-** regularly: without it no delayed or retried message is delivered and no
-** SYNC_FLUSH async send completes. Harmless otherwise (each part runs in
-** one thread at a time). If next_due_ms is not NULL it receives how many ms
-** until the next of these is due (the next delayed message included, at
-** most 1000). Any thread.
+** regularly: without it no delayed, timed or retried message is delivered,
+** no half message is checked and no SYNC_FLUSH async send completes.
+** Harmless otherwise (each part runs in one thread at a time). If
+** next_due_ms is not NULL it receives how many ms until the next of these
+** is due (the next delayed or timed message included, at most 1000): call
+** again by then, or sooner after a send with a delay or delivery time. Any
+** thread.
 ** Errors: RMQ_EIO / RMQ_ENOSPC (a flush, a file's deletion, a config write,
 ** a delayed message's store; retried at its next turn), RMQ_ENOMEM,
 ** RMQ_ETIMEDOUT (a CommitLog flush waited over 60 s for another thread's). */
@@ -539,6 +559,22 @@ RMQ_API int rmq_msg_set_flag(rmq_msg *m, int32_t flag);
 ** last level at send. Stored in the DELAY property. One thread at a time
 ** per message. Errors: RMQ_EINVAL (a negative level), RMQ_ENOMEM. */
 RMQ_API int rmq_msg_set_delay_time_level(rmq_msg *m, int level);
+/* Delivery at a chosen time (RocketMQ 5's timer messages). Each sets one
+** property, a decimal number: rmq_msg_set_deliver_time_ms the absolute
+** time in ms since the epoch on the broker's clock (TIMER_DELIVER_MS),
+** rmq_msg_set_delay_time_sec / _ms a delay counted from the send
+** (TIMER_DELAY_SEC / TIMER_DELAY_MS). When several are set, TIMER_DELAY_SEC
+** wins, then TIMER_DELAY_MS, as in RocketMQ's broker; a delay level
+** (rmq_msg_set_delay_time_level) wins over all three, which are then
+** dropped. At send, a time past timer_max_delay_sec ahead is refused with
+** RMQ_ETIMER; one not in the future is stored as a plain message at once;
+** otherwise the message waits in rmq_sys_wheel_timer and is delivered to
+** its topic when due (see the README, Timer messages). Not for batches
+** (RMQ_EBATCH) nor transactional sends (RMQ_ETIMER). A negative value
+** clears the property. One thread at a time per message. Errors: RMQ_ENOMEM. */
+RMQ_API int rmq_msg_set_deliver_time_ms(rmq_msg *m, int64_t time_ms);
+RMQ_API int rmq_msg_set_delay_time_sec(rmq_msg *m, int64_t sec);
+RMQ_API int rmq_msg_set_delay_time_ms(rmq_msg *m, int64_t ms);
 /* waitStoreMsgOK (property WAIT), default 1. With 0 a SYNC_FLUSH send does
 ** not wait for the disk. One thread at a time per message. Errors:
 ** RMQ_ENOMEM. */
@@ -758,6 +794,78 @@ RMQ_API int rmq_producer_send_async(rmq_producer *p, const rmq_msg *m,
 ** rmq_producer_send but a flush's. Any thread; a producer may be shared by
 ** any number of threads. */
 RMQ_API int rmq_producer_send_oneway(rmq_producer *p, const rmq_msg *m);
+
+/* ------------------------------------------------------------------------- */
+/* Transactions                                                               */
+/* ------------------------------------------------------------------------- */
+
+/* LocalTransactionState. */
+#define RMQ_COMMIT_MESSAGE   0
+#define RMQ_ROLLBACK_MESSAGE 1
+#define RMQ_UNKNOW           2  /* RocketMQ's spelling */
+
+/* TransactionListener.executeLocalTransaction: runs the local transaction
+** for the half message m just stored (m as the caller passed it; its
+** transaction id, the message's UNIQ_KEY, in transaction_id) with the
+** caller's arg, on the sending thread, and returns a state. Any other
+** value counts as RMQ_UNKNOW (logged), as a null or an exception does. */
+typedef int (*rmq_execute_local_transaction)(void *ctx, const rmq_msg *m, const char *transaction_id, void *arg);
+/* TransactionListener.checkLocalTransaction: asked for a half message whose
+** transaction is still undecided transaction_timeout ms after its birth,
+** e.g. after UNKNOW or a crash. m is the stored half message with its real
+** topic and queue_id; m->msg_id is the transaction id. Returns a state as
+** above. Runs on the service thread, or on a thread in rmq_broker_run_due();
+** it may send (also transactionally) but must not destroy its producer. */
+typedef int (*rmq_check_local_transaction)(void *ctx, const rmq_message_ext *m);
+
+typedef struct rmq_transaction_listener {
+  rmq_execute_local_transaction execute_local_transaction;
+  rmq_check_local_transaction check_local_transaction;
+  void *ctx;
+} rmq_transaction_listener;
+
+/* TransactionMQProducer.setTransactionListener: copies *l into p (l NULL
+** removes it). From then on undecided half messages of p's group are
+** checked through p (any producer of the group with a check function does;
+** a pass finding none leaves them as they are, uncounted, until one is
+** set). One thread at a time per producer, not while a transactional send
+** through it runs. Errors: RMQ_EINVAL (l->execute_local_transaction NULL). */
+RMQ_API int rmq_producer_set_transaction_listener(rmq_producer *p, const rmq_transaction_listener *l);
+
+/* TransactionSendResult: the half message's send result (msg_id = the
+** transaction id; message_queue = the real topic's queue it goes to;
+** queue_offset and offset_msg_id those of the half message) and the state
+** the local transaction returned. */
+typedef struct rmq_transaction_send_result {
+  rmq_send_result send_result;
+  int local_transaction_state;          /* RMQ_COMMIT_MESSAGE, RMQ_ROLLBACK_MESSAGE, RMQ_UNKNOW */
+  char transaction_id[RMQ_MSG_ID_SIZE]; /* the UNIQ_KEY */
+} rmq_transaction_send_result;
+
+/* sendMessageInTransaction, as RocketMQ's broker and client do it together:
+**   1. m (its delay level ignored) is stored as a half message in
+**      RMQ_SYS_TRANS_HALF_TOPIC with TRAN_MSG=true, PGROUP=<group>, its
+**      real topic and queue (round robin) in REAL_TOPIC / REAL_QID:
+**      invisible to consumers;
+**   2. the execute function runs with arg;
+**   3. COMMIT_MESSAGE stores the message into its real topic (a COMMIT
+**      record pointing at the half; consumers get it once) and an op record
+**      in RMQ_SYS_TRANS_OP_HALF_TOPIC; ROLLBACK_MESSAGE stores only the op
+**      record; UNKNOW nothing: the check (rmq_check_local_transaction)
+**      decides later.
+** Under SYNC_FLUSH a half message not flushed in time (FLUSH_DISK_TIMEOUT)
+** is rolled back without running the local transaction, as RocketMQ does.
+** *r (may be NULL) gets the result. The decision of a transaction the check
+** already took over is ignored (logged). Any thread; the producer may be
+** shared. Errors: RMQ_ESTATE ("TransactionListener is null": none set),
+** RMQ_ETIMER (m has a delivery time), those of rmq_producer_send for the
+** half message (then nothing runs), and for storing the decision
+** RMQ_EIO / RMQ_ENOSPC (the check resolves the transaction later). */
+RMQ_API int rmq_producer_send_message_in_transaction(rmq_producer *p, const rmq_msg *m, void *arg,
+                                                     rmq_transaction_send_result *r);
+
+/* "COMMIT_MESSAGE", "ROLLBACK_MESSAGE", "UNKNOW", or "?" for another value. */
+RMQ_API const char *rmq_local_transaction_state_name(int state);
 
 /* ------------------------------------------------------------------------- */
 /* Push consumer                                                              */

@@ -312,6 +312,15 @@ static inline const uint8_t *rmqi_span_record(rmqi_store *s, rmqi_cl_span *sp, i
   return rmqi_store_record_span(s, sp, phys, size);
 }
 RMQI_FUNC int64_t rmqi_store_max_phys(rmqi_store *s);
+/* Calls fn for every whole record in [from, to) of the CommitLog (to is cut
+** to the published end), in order, with its physical offset; stops at fn's
+** first nonzero result and returns it. Records are views valid during the
+** call. Any thread. */
+typedef int (*rmqi_scan_fn)(void *ctx, const rmqi_record *r, int64_t phys);
+RMQI_FUNC int rmqi_store_scan(rmqi_store *s, int64_t from, int64_t to, rmqi_scan_fn fn, void *ctx);
+/* Where the open's recovery scan began after a crash (everything not on disk
+** before the crash lies after it), or -1 after a clean close. */
+RMQI_FUNC int64_t rmqi_store_recovery_from(rmqi_store *s);
 RMQI_FUNC int64_t rmqi_store_min_phys(rmqi_store *s);
 
 /* Group commit: waits until the CommitLog is on disk up to `end`, flushing
@@ -357,6 +366,8 @@ RMQI_FUNC int rmqi_delete_when_parse(const char *spec, uint32_t *hours);
 ** nothing. *deleted gets the CommitLog files deleted. */
 RMQI_FUNC int rmqi_store_delete_expired(rmqi_store *s, int64_t now, int *deleted);
 RMQI_FUNC int rmqi_store_read_config(rmqi_store *s, const char *name, char **text, size_t *len);
+/* rmqi_store_read_config for a binary file of up to 2 GiB. */
+RMQI_FUNC int rmqi_store_read_blob(rmqi_store *s, const char *name, char **data, size_t *len);
 
 /* ---- filters (rmq_filter.c) --------------------------------------------- */
 #define RMQI_TAGS_MAX 64

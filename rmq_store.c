@@ -1150,6 +1150,7 @@ struct rmqi_store {
   int64_t topics_loaded_version;
 
   rmq_recovery_info rinfo;
+  int64_t scan_from;          /* where an open after a crash began its scan, else -1 */
 };
 
 static int mfile_reserve(rmqi_store *s, const char *dir, mfile *f, int64_t need, int64_t step)
@@ -2068,7 +2069,10 @@ static int write_config(rmqi_store *s, const char *name, const char *text, size_
   return fsync_dir(s->cfg_dir);
 }
 
-static int read_file(const char *path, char **text, size_t *len)
+static int read_file_max(const char *path, char **text, size_t *len, int64_t max);
+static int read_file(const char *path, char **text, size_t *len) { return read_file_max(path, text, len, 64 << 20); }
+
+static int read_file_max(const char *path, char **text, size_t *len, int64_t max)
 {
   int fd = OS->open(path, O_RDONLY, 0);
   if (fd < 0) return errno == ENOENT ? RMQ_ENOTFOUND : rmqi_errno(errno, "open", path);
@@ -2077,7 +2081,7 @@ static int read_file(const char *path, char **text, size_t *len)
   if (OS->fstat(fd, &st) != 0) { rc = rmqi_errno(errno, "fstat", path); goto out_close; }
   /* A directory in its place would fail every later save: say so now. */
   if (!S_ISREG(st.st_mode)) { rc = rmqi_err(RMQ_ECORRUPT, "%s is not a regular file", path); goto out_close; }
-  if (st.st_size > (64 << 20)) { rc = rmqi_err(RMQ_ECORRUPT, "%s: %lld bytes is too large for a config file", path, (long long)st.st_size); goto out_close; }
+  if (st.st_size > max) { rc = rmqi_err(RMQ_ECORRUPT, "%s: %lld bytes is too large for a config file", path, (long long)st.st_size); goto out_close; }
   char *buf = rmqi_malloc((size_t)st.st_size + 1);
   if (!buf) { rc = rmqi_err(RMQ_ENOMEM, "out of memory reading %s", path); goto out_close; }
   size_t got = 0;
@@ -2108,6 +2112,16 @@ RMQI_FUNC int rmqi_store_read_config(rmqi_store *s, const char *name, char **tex
   snprintf(bak, sizeof bak, "%s.bak", path);
   int rc = read_file(path, text, len);
   if (rc == RMQ_ENOTFOUND) rc = read_file(bak, text, len);
+  return rc;
+}
+
+RMQI_FUNC int rmqi_store_read_blob(rmqi_store *s, const char *name, char **data, size_t *len)
+{
+  char path[4200], bak[4300];
+  snprintf(path, sizeof path, "%s/%s", s->cfg_dir, name);
+  snprintf(bak, sizeof bak, "%s.bak", path);
+  int rc = read_file_max(path, data, len, (int64_t)1 << 31);
+  if (rc == RMQ_ENOTFOUND) rc = read_file_max(bak, data, len, (int64_t)1 << 31);
   return rc;
 }
 
@@ -2779,6 +2793,48 @@ RMQI_FUNC void rmqi_store_unpin(void *pin)
 {
   if (pin) cl_unpin(pin);
 }
+
+RMQI_FUNC int rmqi_store_scan(rmqi_store *s, int64_t from, int64_t to, rmqi_scan_fn fn, void *ctx)
+{
+  int64_t max = rmqi_store_max_phys(s);
+  if (to > max) to = max;
+  if (from < rmqi_store_min_phys(s)) from = rmqi_store_min_phys(s);
+  int64_t phys = from;
+  while (phys < to) {
+    mfile *f = cl_pin(s, phys, 8, max);
+    if (!f) {
+      /* The start of a file, or a file retention took meanwhile. */
+      int64_t next = s->cl_base + (cl_index(s, phys) + 1) * s->cl_size;
+      if (next <= phys) break;
+      phys = next;
+      continue;
+    }
+    int64_t off = phys - f->start, lim = to - f->start < f->size ? to - f->start : f->size;
+    int rc = RMQ_OK;
+    while (off + 8 <= lim) {
+      rmqi_record r;
+      int drc = rmqi_record_decode(f->base + off, (size_t)(lim - off), 0, &r);
+      if (drc == RMQ_ENOTFOUND) { off = f->size; break; } /* BLANK: the file's end */
+      if (drc) {
+        /* Damage the open skipped: on to the next file. */
+        rmqi_log(s->env, RMQ_LOG_WARN, "scan: unreadable record at %" PRId64 ", rest of its file skipped", f->start + off);
+        off = f->size;
+        break;
+      }
+      rc = fn(ctx, &r, f->start + off);
+      if (rc) break;
+      off += r.total;
+    }
+    int64_t next = off + 8 > f->size ? f->start + f->size : f->start + off;
+    cl_unpin(f);
+    if (rc) return rc;
+    if (next <= phys) break;
+    phys = next;
+  }
+  return RMQ_OK;
+}
+
+RMQI_FUNC int64_t rmqi_store_recovery_from(rmqi_store *s) { return s->scan_from; }
 
 RMQI_FUNC void rmqi_store_note_bad_unit(rmqi_store *s)
 {
@@ -3946,6 +4002,7 @@ static int recover(rmqi_store *s, int abnormal, int rebuild)
   int check_crc = s->o.check_crc_on_recover;
   int64_t fidx = scan_start_file(s, abnormal, rebuild);
   int64_t end = s->cl_base + fidx * s->cl_size;
+  s->scan_from = abnormal ? end : -1;
   const char *why = NULL;
   char whybuf[600];
   if (nf) rmqi_log(s->env, RMQ_LOG_INFO, "recovery: %s, scanning commitlog from file %020" PRId64,
@@ -4269,6 +4326,7 @@ RMQI_FUNC int rmqi_store_open(const char *dir, const rmq_broker_options *o, cons
 {
   int rc;
   rmqi_store *s = rmqi_calloc(1, sizeof *s);
+  if (s) s->scan_from = -1;
   if (!s) return rmqi_err(RMQ_ENOMEM, "out of memory opening %s", dir);
   s->lock_fd = s->cp_fd = s->tj_fd = -1;
   s->o = *o;

@@ -6,7 +6,7 @@
 ** Opens ONE broker on DIR (the embedded stand-in for NameServer + broker),
 ** hands it to the chosen example, or to all of them in quick-start order
 ** (topic, sync, async, consumer, pull, order-producer, order-consumer,
-** broadcast, retry, filter-producer, filter-consumer),
+** broadcast, retry, filter-producer, filter-consumer, transaction),
 ** closes it, and prints a summary.
 ** Running it again on the same store continues where the last run stopped:
 ** the consumer groups' offsets live in DIR/config/consumerOffset.json.
@@ -148,6 +148,7 @@ static const example examples[] = {
   {"retry", "RECONSUME_LATER to the DLQ", retry_consumer},
   {"filter-producer", "SyncProducer with user properties", filter_producer},
   {"filter-consumer", "ConsumerFilter", consumer_filter},
+  {"transaction", "TransactionProducer + TransactionConsumer", transaction_producer},
 };
 #define NEXAMPLES (sizeof examples / sizeof examples[0])
 
@@ -201,6 +202,10 @@ int main(int argc, char **argv)
   rmq_broker_options o;
   rmq_broker_options_init(&o);
   o.enable_property_filter = 1;
+  /* Shortened so the transaction example's check-back comes within a
+  ** second or two (RocketMQ's: transactionTimeOut 6 s, a pass every 30 s). */
+  o.transaction_timeout = 1000;
+  o.transaction_check_interval = 500;
   rmq_broker *b = NULL;
   int rc = rmq_broker_open(store, &o, &b);
   if (rc != RMQ_OK) {

@@ -3,7 +3,8 @@
 **
 ** Each example is one RocketMQ 4.x quick-start program (TopicDemo,
 ** SyncProducer, AsyncProducer, ConsumerDemo, a pull consumer, OrderProducer,
-** OrderConsumer, the filter producer and ConsumerFilter) turned into a
+** OrderConsumer, the filter producer, ConsumerFilter and the transaction
+** producer with its listener and consumer) turned into a
 ** function that takes an open broker: with rmq there is no NameServer to
 ** point at, the store directory is the broker. demo.c opens one broker and
 ** runs them (rmq-demo <name>|all).
@@ -90,6 +91,7 @@ int async_producer(rmq_broker *b, demo_stats *st);
 int consumer_demo(rmq_broker *b, demo_stats *st);
 int pull_consumer(rmq_broker *b, demo_stats *st);
 int order_producer(rmq_broker *b, demo_stats *st);
+int transaction_producer(rmq_broker *b, demo_stats *st);
 int order_consumer(rmq_broker *b, demo_stats *st);
 int broadcast_consumer(rmq_broker *b, demo_stats *st);
 int retry_consumer(rmq_broker *b, demo_stats *st);

@@ -538,6 +538,32 @@ typedef struct tm_ent {
   int64_t due, qoff;
 } tm_ent;
 
+struct rmq_broker;
+/* A broker thread that does its round, then sleeps until the round's next
+** due time; kick (sleeper_kick) wakes it sooner. lock: its sleep and stop. */
+typedef struct sleeper {
+  pthread_t thr;
+  int started, stop;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  _Atomic int64_t wake_at;  /* the broker-clock time it sleeps until; INT64_MAX while it works */
+  atomic_int kick;
+  struct rmq_broker *b;
+  const char *name;
+  /* Does the work due at now; *next: ms until more is due (0: at once). */
+  int (*round)(struct rmq_broker *b, int64_t now, int64_t *next);
+} sleeper;
+
+/* A copy of the timer heap on its way to disk (see tm_snap_take). */
+typedef struct tm_snap {
+  struct rmq_broker *b;
+  tm_ent *ents;      /* the copy; kept between snapshots with its encoding: */
+  size_t n, cap;     /* a 16 MB buffer freed and made again each time */
+  uint8_t *enc;      /* would unmap and fault in 4,000 pages a time */
+  size_t enc_cap;
+  int64_t read, mark;
+} tm_snap;
+
 struct rmq_broker {
   uint32_t magic;             /* MAGIC_BROKER while open */
   rmqi_store *st;
@@ -548,11 +574,10 @@ struct rmq_broker {
   atomic_int nhandles;        /* producers and consumers alive */
   atomic_uint next_instance;
 
-  /* svc_lock: service thread sleep/stop. */
-  pthread_t svc;
-  int svc_started, svc_stop;
-  pthread_mutex_t svc_lock;
-  pthread_cond_t svc_cond;
+  /* The service thread (flushes, offsets, transaction checks, retention,
+  ** async completions) and the delivery thread (timed and delayed
+  ** messages only, so that no flush or fsync delays one). */
+  sleeper svc, dlv;
 
   /* async_lock: the ring of SYNC_FLUSH async sends awaiting their flush. */
   pthread_mutex_t async_lock;
@@ -586,11 +611,6 @@ struct rmq_broker {
   uint8_t *reput;
   size_t reput_cap;
 
-  /* svc_wake_at: the broker-clock time the service thread sleeps until
-  ** (INT64_MAX while it works); a send of a delayed or timed message due
-  ** sooner sets svc_kick and wakes it (service_wake_by). */
-  _Atomic int64_t svc_wake_at;
-  atomic_int svc_kick;
 
   /* tx_lock: transactions: decisions written (COMMIT and op records, in
   ** b->txrec / b->txop), the decided half offsets (tx_done, and all below
@@ -604,12 +624,16 @@ struct rmq_broker {
   size_t txrec_cap, txop_cap;
 
   /* tm_lock: timer messages: the heap of pending ones, the next unit of
-  ** rmq_sys_wheel_timer to read, the snapshot (see timer_snapshot). */
+  ** rmq_sys_wheel_timer to read, the snapshot (see tm_snap_take). */
   pthread_mutex_t tm_lock;
   tm_ent *tm_heap;
   size_t tm_n, tm_cap;
   int64_t tm_read, tm_next_snap;
   int tm_dirty;
+  int tm_snap_busy, tm_snap_thr_started; /* a snapshot in flight; its thread */
+  pthread_t tm_snap_thr;
+  pthread_cond_t tm_snap_cond;
+  tm_snap tm_snap;
   uint8_t *tmbuf;
   size_t tmbuf_cap;
 };
@@ -759,9 +783,15 @@ static int delay_offsets_load(rmq_broker *b);
 static int delay_offsets_persist(rmq_broker *b);
 static int schedule_due(rmq_broker *b, int64_t now, int64_t *next);
 static int async_drain(rmq_broker *b);
-static void *service_main(void *arg);
+static int service_round(rmq_broker *b, int64_t now, int64_t *next);
+static int delivery_round(rmq_broker *b, int64_t now, int64_t *next);
+static void sleeper_init(sleeper *s, rmq_broker *b, const char *name,
+                         int (*round)(rmq_broker *b, int64_t now, int64_t *next));
+static int sleeper_start(sleeper *s);
+static void sleeper_stop(sleeper *s);
 static int tx_load(rmq_broker *b);
-static void service_wake_by(rmq_broker *b, int64_t due);
+static void delivery_wake_by(rmq_broker *b, int64_t due);
+static void service_kick(rmq_broker *b);
 struct rmq_producer;
 static void tx_producer_gone(struct rmq_producer *p);
 static int tx_check_due(rmq_broker *b, int64_t now, int64_t *next);
@@ -791,8 +821,8 @@ RMQ_API int rmq_broker_open(const char *dir, const rmq_broker_options *opts, rmq
   b->env.log = o.log;
   b->env.log_ctx = o.log_ctx;
   b->env.log_level = o.log_level;
-  pthread_mutex_init(&b->svc_lock, NULL);
-  cond_init_mono(&b->svc_cond);
+  sleeper_init(&b->svc, b, "service", service_round);
+  sleeper_init(&b->dlv, b, "delivery", delivery_round);
   pthread_mutex_init(&b->async_lock, NULL);
   cond_init_mono(&b->async_cond);
   pthread_mutex_init(&b->off_lock, NULL);
@@ -802,7 +832,7 @@ RMQ_API int rmq_broker_open(const char *dir, const rmq_broker_options *opts, rmq
   pthread_mutex_init(&b->tx_lock, NULL);
   pthread_mutex_init(&b->tx_check_lock, NULL);
   pthread_mutex_init(&b->tm_lock, NULL);
-  atomic_store(&b->svc_wake_at, INT64_MAX);
+  pthread_cond_init(&b->tm_snap_cond, NULL);
   rc = rmqi_store_open(dir, &b->o, &b->env, &b->st);
   if (rc) goto out_free;
   b->o.message_delay_level = NULL; /* the store keeps it parsed */
@@ -815,11 +845,11 @@ RMQ_API int rmq_broker_open(const char *dir, const rmq_broker_options *opts, rmq
   b->tm_next_snap = rmqi_now(&b->env) + o.flush_consumer_offset_interval;
   b->next_off_persist = rmqi_now(&b->env) + o.flush_consumer_offset_interval;
   if (o.service_thread) {
-    if (pthread_create(&b->svc, NULL, service_main, b) != 0) {
-      rc = rmqi_err(RMQ_ENOMEM, "cannot start the service thread");
+    if (sleeper_start(&b->svc) || sleeper_start(&b->dlv)) {
+      sleeper_stop(&b->svc);
+      rc = rmqi_err(RMQ_ENOMEM, "cannot start the service threads");
       goto out_store;
     }
-    b->svc_started = 1;
   }
   b->magic = MAGIC_BROKER;
   *out = b;
@@ -834,14 +864,21 @@ out_free:
   return rc;
 }
 
-static int broker_due(rmq_broker *b, int64_t *next_ms)
+/* Timed and delayed messages now due; *next: ms until the next one. */
+static int deliveries_due(rmq_broker *b, int64_t now, int64_t *next)
+{
+  int rc = timer_due(b, now, next, 0);
+  int rc2 = schedule_due(b, now, next);
+  return rc ? rc : rc2;
+}
+
+/* Everything due (deliveries: with them too). */
+static int broker_due(rmq_broker *b, int64_t *next_ms, int deliveries)
 {
   int64_t now = rmqi_now(&b->env);
   int64_t next = 1000, store_next = 1000;
-  int rc = timer_due(b, now, &next, 0);
-  int rct = schedule_due(b, now, &next);
-  if (!rc) rc = rct;
-  rct = tx_check_due(b, rmqi_now(&b->env), &next);
+  int rc = deliveries ? deliveries_due(b, now, &next) : RMQ_OK;
+  int rct = tx_check_due(b, rmqi_now(&b->env), &next);
   if (!rc) rc = rct;
   int rcs = rmqi_store_run_due(b->st, now, &store_next);
   if (store_next < next) next = store_next; /* the earlier of the two */
@@ -860,52 +897,112 @@ static int broker_due(rmq_broker *b, int64_t *next_ms)
   return rc ? rc : rc2 ? rc2 : rc3;
 }
 
-static void *service_main(void *arg)
+static void sleeper_init(sleeper *s, rmq_broker *b, const char *name,
+                         int (*round)(rmq_broker *b, int64_t now, int64_t *next))
 {
-  rmq_broker *b = arg;
-  pthread_mutex_lock(&b->svc_lock);
-  while (!b->svc_stop) {
-    pthread_mutex_unlock(&b->svc_lock);
-    /* Awake: a send of something due sooner only needs to say so. */
-    atomic_store(&b->svc_wake_at, INT64_MAX);
-    atomic_store(&b->svc_kick, 0);
-    int64_t next = 1000;
-    int rc = broker_due(b, &next);
-    if (rc) rmqi_log(&b->env, RMQ_LOG_ERROR, "service: %s", rmq_errmsg());
-    if (next > 1000) next = 1000;
-    if (next < 1) next = 1;
-    pthread_mutex_lock(&b->svc_lock);
-    if (b->svc_stop) break;
-    pthread_mutex_lock(&b->async_lock);
-    int pending = b->acount > 0;
-    pthread_mutex_unlock(&b->async_lock);
-    if (pending) continue;
-    atomic_store(&b->svc_wake_at, rmqi_now(&b->env) + next);
-    if (atomic_load(&b->svc_kick)) continue;
+  memset(s, 0, sizeof *s);
+  s->b = b;
+  s->name = name;
+  s->round = round;
+  atomic_store(&s->wake_at, INT64_MAX);
+  pthread_mutex_init(&s->lock, NULL);
+  cond_init_mono(&s->cond);
+}
+
+static void *sleeper_main(void *arg)
+{
+  sleeper *s = arg;
+  rmq_broker *b = s->b;
+  pthread_mutex_lock(&s->lock);
+  while (!s->stop) {
+    pthread_mutex_unlock(&s->lock);
+    /* Awake: whoever has something due sooner only needs to say so. */
+    atomic_store(&s->wake_at, INT64_MAX);
+    atomic_store(&s->kick, 0);
+    int64_t next = 1000, now = rmqi_now(&b->env);
+    if (s->round(b, now, &next)) rmqi_log(&b->env, RMQ_LOG_ERROR, "%s: %s", s->name, rmq_errmsg());
+    pthread_mutex_lock(&s->lock);
+    if (s->stop || next <= 0) continue;
+    atomic_store(&s->wake_at, now + next);
+    if (atomic_load(&s->kick)) continue;
     struct timespec dl;
     deadline_ms(&dl, next);
-    pthread_cond_timedwait(&b->svc_cond, &b->svc_lock, &dl);
+    pthread_cond_timedwait(&s->cond, &s->lock, &dl);
   }
-  pthread_mutex_unlock(&b->svc_lock);
+  pthread_mutex_unlock(&s->lock);
   return NULL;
 }
 
-/* A delayed or timed message due at `due` (broker clock) was stored, or a
-** check is wanted now (INT64_MIN): wakes the service thread if it sleeps
-** past that. One atomic load when it does not. */
-static void service_wake_by(rmq_broker *b, int64_t due)
+static int sleeper_start(sleeper *s)
 {
-  if (!b->svc_started || due >= atomic_load(&b->svc_wake_at)) return;
-  if (atomic_exchange(&b->svc_kick, 1)) return; /* already told */
-  pthread_mutex_lock(&b->svc_lock);
-  pthread_cond_signal(&b->svc_cond);
-  pthread_mutex_unlock(&b->svc_lock);
+  if (pthread_create(&s->thr, NULL, sleeper_main, s) != 0) return -1;
+  s->started = 1;
+  return 0;
 }
+
+/* Wakes s if it sleeps past `due` (INT64_MIN: at once). One atomic load
+** when it does not. */
+static void sleeper_kick(sleeper *s, int64_t due)
+{
+  if (!s->started || due >= atomic_load(&s->wake_at)) return;
+  if (atomic_exchange(&s->kick, 1)) return; /* already told */
+  pthread_mutex_lock(&s->lock);
+  pthread_cond_signal(&s->cond);
+  pthread_mutex_unlock(&s->lock);
+}
+
+static void sleeper_stop(sleeper *s)
+{
+  if (!s->started) return;
+  pthread_mutex_lock(&s->lock);
+  s->stop = 1;
+  pthread_cond_signal(&s->cond);
+  pthread_mutex_unlock(&s->lock);
+  pthread_join(s->thr, NULL);
+  s->started = 0;
+}
+
+static void sleeper_destroy(sleeper *s)
+{
+  pthread_mutex_destroy(&s->lock);
+  pthread_cond_destroy(&s->cond);
+}
+
+static int clamp_next(int64_t *next)
+{
+  if (*next > 1000) *next = 1000;
+  if (*next < 1) *next = 1;
+  return 0;
+}
+
+static int service_round(rmq_broker *b, int64_t now, int64_t *next)
+{
+  (void)now;
+  int rc = broker_due(b, next, 0);
+  clamp_next(next);
+  pthread_mutex_lock(&b->async_lock);
+  if (b->acount > 0) *next = 0; /* async sends waiting for a flush: again at once */
+  pthread_mutex_unlock(&b->async_lock);
+  return rc;
+}
+
+static int delivery_round(rmq_broker *b, int64_t now, int64_t *next)
+{
+  int rc = deliveries_due(b, now, next);
+  clamp_next(next);
+  return rc;
+}
+
+/* A delayed or timed message due at `due` (broker clock) was stored. */
+static void delivery_wake_by(rmq_broker *b, int64_t due) { sleeper_kick(&b->dlv, due); }
+
+/* Asks the service thread for a round now (a transaction check). */
+static void service_kick(rmq_broker *b) { sleeper_kick(&b->svc, INT64_MIN); }
 
 RMQ_API int rmq_broker_run_due(rmq_broker *b, int64_t *next_due_ms)
 {
   if (!broker_ok(b)) return bad_broker(b, "rmq_broker_run_due");
-  return broker_due(b, next_due_ms);
+  return broker_due(b, next_due_ms, 1);
 }
 
 RMQ_API int rmq_broker_delete_expired_files(rmq_broker *b, int *deleted)
@@ -951,13 +1048,8 @@ RMQ_API int rmq_broker_close(rmq_broker *b)
   /* From here the broker is freed whatever happens: a second close, or a
   ** call racing this one, fails the magic check. */
   b->magic = MAGIC_DEAD;
-  if (b->svc_started) {
-    pthread_mutex_lock(&b->svc_lock);
-    b->svc_stop = 1;
-    pthread_cond_signal(&b->svc_cond);
-    pthread_mutex_unlock(&b->svc_lock);
-    pthread_join(b->svc, NULL);
-  }
+  sleeper_stop(&b->svc);
+  sleeper_stop(&b->dlv);
   int rc = async_drain(b);
   int64_t ignore = 0;
   int rc2 = timer_due(b, rmqi_now(&b->env), &ignore, 1); /* the final snapshot */
@@ -973,8 +1065,8 @@ RMQ_API int rmq_broker_close(rmq_broker *b)
   else rmqi_err(rc, "%s", msg);
   offsets_free(b);
   rmqi_free(b->aring, b->acap * sizeof *b->aring);
-  pthread_mutex_destroy(&b->svc_lock);
-  pthread_cond_destroy(&b->svc_cond);
+  sleeper_destroy(&b->svc);
+  sleeper_destroy(&b->dlv);
   pthread_mutex_destroy(&b->async_lock);
   pthread_cond_destroy(&b->async_cond);
   pthread_mutex_destroy(&b->off_lock);
@@ -2272,11 +2364,7 @@ static int async_enqueue(rmq_broker *b, rmq_producer *p, int64_t end, rmq_send_c
   b->acount++;
   atomic_fetch_add(&p->pending_async, 1);
   pthread_mutex_unlock(&b->async_lock);
-  if (b->svc_started) {
-    pthread_mutex_lock(&b->svc_lock);
-    pthread_cond_signal(&b->svc_cond);
-    pthread_mutex_unlock(&b->svc_lock);
-  }
+  sleeper_kick(&b->svc, INT64_MIN); /* its flush completes the send */
   return RMQ_OK;
 }
 
@@ -2360,6 +2448,19 @@ static int timer_deliver_ms(rmq_broker *b, const rmq_msg *m, int64_t now, int64_
   return RMQ_OK;
 }
 
+/* v in decimal into out (room for 21 bytes): snprintf's parsing showed on
+** the send path of timed messages. */
+static void i64_dec(char *out, int64_t v)
+{
+  char t[24];
+  int n = 0;
+  uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+  do t[n++] = (char)('0' + u % 10); while ((u /= 10));
+  if (v < 0) *out++ = '-';
+  while (n) *out++ = t[--n];
+  *out = 0;
+}
+
 /* Room for n rewritten properties in s->xprops. */
 static int xprops_room(scratch *s, int n)
 {
@@ -2423,7 +2524,7 @@ static int send_transform(rmq_producer *p, scratch *s, const rmq_msg *m, int qid
                ((half || level > 0) && x->nlen > 6 && !memcmp(x->name, "TIMER_", 6));
     if (!drop) s->xprops[s->xn++] = *x;
   }
-  snprintf(s->xval[0], sizeof s->xval[0], "%d", qid);
+  i64_dec(s->xval[0], qid);
   if (half) {
     rmqi_topic *ht;
     if (!(ht = rmqi_topic_find(b->st, TX_HALF_TOPIC)) && (rc = rmqi_topic_create(b->st, TX_HALF_TOPIC, 1, &ht))) return rc;
@@ -2443,7 +2544,7 @@ static int send_transform(rmq_producer *p, scratch *s, const rmq_msg *m, int qid
   } else {
     rmqi_topic *tt;
     if (!(tt = rmqi_topic_find(b->st, TIMER_TOPIC)) && (rc = rmqi_topic_create(b->st, TIMER_TOPIC, 1, &tt))) return rc;
-    snprintf(s->xval[1], sizeof s->xval[1], "%" PRId64, out_ms);
+    i64_dec(s->xval[1], out_ms);
     xprop_add(s, "TIMER_OUT_MS", s->xval[1]);
     *xtopic = TIMER_TOPIC;
     put->q = rmqi_topic_queue(tt, 0);
@@ -2506,7 +2607,7 @@ static int send_one(rmq_producer *p, scratch *s, const rmq_msg *m, int queue_id,
   rc = rmqi_store_put(b->st, &put, 1);
   if (sync_wait && mode >= SEND_SYNC_ANY) rmqi_store_sender_leave(b->st);
   if (rc) return rc;
-  if (due) service_wake_by(b, due);
+  if (due) delivery_wake_by(b, due);
   rmq_send_result local;
   if (!r) r = &local;
   result_fill(p, t, qid, uniq, &put, r);
@@ -3032,7 +3133,7 @@ RMQ_API int rmq_producer_set_transaction_listener(rmq_producer *p, const rmq_tra
   ** soon, not a whole check interval later. */
   if (l && l->check_local_transaction) b->tx_next_check = 0;
   pthread_mutex_unlock(&b->tx_lock);
-  if (l && l->check_local_transaction) service_wake_by(b, INT64_MIN);
+  if (l && l->check_local_transaction) service_kick(b);
   return RMQ_OK;
 }
 
@@ -3365,7 +3466,7 @@ static int tx_check_due(rmq_broker *b, int64_t now, int64_t *next)
 ** to add or take one. The service reads the timer queue from tm_read into
 ** the heap (each record's TIMER_OUT_MS), delivers what is due, and sleeps
 ** until the top's due time. config/rmq_timer.bin keeps the heap across
-** restarts (see timer_snapshot). */
+** restarts (see tm_snap_take and TM_FILE). */
 
 static int tm_less(const tm_ent *a, const tm_ent *b) { return a->due < b->due || (a->due == b->due && a->qoff < b->qoff); }
 
@@ -3510,28 +3611,100 @@ out:
 #define TM_FILE "rmq_timer.bin"
 #define TM_MAGIC "RMQTIMR1"
 
-static int timer_snapshot(rmq_broker *b)
+/* A copy of the heap to write: taken under tm_lock (a memcpy), written
+** without it, by a thread of its own when the service thread runs, so a
+** snapshot of a million pending messages (16 MB and an fsync) never holds
+** up a delivery. One is in flight at a time (tm_snap_busy), so they reach
+** the disk in the order they were taken. */
+
+/* tm_lock held, no snapshot in flight: marks one in flight and copies. */
+static tm_snap *tm_snap_take(rmq_broker *b)
 {
-  int64_t mark = rmqi_store_max_phys(b->st);
-  int rc = rmqi_store_flush_commitlog(b->st); /* what the heap says was delivered is on disk */
-  if (rc) return rc;
-  size_t len = 8 + 24 + b->tm_n * 16 + 4;
-  uint8_t *buf = rmqi_malloc(len);
-  if (!buf) return rmqi_err(RMQ_ENOMEM, "out of memory writing " TM_FILE);
-  memcpy(buf, TM_MAGIC, 8);
-  rmqi_put64(buf + 8, (uint64_t)b->tm_read);
-  rmqi_put64(buf + 16, (uint64_t)mark);
-  rmqi_put64(buf + 24, (uint64_t)b->tm_n);
-  uint8_t *w = buf + 32;
-  for (size_t i = 0; i < b->tm_n; i++, w += 16) {
-    rmqi_put64(w, (uint64_t)(b->tm_heap[i].due - b->o.timer_precision_ms));
-    rmqi_put64(w + 8, (uint64_t)b->tm_heap[i].qoff);
+  tm_snap *s = &b->tm_snap;
+  if (b->tm_n > s->cap) {
+    size_t ncap = b->tm_n + b->tm_n / 4;
+    tm_ent *ne = rmqi_realloc(s->ents, s->cap * sizeof *ne, ncap * sizeof *ne);
+    if (!ne) return NULL;
+    s->ents = ne;
+    s->cap = ncap;
   }
-  rmqi_put32(w, rmqi_crc32(buf, len - 4));
-  rc = rmqi_store_write_config(b->st, TM_FILE, (const char *)buf, len);
-  rmqi_free(buf, len);
-  if (!rc) b->tm_dirty = 0;
+  if (b->tm_n) memcpy(s->ents, b->tm_heap, b->tm_n * sizeof *s->ents);
+  s->b = b;
+  s->n = b->tm_n;
+  s->read = b->tm_read;
+  /* Deliveries the copy reflects lie below the CommitLog's end now. */
+  s->mark = rmqi_store_max_phys(b->st);
+  b->tm_snap_busy = 1;
+  b->tm_dirty = 0;
+  return s;
+}
+
+/* Writes s, then ends the in-flight mark. No tm_lock held. */
+static int tm_snap_write(tm_snap *s)
+{
+  rmq_broker *b = s->b;
+  int rc = rmqi_store_flush_commitlog(b->st); /* what the copy says was delivered is on disk */
+  size_t len = 8 + 24 + s->n * 16 + 4;
+  if (!rc && len > s->enc_cap) {
+    size_t ncap = len + len / 4;
+    uint8_t *nb = rmqi_realloc(s->enc, s->enc_cap, ncap);
+    if (nb) { s->enc = nb; s->enc_cap = ncap; }
+    else rc = rmqi_err(RMQ_ENOMEM, "out of memory writing " TM_FILE);
+  }
+  if (!rc) {
+    uint8_t *buf = s->enc;
+    memcpy(buf, TM_MAGIC, 8);
+    rmqi_put64(buf + 8, (uint64_t)s->read);
+    rmqi_put64(buf + 16, (uint64_t)s->mark);
+    rmqi_put64(buf + 24, (uint64_t)s->n);
+    uint8_t *w = buf + 32;
+    for (size_t i = 0; i < s->n; i++, w += 16) {
+      rmqi_put64(w, (uint64_t)(s->ents[i].due - b->o.timer_precision_ms));
+      rmqi_put64(w + 8, (uint64_t)s->ents[i].qoff);
+    }
+    rmqi_put32(w, rmqi_crc32(buf, len - 4));
+    rc = rmqi_store_write_config(b->st, TM_FILE, (const char *)buf, len);
+  }
+  if (!rc) {
+    /* RocketMQ's own checkpoint (config/timercheck, 4096 bytes): with no
+    ** timer log of its own, a RocketMQ broker opening this store reads the
+    ** timer queue from lastTimerQueueOffset, the oldest message still
+    ** pending here, so it delivers what is pending (and again what rmq
+    ** delivered after that one) rather than the whole queue. */
+    int64_t low = s->read;
+    for (size_t i = 0; i < s->n; i++) if (s->ents[i].qoff < low) low = s->ents[i].qoff;
+    uint8_t cp[4096];
+    memset(cp, 0, sizeof cp);
+    rmqi_put64(cp, (uint64_t)(rmqi_now(&b->env) / 1000 * 1000)); /* lastReadTimeMs */
+    rmqi_put64(cp + 16, (uint64_t)low);                           /* lastTimerQueueOffset */
+    rmqi_put64(cp + 24, (uint64_t)low);                           /* masterTimerQueueOffset */
+    rc = rmqi_store_write_config(b->st, "timercheck", (const char *)cp, sizeof cp);
+  }
+  pthread_mutex_lock(&b->tm_lock);
+  if (rc) b->tm_dirty = 1; /* tried again at the next turn */
+  b->tm_snap_busy = 0;
+  pthread_cond_broadcast(&b->tm_snap_cond);
+  pthread_mutex_unlock(&b->tm_lock);
   return rc;
+}
+
+static void *tm_snap_main(void *arg)
+{
+  tm_snap *s = arg;
+  rmq_broker *b = s->b;
+  if (tm_snap_write(s)) rmqi_log(&b->env, RMQ_LOG_ERROR, "timer snapshot: %s", rmq_errmsg());
+  return NULL;
+}
+
+/* Joins a finished snapshot thread, or (wait) waits for one in flight.
+** tm_lock held. */
+static void tm_snap_reap(rmq_broker *b, int wait)
+{
+  while (wait && b->tm_snap_busy) pthread_cond_wait(&b->tm_snap_cond, &b->tm_lock);
+  if (b->tm_snap_thr_started && !b->tm_snap_busy) {
+    pthread_join(b->tm_snap_thr, NULL);
+    b->tm_snap_thr_started = 0;
+  }
 }
 
 typedef struct tm_hit {
@@ -3665,9 +3838,12 @@ static void broker_free_txtm(rmq_broker *b)
   rmqi_free(b->txop, b->txop_cap);
   rmqi_free(b->tm_heap, b->tm_cap * sizeof *b->tm_heap);
   rmqi_free(b->tmbuf, b->tmbuf_cap);
+  rmqi_free(b->tm_snap.ents, b->tm_snap.cap * sizeof *b->tm_snap.ents);
+  rmqi_free(b->tm_snap.enc, b->tm_snap.enc_cap);
   pthread_mutex_destroy(&b->tx_lock);
   pthread_mutex_destroy(&b->tx_check_lock);
   pthread_mutex_destroy(&b->tm_lock);
+  pthread_cond_destroy(&b->tm_snap_cond);
 }
 
 /* Delivers the timed messages that are due, in due order, and says when
@@ -3700,11 +3876,20 @@ static int timer_due(rmq_broker *b, int64_t now, int64_t *next, int force_snapsh
   }
   if (b->tm_n && b->tm_heap[0].due - now < *next) *next = b->tm_heap[0].due - now;
   int rc2 = RMQ_OK;
-  if (b->tm_dirty && (force_snapshot || now >= b->tm_next_snap)) {
+  tm_snap_reap(b, force_snapshot);
+  tm_snap *snap = NULL;
+  if (b->tm_dirty && !b->tm_snap_busy && (force_snapshot || now >= b->tm_next_snap)) {
     b->tm_next_snap = now + b->o.flush_consumer_offset_interval;
-    rc2 = timer_snapshot(b);
+    if (!(snap = tm_snap_take(b))) rc2 = rmqi_err(RMQ_ENOMEM, "out of memory copying the timer heap");
+  }
+  if (snap && !force_snapshot && b->dlv.started && pthread_equal(pthread_self(), b->dlv.thr)) {
+    if (pthread_create(&b->tm_snap_thr, NULL, tm_snap_main, snap) == 0) {
+      b->tm_snap_thr_started = 1;
+      snap = NULL;
+    }
   }
   pthread_mutex_unlock(&b->tm_lock);
+  if (snap) rc2 = tm_snap_write(snap);
   return rc ? rc : rc2;
 }
 

@@ -252,11 +252,14 @@ typedef struct rmq_broker_options {
   /* flushConsumerOffsetInterval, ms, default 5000: consumer offsets are
   ** written to config/consumerOffset.json this often (and at close). */
   int flush_consumer_offset_interval;
-  /* Run rmq's one service thread (default 1): ASYNC flushes, ConsumeQueue
-  ** flushes, offset persistence, delayed delivery, the disk check,
-  ** retention and the completion of SYNC_FLUSH async sends. With 0, rmq
-  ** starts no thread of its own for the broker and the application calls
-  ** rmq_broker_run_due() instead. (Push consumers always own threads.) */
+  /* Run rmq's service threads (default 1): the service thread (ASYNC
+  ** flushes, ConsumeQueue flushes, offset persistence, transaction checks,
+  ** the disk check, retention and the completion of SYNC_FLUSH async
+  ** sends) and the delivery thread (timed and delayed messages, at their
+  ** time: it sleeps until the next is due and never waits for a flush).
+  ** With 0, rmq starts no thread of its own for the broker and the
+  ** application calls rmq_broker_run_due() instead. (Push consumers always
+  ** own threads.) */
   int service_thread;
   /* SYNC_FLUSH group commit: how long, in microseconds, a flush leader waits
   ** for other senders that are about to append so one sync covers them all.
@@ -380,12 +383,12 @@ typedef struct rmq_recovery_info {
 ** repair, e.g. topics.json and its .bak both unreadable, a config file that
 ** is not a regular file or is over 64 MiB, a CommitLog file out of
 ** sequence, short though not the last, or holding another offset's records:
-** open refused, nothing changed), RMQ_ENOMEM (also: the service thread
+** open refused, nothing changed), RMQ_ENOMEM (also: the service threads
 ** cannot start), RMQ_EINVAL (dir NULL or empty, out NULL, an option out of
 ** range or unparsable: rmq_errmsg() names it). */
 RMQ_API int rmq_broker_open(const char *dir, const rmq_broker_options *o, rmq_broker **out);
 
-/* Flushes everything, persists offsets and config, stops the service thread,
+/* Flushes everything, persists offsets and config, stops the service threads,
 ** removes `abort`, unlocks and frees the broker. Every producer and consumer
 ** made on it must be destroyed first (RMQ_ESTATE otherwise, and nothing is
 ** closed). NULL is a no-op returning RMQ_OK. After an I/O error during the
@@ -395,7 +398,14 @@ RMQ_API int rmq_broker_open(const char *dir, const rmq_broker_options *o, rmq_br
 ** RMQ_ENOMEM (the final flush, offsets or config writes). */
 RMQ_API int rmq_broker_close(rmq_broker *b);
 
-/* Does the service thread's work that is due now by the broker's clock:
+/* Does the service threads' work that is due now by the broker's clock:
+**   - timer messages whose delivery time has come, in due order, each
+**     stored into its real topic and queue (see rmq_msg_set_deliver_time_ms);
+**     config/rmq_timer.bin (their snapshot) every
+**     flush_consumer_offset_interval, written by this call;
+**   - every transaction_check_interval, the check of undecided half
+**     messages: the check listener of a producer of their group runs on
+**     the calling thread (see rmq_producer_send_message_in_transaction);
 **   - delayed delivery (RocketMQ's ScheduleMessageService): messages sent
 **     with a delay level, and failed messages a consumer sent back to
 **     %RETRY%<group>, wait in SCHEDULE_TOPIC_XXXX, one queue per delay

@@ -14,7 +14,7 @@ static void unused_helpers(void) __attribute__((unused));
 static void unused_helpers(void)
 {
   (void)tu_wait_atleast; (void)tu_small_opts; (void)tu_make_body; (void)tu_body_check; (void)tu_java_hash;
-  (void)tu_read_exact; (void)tu_clock_advance; (void)tu_count_files; (void)tu_log_fn;
+  (void)tu_clock_advance; (void)tu_count_files; (void)tu_log_fn;
 }
 
 #define T0 1700000000000LL
@@ -312,6 +312,33 @@ static void test_horizon_and_rules(void **state)
   tu_store_remove(f.path);
 }
 
+/* The store keeps RocketMQ's config/timercheck: lastTimerQueueOffset (at
+** byte 16) is the oldest timer-queue unit still pending, where a RocketMQ
+** broker opening the store would start reading. */
+static void test_rocketmq_timercheck(void **state)
+{
+  (void)state;
+  fx f;
+  fx_init(&f, "timer-check");
+  send_at(&f, 0, T0 + 1000, BY_DELIVER, NULL); /* unit 0: due first */
+  send_at(&f, 1, T0 + 9000, BY_DELIVER, NULL); /* unit 1 */
+  send_at(&f, 2, T0 + 5000, BY_DELIVER, NULL); /* unit 2 */
+  f.clk.now_ms = T0 + 6000;
+  ok(rmq_broker_run_due(f.b, NULL));            /* units 0 and 2 delivered */
+  fx_close(&f);
+  char path[1200];
+  snprintf(path, sizeof path, "%s/config/timercheck", f.path);
+  uint8_t cp[32];
+  tu_read_exact(path, 0, cp, sizeof cp);
+  int64_t v = 0;
+  for (int i = 16; i < 24; i++) v = v << 8 | cp[i];
+  assert_int_equal(v, 1);
+  int64_t rt = 0;
+  for (int i = 0; i < 8; i++) rt = rt << 8 | cp[i];
+  assert_int_equal(rt, T0 + 6000); /* lastReadTimeMs: the close, to the second */
+  tu_store_remove(f.path);
+}
+
 /* ---- crashes ------------------------------------------------------------ */
 
 /* The child sends 200 timed messages, delivers those due by +1000 s
@@ -480,6 +507,7 @@ int main(void)
     cmocka_unit_test(test_restart_midway),
     cmocka_unit_test(test_precision),
     cmocka_unit_test(test_horizon_and_rules),
+    cmocka_unit_test(test_rocketmq_timercheck),
     cmocka_unit_test(test_crash_after_snapshot),
     cmocka_unit_test(test_crash_without_snapshot),
     cmocka_unit_test(test_real_clock_on_time),

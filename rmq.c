@@ -3188,12 +3188,14 @@ static void tx_producer_gone(rmq_producer *p)
   }
 }
 
-/* A producer of `group` with a check listener, its use counted; tx_lock. */
-static rmq_producer *tx_checker(rmq_broker *b, const char *group)
+/* A producer of `group` with a check listener, its use counted and its
+** listener copied into *l (it may be replaced meanwhile); tx_lock. */
+static rmq_producer *tx_checker(rmq_broker *b, const char *group, rmq_transaction_listener *l)
 {
   for (rmq_producer *p = b->txps; p; p = p->tx_next)
     if (p->txl.check_local_transaction && !strcmp(p->group, group)) {
       atomic_fetch_add(&p->tx_checking, 1);
+      *l = p->txl;
       return p;
     }
   return NULL;
@@ -3402,7 +3404,8 @@ static int tx_check_due(rmq_broker *b, int64_t now, int64_t *next)
       rmqi_store_unpin(pin);
       continue;
     }
-    if (kind == -1 && !(cp = tx_checker(b, group))) {
+    rmq_transaction_listener cl = {0};
+    if (kind == -1 && !(cp = tx_checker(b, group, &cl))) {
       /* No listener to ask: left as it is, its count unchanged. */
       pthread_mutex_unlock(&b->tx_lock);
       rmqi_store_unpin(pin);
@@ -3440,7 +3443,7 @@ static int tx_check_due(rmq_broker *b, int64_t now, int64_t *next)
         rmqi_record_decode(nrec, puts[0].size, 0, &nr) == RMQ_OK) {
       if (rec_prop(&nr, "REAL_TOPIC", rt, sizeof rt)) e.topic = rt;
       if (rec_prop(&nr, "REAL_QID", rq, sizeof rq)) e.queue_id = atoi(rq);
-      state = cp->txl.check_local_transaction(cp->txl.ctx, &e);
+      state = cl.check_local_transaction(cl.ctx, &e);
       if (state != RMQ_COMMIT_MESSAGE && state != RMQ_ROLLBACK_MESSAGE && state != RMQ_UNKNOW) {
         rmqi_log(&b->env, RMQ_LOG_WARN, "checkLocalTransaction returned %d for %s: taken as UNKNOW", state, e.msg_id);
         state = RMQ_UNKNOW;

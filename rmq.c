@@ -554,6 +554,13 @@ typedef struct sleeper {
   int (*round)(struct rmq_broker *b, int64_t now, int64_t *next);
 } sleeper;
 
+/* A timed message's due time, by queue offset (seqlock: qoff -1 while it
+** is written). */
+typedef struct tm_slot {
+  _Atomic int64_t qoff, due;
+} tm_slot;
+#define TM_RING 16384
+
 /* A copy of the timer heap on its way to disk (see tm_snap_take). */
 typedef struct tm_snap {
   struct rmq_broker *b;
@@ -631,6 +638,9 @@ struct rmq_broker {
   int64_t tm_read, tm_next_snap;
   int tm_dirty;
   int tm_snap_busy, tm_snap_thr_started; /* a snapshot in flight; its thread */
+  /* What senders tell the timer: a timed message's due time by its queue
+  ** offset, so the delivery thread need not read the record back. */
+  struct tm_slot *_Atomic tm_ring;
   pthread_t tm_snap_thr;
   pthread_cond_t tm_snap_cond;
   tm_snap tm_snap;
@@ -1428,7 +1438,7 @@ static void prop_append(rmqi_buf *b, const char *name, const char *value, size_t
 {
   rmqi_buf_puts(b, name);
   rmqi_buf_puts(b, "\1");
-  rmqi_buf_printf(b, "%.*s", (int)vlen, value);
+  rmqi_buf_add(b, value, vlen);
   rmqi_buf_puts(b, "\2");
 }
 
@@ -2397,24 +2407,53 @@ static int async_drain(rmq_broker *b)
   return rc;
 }
 
-#define TIMER_TOPIC "rmq_sys_wheel_timer"
+/* An array, not a literal: send_one knows a timed message by this address. */
+static const char TIMER_TOPIC[] = "rmq_sys_wheel_timer";
 #define TX_HALF_TOPIC "RMQ_SYS_TRANS_HALF_TOPIC"
 
 /* Java's Long.parseLong: an optional sign and decimal digits, nothing else. */
 static int parse_long(const char *s, size_t n, int64_t *out)
 {
-  char b[32];
-  if (n == 0 || n >= sizeof b) return 0;
-  memcpy(b, s, n);
-  b[n] = 0;
-  size_t i = (b[0] == '-' || b[0] == '+') ? 1 : 0;
-  if (!b[i]) return 0;
-  for (size_t k = i; b[k]; k++) if (b[k] < '0' || b[k] > '9') return 0;
-  errno = 0;
-  long long v = strtoll(b, NULL, 10);
-  if (errno) return 0;
-  *out = v;
+  size_t i = n && (s[0] == '-' || s[0] == '+') ? 1 : 0;
+  if (i == n || n > 20) return 0;
+  uint64_t v = 0, lim = s[0] == '-' ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+  for (; i < n; i++) {
+    unsigned d = (unsigned)(s[i] - '0');
+    if (d > 9 || v > (lim - d) / 10) return 0; /* not a digit, or out of range */
+    v = v * 10 + d;
+  }
+  *out = s[0] == '-' ? (int64_t)(0 - v) : (int64_t)v;
   return 1;
+}
+
+/* A sender's note of a timed message's due time (see tm_ring). */
+static void tm_ring_put(rmq_broker *b, int64_t qoff, int64_t due)
+{
+  tm_slot *r = atomic_load_explicit(&b->tm_ring, memory_order_acquire);
+  if (!r) {
+    tm_slot *n = rmqi_calloc(TM_RING, sizeof *n);
+    if (!n) return; /* the delivery thread reads the record instead */
+    tm_slot *expect = NULL;
+    if (atomic_compare_exchange_strong(&b->tm_ring, &expect, n)) r = n;
+    else { rmqi_free(n, TM_RING * sizeof *n); r = expect; }
+  }
+  tm_slot *s = &r[qoff & (TM_RING - 1)];
+  atomic_store_explicit(&s->qoff, -1, memory_order_relaxed);
+  atomic_thread_fence(memory_order_release);
+  atomic_store_explicit(&s->due, due, memory_order_relaxed);
+  atomic_store_explicit(&s->qoff, qoff, memory_order_release);
+}
+
+/* The due time a sender noted for qoff, or -1. */
+static int64_t tm_ring_get(rmq_broker *b, int64_t qoff)
+{
+  tm_slot *r = atomic_load_explicit(&b->tm_ring, memory_order_acquire);
+  if (!r) return -1;
+  tm_slot *s = &r[qoff & (TM_RING - 1)];
+  if (atomic_load_explicit(&s->qoff, memory_order_acquire) != qoff) return -1;
+  int64_t due = atomic_load_explicit(&s->due, memory_order_relaxed);
+  atomic_thread_fence(memory_order_acquire);
+  return atomic_load_explicit(&s->qoff, memory_order_relaxed) == qoff ? due : -1;
 }
 
 static int has_timer_props(const rmq_msg *m)
@@ -2607,7 +2646,10 @@ static int send_one(rmq_producer *p, scratch *s, const rmq_msg *m, int queue_id,
   rc = rmqi_store_put(b->st, &put, 1);
   if (sync_wait && mode >= SEND_SYNC_ANY) rmqi_store_sender_leave(b->st);
   if (rc) return rc;
-  if (due) delivery_wake_by(b, due);
+  if (due) {
+    if (xtopic == TIMER_TOPIC) tm_ring_put(b, put.queue_offset, due);
+    delivery_wake_by(b, due);
+  }
   rmq_send_result local;
   if (!r) r = &local;
   result_fill(p, t, qid, uniq, &put, r);
@@ -2939,7 +2981,7 @@ static void props_copy_except(rmqi_buf *pb, const char *p, size_t len, const cha
     int skip = 0;
     for (int i = 0; sep && drop[i] && !skip; i++) skip = strlen(drop[i]) == nl && !memcmp(p, drop[i], nl);
     if (!skip && se > p) {
-      rmqi_buf_printf(pb, "%.*s", (int)(se - p), p);
+      rmqi_buf_add(pb, p, (size_t)(se - p));
       rmqi_buf_puts(pb, "\2");
     }
     p = se + 1;
@@ -3023,6 +3065,20 @@ static int tx_op_put(rmq_broker *b, rmqi_put *put, int64_t hoff, int64_t now)
 /* Is half queue offset hoff decided (an op record, or below the base)? tx_lock. */
 static int tx_decided(rmq_broker *b, int64_t hoff) { return hoff < b->tx_base || i64set_has(&b->tx_done, hoff); }
 
+/* Keeps the decided set small: every 4096 decisions, its contiguous run
+** from tx_base becomes part of the base (what is below the base is
+** decided). tx_lock. */
+static void tx_compact(rmq_broker *b)
+{
+  if (b->tx_done.n < 4096 || (b->tx_done.n & 4095)) return;
+  int64_t base = b->tx_base;
+  while (i64set_has(&b->tx_done, base)) base++;
+  if (base > b->tx_base) {
+    b->tx_base = base;
+    i64set_prune(&b->tx_done, base);
+  }
+}
+
 /* Stores a copy of half message rec (decoded r) in b->txrec: to its real
 ** topic as the COMMIT record (commit), back to the half queue with
 ** TRANSACTION_CHECK_TIMES = checks (a check's re-append), or to
@@ -3046,7 +3102,7 @@ static int tx_copy_put(rmq_broker *b, rmqi_put *put, const uint8_t *rec, const r
     if (qid < 0 || qid >= nq) qid = (qid < 0 ? 0 : qid) % nq;
     /* RocketMQ builds the stored properties before it clears REAL_TOPIC,
     ** REAL_QID and TRAN_MSG: the COMMIT record keeps them all. */
-    rmqi_buf_printf(&pb, "%.*s", r->props_len, r->props);
+    rmqi_buf_add(&pb, r->props, (size_t)r->props_len);
   } else {
     snprintf(topic, sizeof topic, "%s", kind == TXC_REAPPEND ? TX_HALF_TOPIC : TX_MAXTIME_TOPIC);
     if ((rc = sys_topic(b, topic, &t))) return rc;
@@ -3110,6 +3166,7 @@ static int tx_end_locked(rmq_broker *b, const char *group, int64_t phys, int32_t
     if (!rc) rc = tx_op_put(b, &puts[n++], hoff, now);
     if (!rc) rc = rmqi_store_put(b->st, puts, n);
     if (!rc) rc = i64set_add(&b->tx_done, hoff);
+    if (!rc) tx_compact(b);
   }
   rmqi_store_unpin(pin);
   return rc;
@@ -3352,12 +3409,13 @@ static int tx_check_due(rmq_broker *b, int64_t now, int64_t *next)
     return RMQ_OK;
   }
   if (pthread_mutex_trylock(&b->tx_check_lock) != 0) return RMQ_OK;
-  pthread_mutex_lock(&b->tx_lock);
-  b->tx_next_check = now + b->o.transaction_check_interval;
-  pthread_mutex_unlock(&b->tx_lock);
-  if (b->o.transaction_check_interval < *next) *next = b->o.transaction_check_interval;
   rmqi_queue *hq = rmqi_topic_queue(ht, 0);
   int64_t start = now, i = tx_offset(b, TX_HALF_TOPIC, hq), first_open = -1;
+  pthread_mutex_lock(&b->tx_lock);
+  b->tx_next_check = now + b->o.transaction_check_interval;
+  if (i < b->tx_base) i = b->tx_base; /* all decided below it */
+  pthread_mutex_unlock(&b->tx_lock);
+  if (b->o.transaction_check_interval < *next) *next = b->o.transaction_check_interval;
   int rc = RMQ_OK;
   int64_t keep_ms = (int64_t)b->o.file_reserved_time * 3600 * 1000;
   for (; rc == RMQ_OK; i++) {
@@ -3541,7 +3599,8 @@ static int tm_enqueue(rmq_broker *b, rmqi_queue *q)
     if (k <= 0) return k < 0 ? k : RMQ_OK;
     for (int i = 0; i < k; i++) {
       const uint8_t *u = ub + i * RMQI_CQ_UNIT;
-      int64_t due = tm_record_due(b, (int64_t)rmqi_get64(u), (int32_t)rmqi_get32(u + 8), NULL, 0);
+      int64_t due = tm_ring_get(b, b->tm_read);
+      if (due < 0) due = tm_record_due(b, (int64_t)rmqi_get64(u), (int32_t)rmqi_get32(u + 8), NULL, 0);
       if (due < 0) {
         rmqi_log(&b->env, RMQ_LOG_WARN, "timer message %" PRId64 " is unreadable or lacks TIMER_OUT_MS; skipped", b->tm_read);
       } else {
@@ -3841,6 +3900,7 @@ static void broker_free_txtm(rmq_broker *b)
   rmqi_free(b->txop, b->txop_cap);
   rmqi_free(b->tm_heap, b->tm_cap * sizeof *b->tm_heap);
   rmqi_free(b->tmbuf, b->tmbuf_cap);
+  if (atomic_load(&b->tm_ring)) rmqi_free(atomic_load(&b->tm_ring), TM_RING * sizeof(tm_slot));
   rmqi_free(b->tm_snap.ents, b->tm_snap.cap * sizeof *b->tm_snap.ents);
   rmqi_free(b->tm_snap.enc, b->tm_snap.enc_cap);
   pthread_mutex_destroy(&b->tx_lock);
@@ -4725,7 +4785,7 @@ static int send_back_pinned(rmq_push_consumer *c, const rmq_message_ext *e, int 
     if (sep && nl == 11 && !memcmp(p, "RETRY_TOPIC", 11)) has_retry_topic = 1;
     if (sep && nl == 17 && !memcmp(p, "ORIGIN_MESSAGE_ID", 17)) has_origin = 1;
     if (!drop && se > p) {
-      rmqi_buf_printf(&pb, "%.*s", (int)(se - p), p);
+      rmqi_buf_add(&pb, p, (size_t)(se - p));
       rmqi_buf_puts(&pb, "\2");
     }
     p = se + 1;

@@ -186,6 +186,8 @@ typedef struct rmqi_buf {
   int oom;
 } rmqi_buf;
 RMQI_FUNC void rmqi_buf_puts(rmqi_buf *b, const char *s);
+/* Appends n bytes (kept NUL-terminated). */
+RMQI_FUNC void rmqi_buf_add(rmqi_buf *b, const void *p, size_t n);
 RMQI_FUNC void rmqi_buf_printf(rmqi_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 RMQI_FUNC void rmqi_buf_json_str(rmqi_buf *b, const char *s);
 RMQI_FUNC void rmqi_buf_free(rmqi_buf *b);

@@ -601,6 +601,15 @@ RMQI_FUNC void rmqi_buf_puts(rmqi_buf *b, const char *s)
   b->len += n;
 }
 
+RMQI_FUNC void rmqi_buf_add(rmqi_buf *b, const void *p, size_t n)
+{
+  buf_reserve(b, n);
+  if (b->oom) return;
+  memcpy(b->p + b->len, p, n);
+  b->len += n;
+  b->p[b->len] = 0;
+}
+
 RMQI_FUNC void rmqi_buf_printf(rmqi_buf *b, const char *fmt, ...)
 {
   va_list ap;

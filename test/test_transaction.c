@@ -443,6 +443,40 @@ static void test_errors(void **state)
   tu_store_remove(f.path);
 }
 
+/* Thousands of decided transactions (the decided set is compacted every
+** 4096), then one UNKNOW: the check still finds it, before and after a
+** restart, and nothing decided is asked about. */
+static void test_many_transactions(void **state)
+{
+  (void)state;
+  fx f;
+  fx_init(&f, "tx-many");
+  fx_open(&f, 1);
+  ok(rmq_topic_create(f.b, TOPIC, 4));
+  rmq_transaction_send_result r;
+  for (int i = 0; i < 9000; i++) {
+    f.exec_answer = i % 3 == 2 ? RMQ_ROLLBACK_MESSAGE : RMQ_COMMIT_MESSAGE;
+    ok(send_tx(&f, "bulk", &r));
+  }
+  f.exec_answer = RMQ_UNKNOW;
+  ok(send_tx(&f, "last", &r));
+  fx_shut(&f);
+  fx_open(&f, 1);
+  at(&f, 7000);
+  assert_int_equal(atomic_load(&f.checks), 1);
+  int64_t total = 0;
+  for (int q = 0; q < 4; q++) {
+    int64_t min, max;
+    ok(rmq_topic_queue_offsets(f.b, TOPIC, q, &min, &max));
+    total += max;
+  }
+  assert_int_equal(total, 6000 + 1);
+  at(&f, 30000);
+  assert_int_equal(atomic_load(&f.checks), 1);
+  fx_shut(&f);
+  tu_store_remove(f.path);
+}
+
 /* ---- crashes: a child process killed at each step ---------------------- */
 
 enum { STEP_AFTER_HALF, STEP_AFTER_DECISION, STEP_IN_CHECK };
@@ -624,6 +658,7 @@ int main(void)
     cmocka_unit_test(test_late_decision_ignored),
     cmocka_unit_test(test_check_immunity),
     cmocka_unit_test(test_errors),
+    cmocka_unit_test(test_many_transactions),
     cmocka_unit_test(test_crash_after_half),
     cmocka_unit_test(test_crash_after_decision),
     cmocka_unit_test(test_crash_in_check),

@@ -11,7 +11,9 @@
 **      through rmq_config_allocator) with them pending, less before, over
 **      their count; and what a snapshot of them costs (rmq_broker_flush).
 ** BENCH_DIR (default /tmp) holds the stores; TIMER_PENDING and
-** TIMER_PROBES override the counts.
+** TIMER_PROBES override the counts. For perf: TIMER_PROFILE=0|1|2 runs ten
+** rounds of one kind of send only (plain, timed, transactional), and
+** TIMER_NOSVC=1 opens those brokers without the service threads.
 */
 #include <pthread.h>
 #include <stdatomic.h>

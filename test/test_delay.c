@@ -73,17 +73,6 @@ typedef struct got {
   char delay[8], real_topic[32], real_qid[8];
 } got;
 
-static void prop_copy(const rmq_message_ext *e, const char *name, char *out, size_t cap)
-{
-  const char *v;
-  size_t n;
-  out[0] = 0;
-  if (rmq_message_ext_property(e, name, &v, &n) == RMQ_OK && n < cap) {
-    memcpy(out, v, n);
-    out[n] = 0;
-  }
-}
-
 /* Everything now in RealT, queue by queue, with tag filter "TagD". */
 static size_t read_real(fx *f, got *out, size_t cap)
 {
@@ -109,9 +98,9 @@ static size_t read_real(fx *f, got *out, size_t cap)
         g->born_ts = e->born_timestamp;
         g->store_port = e->store_port;
         g->reconsume_times = e->reconsume_times;
-        prop_copy(e, "DELAY", g->delay, sizeof g->delay);
-        prop_copy(e, "REAL_TOPIC", g->real_topic, sizeof g->real_topic);
-        prop_copy(e, "REAL_QID", g->real_qid, sizeof g->real_qid);
+        tu_prop_copy(e, "DELAY", g->delay, sizeof g->delay);
+        tu_prop_copy(e, "REAL_TOPIC", g->real_topic, sizeof g->real_topic);
+        tu_prop_copy(e, "REAL_QID", g->real_qid, sizeof g->real_qid);
       }
       off = r.next_begin_offset;
     }

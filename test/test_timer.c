@@ -380,20 +380,7 @@ static void crash_case(int snap, const char *tag)
   fx f;
   memset(&f, 0, sizeof f);
   tu_store_path(f.path, sizeof f.path, tag);
-  int fds[2];
-  assert_int_equal(pipe(fds), 0);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    close(fds[0]);
-    timer_child(f.path, snap, fds[1]);
-  }
-  close(fds[1]);
-  char c;
-  assert_int_equal(read(fds[0], &c, 1), 1);
-  close(fds[0]);
-  kill(pid, SIGKILL);
-  waitpid(pid, NULL, 0);
+  tu_kill_child(timer_child, f.path, snap);
   f.clk.now_ms = T0 + 1000000;
   rmq_broker_options_init(&f.o);
   f.o.mapped_file_size_commit_log = 4 << 20;

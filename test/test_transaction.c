@@ -126,17 +126,6 @@ typedef struct seen {
   char tran_msg[16][8], pgroup[16][32];
 } seen;
 
-static void prop_copy(const rmq_message_ext *e, const char *name, char *out, size_t cap)
-{
-  const char *v;
-  size_t n;
-  out[0] = 0;
-  if (rmq_message_ext_property(e, name, &v, &n) == RMQ_OK && n < cap) {
-    memcpy(out, v, n);
-    out[n] = 0;
-  }
-}
-
 /* Everything in topic's queues (pulled from 0). */
 static int read_topic(fx *f, const char *topic, seen *s)
 {
@@ -161,8 +150,8 @@ static int read_topic(fx *f, const char *topic, seen *s)
         memcpy(s->id[s->n], e->msg_id, sizeof s->id[0]);
         s->sys_flag[s->n] = e->sys_flag;
         s->prepared[s->n] = e->prepared_transaction_offset;
-        prop_copy(e, "TRAN_MSG", s->tran_msg[s->n], sizeof s->tran_msg[0]);
-        prop_copy(e, "PGROUP", s->pgroup[s->n], sizeof s->pgroup[0]);
+        tu_prop_copy(e, "TRAN_MSG", s->tran_msg[s->n], sizeof s->tran_msg[0]);
+        tu_prop_copy(e, "PGROUP", s->pgroup[s->n], sizeof s->pgroup[0]);
         s->n++;
       }
       off = r.next_begin_offset;
@@ -537,22 +526,7 @@ static void crash_at(int step, const char *tag)
 {
   fx f;
   fx_init(&f, tag);
-  int fds[2];
-  assert_int_equal(pipe(fds), 0);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    close(fds[0]);
-    crash_child(f.path, step, fds[1]);
-  }
-  close(fds[1]);
-  char c;
-  assert_int_equal(read(fds[0], &c, 1), 1);
-  close(fds[0]);
-  assert_int_equal(kill(pid, SIGKILL), 0);
-  int st;
-  waitpid(pid, &st, 0);
-  assert_true(WIFSIGNALED(st));
+  tu_kill_child(crash_child, f.path, step);
   /* Reopen: the listener commits whatever it is asked about. */
   f.clk.now_ms = T0 + 8000;
   fx_open(&f, 1);
@@ -578,20 +552,7 @@ static void test_crash_commit_without_op(void **state)
   (void)state;
   fx f;
   fx_init(&f, "tx-crash-noop");
-  int fds[2];
-  assert_int_equal(pipe(fds), 0);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    close(fds[0]);
-    crash_child(f.path, STEP_AFTER_DECISION, fds[1]);
-  }
-  close(fds[1]);
-  char c;
-  assert_int_equal(read(fds[0], &c, 1), 1);
-  close(fds[0]);
-  kill(pid, SIGKILL);
-  waitpid(pid, NULL, 0);
+  tu_kill_child(crash_child, f.path, STEP_AFTER_DECISION);
   /* The last record of the CommitLog is the op record: zero it. */
   char cl[1200];
   snprintf(cl, sizeof cl, "%s/commitlog/00000000000000000000", f.path);

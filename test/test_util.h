@@ -22,6 +22,7 @@
 #include <pthread.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <signal.h>
 #include <cmocka.h>
 
 #include "rmq.h"
@@ -245,6 +246,46 @@ static inline void tu_rmqstore_check(const char *store)
   out[n] = 0;
   int st = pclose(p);
   if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) fail_msg("rmqstore.py check %s failed (status %d): %s", store, st, out);
+}
+
+/* Copies m's property `name` into out[cap] as a string ("" when absent
+** or too long). */
+static inline void tu_prop_copy(const rmq_message_ext *e, const char *name, char *out, size_t cap)
+{
+  const char *v;
+  size_t n;
+  out[0] = 0;
+  if (rmq_message_ext_property(e, name, &v, &n) == RMQ_OK && n < cap) {
+    memcpy(out, v, n);
+    out[n] = 0;
+  }
+}
+
+/* A child for tu_kill_child: works on the store at path, writes a byte to
+** fd when it reaches the point to be killed at, and waits there. */
+typedef void (*tu_child_fn)(const char *path, int arg, int fd);
+
+/* Runs child(path, arg, fd) in a forked process, waits for its byte, kills
+** it with SIGKILL and reaps it: a crash at exactly that point. */
+static inline void tu_kill_child(tu_child_fn child, const char *path, int arg)
+{
+  int fds[2];
+  assert_int_equal(pipe(fds), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    close(fds[0]);
+    child(path, arg, fds[1]);
+    _exit(9);
+  }
+  close(fds[1]);
+  char c;
+  assert_int_equal(read(fds[0], &c, 1), 1);
+  close(fds[0]);
+  assert_int_equal(kill(pid, SIGKILL), 0);
+  int st;
+  assert_int_equal(waitpid(pid, &st, 0), pid);
+  assert_true(WIFSIGNALED(st));
 }
 
 #endif

@@ -874,7 +874,8 @@ typedef struct rmq_transaction_send_result {
 RMQ_API int rmq_producer_send_message_in_transaction(rmq_producer *p, const rmq_msg *m, void *arg,
                                                      rmq_transaction_send_result *r);
 
-/* "COMMIT_MESSAGE", "ROLLBACK_MESSAGE", "UNKNOW", or "?" for another value. */
+/* "COMMIT_MESSAGE", "ROLLBACK_MESSAGE", "UNKNOW", or "?" for another value:
+** a static string. Any thread. */
 RMQ_API const char *rmq_local_transaction_state_name(int state);
 
 /* ------------------------------------------------------------------------- */

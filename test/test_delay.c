@@ -37,12 +37,7 @@ static void fx_init(fx *f, const char *tag, const char *levels)
 {
   memset(f, 0, sizeof *f);
   tu_store_path(f->path, sizeof f->path, tag);
-  f->clk.now_ms = T0;
-  rmq_broker_options_init(&f->o);
-  f->o.mapped_file_size_commit_log = 1 << 20;
-  f->o.service_thread = 0;
-  f->o.clock = tu_clock_read;
-  f->o.clock_ctx = &f->clk;
+  tu_clock_opts(&f->o, 1 << 20, &f->clk, T0);
   f->o.message_delay_level = levels;
   fx_open(f);
   ok(rmq_topic_create(f->b, "RealT", 4));
@@ -177,12 +172,7 @@ static void test_next_due_counts_delays(void **state)
   fx f;
   memset(&f, 0, sizeof f);
   tu_store_path(f.path, sizeof f.path, "delay-next");
-  f.clk.now_ms = T0;
-  rmq_broker_options_init(&f.o);
-  f.o.mapped_file_size_commit_log = 1 << 20;
-  f.o.service_thread = 0;
-  f.o.clock = tu_clock_read;
-  f.o.clock_ctx = &f.clk;
+  tu_clock_opts(&f.o, 1 << 20, &f.clk, T0);
   f.o.message_delay_level = "1s 2s";
   f.o.flush_interval_commit_log = 10000;
   f.o.flush_interval_consume_queue = 10000;

@@ -42,12 +42,7 @@ static void fx_init(fx *f, const char *tag)
 {
   memset(f, 0, sizeof *f);
   tu_store_path(f->path, sizeof f->path, tag);
-  f->clk.now_ms = T0;
-  rmq_broker_options_init(&f->o);
-  f->o.mapped_file_size_commit_log = 4 << 20;
-  f->o.service_thread = 0;
-  f->o.clock = tu_clock_read;
-  f->o.clock_ctx = &f->clk;
+  tu_clock_opts(&f->o, 4 << 20, &f->clk, T0);
   fx_open(f);
   ok(rmq_topic_create(f->b, TOPIC, 1));
 }
@@ -231,12 +226,7 @@ static void test_precision(void **state)
   fx f;
   memset(&f, 0, sizeof f);
   tu_store_path(f.path, sizeof f.path, "timer-precision");
-  f.clk.now_ms = T0;
-  rmq_broker_options_init(&f.o);
-  f.o.mapped_file_size_commit_log = 1 << 20;
-  f.o.service_thread = 0;
-  f.o.clock = tu_clock_read;
-  f.o.clock_ctx = &f.clk;
+  tu_clock_opts(&f.o, 1 << 20, &f.clk, T0);
   f.o.timer_precision_ms = 1000;
   fx_open(&f);
   ok(rmq_topic_create(f.b, TOPIC, 1));
@@ -345,13 +335,9 @@ static void test_rocketmq_timercheck(void **state)
 ** (snapshot or not, as `snap` says), then more, and is killed. */
 static void timer_child(const char *path, int snap, int fd)
 {
-  tu_clock clk = {T0};
+  tu_clock clk;
   rmq_broker_options o;
-  rmq_broker_options_init(&o);
-  o.mapped_file_size_commit_log = 4 << 20;
-  o.service_thread = 0;
-  o.clock = tu_clock_read;
-  o.clock_ctx = &clk;
+  tu_clock_opts(&o, 4 << 20, &clk, T0);
   o.flush_consumer_offset_interval = 3600 * 1000; /* no periodic snapshot */
   rmq_broker *b;
   rmq_producer *p;
@@ -381,12 +367,7 @@ static void crash_case(int snap, const char *tag)
   memset(&f, 0, sizeof f);
   tu_store_path(f.path, sizeof f.path, tag);
   tu_kill_child(timer_child, f.path, snap);
-  f.clk.now_ms = T0 + 1000000;
-  rmq_broker_options_init(&f.o);
-  f.o.mapped_file_size_commit_log = 4 << 20;
-  f.o.service_thread = 0;
-  f.o.clock = tu_clock_read;
-  f.o.clock_ctx = &f.clk;
+  tu_clock_opts(&f.o, 4 << 20, &f.clk, T0 + 1000000);
   fx_open(&f);
   static dl g[400];
   int seen[200] = {0};

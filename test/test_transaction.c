@@ -80,12 +80,7 @@ static void fx_init(fx *f, const char *tag)
 {
   memset(f, 0, sizeof *f);
   tu_store_path(f->path, sizeof f->path, tag);
-  f->clk.now_ms = T0;
-  rmq_broker_options_init(&f->o);
-  f->o.mapped_file_size_commit_log = 1 << 20;
-  f->o.service_thread = 0;
-  f->o.clock = tu_clock_read;
-  f->o.clock_ctx = &f->clk;
+  tu_clock_opts(&f->o, 1 << 20, &f->clk, T0);
   f->o.transaction_check_interval = 1000;
   f->o.log = tu_log_fn;
   f->o.log_ctx = &f->log;
@@ -494,13 +489,9 @@ static int crash_check(void *ctx, const rmq_message_ext *m)
 static void crash_child(const char *path, int step, int fd)
 {
   g_pipe = fd;
-  tu_clock clk = {T0};
+  tu_clock clk;
   rmq_broker_options o;
-  rmq_broker_options_init(&o);
-  o.mapped_file_size_commit_log = 1 << 20;
-  o.service_thread = 0;
-  o.clock = tu_clock_read;
-  o.clock_ctx = &clk;
+  tu_clock_opts(&o, 1 << 20, &clk, T0);
   o.flush_disk_type = RMQ_SYNC_FLUSH;
   o.transaction_check_interval = 1000;
   rmq_broker *b;

@@ -248,6 +248,18 @@ static inline void tu_rmqstore_check(const char *store)
   if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) fail_msg("rmqstore.py check %s failed (status %d): %s", store, st, out);
 }
 
+/* Broker options for tests that drive time by hand: defaults, CommitLog
+** files of cl_size bytes, no service threads, the clock clk (set to now). */
+static inline void tu_clock_opts(rmq_broker_options *o, int64_t cl_size, tu_clock *clk, int64_t now)
+{
+  rmq_broker_options_init(o);
+  o->mapped_file_size_commit_log = cl_size;
+  o->service_thread = 0;
+  atomic_store(&clk->now_ms, now);
+  o->clock = tu_clock_read;
+  o->clock_ctx = clk;
+}
+
 /* Copies m's property `name` into out[cap] as a string ("" when absent
 ** or too long). */
 static inline void tu_prop_copy(const rmq_message_ext *e, const char *name, char *out, size_t cap)

@@ -2438,8 +2438,10 @@ static void tm_ring_put(rmq_broker *b, int64_t qoff, int64_t due)
     else { rmqi_free(n, TM_RING * sizeof *n); r = expect; }
   }
   tm_slot *s = &r[qoff & (TM_RING - 1)];
-  atomic_store_explicit(&s->qoff, -1, memory_order_relaxed);
-  atomic_thread_fence(memory_order_release);
+  /* A seqlock without fences (which ThreadSanitizer does not model): the
+  ** exchange's acquire keeps the due store after it, the reader's
+  ** fetch_add's release keeps its due load before it. */
+  atomic_exchange_explicit(&s->qoff, -1, memory_order_acq_rel);
   atomic_store_explicit(&s->due, due, memory_order_relaxed);
   atomic_store_explicit(&s->qoff, qoff, memory_order_release);
 }
@@ -2452,8 +2454,7 @@ static int64_t tm_ring_get(rmq_broker *b, int64_t qoff)
   tm_slot *s = &r[qoff & (TM_RING - 1)];
   if (atomic_load_explicit(&s->qoff, memory_order_acquire) != qoff) return -1;
   int64_t due = atomic_load_explicit(&s->due, memory_order_relaxed);
-  atomic_thread_fence(memory_order_acquire);
-  return atomic_load_explicit(&s->qoff, memory_order_relaxed) == qoff ? due : -1;
+  return atomic_fetch_add_explicit(&s->qoff, 0, memory_order_acq_rel) == qoff ? due : -1;
 }
 
 static int has_timer_props(const rmq_msg *m)

@@ -17,6 +17,8 @@
 #endif
 
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +60,7 @@ RMQ_API const char *rmq_errstr(int code)
   case RMQ_ENOTSUP: return "feature disabled";
   case RMQ_EBATCH: return "batch breaks the batching rules";
   case RMQ_ETIMER: return "timer message illegal";
+  case RMQ_EREADONLY: return "the store was opened read-only";
   default: return "unknown error";
   }
 }
@@ -630,6 +633,13 @@ struct rmq_broker {
   uint8_t *txrec, *txop;
   size_t txrec_cap, txop_cap;
 
+  /* stats_lock: the samplers' rings and the list of group get counters
+  ** (see "Statistics"); counters themselves are atomics. */
+  pthread_mutex_t stats_lock;
+  struct gstat *gstats;
+  rmqi_stat get_stat;         /* every message delivered */
+  int64_t boot_ts, next_sample;
+
   /* tm_lock: timer messages: the heap of pending ones, the next unit of
   ** rmq_sys_wheel_timer to read, the snapshot (see tm_snap_take). */
   pthread_mutex_t tm_lock;
@@ -693,6 +703,11 @@ static void group_release(rmq_broker *b, const char *group)
 }
 static int bad_broker(const rmq_broker *b, const char *fn) { return bad_handle(b, fn, "broker", "closed"); }
 
+static int ro_refused(const rmq_broker *b, const char *fn)
+{
+  return rmqi_err(RMQ_EREADONLY, "%s: the store %s was opened read-only", fn, rmqi_store_dir(b->st));
+}
+
 RMQ_API void rmq_broker_options_init(rmq_broker_options *o)
 {
   if (!o) return;
@@ -730,6 +745,9 @@ RMQ_API void rmq_broker_options_init(rmq_broker_options *o)
   o->transaction_check_max = 15;
   o->timer_max_delay_sec = 259200;
   o->timer_precision_ms = 1;
+  o->message_index_enable = 1;
+  o->max_hash_slot_num = 5000000;
+  o->max_index_num = 20000000;
 }
 
 static int parse_ipv4(const char *s, uint8_t ip[4])
@@ -774,6 +792,10 @@ static int check_broker_options(const rmq_broker_options *o)
     return rmqi_err(RMQ_EINVAL, "timer_max_delay_sec %d must be positive", o->timer_max_delay_sec);
   if (o->timer_precision_ms < 1 || o->timer_precision_ms > 1000)
     return rmqi_err(RMQ_EINVAL, "timer_precision_ms %d out of range 1..1000", o->timer_precision_ms);
+  if (o->max_hash_slot_num < 1 || o->max_hash_slot_num > 100000000)
+    return rmqi_err(RMQ_EINVAL, "max_hash_slot_num %d out of range 1..100000000", o->max_hash_slot_num);
+  if (o->max_index_num < 2 || o->max_index_num > 100000000)
+    return rmqi_err(RMQ_EINVAL, "max_index_num %d out of range 2..100000000", o->max_index_num);
   uint32_t hours;
   int rc = rmqi_delete_when_parse(o->delete_when, &hours);
   if (rc) return rc;
@@ -789,6 +811,10 @@ static int check_broker_options(const rmq_broker_options *o)
 
 static int offsets_load(rmq_broker *b);
 static int offsets_persist(rmq_broker *b);
+static void stats_sample_all(rmq_broker *b, int64_t now);
+static rmqi_stat *gstat_get(rmq_broker *b, const char *group, const char *topic);
+static void gstats_free(rmq_broker *b);
+static inline void stat_add(rmq_broker *b, rmqi_stat *st, int64_t n, int64_t bytes);
 static int delay_offsets_load(rmq_broker *b);
 static int delay_offsets_persist(rmq_broker *b);
 static int schedule_due(rmq_broker *b, int64_t now, int64_t *next);
@@ -843,9 +869,12 @@ RMQ_API int rmq_broker_open(const char *dir, const rmq_broker_options *opts, rmq
   pthread_mutex_init(&b->tx_check_lock, NULL);
   pthread_mutex_init(&b->tm_lock, NULL);
   pthread_cond_init(&b->tm_snap_cond, NULL);
+  pthread_mutex_init(&b->stats_lock, NULL);
+  b->boot_ts = rmqi_now(&b->env);
   rc = rmqi_store_open(dir, &b->o, &b->env, &b->st);
   if (rc) goto out_free;
   b->o.message_delay_level = NULL; /* the store keeps it parsed */
+  if (o.read_only) b->o.service_thread = o.service_thread = 0;
   rc = offsets_load(b);
   if (rc) goto out_store;
   rc = delay_offsets_load(b);
@@ -854,6 +883,7 @@ RMQ_API int rmq_broker_open(const char *dir, const rmq_broker_options *opts, rmq
   if (rc) goto out_store;
   b->tm_next_snap = rmqi_now(&b->env) + o.flush_consumer_offset_interval;
   b->next_off_persist = rmqi_now(&b->env) + o.flush_consumer_offset_interval;
+  stats_sample_all(b, b->boot_ts); /* the rates' starting point */
   if (o.service_thread) {
     if (sleeper_start(&b->svc) || sleeper_start(&b->dlv)) {
       sleeper_stop(&b->svc);
@@ -867,6 +897,7 @@ RMQ_API int rmq_broker_open(const char *dir, const rmq_broker_options *opts, rmq
 out_store:
   rmqi_store_close(b->st);
   broker_free_txtm(b);
+  gstats_free(b);
 out_free:
   rmqi_strfree(b->broker_name);
   rmqi_strfree(b->store_host);
@@ -886,6 +917,7 @@ static int deliveries_due(rmq_broker *b, int64_t now, int64_t *next)
 static int broker_due(rmq_broker *b, int64_t *next_ms, int deliveries)
 {
   int64_t now = rmqi_now(&b->env);
+  stats_sample_all(b, now);
   int64_t next = 1000, store_next = 1000;
   int rc = deliveries ? deliveries_due(b, now, &next) : RMQ_OK;
   int rct = tx_check_due(b, rmqi_now(&b->env), &next);
@@ -1012,6 +1044,7 @@ static void service_kick(rmq_broker *b) { sleeper_kick(&b->svc, INT64_MIN); }
 RMQ_API int rmq_broker_run_due(rmq_broker *b, int64_t *next_due_ms)
 {
   if (!broker_ok(b)) return bad_broker(b, "rmq_broker_run_due");
+  if (b->o.read_only) return ro_refused(b, "rmq_broker_run_due");
   return broker_due(b, next_due_ms, 1);
 }
 
@@ -1019,6 +1052,7 @@ RMQ_API int rmq_broker_delete_expired_files(rmq_broker *b, int *deleted)
 {
   if (deleted) *deleted = 0;
   if (!broker_ok(b)) return bad_broker(b, "rmq_broker_delete_expired_files");
+  if (b->o.read_only) return ro_refused(b, "rmq_broker_delete_expired_files");
   /* Only what the flusher has reached can go: flush first, as the manual
   ** call means "now". */
   int rc = rmqi_store_flush_commitlog(b->st);
@@ -1029,6 +1063,7 @@ RMQ_API int rmq_broker_delete_expired_files(rmq_broker *b, int *deleted)
 RMQ_API int rmq_broker_flush(rmq_broker *b)
 {
   if (!broker_ok(b)) return bad_broker(b, "rmq_broker_flush");
+  if (b->o.read_only) return ro_refused(b, "rmq_broker_flush");
   int rc = rmqi_store_flush_all(b->st);
   int64_t ignore = 0;
   int rc2 = timer_due(b, rmqi_now(&b->env), &ignore, 1);
@@ -1060,14 +1095,17 @@ RMQ_API int rmq_broker_close(rmq_broker *b)
   b->magic = MAGIC_DEAD;
   sleeper_stop(&b->svc);
   sleeper_stop(&b->dlv);
-  int rc = async_drain(b);
-  int64_t ignore = 0;
-  int rc2 = timer_due(b, rmqi_now(&b->env), &ignore, 1); /* the final snapshot */
-  if (!rc) rc = rc2;
-  rc2 = offsets_persist(b);
-  if (!rc) rc = rc2;
-  rc2 = delay_offsets_persist(b);
-  if (!rc) rc = rc2;
+  int rc = RMQ_OK, rc2;
+  if (!b->o.read_only) {
+    rc = async_drain(b);
+    int64_t ignore = 0;
+    rc2 = timer_due(b, rmqi_now(&b->env), &ignore, 1); /* the final snapshot */
+    if (!rc) rc = rc2;
+    rc2 = offsets_persist(b);
+    if (!rc) rc = rc2;
+    rc2 = delay_offsets_persist(b);
+    if (!rc) rc = rc2;
+  }
   char msg[512];
   snprintf(msg, sizeof msg, "%s", rmq_errmsg());
   int rc3 = rmqi_store_close(b->st);
@@ -1084,6 +1122,8 @@ RMQ_API int rmq_broker_close(rmq_broker *b)
   pthread_mutex_destroy(&b->group_lock);
   pthread_mutex_destroy(&b->sched_lock);
   broker_free_txtm(b);
+  gstats_free(b);
+  pthread_mutex_destroy(&b->stats_lock);
   rmqi_free(b->reput, b->reput_cap);
   rmqi_strfree(b->broker_name);
   rmqi_strfree(b->store_host);
@@ -1118,6 +1158,7 @@ static int offsets_forget(rmq_broker *b, const char *topic, const char *group)
 RMQ_API int rmq_topic_delete(rmq_broker *b, const char *topic)
 {
   if (!broker_ok(b)) return bad_broker(b, "rmq_topic_delete");
+  if (b->o.read_only) return ro_refused(b, "rmq_topic_delete");
   int rc = check_topic(topic);
   if (rc) return rc;
   if (is_system_topic(topic)) return rmqi_err(RMQ_EFORBIDDEN, "The topic[%s] is a system topic and cannot be deleted.", topic);
@@ -1132,6 +1173,7 @@ RMQ_API int rmq_topic_delete(rmq_broker *b, const char *topic)
 RMQ_API int rmq_group_delete(rmq_broker *b, const char *group)
 {
   if (!broker_ok(b)) return bad_broker(b, "rmq_group_delete");
+  if (b->o.read_only) return ro_refused(b, "rmq_group_delete");
   int rc = check_group(group);
   if (rc) return rc;
   char retry[300], dlq[300];
@@ -1162,6 +1204,7 @@ RMQ_API int rmq_group_delete(rmq_broker *b, const char *group)
 RMQ_API int rmq_topic_create(rmq_broker *b, const char *topic, int queue_nums)
 {
   if (!broker_ok(b)) return bad_broker(b, "rmq_topic_create");
+  if (b->o.read_only) return ro_refused(b, "rmq_topic_create");
   int rc = check_topic(topic);
   if (rc) return rc;
   if (is_system_topic(topic)) return rmqi_err(RMQ_EFORBIDDEN, "The topic[%s] is conflict with system topic.", topic);
@@ -1353,6 +1396,7 @@ static void offsets_json(rmqi_buf *buf, offent *const *offs, int noffs)
 
 static int offsets_persist(rmq_broker *b)
 {
+  if (b->o.read_only) return RMQ_OK;
   rmqi_buf buf = {0};
   pthread_mutex_lock(&b->persist_lock);
   atomic_store(&b->off_dirty, 0);
@@ -1405,6 +1449,7 @@ static int delay_offsets_load(rmq_broker *b)
 
 static int delay_offsets_persist(rmq_broker *b)
 {
+  if (b->o.read_only) return RMQ_OK;
   if (!rmqi_topic_find(b->st, RMQI_SCHEDULE_TOPIC)) return RMQ_OK;
   rmqi_buf buf = {0};
   pthread_mutex_lock(&b->persist_lock);
@@ -2100,6 +2145,7 @@ RMQ_API void rmq_producer_options_init(rmq_producer_options *o)
 RMQ_API int rmq_producer_create(rmq_broker *b, const char *group, const rmq_producer_options *opts, rmq_producer **out)
 {
   if (!broker_ok(b)) return bad_broker(b, "rmq_producer_create");
+  if (b->o.read_only) return ro_refused(b, "rmq_producer_create");
   if (!out) return rmqi_err(RMQ_EINVAL, "rmq_producer_create: out is NULL");
   if (!group) group = "DEFAULT_PRODUCER";
   int rc = check_group(group);
@@ -3344,7 +3390,7 @@ static int tx_load(rmq_broker *b)
     }
   }
   int64_t from = rmqi_store_recovery_from(b->st);
-  if (from < 0) return RMQ_OK;
+  if (from < 0 || b->o.read_only) return RMQ_OK;
   tx_fix f = {.b = b};
   pthread_mutex_lock(&b->tx_lock);
   int rc = rmqi_store_scan(b->st, from, rmqi_store_max_phys(b->st), tx_fix_rec, &f);
@@ -3993,6 +4039,7 @@ typedef struct sub {
   char *expr;
   rmqi_filter f;
   offent *offs;
+  rmqi_stat *gs;           /* the group's get counters of the topic */
   int is_retry;            /* the group's %RETRY% topic */
 } sub;
 
@@ -4103,6 +4150,7 @@ RMQ_API int rmq_push_consumer_create(rmq_broker *b, const char *group, const rmq
                                      rmq_push_consumer **out)
 {
   if (!broker_ok(b)) return bad_broker(b, "rmq_push_consumer_create");
+  if (b->o.read_only) return ro_refused(b, "rmq_push_consumer_create");
   if (!out) return rmqi_err(RMQ_EINVAL, "rmq_push_consumer_create: out is NULL");
   int rc = check_group(group);
   if (rc) return rc;
@@ -4185,6 +4233,7 @@ RMQ_API int rmq_push_consumer_subscribe_selector(rmq_push_consumer *c, const cha
   s->expr = e;
   s->f = f;
   s->is_retry = !strncmp(topic, "%RETRY%", 7) && !strcmp(topic + 7, c->group);
+  s->gs = gstat_get(c->b, c->group, topic);
   if (!s->topic) {
     rmqi_strfree(e);
     rmqi_filter_free(&f);
@@ -4549,6 +4598,7 @@ static int pull_queue(rmq_push_consumer *c, pq *p)
     pthread_mutex_unlock(&c->mu);
   }
   int got = 0, n = 0; /* matched, units read */
+  int64_t got_bytes = 0;
   rmqi_cl_span sp = {0};
   while (got < want && n < PULL_SCAN_UNITS) {
     uint8_t ub[UNIT_BUF * RMQI_CQ_UNIT];
@@ -4584,10 +4634,12 @@ static int pull_queue(rmq_push_consumer *c, pq *p)
       e->max_offset = max;
       p->done[slot] = 0;
       p->pins[slot] = rmqi_span_pin(&sp);
+      got_bytes += size;
       got++;
     }
     n += i;
   }
+  stat_add(c->b, p->sb->gs, got, got_bytes);
   rmqi_span_done(&sp);
   if (n == 0) return 0;
   pthread_mutex_lock(&c->mu);
@@ -5327,6 +5379,7 @@ RMQ_API int rmq_broker_consumer_progress(rmq_broker *b, const char *group, const
 RMQ_API int rmq_broker_reset_offset_by_time(rmq_broker *b, const char *group, const char *topic, int64_t timestamp_ms)
 {
   if (!broker_ok(b)) return bad_broker(b, "rmq_broker_reset_offset_by_time");
+  if (b->o.read_only) return ro_refused(b, "rmq_broker_reset_offset_by_time");
   int rc = check_group(group);
   if (!rc) rc = check_topic(topic);
   if (rc) return rc;
@@ -5385,6 +5438,8 @@ struct rmq_pull_consumer {
   int na, next_q;
   int auto_commit, auto_ms;
   int64_t next_commit_us;
+  rmqi_topic *gs_topic;    /* the topic of gs: the group's get counters cached */
+  rmqi_stat *gs;
 };
 
 static inline int pull_ok(const rmq_pull_consumer *c) { return c && c->magic == MAGIC_PULL; }
@@ -5587,6 +5642,16 @@ RMQ_API int rmq_pull_consumer_pull_selector(rmq_pull_consumer *c, const rmq_mess
   r->n = got;
   r->next_begin_offset = off;
   r->pull_status = got ? RMQ_PULL_FOUND : RMQ_PULL_NO_MATCHED_MSG;
+  if (got) {
+    rmqi_topic *t = rmqi_queue_topic(q);
+    if (c->gs_topic != t) {
+      c->gs = gstat_get(c->b, c->group, topic);
+      c->gs_topic = t;
+    }
+    int64_t bytes = 0;
+    for (size_t i = 0; i < got; i++) bytes += c->msgs[i].store_size;
+    stat_add(c->b, c->gs, (int64_t)got, bytes);
+  }
   return RMQ_OK;
 }
 
@@ -5636,6 +5701,7 @@ static int pull_offent(rmq_pull_consumer *c, const rmq_message_queue *mq, int cr
 RMQ_API int rmq_pull_consumer_update_consume_offset(rmq_pull_consumer *c, const rmq_message_queue *mq, int64_t offset)
 {
   if (!pull_ok(c)) return bad_pull(c, "rmq_pull_consumer_update_consume_offset");
+  if (c->b->o.read_only) return ro_refused(c->b, "rmq_pull_consumer_update_consume_offset");
   if (offset < 0) return rmqi_err(RMQ_EINVAL, "offset %" PRId64 " is negative", offset);
   offent *e;
   int rc = pull_offent(c, mq, 1, &e);
@@ -5735,6 +5801,7 @@ RMQ_API int rmq_pull_consumer_seek(rmq_pull_consumer *c, const rmq_message_queue
 RMQ_API int rmq_pull_consumer_commit(rmq_pull_consumer *c)
 {
   if (!pull_ok(c)) return bad_pull(c, "rmq_pull_consumer_commit");
+  if (c->b->o.read_only) return ro_refused(c->b, "rmq_pull_consumer_commit");
   for (int i = 0; i < c->na; i++) {
     offent *e = off_find(c->b, c->amqs[i].topic, c->group, 1);
     if (!e) return RMQ_ENOMEM;
@@ -5786,4 +5853,928 @@ RMQ_API int rmq_pull_consumer_poll(rmq_pull_consumer *c, int max_nums, int timeo
     }
     rmqi_store_wait(c->b->st, seq, (int)left);
   }
+}
+
+/* ======================================================================= */
+/* Lookup: queryMessage, viewMessage, searchOffset                         */
+/* ======================================================================= */
+
+/* Topics in lookups may be any stored one: %RETRY% topics run to 255. */
+static int check_lookup_topic(const char *topic)
+{
+  if (!topic || !*topic) return rmqi_err(RMQ_ETOPIC, "The specified topic is blank");
+  char bad;
+  if (strlen(topic) > 255 || !name_chars_ok(topic, &bad))
+    return rmqi_err(RMQ_ETOPIC, "The specified topic is not a topic name (1..255 of ^[%%|a-zA-Z0-9_-]+$)");
+  return RMQ_OK;
+}
+
+typedef struct qres {
+  rmq_message_ext *msgs;
+  void **pins;
+  size_t n, cap;
+  char topic[256];
+} qres;
+
+static void qres_free(qres *q)
+{
+  if (!q) return;
+  for (size_t i = 0; i < q->n; i++) rmqi_store_unpin(q->pins[i]);
+  rmqi_free(q->msgs, q->cap * sizeof *q->msgs);
+  rmqi_free(q->pins, q->cap * sizeof *q->pins);
+  rmqi_free(q, sizeof *q);
+}
+
+/* Is `key` the UNIQ_KEY, or (unless uniq_only) a word of KEYS? The index
+** holds hashes: every hit is checked against its record. */
+static int record_has_key(const rmq_message_ext *e, const char *key, size_t kl, int uniq_only)
+{
+  const char *v;
+  size_t vl;
+  if (rmqi_props_find(e->properties, (size_t)e->properties_len, "UNIQ_KEY", 8, &v, &vl) && vl == kl &&
+      !memcmp(v, key, kl))
+    return 1;
+  if (uniq_only || !e->keys) return 0;
+  const char *p = e->keys, *end = e->keys + e->keys_len;
+  while (p < end) {
+    const char *sp = memchr(p, ' ', (size_t)(end - p));
+    size_t wl = sp ? (size_t)(sp - p) : (size_t)(end - p);
+    if (wl == kl && !memcmp(p, key, kl)) return 1;
+    p += wl + 1;
+  }
+  return 0;
+}
+
+typedef struct qctx {
+  rmq_broker *b;
+  qres *r;
+  const char *topic, *key;
+  size_t kl;
+  int uniq_only;
+  int64_t begin, end;
+  size_t max;
+} qctx;
+
+static int query_hit(void *ctx, int64_t phys)
+{
+  qctx *c = ctx;
+  qres *r = c->r;
+  for (size_t i = 0; i < r->n; i++)
+    if (r->msgs[i].commit_log_offset == phys) return 0; /* made twice: a crash re-indexed it */
+  rmqi_record rec;
+  void *pin;
+  const uint8_t *p = rmqi_store_record_at(c->b->st, phys, &rec, &pin);
+  if (!p) return 0; /* retention took it, or the entry outlived its record */
+  if (r->n == r->cap) {
+    size_t ncap = r->cap ? r->cap * 2 : 8;
+    rmq_message_ext *m = rmqi_malloc(ncap * sizeof *m);
+    void **pv = rmqi_malloc(ncap * sizeof *pv);
+    if (!m || !pv) {
+      rmqi_free(m, ncap * sizeof *m);
+      rmqi_free(pv, ncap * sizeof *pv);
+      rmqi_store_unpin(pin);
+      return rmqi_err(RMQ_ENOMEM, "out of memory collecting query results");
+    }
+    if (r->n) {
+      memcpy(m, r->msgs, r->n * sizeof *m);
+      memcpy(pv, r->pins, r->n * sizeof *pv);
+    }
+    rmqi_free(r->msgs, r->cap * sizeof *m);
+    rmqi_free(r->pins, r->cap * sizeof *pv);
+    r->msgs = m;
+    r->pins = pv;
+    r->cap = ncap;
+  }
+  rmq_message_ext *e = &r->msgs[r->n];
+  if ((size_t)rec.topic_len != strlen(c->topic) || memcmp(rec.topic, c->topic, (size_t)rec.topic_len) != 0 ||
+      rec.store_ts < c->begin || rec.store_ts > c->end ||
+      ext_fill(e, p, (int32_t)rec.total, r->topic, c->b->broker_name) != RMQ_OK ||
+      !record_has_key(e, c->key, c->kl, c->uniq_only)) {
+    rmqi_store_unpin(pin);
+    return 0;
+  }
+  r->pins[r->n++] = pin;
+  return r->n >= c->max ? 1 : 0;
+}
+
+static int query_run(rmq_broker *b, const char *topic, const char *key, int uniq_only, size_t max, int64_t begin,
+                     int64_t end, qres **out)
+{
+  *out = NULL;
+  qres *r = rmqi_calloc(1, sizeof *r);
+  if (!r) return rmqi_err(RMQ_ENOMEM, "out of memory querying messages");
+  snprintf(r->topic, sizeof r->topic, "%s", topic);
+  qctx c = {b, r, topic, key, strlen(key), uniq_only, begin, end, max};
+  int rc = rmqi_store_index_query(b->st, topic, key, begin, end, query_hit, &c);
+  if (rc) {
+    qres_free(r);
+    return rc;
+  }
+  *out = r;
+  return RMQ_OK;
+}
+
+RMQ_API int rmq_broker_query_message(rmq_broker *b, const char *topic, const char *key, int max_num,
+                                     int64_t begin_ms, int64_t end_ms, rmq_query_result *r)
+{
+  if (!broker_ok(b)) return bad_broker(b, "rmq_broker_query_message");
+  if (!r) return rmqi_err(RMQ_EINVAL, "rmq_broker_query_message: result is NULL");
+  memset(r, 0, sizeof *r);
+  int rc = check_lookup_topic(topic);
+  if (rc) return rc;
+  if (!key || !*key) return rmqi_err(RMQ_EINVAL, "rmq_broker_query_message: key is NULL or empty");
+  if (max_num < 1 || max_num > 65536)
+    return rmqi_err(RMQ_EINVAL, "rmq_broker_query_message: max_num %d out of range 1..65536", max_num);
+  if (begin_ms > end_ms)
+    return rmqi_err(RMQ_EINVAL, "rmq_broker_query_message: begin %" PRId64 " is after end %" PRId64, begin_ms, end_ms);
+  qres *q;
+  if ((rc = query_run(b, topic, key, 0, (size_t)max_num, begin_ms, end_ms, &q))) return rc;
+  rmqi_index_info ii;
+  rmqi_store_index_info(b->st, &ii);
+  r->index_last_update_timestamp = ii.last_ts;
+  r->index_last_update_phyoffset = ii.last_phys;
+  r->msgs = q->msgs;
+  r->n = q->n;
+  r->internal = q;
+  return RMQ_OK;
+}
+
+RMQ_API void rmq_query_result_free(rmq_query_result *r)
+{
+  if (!r) return;
+  qres_free(r->internal);
+  memset(r, 0, sizeof *r);
+}
+
+/* An owned copy of the view of the record at rec (pinned by pin, dropped). */
+static int ext_copy_out(rmq_broker *b, const uint8_t *rec, const rmqi_record *r, void *pin, rmq_message_ext **out)
+{
+  char topic[256];
+  snprintf(topic, sizeof topic, "%.*s", r->topic_len, r->topic);
+  rmq_message_ext e;
+  int rc = ext_fill(&e, rec, (int32_t)r->total, topic, b->broker_name);
+  if (rc == RMQ_OK) rc = rmq_message_ext_copy(&e, out);
+  else rc = rmqi_err(RMQ_ECORRUPT, "record at %" PRId64 " does not decode", r->phys_offset);
+  rmqi_store_unpin(pin);
+  return rc;
+}
+
+static int hexval(char c)
+{
+  return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+RMQ_API int rmq_broker_view_message(rmq_broker *b, const char *offset_msg_id, rmq_message_ext **out)
+{
+  if (!broker_ok(b)) return bad_broker(b, "rmq_broker_view_message");
+  if (!offset_msg_id || !out) return rmqi_err(RMQ_EINVAL, "rmq_broker_view_message: NULL argument");
+  *out = NULL;
+  size_t n = strlen(offset_msg_id);
+  if (n != 32 && n != 56)
+    return rmqi_err(RMQ_EINVAL, "'%s' is not an offsetMsgId: %zu characters, not 32 (IPv4) or 56 (IPv6)", offset_msg_id, n);
+  uint8_t id[28];
+  for (size_t i = 0; i < n; i += 2) {
+    int hi = hexval(offset_msg_id[i]), lo = hexval(offset_msg_id[i + 1]);
+    if (hi < 0 || lo < 0) return rmqi_err(RMQ_EINVAL, "'%s' is not an offsetMsgId: not hexadecimal", offset_msg_id);
+    id[i / 2] = (uint8_t)(hi << 4 | lo);
+  }
+  int hl = n == 32 ? 4 : 16;
+  int64_t phys = (int64_t)rmqi_get64(id + hl + 4);
+  rmqi_record r;
+  void *pin;
+  const uint8_t *rec = rmqi_store_record_at(b->st, phys, &r, &pin);
+  if (!rec || r.store_host_len != hl || memcmp(r.store_host, id, (size_t)hl + 4) != 0) {
+    rmqi_store_unpin(pin);
+    return rmqi_err(RMQ_ENOTFOUND, "no message %s in this store: no record of this store host starts at CommitLog "
+                    "offset %" PRId64, offset_msg_id, phys);
+  }
+  return ext_copy_out(b, rec, &r, pin, out);
+}
+
+static int is_user_topic(const char *t)
+{
+  return !is_system_topic(t) && strncmp(t, "%RETRY%", 7) != 0 && strncmp(t, "%DLQ%", 5) != 0;
+}
+
+RMQ_API int rmq_broker_query_message_by_uniq_key(rmq_broker *b, const char *topic, const char *msg_id,
+                                                 rmq_message_ext **out)
+{
+  if (!broker_ok(b)) return bad_broker(b, "rmq_broker_query_message_by_uniq_key");
+  if (!msg_id || !*msg_id || !out) return rmqi_err(RMQ_EINVAL, "rmq_broker_query_message_by_uniq_key: NULL or empty argument");
+  *out = NULL;
+  int rc;
+  if (topic && (rc = check_lookup_topic(topic))) return rc;
+  rmq_topic_info *ti = NULL;
+  size_t nt = 1, cap = 0;
+  if (!topic) {
+    if ((rc = rmqi_topic_list(b->st, NULL, 0, &nt))) return rc;
+    cap = nt + 16;
+    ti = rmqi_calloc(cap, sizeof *ti);
+    if (!ti) return rmqi_err(RMQ_ENOMEM, "out of memory listing topics");
+    if ((rc = rmqi_topic_list(b->st, ti, cap, &nt))) goto done;
+    if (nt > cap) nt = cap;
+  }
+  /* The best hit so far: earliest stored, a user topic's before any other. */
+  int64_t best_phys = -1, best_ts = 0;
+  int best_user = 0;
+  for (size_t i = 0; i < nt; i++) {
+    const char *t = topic ? topic : ti[i].topic_name;
+    qres *q;
+    if ((rc = query_run(b, t, msg_id, 1, 32, INT64_MIN, INT64_MAX, &q))) goto done;
+    int user = is_user_topic(t);
+    for (size_t k = 0; k < q->n; k++) {
+      const rmq_message_ext *e = &q->msgs[k];
+      if (best_phys < 0 || user > best_user || (user == best_user && e->store_timestamp < best_ts) ||
+          (user == best_user && e->store_timestamp == best_ts && e->commit_log_offset < best_phys)) {
+        best_phys = e->commit_log_offset;
+        best_ts = e->store_timestamp;
+        best_user = user;
+      }
+    }
+    qres_free(q);
+  }
+  if (best_phys < 0) {
+    rc = rmqi_err(RMQ_ENOTFOUND, "no message with msgId %s%s%s", msg_id, topic ? " in topic " : "", topic ? topic : "");
+    goto done;
+  }
+  rmqi_record r;
+  void *pin;
+  const uint8_t *rec = rmqi_store_record_at(b->st, best_phys, &r, &pin);
+  rc = rec ? ext_copy_out(b, rec, &r, pin, out) : RMQ_ENOTFOUND;
+done:
+  rmqi_free(ti, cap * sizeof *ti);
+  return rc;
+}
+
+RMQ_API int rmq_broker_query_message_by_offset(rmq_broker *b, const char *topic, int queue_id, int64_t offset,
+                                               rmq_message_ext **out)
+{
+  if (!broker_ok(b)) return bad_broker(b, "rmq_broker_query_message_by_offset");
+  if (!out) return rmqi_err(RMQ_EINVAL, "rmq_broker_query_message_by_offset: out is NULL");
+  *out = NULL;
+  rmqi_queue *q;
+  int rc = find_queue(b, topic, queue_id, &q);
+  if (rc) return rc;
+  int64_t min = rmqi_queue_min_offset(q), max = rmqi_queue_max_offset(q);
+  if (offset < min || offset >= max)
+    return rmqi_err(RMQ_ENOTFOUND, "offset %" PRId64 " of %s/%d is outside the stored %" PRId64 "..%" PRId64, offset,
+                    topic, queue_id, min, max);
+  uint8_t u[RMQI_CQ_UNIT];
+  rc = rmqi_queue_read_units(q, offset, u, 1);
+  if (rc != 1) return rc < 0 ? rc : rmqi_err(RMQ_ENOTFOUND, "offset %" PRId64 " of %s/%d is gone", offset, topic, queue_id);
+  rmqi_record r;
+  void *pin;
+  const uint8_t *rec = rmqi_store_record_at(b->st, (int64_t)rmqi_get64(u), &r, &pin);
+  if (!rec || r.queue_id != queue_id || r.queue_offset != offset) {
+    rmqi_store_unpin(pin);
+    return rmqi_err(RMQ_ENOTFOUND, "offset %" PRId64 " of %s/%d: its unit does not lead to its record", offset, topic,
+                    queue_id);
+  }
+  return ext_copy_out(b, rec, &r, pin, out);
+}
+
+RMQ_API int rmq_broker_search_offset(rmq_broker *b, const char *topic, int queue_id, int64_t timestamp_ms,
+                                     int64_t *offset)
+{
+  if (!broker_ok(b)) return bad_broker(b, "rmq_broker_search_offset");
+  if (!offset) return rmqi_err(RMQ_EINVAL, "rmq_broker_search_offset: offset is NULL");
+  rmqi_queue *q;
+  int rc = find_queue(b, topic, queue_id, &q);
+  if (rc) return rc;
+  *offset = rmqi_queue_offset_by_time(b->st, q, timestamp_ms);
+  return RMQ_OK;
+}
+
+RMQ_API int rmq_broker_earliest_msg_store_time(rmq_broker *b, const char *topic, int queue_id, int64_t *timestamp_ms)
+{
+  if (!broker_ok(b)) return bad_broker(b, "rmq_broker_earliest_msg_store_time");
+  if (!timestamp_ms) return rmqi_err(RMQ_EINVAL, "rmq_broker_earliest_msg_store_time: timestamp_ms is NULL");
+  rmqi_queue *q;
+  int rc = find_queue(b, topic, queue_id, &q);
+  if (rc) return rc;
+  /* The first unit still leading to a record (pads and units retention
+  ** left behind lead nowhere). */
+  for (int64_t off = rmqi_queue_min_offset(q), max = rmqi_queue_max_offset(q); off < max; off++) {
+    uint8_t u[RMQI_CQ_UNIT];
+    if (rmqi_queue_read_units(q, off, u, 1) != 1) continue;
+    rmqi_record r;
+    void *pin;
+    if (rmqi_store_record_at(b->st, (int64_t)rmqi_get64(u), &r, &pin)) {
+      *timestamp_ms = r.store_ts;
+      rmqi_store_unpin(pin);
+      return RMQ_OK;
+    }
+    if (off - rmqi_queue_min_offset(q) > 64) break;
+  }
+  return rmqi_err(RMQ_ENOTFOUND, "queue %s/%d holds no message", topic, queue_id);
+}
+
+RMQ_API int rmq_store_lock_owner(const char *dir)
+{
+  if (!dir) return 0;
+  char path[4200];
+  snprintf(path, sizeof path, "%s/lock", dir);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  /* The holder's pid, as the kernel knows it (a read descriptor can ask
+  ** about a write lock without taking one). */
+  struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+  int pid = 0, held = fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+  close(fd);
+  if (!held) return 0;
+  if (fl.l_pid > 0) return fl.l_pid;
+  /* An open file description lock (rmq's) names no process: the holder
+  ** wrote its pid into `abort` when it opened the store, as RocketMQ does. */
+  snprintf(path, sizeof path, "%s/abort", dir);
+  fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buf[32];
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; i++) pid = pid * 10 + (buf[i] - '0');
+  return pid > 0 && pid < (1 << 22) && kill(pid, 0) == 0 ? pid : 0;
+}
+
+/* ======================================================================= */
+/* Statistics (BrokerStatsManager's counters, runtime info, ConsumeStats)  */
+/* ======================================================================= */
+
+typedef struct gstat {
+  struct gstat *next;
+  char *group, *topic;
+  rmqi_stat st;
+} gstat;
+
+/* The get counters of group on topic, made on first use and kept until
+** close (consumers cache the pointer). NULL when out of memory. */
+static rmqi_stat *gstat_get(rmq_broker *b, const char *group, const char *topic)
+{
+  pthread_mutex_lock(&b->stats_lock);
+  gstat *g = b->gstats;
+  while (g && (strcmp(g->group, group) || strcmp(g->topic, topic))) g = g->next;
+  if (!g && (g = rmqi_calloc(1, sizeof *g))) {
+    g->group = rmqi_strdup(group);
+    g->topic = rmqi_strdup(topic);
+    if (!g->group || !g->topic) {
+      rmqi_strfree(g->group);
+      rmqi_strfree(g->topic);
+      rmqi_free(g, sizeof *g);
+      g = NULL;
+    } else {
+      g->next = b->gstats;
+      b->gstats = g;
+    }
+  }
+  pthread_mutex_unlock(&b->stats_lock);
+  return g ? &g->st : NULL;
+}
+
+static void gstats_free(rmq_broker *b)
+{
+  for (gstat *g = b->gstats, *n; g; g = n) {
+    n = g->next;
+    rmqi_strfree(g->group);
+    rmqi_strfree(g->topic);
+    rmqi_free(g, sizeof *g);
+  }
+  b->gstats = NULL;
+}
+
+/* Counts n messages of `bytes` delivered through st (may be NULL). */
+static inline void stat_add(rmq_broker *b, rmqi_stat *st, int64_t n, int64_t bytes)
+{
+  if (n <= 0) return;
+  atomic_fetch_add_explicit(&b->get_stat.nums, n, memory_order_relaxed);
+  atomic_fetch_add_explicit(&b->get_stat.size, bytes, memory_order_relaxed);
+  if (!st) return;
+  atomic_fetch_add_explicit(&st->nums, n, memory_order_relaxed);
+  atomic_fetch_add_explicit(&st->size, bytes, memory_order_relaxed);
+}
+
+static void ring_push(int64_t *ts, int64_t *v, int *n, int64_t now, int64_t val)
+{
+  if (*n == RMQI_STAT_RING) {
+    memmove(ts, ts + 1, (RMQI_STAT_RING - 1) * sizeof *ts);
+    memmove(v, v + 1, (RMQI_STAT_RING - 1) * sizeof *v);
+    (*n)--;
+  }
+  ts[*n] = now;
+  v[(*n)++] = val;
+}
+
+/* stats_lock held. */
+static void stat_sample(rmqi_stat *st, int64_t now)
+{
+  int64_t v = atomic_load_explicit(&st->nums, memory_order_relaxed);
+  if (now >= st->next_min) {
+    ring_push(st->min_ts, st->min_v, &st->min_n, now, v);
+    st->next_min = now + 10000;
+  }
+  if (now >= st->next_hr) {
+    ring_push(st->hr_ts, st->hr_v, &st->hr_n, now, v);
+    st->next_hr = now + 600000;
+  }
+}
+
+/* stats_lock held. Messages a second over the last `window` ms: from the
+** newest sample at least that old (the oldest there is when none is). */
+static double stat_tps(const rmqi_stat *st, int64_t now, int64_t window, int64_t boot)
+{
+  const int64_t *ts = window <= 60000 ? st->min_ts : st->hr_ts, *v = window <= 60000 ? st->min_v : st->hr_v;
+  int n = window <= 60000 ? st->min_n : st->hr_n;
+  /* Counters start at 0 at the open: with no sample that old, from there. */
+  int64_t t0 = boot, v0 = 0;
+  for (int i = n - 1; i >= 0; i--)
+    if (ts[i] <= now - window) { t0 = ts[i]; v0 = v[i]; break; }
+  int64_t dt = now - t0;
+  if (dt <= 0) return 0;
+  return (double)(atomic_load_explicit(&((rmqi_stat *)st)->nums, memory_order_relaxed) - v0) * 1000.0 / (double)dt;
+}
+
+static void stat_tps3(const rmq_broker *b, const rmqi_stat *st, int64_t now, double out[3])
+{
+  out[RMQ_TPS_10S] = stat_tps(st, now, 10000, b->boot_ts);
+  out[RMQ_TPS_1MIN] = stat_tps(st, now, 60000, b->boot_ts);
+  out[RMQ_TPS_1H] = stat_tps(st, now, 3600000, b->boot_ts);
+}
+
+/* Samples every counter whose turn has come (run_due and the service
+** thread, about every second). */
+static void stats_sample_all(rmq_broker *b, int64_t now)
+{
+  pthread_mutex_lock(&b->stats_lock);
+  if (now < b->next_sample) {
+    pthread_mutex_unlock(&b->stats_lock);
+    return;
+  }
+  b->next_sample = now + 1000;
+  stat_sample(rmqi_store_put_stat(b->st), now);
+  stat_sample(&b->get_stat, now);
+  for (gstat *g = b->gstats; g; g = g->next) stat_sample(&g->st, now);
+  pthread_mutex_unlock(&b->stats_lock);
+  size_t n = 0;
+  if (rmqi_topic_list(b->st, NULL, 0, &n) || n == 0) return;
+  rmq_topic_info *ti = rmqi_calloc(n, sizeof *ti);
+  if (!ti) return;
+  if (rmqi_topic_list(b->st, ti, n, &n) == RMQ_OK) {
+    pthread_mutex_lock(&b->stats_lock);
+    for (size_t i = 0; i < n; i++) {
+      rmqi_topic *t = rmqi_topic_find(b->st, ti[i].topic_name);
+      if (t) stat_sample(rmqi_topic_stat(t), now);
+    }
+    pthread_mutex_unlock(&b->stats_lock);
+  }
+  rmqi_free(ti, n * sizeof *ti);
+}
+
+typedef struct stats_mem {
+  rmq_topic_stats *topics;
+  size_t ntopics;
+  rmq_group_stats *groups;
+  size_t ngroups, gcap;
+  rmq_queue_stats *queues;
+  size_t nqueues, qcap;
+  char *strings;
+  size_t slen, scap;
+} stats_mem;
+
+static void stats_mem_free(stats_mem *m)
+{
+  if (!m) return;
+  rmqi_free(m->topics, m->ntopics * sizeof *m->topics);
+  rmqi_free(m->groups, m->gcap * sizeof *m->groups);
+  rmqi_free(m->queues, m->qcap * sizeof *m->queues);
+  rmqi_free(m->strings, m->scap);
+  rmqi_free(m, sizeof *m);
+}
+
+/* The store time of the message at `off` of q, 0 when it cannot be read. */
+static int64_t msg_store_time(rmq_broker *b, rmqi_queue *q, int64_t off)
+{
+  uint8_t u[RMQI_CQ_UNIT];
+  if (rmqi_queue_read_units(q, off, u, 1) != 1) return 0;
+  rmqi_record r;
+  void *pin;
+  int64_t ts = rmqi_store_record_at(b->st, (int64_t)rmqi_get64(u), &r, &pin) ? r.store_ts : 0;
+  rmqi_store_unpin(pin);
+  return ts;
+}
+
+/* The next hour of deleteWhen at or after now (local time), -1 never. */
+static int64_t next_delete_time(uint32_t hours, int64_t now)
+{
+  if (!hours) return -1;
+  time_t secs = (time_t)(now / 1000);
+  struct tm tm;
+  if (!localtime_r(&secs, &tm)) return -1;
+  if ((hours >> tm.tm_hour) & 1) return now;
+  tm.tm_min = tm.tm_sec = 0;
+  for (int k = 1; k <= 24; k++) {
+    struct tm t = tm;
+    t.tm_hour += k;
+    t.tm_isdst = -1;
+    time_t at = mktime(&t);
+    struct tm chk;
+    if (at != (time_t)-1 && localtime_r(&at, &chk) && ((hours >> chk.tm_hour) & 1)) return (int64_t)at * 1000;
+  }
+  return -1;
+}
+
+/* Half messages stored and not decided yet. */
+static int64_t tx_pending(rmq_broker *b)
+{
+  rmqi_topic *ht = rmqi_topic_find(b->st, TX_HALF_TOPIC);
+  rmqi_queue *q = ht ? rmqi_topic_queue(ht, 0) : NULL;
+  if (!q) return 0;
+  pthread_mutex_lock(&b->tx_lock);
+  int64_t base = b->tx_base, max = rmqi_queue_max_offset(q), done = 0;
+  for (size_t i = 0; i < b->tx_done.cap; i++)
+    if (b->tx_done.k[i] >= base && b->tx_done.k[i] < max) done++;
+  pthread_mutex_unlock(&b->tx_lock);
+  return max > base + done ? max - base - done : 0;
+}
+
+RMQ_API int rmq_broker_stats_get(rmq_broker *b, rmq_broker_stats *out)
+{
+  if (!broker_ok(b)) return bad_broker(b, "rmq_broker_stats_get");
+  if (!out) return rmqi_err(RMQ_EINVAL, "rmq_broker_stats_get: out is NULL");
+  memset(out, 0, sizeof *out);
+  int64_t now = rmqi_now(&b->env);
+  stats_mem *m = rmqi_calloc(1, sizeof *m);
+  if (!m) return rmqi_err(RMQ_ENOMEM, "out of memory taking statistics");
+  int rc = RMQ_OK;
+  rmq_topic_info *ti = NULL;
+  size_t nt = 0, ticap = 0;
+  if ((rc = rmqi_topic_list(b->st, NULL, 0, &nt))) goto fail;
+  ticap = nt + 16;
+  if (!(ti = rmqi_calloc(ticap, sizeof *ti)) || (rc = rmqi_topic_list(b->st, ti, ticap, &nt))) {
+    if (!rc) rc = rmqi_err(RMQ_ENOMEM, "out of memory taking statistics");
+    goto fail;
+  }
+  if (nt > ticap) nt = ticap;
+  /* Strings first: names live in one block the result owns. */
+  size_t need = 0;
+  for (size_t i = 0; i < nt; i++) need += strlen(ti[i].topic_name) + 1;
+  pthread_mutex_lock(&b->off_lock);
+  for (int i = 0; i < b->noffs; i++) need += strlen(b->offs[i]->topic) + strlen(b->offs[i]->group) + 2;
+  pthread_mutex_unlock(&b->off_lock);
+  m->scap = need + 4096;
+  m->strings = rmqi_malloc(m->scap);
+  m->topics = rmqi_calloc(nt ? nt : 1, sizeof *m->topics);
+  m->ntopics = nt ? nt : 1;
+  if (!m->strings || !m->topics) { rc = rmqi_err(RMQ_ENOMEM, "out of memory taking statistics"); goto fail; }
+#define STATS_STR(dst, src)                                            \
+  do {                                                                 \
+    size_t l_ = strlen(src) + 1;                                       \
+    if (m->slen + l_ > m->scap) { (dst) = ""; break; }                 \
+    memcpy(m->strings + m->slen, (src), l_);                           \
+    (dst) = m->strings + m->slen;                                      \
+    m->slen += l_;                                                     \
+  } while (0)
+  pthread_mutex_lock(&b->stats_lock);
+  size_t k = 0;
+  for (size_t i = 0; i < nt; i++) {
+    rmqi_topic *t = rmqi_topic_find(b->st, ti[i].topic_name);
+    if (!t) continue;
+    rmq_topic_stats *ts = &m->topics[k++];
+    STATS_STR(ts->topic, ti[i].topic_name);
+    ts->queue_nums = rmqi_topic_nqueues(t);
+    rmqi_stat *st = rmqi_topic_stat(t);
+    ts->put_nums = atomic_load(&st->nums);
+    ts->put_size = atomic_load(&st->size);
+    stat_tps3(b, st, now, ts->put_tps);
+    for (int q = 0; q < ts->queue_nums; q++) {
+      rmqi_queue *qq = rmqi_topic_queue(t, q);
+      if (qq) ts->max_offset_sum += rmqi_queue_max_offset(qq);
+    }
+  }
+  out->ntopics = k;
+  rmqi_stat *ps = rmqi_store_put_stat(b->st);
+  out->put_nums = atomic_load(&ps->nums);
+  out->put_size = atomic_load(&ps->size);
+  stat_tps3(b, ps, now, out->put_tps);
+  out->get_nums = atomic_load(&b->get_stat.nums);
+  stat_tps3(b, &b->get_stat, now, out->get_tps);
+  pthread_mutex_unlock(&b->stats_lock);
+
+  /* Groups: every clustering offset entry, in group then topic order. */
+  pthread_mutex_lock(&b->off_lock);
+  int noffs = b->noffs;
+  offent **offs = noffs ? rmqi_malloc((size_t)noffs * sizeof *offs) : NULL;
+  if (offs) memcpy(offs, b->offs, (size_t)noffs * sizeof *offs);
+  pthread_mutex_unlock(&b->off_lock);
+  if (noffs && !offs) { rc = rmqi_err(RMQ_ENOMEM, "out of memory taking statistics"); goto fail; }
+  for (int i = 1; i < noffs; i++)
+    for (int j = i; j > 0; j--) {
+      int c = strcmp(offs[j - 1]->group, offs[j]->group);
+      if (c < 0 || (c == 0 && strcmp(offs[j - 1]->topic, offs[j]->topic) <= 0)) break;
+      offent *x = offs[j]; offs[j] = offs[j - 1]; offs[j - 1] = x;
+    }
+  m->gcap = noffs ? (size_t)noffs : 1;
+  m->groups = rmqi_calloc(m->gcap, sizeof *m->groups);
+  if (!m->groups) { rmqi_free(offs, (size_t)noffs * sizeof *offs); rc = rmqi_err(RMQ_ENOMEM, "out of memory"); goto fail; }
+  size_t *qstart = rmqi_calloc(m->gcap, sizeof *qstart);
+  if (!qstart) { rmqi_free(offs, (size_t)noffs * sizeof *offs); rc = rmqi_err(RMQ_ENOMEM, "out of memory"); goto fail; }
+  for (int i = 0; i < noffs && !rc; i++) {
+    offent *e = offs[i];
+    if (!strcmp(e->group, TX_GROUP)) continue; /* the transaction checker's own bookkeeping */
+    rmqi_topic *t = rmqi_topic_find(b->st, e->topic);
+    if (!t) continue;
+    int nq = rmqi_topic_nqueues(t), any = 0;
+    for (int q = 0; q < nq; q++) any |= atomic_load(&e->off[q]) >= 0;
+    if (!any) continue;
+    rmq_group_stats *g = &m->groups[m->ngroups];
+    STATS_STR(g->group, e->group);
+    STATS_STR(g->topic, e->topic);
+    qstart[m->ngroups] = m->nqueues;
+    int64_t oldest = 0;
+    for (int q = 0; q < nq; q++) {
+      rmqi_queue *qq = rmqi_topic_queue(t, q);
+      if (!qq) continue;
+      if (m->nqueues == m->qcap) {
+        size_t ncap = m->qcap ? m->qcap * 2 : 64;
+        rmq_queue_stats *nqv = rmqi_realloc(m->queues, m->qcap * sizeof *nqv, ncap * sizeof *nqv);
+        if (!nqv) { rc = rmqi_err(RMQ_ENOMEM, "out of memory taking statistics"); break; }
+        m->queues = nqv;
+        m->qcap = ncap;
+      }
+      rmq_queue_stats *qs = &m->queues[m->nqueues++];
+      memset(qs, 0, sizeof *qs);
+      qs->queue_id = q;
+      qs->broker_offset = rmqi_queue_max_offset(qq);
+      int64_t co = atomic_load(&e->off[q]);
+      int64_t min = rmqi_queue_min_offset(qq);
+      qs->consumer_offset = co;
+      int64_t from = co < 0 ? min : co < min ? min : co;
+      qs->lag = qs->broker_offset > from ? qs->broker_offset - from : 0;
+      if (qs->lag > 0) {
+        qs->oldest_unconsumed_timestamp = msg_store_time(b, qq, from);
+        if (qs->oldest_unconsumed_timestamp && (!oldest || qs->oldest_unconsumed_timestamp < oldest))
+          oldest = qs->oldest_unconsumed_timestamp;
+      }
+      g->diff_total += qs->lag;
+    }
+    g->nqueues = m->nqueues - qstart[m->ngroups];
+    g->consumer_delay_ms = oldest ? (now > oldest ? now - oldest : 0) : 0;
+    m->ngroups++;
+  }
+  rmqi_free(offs, (size_t)noffs * sizeof *offs);
+  /* Queue arrays are final now: point each group at its slice, and its
+  ** get counters. */
+  for (size_t i = 0; i < m->ngroups; i++) {
+    m->groups[i].queues = m->queues ? m->queues + qstart[i] : NULL;
+    rmqi_stat *gs = NULL;
+    pthread_mutex_lock(&b->stats_lock);
+    for (gstat *x = b->gstats; x && !gs; x = x->next)
+      if (!strcmp(x->group, m->groups[i].group) && !strcmp(x->topic, m->groups[i].topic)) gs = &x->st;
+    if (gs) {
+      m->groups[i].get_nums = atomic_load(&gs->nums);
+      m->groups[i].get_size = atomic_load(&gs->size);
+      stat_tps3(b, gs, now, m->groups[i].get_tps);
+    }
+    pthread_mutex_unlock(&b->stats_lock);
+  }
+  rmqi_free(qstart, m->gcap * sizeof *qstart);
+  if (rc) goto fail;
+#undef STATS_STR
+
+  /* The store. */
+  out->now = now;
+  out->boot_timestamp = b->boot_ts;
+  out->commit_log_min_offset = rmqi_store_min_phys(b->st);
+  out->commit_log_max_offset = rmqi_store_max_phys(b->st);
+  out->flushed_offset = rmqi_store_flushed(b->st);
+  if (out->flushed_offset > out->commit_log_max_offset) out->flushed_offset = out->commit_log_max_offset;
+  out->flush_behind_bytes = out->commit_log_max_offset - out->flushed_offset;
+  rmqi_index_info ii;
+  rmqi_store_index_info(b->st, &ii);
+  out->dispatch_behind_bytes = ii.behind;
+  out->index_files = ii.files;
+  rmqi_record r;
+  void *pin;
+  if (out->commit_log_max_offset > out->commit_log_min_offset &&
+      rmqi_store_record_at(b->st, out->commit_log_min_offset, &r, &pin))
+    out->earliest_message_time_stamp = r.store_ts;
+  else
+    pin = NULL;
+  rmqi_store_unpin(pin);
+  rmqi_disk_info di;
+  rmqi_store_disk_info(b->st, &di);
+  out->commit_log_files = di.cl_files;
+  out->commit_log_bytes = (int64_t)di.cl_files * di.cl_file_size;
+  out->disk_total_bytes = di.total_bytes;
+  out->disk_free_bytes = di.free_bytes;
+  out->commit_log_disk_ratio = di.used_pct / 100.0;
+  out->disk_full = di.disk_full;
+  out->next_delete_time = next_delete_time(di.delete_hours, now);
+  out->oldest_file_last_modified = di.oldest_last_ts;
+  /* Pending work. */
+  rmqi_topic *sch = rmqi_topic_find(b->st, RMQI_SCHEDULE_TOPIC);
+  if (sch) {
+    pthread_mutex_lock(&b->sched_lock);
+    for (int q = 0; q < rmqi_topic_nqueues(sch) && q < RMQI_DELAY_LEVELS_MAX; q++) {
+      rmqi_queue *qq = rmqi_topic_queue(sch, q);
+      if (!qq) continue;
+      int64_t from = b->delay_off[q + 1], mn = rmqi_queue_min_offset(qq), mx = rmqi_queue_max_offset(qq);
+      if (from < mn) from = mn;
+      if (mx > from) out->pending_delay += mx - from;
+    }
+    pthread_mutex_unlock(&b->sched_lock);
+  }
+  /* Timed: those in the heap, and those stored that it has not read yet. */
+  rmqi_topic *tt = rmqi_topic_find(b->st, TIMER_TOPIC);
+  rmqi_queue *tq = tt ? rmqi_topic_queue(tt, 0) : NULL;
+  pthread_mutex_lock(&b->tm_lock);
+  out->pending_timer = (int64_t)b->tm_n;
+  if (tq && rmqi_queue_max_offset(tq) > b->tm_read) out->pending_timer += rmqi_queue_max_offset(tq) - b->tm_read;
+  pthread_mutex_unlock(&b->tm_lock);
+  out->pending_half = tx_pending(b);
+  out->topics = m->topics;
+  out->groups = m->groups;
+  out->ngroups = m->ngroups;
+  out->internal = m;
+  rmqi_free(ti, ticap * sizeof *ti);
+  return RMQ_OK;
+fail:
+  rmqi_free(ti, ticap * sizeof *ti);
+  stats_mem_free(m);
+  memset(out, 0, sizeof *out);
+  return rc;
+}
+
+RMQ_API void rmq_broker_stats_free(rmq_broker_stats *st)
+{
+  if (!st) return;
+  stats_mem_free(st->internal);
+  memset(st, 0, sizeof *st);
+}
+
+/* ======================================================================= */
+/* checkStore                                                              */
+/* ======================================================================= */
+
+typedef struct chk {
+  rmq_broker *b;
+  rmq_check_fn fn;
+  void *ctx;
+  rmqi_check_cb cb;
+  int64_t units, entries;
+} chk;
+
+static void chk_problem(void *ctx, const char *file, int64_t off, const char *what)
+{
+  chk *c = ctx;
+  if (c->fn) c->fn(c->ctx, file, off, what);
+}
+
+static void chk_report(chk *c, const char *file, int64_t off, const char *f, ...) __attribute__((format(printf, 4, 5)));
+static void chk_report(chk *c, const char *file, int64_t off, const char *f, ...)
+{
+  char what[700];
+  va_list ap;
+  va_start(ap, f);
+  vsnprintf(what, sizeof what, f, ap);
+  va_end(ap);
+  c->cb.problems++;
+  chk_problem(c, file, off, what);
+}
+
+/* Topics whose ConsumeQueue tag code is a time, not the tag's hash. */
+static int tag_code_is_time(const char *topic)
+{
+  return !strcmp(topic, RMQI_SCHEDULE_TOPIC) || !strcmp(topic, TIMER_TOPIC);
+}
+
+static void chk_queue(chk *c, rmqi_topic *t, int qid)
+{
+  rmqi_queue *q = rmqi_topic_queue(t, qid);
+  if (!q) return;
+  rmq_broker *b = c->b;
+  const char *topic = rmqi_topic_name(t);
+  int64_t cqs = rmqi_store_cq_file_size(b->st), min_cl = rmqi_store_min_phys(b->st);
+  char file[4600];
+  uint8_t ub[64 * RMQI_CQ_UNIT];
+  for (int64_t off = rmqi_queue_min_offset(q), max = rmqi_queue_max_offset(q); off < max;) {
+    int k = rmqi_queue_read_units(q, off, ub, 64);
+    if (k <= 0) {
+      int64_t byte = off * RMQI_CQ_UNIT;
+      snprintf(file, sizeof file, "%s/consumequeue/%s/%d/%020" PRId64, rmqi_store_dir(b->st), topic, qid,
+               byte / cqs * cqs);
+      chk_report(c, file, byte % cqs, "unit of offset %" PRId64 " cannot be read (%s)", off,
+                 k < 0 ? rmq_errmsg() : "file missing");
+      break;
+    }
+    for (int i = 0; i < k; i++, off++) {
+      const uint8_t *u = ub + i * RMQI_CQ_UNIT;
+      int64_t phys = (int64_t)rmqi_get64(u);
+      int32_t size = (int32_t)rmqi_get32(u + 8);
+      int64_t code = (int64_t)rmqi_get64(u + 12);
+      c->units++;
+      if (size == INT32_MAX) continue;           /* a pad at a queue's head */
+      if (phys >= 0 && phys < min_cl) continue;  /* its record went with retention */
+      int64_t byte = off * RMQI_CQ_UNIT;
+      snprintf(file, sizeof file, "%s/consumequeue/%s/%d/%020" PRId64, rmqi_store_dir(b->st), topic, qid,
+               byte / cqs * cqs);
+      rmqi_record r;
+      void *pin;
+      if (!rmqi_store_record_at(b->st, phys, &r, &pin)) {
+        chk_report(c, file, byte % cqs, "unit of offset %" PRId64 " points at CommitLog offset %" PRId64
+                   " (size %d), where no record starts", off, phys, size);
+        continue;
+      }
+      char why[300] = "";
+      if ((int64_t)r.total != size) snprintf(why, sizeof why, "size %d, the record's is %u", size, r.total);
+      else if ((size_t)r.topic_len != strlen(topic) || memcmp(r.topic, topic, (size_t)r.topic_len))
+        snprintf(why, sizeof why, "its record is of topic %.*s", r.topic_len, r.topic);
+      else if (r.queue_id != qid || r.queue_offset != off)
+        snprintf(why, sizeof why, "its record is queue %d offset %" PRId64, r.queue_id, r.queue_offset);
+      else if (!tag_code_is_time(topic)) {
+        const char *tv;
+        size_t tl;
+        int64_t want = rmqi_props_find(r.props, (size_t)r.props_len, "TAGS", 4, &tv, &tl) ? rmqi_jhash(tv, tl) : 0;
+        if (want != code) snprintf(why, sizeof why, "tag code %" PRId64 ", the record's tags hash to %" PRId64, code, want);
+      }
+      rmqi_store_unpin(pin);
+      if (*why) chk_report(c, file, byte % cqs, "unit of offset %" PRId64 " (CommitLog %" PRId64 "): %s", off, phys, why);
+    }
+  }
+}
+
+/* Does a key of the record (UNIQ_KEY, a word of KEYS) hash to h? */
+static int record_key_hash(const rmqi_record *r, int32_t h)
+{
+  const char *v;
+  size_t vl;
+  size_t tl = (size_t)r->topic_len;
+  if (rmqi_props_find(r->props, (size_t)r->props_len, "UNIQ_KEY", 8, &v, &vl) &&
+      rmqi_index_key_hash(r->topic, tl, v, vl) == h)
+    return 1;
+  if (!rmqi_props_find(r->props, (size_t)r->props_len, "KEYS", 4, &v, &vl)) return 0;
+  for (const char *p = v, *end = v + vl; p < end;) {
+    const char *sp = memchr(p, ' ', (size_t)(end - p));
+    size_t wl = sp ? (size_t)(sp - p) : (size_t)(end - p);
+    if (wl && rmqi_index_key_hash(r->topic, tl, p, wl) == h) return 1;
+    p += wl + 1;
+  }
+  return 0;
+}
+
+static int chk_entry(void *ctx, const char *file, int64_t off, int32_t hash, int64_t phys, const char *problem)
+{
+  chk *c = ctx;
+  c->entries++;
+  if (problem) {
+    chk_report(c, file, off, "index entry: %s", problem);
+    return 0;
+  }
+  if (phys < rmqi_store_min_phys(c->b->st)) return 0; /* its record went with retention */
+  rmqi_record r;
+  void *pin;
+  if (!rmqi_store_record_at(c->b->st, phys, &r, &pin)) {
+    chk_report(c, file, off, "index entry points at CommitLog offset %" PRId64 ", where no record starts", phys);
+    return 0;
+  }
+  if (!record_key_hash(&r, hash))
+    chk_report(c, file, off, "index entry of key hash %d points at CommitLog offset %" PRId64
+               ", whose record has no key of that hash", hash, phys);
+  rmqi_store_unpin(pin);
+  return 0;
+}
+
+RMQ_API int rmq_broker_check(rmq_broker *b, rmq_check_fn fn, void *ctx, rmq_check_result *out)
+{
+  if (!broker_ok(b)) return bad_broker(b, "rmq_broker_check");
+  if (out) memset(out, 0, sizeof *out);
+  chk c = {.b = b, .fn = fn, .ctx = ctx};
+  c.cb.ctx = &c;
+  c.cb.problem = chk_problem;
+  int rc = rmqi_store_check_log(b->st, &c.cb);
+  if (rc) return rc;
+  size_t nt = 0;
+  if ((rc = rmqi_topic_list(b->st, NULL, 0, &nt))) return rc;
+  size_t cap = nt + 16;
+  rmq_topic_info *ti = rmqi_calloc(cap, sizeof *ti);
+  if (!ti) return rmqi_err(RMQ_ENOMEM, "out of memory checking the store");
+  if ((rc = rmqi_topic_list(b->st, ti, cap, &nt))) { rmqi_free(ti, cap * sizeof *ti); return rc; }
+  if (nt > cap) nt = cap;
+  for (size_t i = 0; i < nt; i++) {
+    rmqi_topic *t = rmqi_topic_find(b->st, ti[i].topic_name);
+    if (!t) continue;
+    for (int q = 0; q < rmqi_topic_nqueues(t); q++) chk_queue(&c, t, q);
+  }
+  rmqi_free(ti, cap * sizeof *ti);
+  rc = rmqi_store_index_each(b->st, chk_entry, &c);
+  if (rc) return rc;
+  if (out) {
+    out->records = c.cb.records;
+    out->bytes = c.cb.bytes;
+    out->units = c.units;
+    out->index_entries = c.entries;
+    out->problems = c.cb.problems;
+  }
+  if (c.cb.problems)
+    return rmqi_err(RMQ_ECORRUPT, "%s: %" PRId64 " problem(s) found", rmqi_store_dir(b->st), c.cb.problems);
+  return RMQ_OK;
 }

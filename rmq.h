@@ -107,6 +107,7 @@ RMQ_API int rmq_libversion_number(void);
 #define RMQ_ENOTSUP     -21  /* feature disabled by an option */
 #define RMQ_EBATCH      -22  /* a batch breaks RocketMQ's rules: empty, mixed topics, delayed, retry topic */
 #define RMQ_ETIMER      -23  /* a delivery time past timer_max_delay_sec ahead, or not a number */
+#define RMQ_EREADONLY   -24  /* the broker was opened read-only (rmq_broker_options.read_only) */
 
 /* A static, never NULL, English description of any code (unknown codes get
 ** a generic text). Any thread. */
@@ -346,6 +347,39 @@ typedef struct rmq_broker_options {
   ** is delivered at its time rounded up to a multiple of it, never before. */
   int timer_max_delay_sec;
   int timer_precision_ms;
+  /* The key index, RocketMQ's IndexService (messageIndexEnable, default 1):
+  ** every message's UNIQ_KEY and each space-separated word of its KEYS are
+  ** indexed under "topic#key" in index/<yyyyMMddHHmmssSSS> files in
+  ** RocketMQ's IndexFile format, for rmq_broker_query_message and
+  ** rmq_broker_query_message_by_uniq_key. Built off the send path: by a
+  ** thread of its own when service_thread is on, else by
+  ** rmq_broker_run_due; every query first indexes what is not yet, so a
+  ** query sees every message stored before it. Complete at every close,
+  ** repaired after a crash, deleted by retention with the CommitLog files
+  ** it points into. 0: no index is written (existing files stay; queries
+  ** by key find nothing newer than them). */
+  int message_index_enable;
+  /* maxHashSlotNum (default 5000000) and maxIndexNum (default 20000000):
+  ** the geometry of each new index file, RocketMQ's defaults, so a
+  ** RocketMQ broker with its default configuration can read rmq's index
+  ** (with other values, set the same two keys in its broker.conf). A file
+  ** is 40 + 4 * slots + 20 * entries bytes long (420,000,040 with the
+  ** defaults); its slot table (20 MB) is allocated on disk when the file is
+  ** made, its entries as they are written. Existing files keep their own
+  ** geometry. Slots 1..100,000,000, entries 2..100,000,000. */
+  int max_hash_slot_num;
+  int max_index_num;
+  /* Open read-only (default 0): for inspecting a store another process has
+  ** open, a copy, or a store on a read-only mount. Takes no lock, writes,
+  ** creates and deletes no file, starts no thread, recovers nothing on disk
+  ** (a store left by a crash is read as it is, up to its last whole record,
+  ** with its ConsumeQueues and index as they are). Reads, lookups,
+  ** statistics and rmq_broker_check work; anything that would write (a
+  ** send, a topic or group change, an offset commit, a flush, run_due,
+  ** retention) fails with RMQ_EREADONLY. A store another process is
+  ** writing may change under the reader: the view is of the moment of the
+  ** open (records written after it are not seen). */
+  int read_only;
 } rmq_broker_options;
 
 /* Writes every default into *o (NULL: does nothing). Any thread. */
@@ -1239,6 +1273,202 @@ RMQ_API int rmq_pull_consumer_commit(rmq_pull_consumer *c);
 ** for DefaultMQPullConsumer. One thread at a time per handle. Errors:
 ** RMQ_EINVAL. */
 RMQ_API int rmq_pull_consumer_set_auto_commit(rmq_pull_consumer *c, int on, int interval_ms);
+
+/* ------------------------------------------------------------------------- */
+/* Lookup (RocketMQ's queryMessage, viewMessage, searchOffset)                */
+/* ------------------------------------------------------------------------- */
+
+/* Messages found by a query: views as consumers get them (see
+** rmq_message_ext), valid until rmq_query_result_free(). */
+typedef struct rmq_query_result {
+  /* The store time and CommitLog offset of the newest record the index
+  ** covered when the query ran (RocketMQ's indexLastUpdateTimestamp and
+  ** indexLastUpdatePhyoffset); 0 when there is no index. */
+  int64_t index_last_update_timestamp;
+  int64_t index_last_update_phyoffset;
+  const rmq_message_ext *msgs;
+  size_t n;
+  void *internal; /* rmq's: what keeps the views valid */
+} rmq_query_result;
+
+/* RocketMQ's queryMessage(topic, key, maxNum, begin, end): the messages of
+** `topic` whose KEYS hold the word `key` or whose UNIQ_KEY is `key`,
+** stored in [begin_ms, end_ms] (ms since the epoch; 0 and INT64_MAX for
+** all time), newest first, at most max_num (1..65536; RocketMQ's tools
+** ask for 64), each once. Found through the key index (see
+** message_index_enable); every hit is checked against its record, so a
+** hash collision or a stale entry is never returned. *r is filled (n may
+** be 0) and must be freed with rmq_query_result_free() after RMQ_OK. Any
+** thread.
+** Errors: RMQ_EINVAL (an argument NULL, key empty, max_num or the range out
+** of range), RMQ_ETOPIC, RMQ_ENOMEM, RMQ_EIO (indexing what was not yet). */
+RMQ_API int rmq_broker_query_message(rmq_broker *b, const char *topic, const char *key, int max_num,
+                                     int64_t begin_ms, int64_t end_ms, rmq_query_result *r);
+/* Ends a query result's views. NULL, or a result already freed or zeroed,
+** is a no-op. */
+RMQ_API void rmq_query_result_free(rmq_query_result *r);
+
+/* RocketMQ's viewMessage(offsetMsgId): the message whose offsetMsgId (32
+** or 56 hex characters: store host, port, CommitLog offset) is given,
+** read straight from its CommitLog offset with no index. The store host
+** and port must be this store's, as its records say. *out is an owned
+** copy: free it with rmq_message_ext_free(). Any thread.
+** Errors: RMQ_EINVAL (NULL, or not an offsetMsgId: length or a non-hex
+** character), RMQ_ENOTFOUND (no record starts at that offset of this
+** store: never stored, deleted by retention, or another broker's id),
+** RMQ_ENOMEM. */
+RMQ_API int rmq_broker_view_message(rmq_broker *b, const char *offset_msg_id, rmq_message_ext **out);
+
+/* RocketMQ's queryMessageByUniqKey / viewMessage(topic, msgId): the message
+** whose msgId (UNIQ_KEY, as SendResult.msgId gives it) is msg_id, through
+** the index. topic NULL searches every topic. When several records carry
+** the id (a retried message keeps it in %RETRY%group; a delayed, timed or
+** transactional one also has a record in a system topic), the earliest
+** stored in a topic that is not a system topic is returned, else the
+** earliest. *out is an owned copy (rmq_message_ext_free). Any thread.
+** Errors: RMQ_EINVAL, RMQ_ETOPIC, RMQ_ENOTFOUND, RMQ_ENOMEM, RMQ_EIO. */
+RMQ_API int rmq_broker_query_message_by_uniq_key(rmq_broker *b, const char *topic, const char *msg_id,
+                                                 rmq_message_ext **out);
+
+/* The message at queue offset `offset` of one queue (mqadmin's
+** queryMsgByOffset), as an owned copy (rmq_message_ext_free). Any thread.
+** Errors: RMQ_EINVAL, RMQ_ENOTOPIC, RMQ_EQUEUE, RMQ_ENOTFOUND (offset
+** outside [min, max) of the queue), RMQ_ENOMEM. */
+RMQ_API int rmq_broker_query_message_by_offset(rmq_broker *b, const char *topic, int queue_id, int64_t offset,
+                                               rmq_message_ext **out);
+
+/* RocketMQ's searchOffset(mq, timestamp): the first queue offset whose
+** message was stored at or after timestamp_ms (the queue's max offset
+** when none was). Any thread.
+** Errors: RMQ_EINVAL, RMQ_ENOTOPIC, RMQ_EQUEUE. */
+RMQ_API int rmq_broker_search_offset(rmq_broker *b, const char *topic, int queue_id, int64_t timestamp_ms,
+                                     int64_t *offset);
+
+/* RocketMQ's earliestMsgStoreTime(mq): the store time of the oldest message
+** still stored in one queue. Any thread.
+** Errors: RMQ_EINVAL, RMQ_ENOTOPIC, RMQ_EQUEUE, RMQ_ENOTFOUND (the queue is
+** empty). */
+RMQ_API int rmq_broker_earliest_msg_store_time(rmq_broker *b, const char *topic, int queue_id,
+                                               int64_t *timestamp_ms);
+
+/* ------------------------------------------------------------------------- */
+/* Statistics (RocketMQ's BrokerStatsManager, brokerStatus, ConsumeStats)     */
+/* ------------------------------------------------------------------------- */
+
+/* TPS over the last 10 s, 1 min and 1 h (RocketMQ's minute, hour and day
+** windows are sampled the same way: every 10 s, every 10 min, every hour).
+** A window the broker has not been open for yet covers what it has. */
+#define RMQ_TPS_10S 0
+#define RMQ_TPS_1MIN 1
+#define RMQ_TPS_1H 2
+
+typedef struct rmq_topic_stats {
+  const char *topic;
+  int queue_nums;
+  int64_t put_nums;       /* TOPIC_PUT_NUMS: messages put since the open */
+  int64_t put_size;       /* TOPIC_PUT_SIZE: their stored bytes */
+  double put_tps[3];      /* RMQ_TPS_* */
+  int64_t max_offset_sum; /* sum over its queues of the max offset: messages it holds ever */
+} rmq_topic_stats;
+
+typedef struct rmq_queue_stats {
+  int queue_id;
+  int64_t broker_offset;    /* the queue's max offset */
+  int64_t consumer_offset;  /* the group's committed offset */
+  int64_t lag;              /* broker_offset - consumer_offset ("#Diff") */
+  /* Store time of the oldest unconsumed message (RocketMQ's "#LastTime"
+  ** column and consumer delay); 0 when lag is 0. */
+  int64_t oldest_unconsumed_timestamp;
+} rmq_queue_stats;
+
+typedef struct rmq_group_stats {
+  const char *group;
+  const char *topic;
+  int64_t get_nums;       /* GROUP_GET_NUMS: messages delivered to the group since the open */
+  int64_t get_size;       /* GROUP_GET_SIZE */
+  double get_tps[3];      /* RMQ_TPS_* */
+  int64_t diff_total;     /* RocketMQ's diffTotal: sum of lag */
+  /* now - the oldest oldest_unconsumed_timestamp of its queues, ms
+  ** (RocketMQ's consumer delay); 0 when nothing is unconsumed. */
+  int64_t consumer_delay_ms;
+  const rmq_queue_stats *queues;
+  size_t nqueues;
+} rmq_group_stats;
+
+typedef struct rmq_broker_stats {
+  int64_t now;                       /* the broker clock when taken */
+  int64_t boot_timestamp;            /* bootTimestamp: when the broker was opened */
+  int64_t put_nums, put_size;        /* msgPutTotal since the open, and bytes */
+  double put_tps[3];                 /* putTps */
+  int64_t get_nums;                  /* msgGetTotal since the open */
+  double get_tps[3];                 /* getTransferedTps */
+  int64_t commit_log_min_offset;     /* commitLogMinOffset */
+  int64_t commit_log_max_offset;     /* commitLogMaxOffset */
+  int64_t flushed_offset;            /* what is on disk */
+  int64_t flush_behind_bytes;        /* max - flushed: the flush backlog */
+  int64_t dispatch_behind_bytes;     /* dispatchBehindBytes: what the key index has yet to cover */
+  int64_t earliest_message_time_stamp; /* earliestMessageTimeStamp: store time of the first record */
+  int commit_log_files;              /* CommitLog files on disk */
+  int64_t commit_log_bytes;          /* their size: files x mapped_file_size_commit_log */
+  int index_files;
+  double commit_log_disk_ratio;      /* commitLogDiskRatio: used fraction of its file system, 0..1 */
+  int64_t disk_total_bytes, disk_free_bytes;
+  int disk_full;                     /* sends refused: over disk_space_warning_level_ratio */
+  /* Retention: the next hour deleteWhen allows (ms since the epoch, -1 when
+  ** never by the clock) and the last-written time of the oldest CommitLog
+  ** file (when it expires: + file_reserved_time). */
+  int64_t next_delete_time;
+  int64_t oldest_file_last_modified;
+  int64_t pending_delay;             /* messages waiting in SCHEDULE_TOPIC_XXXX (delay levels, retries) */
+  int64_t pending_timer;             /* timed messages not yet delivered */
+  int64_t pending_half;              /* half messages awaiting a decision */
+  const rmq_topic_stats *topics;     /* in name order, system topics included */
+  size_t ntopics;
+  const rmq_group_stats *groups;     /* one per (group, topic) with an offset, by group then topic */
+  size_t ngroups;
+  void *internal;
+} rmq_broker_stats;
+
+/* Fills *out with the broker's figures now. Cheap enough to call every
+** second: counters are kept as messages move, windows sampled by the
+** service thread (or rmq_broker_run_due); the call reads them, one
+** ConsumeQueue unit and one record per queue with a lag, and statvfs.
+** Free with rmq_broker_stats_free(). Any thread.
+** Errors: RMQ_EINVAL (out NULL), RMQ_ENOMEM. */
+RMQ_API int rmq_broker_stats_get(rmq_broker *b, rmq_broker_stats *out);
+RMQ_API void rmq_broker_stats_free(rmq_broker_stats *st);
+
+/* ------------------------------------------------------------------------- */
+/* Checking a store (rmqadmin checkStore)                                     */
+/* ------------------------------------------------------------------------- */
+
+typedef struct rmq_check_result {
+  int64_t records;        /* CommitLog records checked */
+  int64_t bytes;          /* CommitLog bytes read */
+  int64_t units;          /* ConsumeQueue units checked */
+  int64_t index_entries;  /* index entries checked */
+  int64_t problems;       /* problems reported */
+} rmq_check_result;
+
+/* Told of each problem: the file, the byte offset in it, and what is wrong.
+** Strings valid during the call. */
+typedef void (*rmq_check_fn)(void *ctx, const char *file, int64_t offset, const char *problem);
+
+/* Verifies the whole store: every CommitLog record (magic, sizes, its
+** physical offset field, body CRC, file ends), every ConsumeQueue unit
+** against the record it points at (offset, size, topic, queue, queue
+** offset, tag code), every index entry (it points at a record holding its
+** key's hash). Reads only. Best on a read-only open. fn (may be NULL) gets
+** each problem; *out (may be NULL) the counts. Any thread.
+** Errors: RMQ_ECORRUPT (problems were found), RMQ_ENOMEM, RMQ_EIO. */
+RMQ_API int rmq_broker_check(rmq_broker *b, rmq_check_fn fn, void *ctx, rmq_check_result *out);
+
+/* The process holding the store at `dir` open (its lock taken), for
+** telling a user who has it: the pid from the lock (a POSIX record lock,
+** RocketMQ's) or, for rmq's own lock, from the `abort` file the holder
+** wrote at its open (a live process's only). 0 when the store is not held
+** or the holder is unknown. Changes nothing. Any thread. */
+RMQ_API int rmq_store_lock_owner(const char *dir);
 
 #ifdef __cplusplus
 }

@@ -223,6 +223,20 @@ typedef struct rmqi_os {
 RMQI_DATA_DECL rmqi_os rmqi_os_table;
 RMQI_FUNC void rmqi_os_reset(void);
 
+/* ---- statistics counters ---------------------------------------------- */
+/* A counter and its samples for rates over windows, as RocketMQ's
+** StatsItem keeps them: every 10 s into a ring of 7 (the last minute),
+** every 10 min into a ring of 7 (the last hour). nums/size are bumped
+** anywhere; the rings are the sampler's (the broker's stats_lock). */
+#define RMQI_STAT_RING 7
+typedef struct rmqi_stat {
+  _Atomic int64_t nums, size;
+  int64_t min_ts[RMQI_STAT_RING], min_v[RMQI_STAT_RING];
+  int64_t hr_ts[RMQI_STAT_RING], hr_v[RMQI_STAT_RING];
+  int min_n, hr_n;
+  int64_t next_min, next_hr;
+} rmqi_stat;
+
 /* ---- the store (rmq_store.c) -------------------------------------------- */
 typedef struct rmqi_store rmqi_store;
 typedef struct rmqi_topic rmqi_topic;
@@ -251,6 +265,20 @@ RMQI_FUNC const char *rmqi_topic_name(const rmqi_topic *t);
 RMQI_FUNC int rmqi_topic_nqueues(const rmqi_topic *t);
 RMQI_FUNC rmqi_queue *rmqi_topic_queue(rmqi_topic *t, int qid);
 RMQI_FUNC int rmqi_topic_list(rmqi_store *s, rmq_topic_info *out, size_t cap, size_t *n);
+/* The topic's put counters (TOPIC_PUT_NUMS / _SIZE), bumped by every put. */
+RMQI_FUNC rmqi_stat *rmqi_topic_stat(rmqi_topic *t);
+/* The store's: every record put, dispatched or not. */
+RMQI_FUNC rmqi_stat *rmqi_store_put_stat(rmqi_store *s);
+/* What retention and the disk look like now. */
+typedef struct rmqi_disk_info {
+  int cl_files;               /* CommitLog files on disk */
+  int64_t cl_file_size;
+  int64_t oldest_last_ts;     /* when the oldest was last written (broker clock), 0 if none */
+  uint32_t delete_hours;      /* deleteWhen as a bit per hour */
+  int disk_full, used_pct;
+  int64_t total_bytes, free_bytes;
+} rmqi_disk_info;
+RMQI_FUNC void rmqi_store_disk_info(rmqi_store *s, rmqi_disk_info *out);
 
 RMQI_FUNC rmqi_topic *rmqi_queue_topic(const rmqi_queue *q);
 RMQI_FUNC int rmqi_queue_id(const rmqi_queue *q);
@@ -323,7 +351,48 @@ RMQI_FUNC int rmqi_store_scan(rmqi_store *s, int64_t from, int64_t to, rmqi_scan
 /* Where the open's recovery scan began after a crash (everything not on disk
 ** before the crash lies after it), or -1 after a clean close. */
 RMQI_FUNC int64_t rmqi_store_recovery_from(rmqi_store *s);
+/* checkStore's walk of the CommitLog: every file up to the published end,
+** each record decoded with its CRC; a bad one is reported (file, byte
+** offset in it, why) and the walk resumes at the next whole record. */
+typedef struct rmqi_check_cb {
+  void *ctx;
+  int (*record)(void *ctx, const rmqi_record *r, int64_t phys); /* nonzero stops */
+  void (*problem)(void *ctx, const char *file, int64_t off, const char *what);
+  int64_t records, bytes, problems;
+} rmqi_check_cb;
+RMQI_FUNC int rmqi_store_check_log(rmqi_store *s, rmqi_check_cb *cb);
+RMQI_FUNC int rmqi_store_cq_file_size(rmqi_store *s);
 RMQI_FUNC int64_t rmqi_store_min_phys(rmqi_store *s);
+/* Pins and decodes the whole record starting at phys (its PHYSICALOFFSET
+** field must say phys) and returns it; NULL (no pin, RMQ_ENOTFOUND in
+** rmq_errmsg) when none starts there. */
+RMQI_FUNC const uint8_t *rmqi_store_record_at(rmqi_store *s, int64_t phys, rmqi_record *r, void **pin);
+
+/* The key index. A query walks the chain of "topic#key" newest first over
+** the files whose time overlaps [begin, end] (widened by a second: the
+** caller checks each record), calling fn with each entry's CommitLog
+** offset (an offset may come twice, and may not hold the key: a hash
+** collision) until fn returns nonzero (> 0 stops, < 0 is an error
+** returned). Indexes what is not yet first. Any thread. */
+typedef int (*rmqi_index_fn)(void *ctx, int64_t phys);
+RMQI_FUNC int rmqi_store_index_query(rmqi_store *s, const char *topic, const char *key, int64_t begin, int64_t end,
+                                     rmqi_index_fn fn, void *ctx);
+/* Indexes everything published (run_due without the index thread). */
+RMQI_FUNC int rmqi_store_index_catch_up(rmqi_store *s);
+typedef struct rmqi_index_info {
+  int files;
+  int64_t last_ts, last_phys; /* the newest entry's store time and offset */
+  int64_t behind;             /* CommitLog bytes not indexed yet */
+} rmqi_index_info;
+RMQI_FUNC void rmqi_store_index_info(rmqi_store *s, rmqi_index_info *out);
+/* Every index entry in order, for checks: fn(ctx, file, byte offset in it,
+** keyHash, phyOffset, problem) with problem NULL for a well-formed entry,
+** else keyHash and phyOffset -1. Stops at fn's first nonzero result. */
+typedef int (*rmqi_index_each_fn)(void *ctx, const char *file, int64_t off, int32_t hash, int64_t phys,
+                                  const char *problem);
+RMQI_FUNC int rmqi_store_index_each(rmqi_store *s, rmqi_index_each_fn fn, void *ctx);
+/* RocketMQ's index key hash of "topic#key". */
+RMQI_FUNC int32_t rmqi_index_key_hash(const char *topic, size_t tl, const char *key, size_t kl);
 
 /* Group commit: waits until the CommitLog is on disk up to `end`, flushing
 ** as leader if no one else is. RMQ_OK, RMQ_ETIMEDOUT (still stored), or an

@@ -860,13 +860,27 @@ static int mfile_open(const char *dir, int64_t start, int64_t size, int create, 
   int rc = RMQ_OK;
   mfile *f = rmqi_calloc(1, sizeof *f);
   if (!f) return rmqi_err(RMQ_ENOMEM, "out of memory opening %s", path);
+  const int ro = create < 0; /* a read-only open: map what is there, change nothing */
+  if (ro) create = 0;
   f->fd = -1;
   f->start = start;
   f->size = size;
-  f->fd = OS->open(path, O_RDWR | (create ? O_CREAT : 0), 0644);
+  f->fd = OS->open(path, ro ? O_RDONLY : O_RDWR | (create ? O_CREAT : 0), 0644);
   if (f->fd < 0) { rc = rmqi_errno(errno, "open", path); goto out_free; }
   struct stat st;
   if (OS->fstat(f->fd, &st) != 0) { rc = rmqi_errno(errno, "fstat", path); goto out_close; }
+  if (ro) {
+    /* A short file is mapped as long as it is: reading past its end is SIGBUS. */
+    if (st.st_size < size) f->size = size = (int64_t)st.st_size & ~(int64_t)7;
+    void *rp = size > 0 ? OS->mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, f->fd, 0) : MAP_FAILED;
+    if (size > 0 && rp == MAP_FAILED) { rc = rmqi_errno(errno, "mmap", path); goto out_close; }
+    if (size == 0) { rc = rmqi_err(RMQ_ECORRUPT, "%s is empty", path); goto out_close; }
+    f->base = rp;
+    atomic_store(&f->refs, 1);
+    atomic_store(&f->last_ts, (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000);
+    *out = f;
+    return RMQ_OK;
+  }
   if (st.st_size != size) {
     if (!create && st.st_size > size) {
       rc = rmqi_err(RMQ_ECORRUPT, "%s: %lld bytes, expected %lld", path, (long long)st.st_size, (long long)size);
@@ -1008,6 +1022,7 @@ struct rmqi_topic {
   ** Grown under topic_lock; readers load it without a lock, so an
   ** outgrown array stays (chained through `prev`) until close. */
   _Atomic(struct qvec *) qv;
+  rmqi_stat stat;            /* puts into it (any thread), sampled by the broker */
 };
 
 typedef struct qvec {
@@ -1158,8 +1173,31 @@ struct rmqi_store {
   atomic_int has_tombs;
   int64_t topics_loaded_version;
 
+  rmqi_stat put_stat;          /* every record put */
   rmq_recovery_info rinfo;
   int64_t scan_from;          /* where an open after a crash began its scan, else -1 */
+
+  /* The key index (see "The key index"). idx_lock: the index files and
+  ** where indexing stands; taken after cq_flush_lock, never with
+  ** append_lock. Records from idx_pos on are not indexed yet; one below
+  ** idx_skip never is (it was before the open). */
+  char *ix_dir;
+  pthread_mutex_t idx_lock;
+  struct ixfile **ix;
+  int nix, ixcap;
+  int64_t idx_pos, idx_skip;
+  int ix_ro_last;             /* the newest file has another geometry: the next key starts a file */
+  int64_t ix_geo[8][2];       /* geometries (slots, entries) index files were made with */
+  int nix_geo;
+  atomic_int ix_failing;      /* the last attempt to index failed (logged once) */
+  _Atomic int64_t ix_retry_us; /* run_due retries no sooner (monotonic us) */
+  char *ix_key;               /* "topic#key" of the record being indexed */
+  _Atomic int64_t idx_done;   /* idx_pos, for readers without the lock */
+  _Atomic int64_t ix_cp_ts;   /* the checkpoint's indexMsgTimestamp: end of the last full file synced */
+  pthread_t ix_thread;
+  int ix_running, ix_stop;
+  pthread_mutex_t ix_wait_lock;
+  pthread_cond_t ix_cond;
 };
 
 static int mfile_reserve(rmqi_store *s, const char *dir, mfile *f, int64_t need, int64_t step)
@@ -1234,7 +1272,9 @@ static int cq_map(rmqi_store *s, mfile *f, int create)
   char path[4200];
   snprintf(path, sizeof path, "%s/%020" PRId64, f->dir, f->start);
   int rc = RMQ_OK;
-  int fd = OS->open(path, O_RDWR | (create ? O_CREAT : 0), 0644);
+  const int ro = s->o.read_only;
+  if (ro) create = 0;
+  int fd = OS->open(path, ro ? O_RDONLY : O_RDWR | (create ? O_CREAT : 0), 0644);
   if (fd < 0) return rmqi_errno(errno, "open", path);
   struct stat st;
   if (OS->fstat(fd, &st) != 0) { rc = rmqi_errno(errno, "fstat", path); goto out_close; }
@@ -1250,7 +1290,7 @@ static int cq_map(rmqi_store *s, mfile *f, int create)
   ** either: a queue's units fill one in ~100,000 messages, and each lazy
   ** flush would write all 2 MiB of it (a unit is 1/200 of a 4 KiB page, so
   ** its page's first store costs a send little). */
-  void *p = OS->mmap(NULL, (size_t)f->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  void *p = OS->mmap(NULL, (size_t)f->size, ro ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) { rc = rmqi_errno(errno, "mmap", path); goto out_close; }
   madvise(p, (size_t)f->size, MADV_RANDOM);
   if ((rc = lru_add(s, f))) { OS->munmap(p, (size_t)f->size); goto out_close; }
@@ -1417,6 +1457,32 @@ RMQI_FUNC int64_t rmqi_queue_max_offset(const rmqi_queue *q)
 {
   return atomic_load_explicit(&((rmqi_queue *)q)->max_offset, memory_order_acquire);
 }
+RMQI_FUNC rmqi_stat *rmqi_topic_stat(rmqi_topic *t) { return &t->stat; }
+RMQI_FUNC rmqi_stat *rmqi_store_put_stat(rmqi_store *s) { return &s->put_stat; }
+
+RMQI_FUNC void rmqi_store_disk_info(rmqi_store *s, rmqi_disk_info *out)
+{
+  memset(out, 0, sizeof *out);
+  int n = mvec_len(&s->cl);
+  /* Files below the minimum are deleted (cl_dead, without its lock). */
+  int dead = n ? (int)((rmqi_store_min_phys(s) - s->cl_base) / s->cl_size) : 0;
+  if (dead > n) dead = n;
+  out->cl_files = n - dead;
+  out->cl_file_size = s->cl_size;
+  mfile *f = n > dead ? mvec_at(&s->cl, dead) : NULL;
+  out->oldest_last_ts = f ? atomic_load(&f->last_ts) : 0;
+  if (out->oldest_last_ts >= INT64_MAX / 4) out->oldest_last_ts = 0; /* not written yet */
+  out->delete_hours = s->delete_hours;
+  out->disk_full = atomic_load(&s->disk_full);
+  struct statvfs st;
+  if (OS->statvfs(s->dir, &st) == 0) {
+    out->total_bytes = (int64_t)st.f_blocks * (int64_t)st.f_frsize;
+    out->free_bytes = (int64_t)st.f_bavail * (int64_t)st.f_frsize;
+    if (out->total_bytes > 0)
+      out->used_pct = (int)((out->total_bytes - (int64_t)st.f_bfree * (int64_t)st.f_frsize) * 100 / out->total_bytes);
+  }
+}
+
 RMQI_FUNC int64_t rmqi_store_max_phys(rmqi_store *s) { return atomic_load_explicit(&s->published, memory_order_acquire); }
 RMQI_FUNC int64_t rmqi_store_min_phys(rmqi_store *s) { return atomic_load_explicit(&s->min_phys, memory_order_acquire); }
 RMQI_FUNC int64_t rmqi_store_flushed(rmqi_store *s) { return atomic_load(&s->flushed); }
@@ -1618,6 +1684,7 @@ static int topics_sorted(rmqi_store *s, rmqi_topic ***out, int *n)
 /* topic_lock held. */
 static int topics_persist(rmqi_store *s)
 {
+  if (s->o.read_only) return RMQ_OK;
   rmqi_topic **v;
   int n, rc;
   /* topics_sorted takes topic_lock itself: walk the table directly. */
@@ -1739,7 +1806,7 @@ static int journal_replay(rmqi_store *s)
     n++;
   }
   rmqi_free(text, len + 1);
-  if (rc || n == 0) return rc;
+  if (rc || n == 0 || s->o.read_only) return rc;
   pthread_mutex_lock(&s->topic_lock);
   rc = topics_persist(s);
   pthread_mutex_unlock(&s->topic_lock);
@@ -1755,6 +1822,7 @@ static int write_config(rmqi_store *s, const char *name, const char *text, size_
 
 RMQI_FUNC int rmqi_topic_create(rmqi_store *s, const char *name, int nqueues, rmqi_topic **out)
 {
+  if (s->o.read_only) return rmqi_err(RMQ_EREADONLY, "%s was opened read-only", s->dir);
   pthread_mutex_lock(&s->topic_lock);
   rmqi_topic *t = rmqi_topic_find(s, name);
   int rc = RMQ_OK;
@@ -1890,6 +1958,7 @@ static int cq_topic_dir_remove(rmqi_store *s, const char *name)
 
 RMQI_FUNC int rmqi_topic_delete(rmqi_store *s, const char *name)
 {
+  if (s->o.read_only) return rmqi_err(RMQ_EREADONLY, "%s was opened read-only", s->dir);
   pthread_mutex_lock(&s->topic_lock);
   rmqi_topic *t = rmqi_topic_find(s, name);
   if (!t) {
@@ -2051,6 +2120,7 @@ RMQI_FUNC int rmqi_store_write_config(rmqi_store *s, const char *name, const cha
 
 static int write_config(rmqi_store *s, const char *name, const char *text, size_t len, int keep_bak)
 {
+  if (s->o.read_only) return rmqi_err(RMQ_EREADONLY, "%s was opened read-only", s->dir);
   char path[4200], tmp[4300], bak[4300];
   snprintf(path, sizeof path, "%s/%s", s->cfg_dir, name);
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -2459,6 +2529,7 @@ static void gen_wake_all(atomic_uint *gen);
 RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
 {
   int rc = RMQ_OK;
+  if (s->o.read_only) return rmqi_err(RMQ_EREADONLY, "%s was opened read-only", s->dir);
   const int via_map = s->o.flush_disk_type != RMQ_SYNC_FLUSH; /* see cl_write */
   if (atomic_load_explicit(&s->disk_full, memory_order_relaxed)) {
     disk_check(s); /* it may have been freed since */
@@ -2564,6 +2635,15 @@ RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
     pos += p[i].size;
   }
   s->write_pos = pos;
+  /* Statistics: counters only, no lock beyond this one. */
+  atomic_fetch_add_explicit(&s->put_stat.nums, n, memory_order_relaxed);
+  atomic_fetch_add_explicit(&s->put_stat.size, pos - start_pos, memory_order_relaxed);
+  for (int i = 0; i < n; i++)
+    if (p[i].q) {
+      rmqi_stat *ts = &p[i].q->topic->stat;
+      atomic_fetch_add_explicit(&ts->nums, 1, memory_order_relaxed);
+      atomic_fetch_add_explicit(&ts->size, p[i].size, memory_order_relaxed);
+    }
   /* Publish the CommitLog end first, then the queue ends: a reader that sees
   ** a unit must find its record inside the published CommitLog. */
   atomic_store_explicit(&s->last_store_ts, now, memory_order_release);
@@ -2803,6 +2883,27 @@ RMQI_FUNC void rmqi_store_unpin(void *pin)
   if (pin) cl_unpin(pin);
 }
 
+RMQI_FUNC const uint8_t *rmqi_store_record_at(rmqi_store *s, int64_t phys, rmqi_record *r, void **pin)
+{
+  *pin = NULL;
+  int64_t max = rmqi_store_max_phys(s);
+  mfile *f = cl_pin(s, phys, RMQI_END_FILE_MIN_BLANK, max);
+  if (!f) {
+    rmqi_err(RMQ_ENOTFOUND, "no record at CommitLog offset %" PRId64 " (stored: %" PRId64 "..%" PRId64 ")", phys,
+             rmqi_store_min_phys(s), max);
+    return NULL;
+  }
+  int64_t lim = f->start + f->size < max ? f->start + f->size : max;
+  const uint8_t *rec = f->base + (phys - f->start);
+  if (rmqi_record_decode(rec, (size_t)(lim - phys), 0, r) != RMQ_OK || r->phys_offset != phys) {
+    cl_unpin(f);
+    rmqi_err(RMQ_ENOTFOUND, "no record starts at CommitLog offset %" PRId64, phys);
+    return NULL;
+  }
+  *pin = f;
+  return rec;
+}
+
 RMQI_FUNC int rmqi_store_scan(rmqi_store *s, int64_t from, int64_t to, rmqi_scan_fn fn, void *ctx)
 {
   int64_t max = rmqi_store_max_phys(s);
@@ -2845,9 +2946,73 @@ RMQI_FUNC int rmqi_store_scan(rmqi_store *s, int64_t from, int64_t to, rmqi_scan
 
 RMQI_FUNC int64_t rmqi_store_recovery_from(rmqi_store *s) { return s->scan_from; }
 
+RMQI_FUNC int rmqi_store_cq_file_size(rmqi_store *s) { return s->cq_size; }
+
+static int64_t last_nonzero(const mfile *f, int64_t from);
+static int64_t resync(rmqi_store *s, const mfile *f, int64_t from);
+
+RMQI_FUNC int rmqi_store_check_log(rmqi_store *s, rmqi_check_cb *cb)
+{
+  int64_t pub = rmqi_store_max_phys(s);
+  int nf = mvec_len(&s->cl);
+  char path[4200], what[700];
+  for (int i = 0; i < nf; i++) {
+    mfile *f = cl_pin(s, s->cl_base + (int64_t)i * s->cl_size, RMQI_END_FILE_MIN_BLANK, INT64_MAX);
+    if (!f) continue; /* deleted by retention */
+    snprintf(path, sizeof path, "%s/%020" PRId64, s->cl_dir, f->start);
+    int last = i == nf - 1 || f->start + f->size >= pub;
+    int64_t end = last ? pub - f->start : f->size;
+    if (end > f->size) end = f->size;
+    int64_t p = 0;
+    int rc = RMQ_OK;
+    while (p < end && !rc) {
+      rmqi_record r;
+      const char *bad = NULL;
+      int drc = end - p >= RMQI_END_FILE_MIN_BLANK ? rmqi_record_decode(f->base + p, (size_t)(end - p), 1, &r) : RMQ_ECORRUPT;
+      if (drc == RMQ_ENOTFOUND) {
+        if (p + (int64_t)r.total == f->size) { p = f->size; break; }
+        snprintf(what, sizeof what, "BLANK record of %u bytes does not end its file (%" PRId64 " bytes left)", r.total,
+                 f->size - p);
+        bad = what;
+      } else if (drc != RMQ_OK) {
+        snprintf(what, sizeof what, "%s", end - p < RMQI_END_FILE_MIN_BLANK ? "a record cut short" : rmq_errmsg());
+        bad = what;
+      } else if (r.phys_offset != f->start + p) {
+        snprintf(what, sizeof what, "PHYSICALOFFSET says %" PRId64, r.phys_offset);
+        bad = what;
+      }
+      if (bad) {
+        cb->problems++;
+        cb->problem(cb->ctx, path, p, bad);
+        int64_t next = resync(s, f, p + 1);
+        if (next < 0 || next >= end) { p = end; break; }
+        cb->bytes += next - p;
+        p = next;
+        continue;
+      }
+      cb->records++;
+      cb->bytes += r.total;
+      rc = cb->record ? cb->record(cb->ctx, &r, f->start + p) : RMQ_OK;
+      p += r.total;
+    }
+    if (!rc && !last && p < f->size && last_nonzero(f, p) <= p) {
+      cb->problems++;
+      cb->problem(cb->ctx, path, p, "the file ends in zeros without a BLANK record (records after it would be lost)");
+    }
+    cl_unpin(f);
+    if (rc) return rc;
+  }
+  return RMQ_OK;
+}
+
+
 RMQI_FUNC void rmqi_store_note_bad_unit(rmqi_store *s)
 {
   if (atomic_exchange(&s->bad_unit_noted, 1)) return;
+  if (s->o.read_only) {
+    rmqi_log(s->env, RMQ_LOG_WARN, "a consume queue unit does not lead to its record (read-only: nothing repaired)");
+    return;
+  }
   char path[4200];
   snprintf(path, sizeof path, "%s/" REBUILD_MARK, s->dir);
   mark_rebuild(s->dir);
@@ -3124,6 +3289,7 @@ RMQI_FUNC int rmqi_store_wait_flushed(rmqi_store *s, int64_t end, int timeout_ms
 
 RMQI_FUNC int rmqi_store_flush_commitlog(rmqi_store *s)
 {
+  if (s->o.read_only) return rmqi_err(RMQ_EREADONLY, "%s was opened read-only", s->dir);
   int64_t end = rmqi_store_max_phys(s);
   if (atomic_load(&s->flushed) >= end) return RMQ_OK;
   return rmqi_store_wait_flushed(s, end, 60000);
@@ -3131,9 +3297,13 @@ RMQI_FUNC int rmqi_store_flush_commitlog(rmqi_store *s)
 
 /* cq_flush_lock held. Syncs every ConsumeQueue file with units written since
 ** its last flush. */
+static int ix_flush(rmqi_store *s);
+
 static int cq_flush(rmqi_store *s)
 {
   int64_t ts = atomic_load(&s->last_store_ts);
+  int irc = ix_flush(s);
+  if (irc) return irc;
   rmqi_topic **tab = atomic_load(&s->ttab);
   int cap = tab ? (int)(uintptr_t)tab[-1] : 0;
   for (int i = 0; i < cap; i++) {
@@ -3175,7 +3345,8 @@ static int cq_flush(rmqi_store *s)
 static int checkpoint_write(rmqi_store *s)
 {
   uint8_t b[40];
-  int64_t v[5] = {atomic_load(&s->flushed_ts), s->logics_ts, 0, atomic_load(&s->flushed), atomic_load(&s->flushed)};
+  int64_t v[5] = {atomic_load(&s->flushed_ts), s->logics_ts, atomic_load(&s->ix_cp_ts), atomic_load(&s->flushed),
+                  atomic_load(&s->flushed)};
   for (int i = 0; i < 5; i++) {
     if (v[i] < s->cp_old[i]) v[i] = s->cp_old[i];
     s->cp_old[i] = v[i];
@@ -3190,6 +3361,7 @@ static int checkpoint_write(rmqi_store *s)
 
 RMQI_FUNC int rmqi_store_flush_all(rmqi_store *s)
 {
+  if (s->o.read_only) return rmqi_err(RMQ_EREADONLY, "%s was opened read-only", s->dir);
   int rc = rmqi_store_flush_commitlog(s);
   if (rc) return rc;
   pthread_mutex_lock(&s->cq_flush_lock);
@@ -3373,6 +3545,8 @@ static void cq_clean_queue(rmqi_store *s, rmqi_queue *q, void *arg)
 ** when it is time (deleteWhen), the disk is over diskMaxUsedSpaceRatio or
 ** the caller asks (manual); then the ConsumeQueues, whenever the
 ** CommitLog's minimum moved since they were last cleaned. */
+static int ix_delete_expired(rmqi_store *s, int64_t min_cl);
+
 static int clean_round(rmqi_store *s, int64_t now, int manual, int *deleted)
 {
   *deleted = 0;
@@ -3394,6 +3568,10 @@ static int clean_round(rmqi_store *s, int64_t now, int manual, int *deleted)
     s->cq_clean_min = min_cl;
     if (c.files) rmqi_log(s->env, RMQ_LOG_INFO, "retention: deleted %d consume queue files below %" PRId64, c.files, min_cl);
     if (!rc) rc = c.rc;
+    pthread_mutex_lock(&s->idx_lock);
+    int irc = ix_delete_expired(s, min_cl);
+    pthread_mutex_unlock(&s->idx_lock);
+    if (!rc) rc = irc;
   }
   if (*deleted) disk_check(s); /* sends refused for a full disk may go again */
   return rc;
@@ -3401,6 +3579,7 @@ static int clean_round(rmqi_store *s, int64_t now, int manual, int *deleted)
 
 RMQI_FUNC int rmqi_store_delete_expired(rmqi_store *s, int64_t now, int *deleted)
 {
+  if (s->o.read_only) return rmqi_err(RMQ_EREADONLY, "%s was opened read-only", s->dir);
   int rc = RMQ_OK, d, total = 0;
   pthread_mutex_lock(&s->cq_flush_lock);
   do {
@@ -3415,6 +3594,12 @@ RMQI_FUNC int rmqi_store_delete_expired(rmqi_store *s, int64_t now, int *deleted
 RMQI_FUNC int rmqi_store_run_due(rmqi_store *s, int64_t now, int64_t *next_ms)
 {
   int rc = RMQ_OK;
+  if (s->o.read_only) return rmqi_err(RMQ_EREADONLY, "%s was opened read-only", s->dir);
+  if (!s->ix_running && s->o.message_index_enable &&
+      (!atomic_load(&s->ix_failing) || rmqi_mono_us() >= atomic_load(&s->ix_retry_us))) {
+    rc = rmqi_store_index_catch_up(s);
+    if (rc == RMQ_ENOSPC) rc = RMQ_OK; /* retried at the next call; sends report the full disk */
+  }
   pthread_mutex_lock(&s->cq_flush_lock);
   if (now >= s->next_cl_flush) {
     s->next_cl_flush = now + s->o.flush_interval_commit_log;
@@ -3453,6 +3638,717 @@ RMQI_FUNC int rmqi_store_run_due(rmqi_store *s, int64_t now, int64_t *next_ms)
     *next_ms = n > now ? n - now : 0;
   }
   pthread_mutex_unlock(&s->cq_flush_lock);
+  return rc;
+}
+
+/* ======================================================================= */
+/* The key index (RocketMQ's IndexService and IndexFile)                   */
+/* ======================================================================= */
+
+/* index/<yyyyMMddHHmmssSSS> (local time of its creation): a 40-byte header,
+** `slots` int32 hash slots (each the number of the newest entry of its
+** chain, 0 empty), then `num` 20-byte entries (keyHash, phyOffset,
+** timeDiff in seconds from beginTimestamp, prevIndex), entry 0 unused; all
+** big-endian (ROCKETMQ.md 3). The indexer writes it through a mapping
+** behind the CommitLog, never on the send path, under idx_lock. Its slot
+** table is allocated when the file is made and its entries a chunk ahead
+** of the writer: a store through a mapping into a hole of a full disk is
+** SIGBUS, not an error. */
+#define IX_HEADER 40
+#define IX_ENTRY 20
+#define IX_CHUNK (1 << 20)
+#define IX_BEGIN_TS 0
+#define IX_END_TS 8
+#define IX_BEGIN_PHY 16
+#define IX_END_PHY 24
+#define IX_SLOTS_USED 32
+#define IX_COUNT 36
+#define IX_NAME_LEN 17
+#define IX_KEY_MAX (256 + 1 + RMQ_PROPERTIES_MAX_LEN + 1)
+
+typedef struct ixfile {
+  char name[IX_NAME_LEN + 1];
+  int64_t name_ms;   /* the time its name says */
+  uint8_t *base;
+  int64_t size;
+  int fd;
+  int32_t slots, num;
+  int64_t alloc;     /* bytes from the start whose blocks are allocated */
+  int dirty;         /* written since its last sync */
+} ixfile;
+
+static inline int64_t ix_h64(const ixfile *f, int off) { return (int64_t)rmqi_get64(f->base + off); }
+static inline int32_t ix_h32(const ixfile *f, int off) { return (int32_t)rmqi_get32(f->base + off); }
+static inline uint8_t *ix_entry(const ixfile *f, int64_t n)
+{
+  return f->base + IX_HEADER + (int64_t)f->slots * 4 + n * IX_ENTRY;
+}
+static inline int64_t ix_size(int64_t slots, int64_t num) { return IX_HEADER + slots * 4 + num * IX_ENTRY; }
+/* Entries in use: the header's count, never trusted beyond the file. */
+static inline int32_t ix_count(const ixfile *f)
+{
+  int32_t c = ix_h32(f, IX_COUNT);
+  return c < 1 ? 1 : c > f->num ? f->num : c;
+}
+
+/* RocketMQ's indexKeyHashMethod: |String.hashCode()|, INT_MIN -> 0. */
+static int32_t ix_hash(const char *topic, size_t tl, const char *key, size_t kl, char *buf)
+{
+  memcpy(buf, topic, tl);
+  buf[tl] = '#';
+  memcpy(buf + tl + 1, key, kl);
+  int32_t h = rmqi_jhash(buf, tl + 1 + kl);
+  return h == INT32_MIN ? 0 : h < 0 ? -h : h;
+}
+
+RMQI_FUNC int32_t rmqi_index_key_hash(const char *topic, size_t tl, const char *key, size_t kl)
+{
+  char stackbuf[512];
+  char *buf = tl + kl + 1 <= sizeof stackbuf ? stackbuf : rmqi_malloc(tl + kl + 1);
+  if (!buf) return -1;
+  int32_t h = ix_hash(topic, tl, key, kl, buf);
+  if (buf != stackbuf) rmqi_free(buf, tl + kl + 1);
+  return h;
+}
+
+static void ix_path(const rmqi_store *s, const ixfile *f, char *path)
+{
+  snprintf(path, 4200, "%s/%s", s->ix_dir, f->name);
+}
+
+static void ix_free(ixfile *f)
+{
+  if (!f) return;
+  if (f->base) OS->munmap(f->base, (size_t)f->size);
+  if (f->fd >= 0) OS->close(f->fd);
+  rmqi_free(f, sizeof *f);
+}
+
+/* Makes sure f's first `need` bytes (and always its slot table) have
+** blocks, a chunk at a time. */
+static int ix_reserve(rmqi_store *s, ixfile *f, int64_t need)
+{
+  int64_t table = IX_HEADER + (int64_t)f->slots * 4;
+  if (need < table) need = table;
+  if (f->alloc >= need) return RMQ_OK;
+  int64_t to = need + IX_CHUNK;
+  if (to > f->size) to = f->size;
+  if (OS->fallocate(f->fd, (off_t)f->alloc, (off_t)(to - f->alloc)) != 0) {
+    char path[4200];
+    ix_path(s, f, path);
+    return rmqi_errno(errno, "fallocate", path);
+  }
+  f->alloc = to;
+  return RMQ_OK;
+}
+
+static int ix_push(rmqi_store *s, ixfile *f)
+{
+  if (s->nix == s->ixcap) {
+    int ncap = s->ixcap ? s->ixcap * 2 : 8;
+    ixfile **v = rmqi_realloc(s->ix, (size_t)s->ixcap * sizeof *v, (size_t)ncap * sizeof *v);
+    if (!v) return rmqi_err(RMQ_ENOMEM, "out of memory listing index files");
+    s->ix = v;
+    s->ixcap = ncap;
+  }
+  s->ix[s->nix++] = f;
+  return RMQ_OK;
+}
+
+/* A file's size does not say its geometry (RocketMQ takes both numbers
+** from its configuration): rmq notes each one it makes files with in
+** config/rmq_index.txt, "slots entries" a line, so that any later open
+** (rmqadmin's, with default options) reads them. */
+#define IX_GEOMETRY "rmq_index.txt"
+
+static void ix_geo_load(rmqi_store *s)
+{
+  char *text;
+  size_t len;
+  if (rmqi_store_read_config(s, IX_GEOMETRY, &text, &len) != RMQ_OK) return;
+  for (char *p = text; *p && s->nix_geo < 8;) {
+    long long a, b;
+    if (sscanf(p, "%lld %lld", &a, &b) == 2 && a >= 1 && b >= 2 && a <= 100000000 && b <= 100000000) {
+      s->ix_geo[s->nix_geo][0] = a;
+      s->ix_geo[s->nix_geo++][1] = b;
+    }
+    char *nl = strchr(p, '\n');
+    if (!nl) break;
+    p = nl + 1;
+  }
+  rmqi_free(text, len + 1);
+}
+
+static int ix_geo_note(rmqi_store *s, int64_t slots, int64_t num)
+{
+  for (int i = 0; i < s->nix_geo; i++)
+    if (s->ix_geo[i][0] == slots && s->ix_geo[i][1] == num) return RMQ_OK;
+  if (s->nix_geo == 8) { /* the oldest goes */
+    memmove(s->ix_geo, s->ix_geo + 1, 7 * sizeof s->ix_geo[0]);
+    s->nix_geo--;
+  }
+  s->ix_geo[s->nix_geo][0] = slots;
+  s->ix_geo[s->nix_geo++][1] = num;
+  rmqi_buf b = {0};
+  for (int i = 0; i < s->nix_geo; i++) rmqi_buf_printf(&b, "%" PRId64 " %" PRId64 "\n", s->ix_geo[i][0], s->ix_geo[i][1]);
+  int rc = b.oom ? rmqi_err(RMQ_ENOMEM, "out of memory") : write_config(s, IX_GEOMETRY, b.p, b.len, 0);
+  rmqi_buf_free(&b);
+  return rc;
+}
+
+/* idx_lock held. Makes the next index file, seeded as RocketMQ seeds it
+** with the previous file's end time and offset. */
+static int ix_create(rmqi_store *s)
+{
+  ixfile *prev = s->nix ? s->ix[s->nix - 1] : NULL;
+  int rc = mkdir_p(s->ix_dir);
+  if (!rc) rc = ix_geo_note(s, s->o.max_hash_slot_num, s->o.max_index_num);
+  if (rc) return rc;
+  ixfile *f = rmqi_calloc(1, sizeof *f);
+  if (!f) return rmqi_err(RMQ_ENOMEM, "out of memory making an index file");
+  f->fd = -1;
+  f->slots = s->o.max_hash_slot_num;
+  f->num = s->o.max_index_num;
+  f->size = ix_size(f->slots, f->num);
+  /* Names sort as the files were made, whatever the clock did. */
+  int64_t ms = rmqi_now(s->env);
+  if (prev && ms <= prev->name_ms) ms = prev->name_ms + 1;
+  char path[4200];
+  for (;; ms++) {
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    localtime_r(&secs, &tm);
+    char nb[64];
+    snprintf(nb, sizeof nb, "%04d%02d%02d%02d%02d%02d%03d", (tm.tm_year + 1900) % 10000, (tm.tm_mon + 1) % 100,
+             tm.tm_mday % 100, tm.tm_hour % 100, tm.tm_min % 100, tm.tm_sec % 100, (int)(ms % 1000));
+    memcpy(f->name, nb, IX_NAME_LEN);
+    f->name[IX_NAME_LEN] = 0;
+    f->name_ms = ms;
+    ix_path(s, f, path);
+    f->fd = OS->open(path, O_RDWR | O_CREAT | O_EXCL, 0644);
+    if (f->fd >= 0 || errno != EEXIST) break;
+  }
+  if (f->fd < 0) { rc = rmqi_errno(errno, "open", path); goto fail; }
+  if (OS->ftruncate(f->fd, f->size) != 0) { rc = rmqi_errno(errno, "ftruncate", path); goto fail; }
+  if ((rc = ix_reserve(s, f, 0))) goto fail;
+  void *p = OS->mmap(NULL, (size_t)f->size, PROT_READ | PROT_WRITE, MAP_SHARED, f->fd, 0);
+  if (p == MAP_FAILED) { rc = rmqi_errno(errno, "mmap", path); goto fail; }
+  f->base = p;
+  int64_t end_phy = prev ? ix_h64(prev, IX_END_PHY) : 0, end_ts = prev ? ix_h64(prev, IX_END_TS) : 0;
+  if (end_phy > 0) { rmqi_put64(f->base + IX_BEGIN_PHY, (uint64_t)end_phy); rmqi_put64(f->base + IX_END_PHY, (uint64_t)end_phy); }
+  if (end_ts > 0) { rmqi_put64(f->base + IX_BEGIN_TS, (uint64_t)end_ts); rmqi_put64(f->base + IX_END_TS, (uint64_t)end_ts); }
+  rmqi_put32(f->base + IX_COUNT, 1);
+  f->dirty = 1;
+  if ((rc = fsync_dir(s->ix_dir)) || (rc = ix_push(s, f))) goto fail;
+  rmqi_log(s->env, RMQ_LOG_INFO, "index: new file %s", path);
+  return RMQ_OK;
+fail:
+  if (f->fd >= 0) OS->unlink(path);
+  ix_free(f);
+  return rc;
+}
+
+/* idx_lock held. A full file is synced and its end time becomes the
+** checkpoint's indexMsgTimestamp, as RocketMQ does when it rolls. */
+static int ix_roll(rmqi_store *s)
+{
+  if (s->nix) {
+    ixfile *old = s->ix[s->nix - 1];
+    if (old->dirty && OS->fdatasync(old->fd) != 0) {
+      char path[4200];
+      ix_path(s, old, path);
+      return rmqi_errno(errno, "fdatasync", path);
+    }
+    old->dirty = 0;
+    int64_t ts = ix_h64(old, IX_END_TS);
+    if (ts > atomic_load(&s->ix_cp_ts)) atomic_store(&s->ix_cp_ts, ts);
+  }
+  return ix_create(s);
+}
+
+/* idx_lock held. RocketMQ's IndexFile.putKey. */
+static int ix_put(rmqi_store *s, int32_t hash, int64_t phys, int64_t ts)
+{
+  ixfile *f = s->nix ? s->ix[s->nix - 1] : NULL;
+  int rc;
+  if (!f || f->base == NULL || ix_count(f) >= f->num || s->ix_ro_last) {
+    if ((rc = ix_roll(s))) return rc;
+    s->ix_ro_last = 0;
+    f = s->ix[s->nix - 1];
+  }
+  int32_t count = ix_count(f);
+  uint8_t *e = ix_entry(f, count);
+  if ((rc = ix_reserve(s, f, (e - f->base) + IX_ENTRY))) return rc;
+  uint8_t *slot = f->base + IX_HEADER + (int64_t)(hash % f->slots) * 4;
+  int32_t prev = (int32_t)rmqi_get32(slot);
+  if (prev <= 0 || prev > count) prev = 0;
+  int64_t begin = ix_h64(f, IX_BEGIN_TS);
+  int64_t diff = begin <= 0 ? 0 : (ts - begin) / 1000;
+  if (diff < 0) diff = 0;
+  if (diff > INT32_MAX) diff = INT32_MAX;
+  rmqi_put32(e, (uint32_t)hash);
+  rmqi_put64(e + 4, (uint64_t)phys);
+  rmqi_put32(e + 12, (uint32_t)diff);
+  rmqi_put32(e + 16, (uint32_t)prev);
+  rmqi_put32(slot, (uint32_t)count);
+  if (count <= 1) {
+    rmqi_put64(f->base + IX_BEGIN_PHY, (uint64_t)phys);
+    rmqi_put64(f->base + IX_BEGIN_TS, (uint64_t)ts);
+  }
+  if (prev == 0) rmqi_put32(f->base + IX_SLOTS_USED, (uint32_t)(ix_h32(f, IX_SLOTS_USED) + 1));
+  rmqi_put32(f->base + IX_COUNT, (uint32_t)(count + 1));
+  rmqi_put64(f->base + IX_END_PHY, (uint64_t)phys);
+  rmqi_put64(f->base + IX_END_TS, (uint64_t)ts);
+  f->dirty = 1;
+  return RMQ_OK;
+}
+
+/* idx_lock held. RocketMQ's buildIndex: UNIQ_KEY, then each word of KEYS,
+** as "topic#key"; nothing for a rolled-back transaction's record. */
+static int ix_add(rmqi_store *s, const rmqi_record *r, int64_t phys)
+{
+  if ((r->sys_flag & RMQI_SYSFLAG_TX_MASK) == RMQI_SYSFLAG_TX_ROLLBACK) return RMQ_OK;
+  const char *v;
+  size_t vl;
+  size_t tl = (size_t)r->topic_len;
+  int rc;
+  if (rmqi_props_find(r->props, (size_t)r->props_len, "UNIQ_KEY", 8, &v, &vl) && vl > 0 &&
+      (rc = ix_put(s, ix_hash(r->topic, tl, v, vl, s->ix_key), phys, r->store_ts)))
+    return rc;
+  if (rmqi_props_find(r->props, (size_t)r->props_len, "KEYS", 4, &v, &vl)) {
+    const char *end = v + vl;
+    while (v < end) {
+      const char *sp = memchr(v, ' ', (size_t)(end - v));
+      size_t wl = sp ? (size_t)(sp - v) : (size_t)(end - v);
+      if (wl > 0 && (rc = ix_put(s, ix_hash(r->topic, tl, v, wl, s->ix_key), phys, r->store_ts))) return rc;
+      v += wl + 1;
+    }
+  }
+  return RMQ_OK;
+}
+
+typedef struct ix_scan_ctx {
+  rmqi_store *s;
+  int64_t next;
+  int n, max, rc;
+} ix_scan_ctx;
+
+static int ix_scan_fn(void *ctx, const rmqi_record *r, int64_t phys)
+{
+  ix_scan_ctx *c = ctx;
+  if (phys >= c->s->idx_skip && (c->rc = ix_add(c->s, r, phys))) return 1;
+  c->next = phys + r->total;
+  return ++c->n >= c->max ? 2 : 0;
+}
+
+/* idx_lock held. Indexes up to `max` records after idx_pos. Returns how
+** many it read, or an error (idx_pos stays at the record that failed). */
+static int ix_step(rmqi_store *s, int max)
+{
+  if (!s->o.message_index_enable || s->o.read_only) return 0;
+  int64_t to = rmqi_store_max_phys(s);
+  if (s->idx_pos >= to) return 0;
+  ix_scan_ctx c = {s, s->idx_pos, 0, max, RMQ_OK};
+  int r = rmqi_store_scan(s, s->idx_pos, to, ix_scan_fn, &c);
+  if (c.rc) {
+    s->idx_pos = c.next;
+    atomic_store(&s->idx_done, s->idx_pos);
+    return c.rc;
+  }
+  s->idx_pos = r == 2 ? c.next : to;
+  atomic_store(&s->idx_done, s->idx_pos);
+  return c.n;
+}
+
+/* idx_lock held. Indexes everything published. */
+static int ix_catch_up(rmqi_store *s)
+{
+  int n;
+  while ((n = ix_step(s, 1 << 20)) > 0) {}
+  return n < 0 ? n : RMQ_OK;
+}
+
+/* idx_lock held. Logs the first failure to index (a full disk, say) and
+** the recovery from it, not every retry. */
+static void ix_note(rmqi_store *s, int rc)
+{
+  int was = atomic_load(&s->ix_failing);
+  if (rc && !was)
+    rmqi_log(s->env, RMQ_LOG_ERROR, "index: %s; messages are stored but not indexed until this is retried with "
+             "success", rmq_errmsg());
+  else if (!rc && was)
+    rmqi_log(s->env, RMQ_LOG_WARN, "index: indexing again (caught up to CommitLog offset %" PRId64 ")", s->idx_pos);
+  if (rc) atomic_store(&s->ix_retry_us, rmqi_mono_us() + 1000000);
+  atomic_store(&s->ix_failing, rc != 0);
+}
+
+/* idx_lock held. Syncs what was written since the last sync. */
+static int ix_sync(rmqi_store *s)
+{
+  for (int i = 0; i < s->nix; i++) {
+    ixfile *f = s->ix[i];
+    if (!f->dirty || f->fd < 0) continue;
+    if (OS->fdatasync(f->fd) != 0) {
+      char path[4200];
+      ix_path(s, f, path);
+      return rmqi_errno(errno, "fdatasync", path);
+    }
+    f->dirty = 0;
+  }
+  return RMQ_OK;
+}
+
+/* The ConsumeQueue flush's share: index everything stored so far and sync
+** it, before the checkpoint says those records are dispatched (a crash
+** re-indexes only what the checkpoint does not cover). */
+static int ix_flush(rmqi_store *s)
+{
+  if (s->o.read_only) return RMQ_OK;
+  pthread_mutex_lock(&s->idx_lock);
+  int rc = ix_catch_up(s);
+  ix_note(s, rc);
+  int src = ix_sync(s);
+  pthread_mutex_unlock(&s->idx_lock);
+  /* A full disk stops the index, not the flush: it resumes with space. */
+  return src ? src : rc == RMQ_ENOSPC ? RMQ_OK : rc;
+}
+
+/* idx_lock held. Retention: index files whose every entry points below the
+** CommitLog's new first offset go, never the newest (RocketMQ's
+** IndexService.deleteExpiredFile). */
+static int ix_delete_expired(rmqi_store *s, int64_t min_cl)
+{
+  int k = 0, rc = RMQ_OK;
+  while (k < s->nix - 1 && ix_h64(s->ix[k], IX_END_PHY) < min_cl) {
+    char path[4200];
+    ix_path(s, s->ix[k], path);
+    if (OS->unlink(path) != 0 && errno != ENOENT) { rc = rmqi_errno(errno, "unlink", path); break; }
+    rmqi_log(s->env, RMQ_LOG_INFO, "retention: deleted index file %s", path);
+    ix_free(s->ix[k]);
+    k++;
+  }
+  if (k) {
+    memmove(s->ix, s->ix + k, (size_t)(s->nix - k) * sizeof *s->ix);
+    s->nix -= k;
+    int r = fsync_dir(s->ix_dir);
+    if (!rc) rc = r;
+  }
+  return rc;
+}
+
+/* Index files found at open: named by 17 digits, in name order. The
+** geometry is the options' when the size fits it, else RocketMQ's ratio of
+** four entries a slot (both defaults have it); a file that fits neither
+** is left alone and unused. */
+static int ix_name_cmp(const void *a, const void *b)
+{
+  return strcmp((*(ixfile *const *)a)->name, (*(ixfile *const *)b)->name);
+}
+
+static int ix_open_file(rmqi_store *s, const char *name)
+{
+  char path[4200];
+  snprintf(path, sizeof path, "%s/%s", s->ix_dir, name);
+  int ro = s->o.read_only;
+  int fd = OS->open(path, ro ? O_RDONLY : O_RDWR, 0);
+  if (fd < 0) return rmqi_errno(errno, "open", path);
+  struct stat st;
+  if (OS->fstat(fd, &st) != 0) { int rc = rmqi_errno(errno, "fstat", path); OS->close(fd); return rc; }
+  int64_t size = (int64_t)st.st_size, slots = 0, num = 0;
+  for (int i = s->nix_geo - 1; i >= 0 && !slots; i--)
+    if (size == ix_size(s->ix_geo[i][0], s->ix_geo[i][1])) {
+      slots = s->ix_geo[i][0];
+      num = s->ix_geo[i][1];
+    }
+  if (slots) {
+    /* noted when it was made */
+  } else if (size == ix_size(s->o.max_hash_slot_num, s->o.max_index_num)) {
+    slots = s->o.max_hash_slot_num;
+    num = s->o.max_index_num;
+  } else if (size > IX_HEADER + 84 && (size - IX_HEADER) % 84 == 0 && (size - IX_HEADER) / 84 <= INT32_MAX / 4) {
+    slots = (size - IX_HEADER) / 84;
+    num = slots * 4;
+  } else {
+    rmqi_log(s->env, RMQ_LOG_WARN, "index: %s is %" PRId64 " bytes, which fits no index geometry (slots %d, "
+             "entries %d): left alone, not used", path, size, s->o.max_hash_slot_num, s->o.max_index_num);
+    OS->close(fd);
+    return RMQ_OK;
+  }
+  ixfile *f = rmqi_calloc(1, sizeof *f);
+  if (!f) { OS->close(fd); return rmqi_err(RMQ_ENOMEM, "out of memory opening %s", path); }
+  f->fd = fd;
+  f->size = size;
+  f->slots = (int32_t)slots;
+  f->num = (int32_t)num;
+  memcpy(f->name, name, IX_NAME_LEN + 1);
+  struct tm tm = {0};
+  if (sscanf(name, "%4d%2d%2d%2d%2d%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec) == 6) {
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    tm.tm_isdst = -1;
+    f->name_ms = (int64_t)mktime(&tm) * 1000 + atoi(name + 14);
+  }
+  void *p = OS->mmap(NULL, (size_t)size, ro ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) { int rc = rmqi_errno(errno, "mmap", path); ix_free(f); return rc; }
+  f->base = p;
+  int rc = ix_push(s, f);
+  if (rc) ix_free(f);
+  return rc;
+}
+
+static int ix_list(rmqi_store *s)
+{
+  ix_geo_load(s);
+  DIR *d = opendir(s->ix_dir);
+  if (!d) return errno == ENOENT ? RMQ_OK : rmqi_errno(errno, "opendir", s->ix_dir);
+  struct dirent *e;
+  int rc = RMQ_OK;
+  while (!rc && (e = readdir(d))) {
+    if (strlen(e->d_name) != IX_NAME_LEN || strspn(e->d_name, "0123456789") != IX_NAME_LEN) continue;
+    rc = ix_open_file(s, e->d_name);
+  }
+  closedir(d);
+  if (s->nix > 1) qsort(s->ix, (size_t)s->nix, sizeof *s->ix, ix_name_cmp);
+  return rc;
+}
+
+/* Open after a crash: drops every entry pointing at or after `cut` (the
+** recovery may have cut those records, and whatever the page cache lost is
+** re-indexed from there). Files wholly after it go; in the file holding
+** it the count goes back and each slot is pointed at the newest entry left
+** of its chain; when a chain cannot be followed (entries lost with the page
+** cache), the slots are rebuilt from the entries left. */
+static int ix_truncate(rmqi_store *s, int64_t cut)
+{
+  int rc = RMQ_OK;
+  while (s->nix > 0) {
+    ixfile *f = s->ix[s->nix - 1];
+    int32_t count = ix_count(f);
+    if (count <= 1) {
+      if (s->nix == 1) break;
+      /* An empty newest file: what it was seeded from is the one before. */
+    } else if ((int64_t)rmqi_get64(ix_entry(f, 1) + 4) < cut) {
+      /* The first entry with phy >= cut; entries rise with the log. */
+      int32_t lo = 1, hi = count;
+      while (lo < hi) {
+        int32_t mid = lo + (hi - lo) / 2;
+        if ((int64_t)rmqi_get64(ix_entry(f, mid) + 4) < cut) lo = mid + 1;
+        else hi = mid;
+      }
+      if (lo < count) {
+        int rebuild = 0;
+        uint8_t *slots = f->base + IX_HEADER;
+        for (int64_t k = 0; k < f->slots && !rebuild; k++) {
+          int32_t v = (int32_t)rmqi_get32(slots + k * 4);
+          while (v >= lo && v < count) {
+            const uint8_t *e = ix_entry(f, v);
+            int32_t prev = (int32_t)rmqi_get32(e + 16);
+            if ((int32_t)rmqi_get32(e) % f->slots != k || (int32_t)rmqi_get32(e) < 0 || prev >= v || prev < 0) {
+              rebuild = 1;
+              break;
+            }
+            v = prev;
+          }
+          if (v >= count) v = 0;
+          if (!rebuild) rmqi_put32(slots + k * 4, (uint32_t)v);
+        }
+        if (rebuild) {
+          rmqi_log(s->env, RMQ_LOG_WARN, "index %s: a hash chain was broken by the crash; rebuilding its slots from "
+                   "%d entries", f->name, lo - 1);
+          memset(slots, 0, (size_t)f->slots * 4);
+          for (int32_t n = 1; n < lo; n++) {
+            int32_t h = (int32_t)rmqi_get32(ix_entry(f, n));
+            if (h >= 0) rmqi_put32(slots + (int64_t)(h % f->slots) * 4, (uint32_t)n);
+          }
+        }
+        int32_t used = 0;
+        for (int64_t k = 0; k < f->slots; k++) used += rmqi_get32(slots + k * 4) != 0;
+        const uint8_t *last = ix_entry(f, lo - 1);
+        int64_t last_phy = (int64_t)rmqi_get64(last + 4);
+        int64_t last_ts = ix_h64(f, IX_BEGIN_TS) + (int64_t)rmqi_get32(last + 12) * 1000;
+        void *pin;
+        rmqi_record r;
+        if (rmqi_store_record_at(s, last_phy, &r, &pin)) last_ts = r.store_ts;
+        rmqi_store_unpin(pin);
+        rmqi_put32(f->base + IX_SLOTS_USED, (uint32_t)used);
+        rmqi_put32(f->base + IX_COUNT, (uint32_t)lo);
+        rmqi_put64(f->base + IX_END_PHY, (uint64_t)last_phy);
+        rmqi_put64(f->base + IX_END_TS, (uint64_t)last_ts);
+        f->dirty = 1;
+        rmqi_log(s->env, RMQ_LOG_INFO, "recovery: index %s: %d entries at or after CommitLog offset %" PRId64
+                 " dropped, to be made again", f->name, count - lo, cut);
+      }
+      break;
+    }
+    /* Every entry of f is at or after cut (or f is empty): the file goes. */
+    char path[4200];
+    ix_path(s, f, path);
+    if (OS->unlink(path) != 0 && errno != ENOENT) { rc = rmqi_errno(errno, "unlink", path); break; }
+    rmqi_log(s->env, RMQ_LOG_INFO, "recovery: index %s: every entry at or after CommitLog offset %" PRId64
+             "; deleted, to be made again", path, cut);
+    ix_free(f);
+    s->nix--;
+    if ((rc = fsync_dir(s->ix_dir))) break;
+  }
+  return rc;
+}
+
+/* Open: the index files, repaired, and where indexing resumes. */
+static int ix_load(rmqi_store *s, int abnormal)
+{
+  int rc = ix_list(s);
+  if (rc || s->o.read_only) return rc;
+  int64_t e = -1; /* the newest entry's CommitLog offset */
+  for (int i = s->nix - 1; i >= 0 && e < 0; i--)
+    if (ix_count(s->ix[i]) > 1) e = ix_h64(s->ix[i], IX_END_PHY);
+  int64_t cut = -1;
+  if (abnormal) cut = s->scan_from >= 0 && (e < 0 || s->scan_from < e) ? s->scan_from : e;
+  else if (e >= s->write_pos) cut = s->write_pos;
+  if (cut >= 0 && e >= cut) {
+    if ((rc = ix_truncate(s, cut))) return rc;
+    e = -1;
+    for (int i = s->nix - 1; i >= 0 && e < 0; i--)
+      if (ix_count(s->ix[i]) > 1) e = ix_h64(s->ix[i], IX_END_PHY);
+  }
+  if (abnormal && cut >= 0) {
+    s->idx_pos = cut;
+    s->idx_skip = 0;
+  } else if (e >= 0) {
+    /* The record at e is indexed; those after it are not (RocketMQ's rule:
+    ** nothing below the newest file's endPhyOffset). */
+    s->idx_pos = e;
+    s->idx_skip = e + 1;
+  } else {
+    s->idx_pos = rmqi_store_min_phys(s);
+    s->idx_skip = 0;
+  }
+  /* A newest file of another geometry is read but not written. */
+  if (s->nix && (s->ix[s->nix - 1]->slots != s->o.max_hash_slot_num || s->ix[s->nix - 1]->num != s->o.max_index_num))
+    s->ix_ro_last = 1;
+  atomic_store(&s->idx_done, s->idx_pos);
+  atomic_store(&s->ix_cp_ts, s->cp_old[2]);
+  return RMQ_OK;
+}
+
+static void *ix_main(void *arg)
+{
+  rmqi_store *s = arg;
+  pthread_mutex_lock(&s->ix_wait_lock);
+  while (!s->ix_stop) {
+    pthread_mutex_unlock(&s->ix_wait_lock);
+    pthread_mutex_lock(&s->idx_lock);
+    int n = ix_step(s, 4096);
+    ix_note(s, n < 0 ? n : RMQ_OK);
+    pthread_mutex_unlock(&s->idx_lock);
+    pthread_mutex_lock(&s->ix_wait_lock);
+    if (n <= 0 && !s->ix_stop) {
+      struct timespec ts;
+      abs_deadline(&ts, n < 0 ? 1000 : 20);
+      pthread_cond_timedwait(&s->ix_cond, &s->ix_wait_lock, &ts);
+    }
+  }
+  pthread_mutex_unlock(&s->ix_wait_lock);
+  return NULL;
+}
+
+static void ix_start(rmqi_store *s)
+{
+  if (!s->o.service_thread || !s->o.message_index_enable || s->o.read_only) return;
+  if (pthread_create(&s->ix_thread, NULL, ix_main, s) == 0) s->ix_running = 1;
+}
+
+static void ix_stop_thread(rmqi_store *s)
+{
+  if (!s->ix_running) return;
+  pthread_mutex_lock(&s->ix_wait_lock);
+  s->ix_stop = 1;
+  pthread_cond_signal(&s->ix_cond);
+  pthread_mutex_unlock(&s->ix_wait_lock);
+  pthread_join(s->ix_thread, NULL);
+  s->ix_running = 0;
+}
+
+RMQI_FUNC int rmqi_store_index_catch_up(rmqi_store *s)
+{
+  if (s->o.read_only || !s->o.message_index_enable) return RMQ_OK;
+  pthread_mutex_lock(&s->idx_lock);
+  int rc = ix_catch_up(s);
+  ix_note(s, rc);
+  pthread_mutex_unlock(&s->idx_lock);
+  return rc;
+}
+
+RMQI_FUNC int rmqi_store_index_query(rmqi_store *s, const char *topic, const char *key, int64_t begin, int64_t end,
+                                     rmqi_index_fn fn, void *ctx)
+{
+  int32_t hash = rmqi_index_key_hash(topic, strlen(topic), key, strlen(key));
+  if (hash < 0) return rmqi_err(RMQ_ENOMEM, "out of memory querying the index");
+  pthread_mutex_lock(&s->idx_lock);
+  /* Whatever is stored is found: index what is not yet. */
+  int rc = ix_catch_up(s);
+  if (rc == RMQ_ENOSPC) rc = RMQ_OK; /* what is indexed is still found */
+  /* The index's times are whole seconds from a file's begin (and a file's
+  ** first entry counts from the previous file's end): a second of slack
+  ** each way, the caller checks the store time exactly. */
+  int64_t lo = begin > INT64_MIN + 1000 ? begin - 1000 : begin, hi = end < INT64_MAX - 1000 ? end + 1000 : end;
+  for (int i = s->nix - 1; i >= 0 && !rc; i--) {
+    ixfile *f = s->ix[i];
+    int32_t count = ix_count(f);
+    int64_t fb = ix_h64(f, IX_BEGIN_TS), fe = ix_h64(f, IX_END_TS);
+    if (count > 1 && fe >= lo && fb <= hi) {
+      int32_t n = (int32_t)rmqi_get32(f->base + IX_HEADER + (int64_t)(hash % f->slots) * 4);
+      while (n > 0 && n < count) {
+        const uint8_t *e = ix_entry(f, n);
+        int64_t t = fb + (int64_t)rmqi_get32(e + 8 + 4) * 1000;
+        if ((int32_t)rmqi_get32(e) == hash && (rc = fn(ctx, (int64_t)rmqi_get64(e + 4)))) break;
+        if (t < lo) break;
+        int32_t prev = (int32_t)rmqi_get32(e + 16);
+        if (prev >= n) break; /* chains only go back: a damaged one ends */
+        n = prev;
+      }
+    }
+    if (fb > 0 && fb < lo) break;
+  }
+  pthread_mutex_unlock(&s->idx_lock);
+  return rc > 0 ? RMQ_OK : rc;
+}
+
+RMQI_FUNC void rmqi_store_index_info(rmqi_store *s, rmqi_index_info *out)
+{
+  memset(out, 0, sizeof *out);
+  pthread_mutex_lock(&s->idx_lock);
+  out->files = s->nix;
+  for (int i = s->nix - 1; i >= 0; i--)
+    if (ix_count(s->ix[i]) > 1) {
+      out->last_ts = ix_h64(s->ix[i], IX_END_TS);
+      out->last_phys = ix_h64(s->ix[i], IX_END_PHY);
+      break;
+    }
+  pthread_mutex_unlock(&s->idx_lock);
+  int64_t behind = rmqi_store_max_phys(s) - atomic_load(&s->idx_done);
+  out->behind = s->o.message_index_enable && !s->o.read_only && behind > 0 ? behind : 0;
+}
+
+RMQI_FUNC int rmqi_store_index_each(rmqi_store *s, rmqi_index_each_fn fn, void *ctx)
+{
+  int rc = RMQ_OK;
+  pthread_mutex_lock(&s->idx_lock);
+  for (int i = 0; i < s->nix && !rc; i++) {
+    ixfile *f = s->ix[i];
+    char path[4200];
+    ix_path(s, f, path);
+    int32_t count = ix_count(f);
+    if (ix_h32(f, IX_COUNT) != count)
+      rc = fn(ctx, path, IX_COUNT, -1, -1, "header indexCount out of range");
+    for (int32_t n = 1; n < count && !rc; n++) {
+      const uint8_t *e = ix_entry(f, n);
+      int32_t prev = (int32_t)rmqi_get32(e + 16);
+      int64_t off = e - f->base;
+      if (prev < 0 || prev >= n) rc = fn(ctx, path, off, -1, -1, "prevIndex does not point at an older entry");
+      else rc = fn(ctx, path, off, (int32_t)rmqi_get32(e), (int64_t)rmqi_get64(e + 4), NULL);
+    }
+  }
+  pthread_mutex_unlock(&s->idx_lock);
   return rc;
 }
 
@@ -3603,7 +4499,7 @@ static int load_cqs(rmqi_store *s, int *rebuild)
           }
           if (mvec_len(&q->cq) == 0) {
             q->first_file = starts[i] / s->cq_size;
-            if (q->first_file > 0 && s->cl_base == 0 && mvec_len(&s->cl) > 0) {
+            if (q->first_file > 0 && s->cl_base == 0 && mvec_len(&s->cl) > 0 && !s->o.read_only) {
               /* ConsumeQueue files are deleted only after the CommitLog's
               ** head (rmq and RocketMQ alike): with the log whole from 0,
               ** the queue's head files were lost. Make them and rebuild. */
@@ -3692,7 +4588,7 @@ static int load_commitlog(rmqi_store *s)
     }
     if (i == n - 1 && stat(fp, &st) == 0 && (int64_t)st.st_size != s->cl_size) s->cl_last_short = 1;
     mfile *f;
-    rc = mfile_open(s->cl_dir, starts[i], s->cl_size, 0, 1, cl_huge(s), &f);
+    rc = mfile_open(s->cl_dir, starts[i], s->cl_size, s->o.read_only ? -1 : 0, 1, cl_huge(s), &f);
     if (!rc) rc = mvec_push(&s->cl, f);
   }
   list20_free(starts, n);
@@ -4082,7 +4978,7 @@ static int recover(rmqi_store *s, int abnormal, int rebuild)
         break;
       }
       ri->records_scanned++;
-      rc = dispatch(s, &r, f->start + p, &created_topic);
+      rc = s->o.read_only ? RMQ_OK : dispatch(s, &r, f->start + p, &created_topic);
       if (rc) { rmqi_free(sb.b, sb.cap); return rc; }
       if ((ri->records_scanned & 1023) == 0) cq_evict(s); /* no unit pointer is held here */
       p += r.total;
@@ -4092,8 +4988,9 @@ static int recover(rmqi_store *s, int abnormal, int rebuild)
     scan_drop(f, dropped, p);
   }
   rmqi_free(sb.b, sb.cap);
-  /* Cut at `end`: zero the rest of its file, delete the files after it. */
-  if (nf) {
+  /* Cut at `end`: zero the rest of its file, delete the files after it.
+  ** A read-only open only reads up to it. */
+  if (nf && !s->o.read_only) {
     int64_t cut_idx = (end - s->cl_base) / s->cl_size;
     /* A file past the cut that begins with a whole record of another
     ** offset was renamed, not torn: refuse rather than destroy it. */
@@ -4165,9 +5062,11 @@ static int recover(rmqi_store *s, int abnormal, int rebuild)
         ** last file): it stays. */
         if (size != INT32_MAX &&
             (phys > end - size || (phys >= s->cl_base && !unit_matches(s, q, max - 1, u, end)))) {
-          memset(u, 0, RMQI_CQ_UNIT);
+          if (!s->o.read_only) {
+            memset(u, 0, RMQI_CQ_UNIT);
+            q->rec_dirty = 1;
+          }
           ri->cq_units_dropped++;
-          q->rec_dirty = 1;
           max--;
           continue;
         }
@@ -4273,6 +5172,13 @@ static void store_free(rmqi_store *s)
     topic_free(t);
   }
   ttab_free(s);
+  for (int i = 0; i < s->nix; i++) ix_free(s->ix[i]);
+  rmqi_free(s->ix, (size_t)s->ixcap * sizeof *s->ix);
+  rmqi_free(s->ix_key, IX_KEY_MAX);
+  rmqi_strfree(s->ix_dir);
+  pthread_mutex_destroy(&s->idx_lock);
+  pthread_mutex_destroy(&s->ix_wait_lock);
+  pthread_cond_destroy(&s->ix_cond);
   mvec_free(&s->cl);
   if (s->cp_fd >= 0) OS->close(s->cp_fd);
   if (s->tj_fd >= 0) OS->close(s->tj_fd);
@@ -4378,18 +5284,39 @@ RMQI_FUNC int rmqi_store_open(const char *dir, const rmq_broker_options *o, cons
   pthread_condattr_destroy(&ca);
   pthread_mutex_init(&s->alloc_lock, NULL);
   pthread_mutex_init(&s->lru_lock, NULL);
+  pthread_mutex_init(&s->idx_lock, NULL);
+  pthread_mutex_init(&s->ix_wait_lock, NULL);
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&s->ix_cond, &ca);
+  pthread_condattr_destroy(&ca);
   for (size_t i = 0; i < sizeof s->cq_locks / sizeof s->cq_locks[0]; i++) pthread_mutex_init(&s->cq_locks[i], NULL);
   s->max_mapped = o->max_mapped_consume_queue_files > 0 ? o->max_mapped_consume_queue_files : 16384;
   s->dir = rmqi_strdup(dir);
   s->cl_dir = path_join(dir, "commitlog");
   s->cq_root = path_join(dir, "consumequeue");
   s->cfg_dir = path_join(dir, "config");
-  if (!s->dir || !s->cl_dir || !s->cq_root || !s->cfg_dir) { rc = rmqi_err(RMQ_ENOMEM, "out of memory"); goto out_free; }
-  if ((rc = mkdir_p(dir)) || (rc = lock_dir(s))) goto out_free;
-  if ((rc = mkdir_p(s->cl_dir)) || (rc = mkdir_p(s->cq_root)) || (rc = mkdir_p(s->cfg_dir))) goto out_free;
+  s->ix_dir = path_join(dir, "index");
+  s->ix_key = rmqi_malloc(IX_KEY_MAX);
+  if (!s->dir || !s->cl_dir || !s->cq_root || !s->cfg_dir || !s->ix_dir || !s->ix_key) {
+    rc = rmqi_err(RMQ_ENOMEM, "out of memory");
+    goto out_free;
+  }
   char path[4200];
-  snprintf(path, sizeof path, "%s/abort", dir);
   struct stat st;
+  if (s->o.read_only) {
+    /* No lock, nothing made: the store must be there. */
+    s->o.service_thread = 0;
+    snprintf(path, sizeof path, "%s/commitlog", dir);
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || stat(path, &st) != 0) {
+      rc = rmqi_err(RMQ_ENOTFOUND, "no store at %s (read-only open: nothing is created)", dir);
+      goto out_free;
+    }
+  } else {
+    if ((rc = mkdir_p(dir)) || (rc = lock_dir(s))) goto out_free;
+    if ((rc = mkdir_p(s->cl_dir)) || (rc = mkdir_p(s->cq_root)) || (rc = mkdir_p(s->cfg_dir))) goto out_free;
+  }
+  snprintf(path, sizeof path, "%s/abort", dir);
   int abnormal = stat(path, &st) == 0;
   s->rinfo.abnormal = abnormal;
   checkpoint_read(s);
@@ -4408,6 +5335,14 @@ RMQI_FUNC int rmqi_store_open(const char *dir, const rmq_broker_options *o, cons
     if (!rebuild) rebuild = cqs_suspect(s);
     if (!rebuild && !abnormal) rebuild = queues_state_check(s);
     if ((rc = recover(s, abnormal, rebuild))) goto out_free;
+  }
+  if ((rc = ix_load(s, abnormal))) goto out_free;
+  if (s->o.read_only) {
+    /* What a writer may add after this moment is not seen. */
+    atomic_store(&s->flushed, s->write_pos);
+    atomic_store(&s->idx_done, s->write_pos);
+    *out = s;
+    return RMQ_OK;
   }
   snprintf(path, sizeof path, "%s/checkpoint", dir);
   s->cp_fd = OS->open(path, O_RDWR | O_CREAT, 0644);
@@ -4433,6 +5368,7 @@ RMQI_FUNC int rmqi_store_open(const char *dir, const rmq_broker_options *o, cons
   s->next_disk_check = now + o->clean_resource_interval;
   disk_check(s);
   prefault_start(s);
+  ix_start(s);
   *out = s;
   return RMQ_OK;
 out_free:
@@ -4676,7 +5612,12 @@ static int queues_state_check(rmqi_store *s)
 
 RMQI_FUNC int rmqi_store_close(rmqi_store *s)
 {
+  if (s->o.read_only) {
+    store_free(s);
+    return RMQ_OK;
+  }
   prefault_stop(s);
+  ix_stop_thread(s);
   int rc = RMQ_OK;
   if (s->tj_count > 0) {
     /* topics.json whole at a clean close, for RocketMQ's readers. */

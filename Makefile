@@ -38,14 +38,14 @@ TESTS   := $(patsubst test/%.c,%,$(wildcard test/test_*.c))
 EXAMPLES:= $(wildcard examples/*.c)
 BENCHES := $(patsubst bench/%.c,%,$(wildcard bench/*.c))
 # Tests that exercise threads; they also run under ThreadSanitizer.
-TSAN_TESTS ?= test_consumer test_producer test_disk test_retention test_order test_group test_delay test_retry test_sql92 test_transaction test_timer
+TSAN_TESTS ?= test_consumer test_producer test_disk test_retention test_order test_group test_delay test_retry test_sql92 test_transaction test_timer test_index test_stats
 
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 .PHONY: all deps deps-lib lib demo test test-plain test-asan tsan bench amalgamation install uninstall clean fuzz FORCE
 .DEFAULT_GOAL := all
 
-all: deps lib $(B)/rmq-demo tests
+all: deps lib $(B)/rmq-demo $(B)/rmqadmin tests
 
 # --------------------------------------------------------------------------
 # Dependencies: $(call need,header,package) installs or names what is missing
@@ -108,8 +108,11 @@ TEST_BINS      := $(patsubst %,$(B)/test/%,$(TESTS)) $(B)/test/test_amalgamation
 TEST_ASAN_BINS := $(patsubst %,$(B)/test-asan/%,$(TESTS))
 tests: $(TEST_BINS)
 
-# test_install runs `make install` from this tree and build directory.
-TEST_DEFS = $(if $(filter test_install,$(notdir $@)),-DRMQ_SRC_DIR='"$(CURDIR)"' -DRMQ_BUILD_DIR='"$(abspath $(B))"')
+# test_install runs `make install` from this tree and build directory;
+# test_admin runs rmqadmin (under ASan, the ASan build of it) and rmq-demo.
+TEST_DEFS = $(if $(filter test_install,$(notdir $@)),-DRMQ_SRC_DIR='"$(CURDIR)"' -DRMQ_BUILD_DIR='"$(abspath $(B))"') \
+	    $(if $(filter test_admin,$(notdir $@)),-DRMQ_ADMIN_BIN='"$(abspath $(B))/$(if $(findstring /test-asan/,$@),asan/)rmqadmin"' \
+	      -DRMQ_DEMO_BIN='"$(abspath $(B))/rmq-demo"')
 
 $(B)/test/%: test/%.c $(wildcard test/*.h) $(B)/librmq.a | $(DEPS_STAMP)
 	@mkdir -p $(@D)
@@ -127,6 +130,9 @@ $(B)/readme/readme_example: $(B)/readme/readme_example.c $(B)/librmq.a
 	$(CC) -O2 -Wall -Wextra -Werror -I. -o $@ $< $(B)/librmq.a $(LDLIBS)
 
 $(B)/test/test_readme $(B)/test-asan/test_readme: $(B)/readme/readme_example
+
+$(B)/test/test_admin: $(B)/rmqadmin $(B)/rmq-demo
+$(B)/test-asan/test_admin: $(B)/asan/rmqadmin $(B)/rmq-demo
 
 # One test compiled against the amalgamation alone (no library), with an
 # xxhash.h that stops the build first on the include path: the amalgamation
@@ -147,6 +153,9 @@ $(B)/asan/%.o: %.c $(LIB_HDR) | $(DEPS_STAMP)
 $(B)/asan/librmq.a: $(patsubst %.c,$(B)/asan/%.o,$(LIB_SRC))
 	rm -f $@
 	ar rcs $@ $^
+
+$(B)/asan/rmqadmin: tools/rmqadmin.c $(B)/asan/librmq.a
+	$(CC) $(BASE_CFLAGS) -O1 -g $(SAN) -I. -o $@ $< $(B)/asan/librmq.a $(LDLIBS)
 
 $(B)/test-asan/%: test/%.c $(wildcard test/*.h) $(B)/asan/librmq.a | $(DEPS_STAMP)
 	@mkdir -p $(@D)

@@ -996,11 +996,7 @@ static void sleeper_kick(sleeper *s, int64_t due)
 static void sleeper_stop(sleeper *s)
 {
   if (!s->started) return;
-  pthread_mutex_lock(&s->lock);
-  s->stop = 1;
-  pthread_cond_signal(&s->cond);
-  pthread_mutex_unlock(&s->lock);
-  pthread_join(s->thr, NULL);
+  rmqi_thread_stop(&s->lock, &s->cond, &s->stop, s->thr);
   s->started = 0;
 }
 

@@ -66,12 +66,15 @@ typedef struct rmqi_env {
 RMQI_FUNC void rmqi_log(const rmqi_env *e, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static inline int64_t rmqi_now(const rmqi_env *e) { return e->clock(e->clock_ctx); }
+/* How rmq stops its threads: sets *stop under m, signals c, joins t. */
+RMQI_FUNC void rmqi_thread_stop(pthread_mutex_t *m, pthread_cond_t *c, int *stop, pthread_t t);
 /* Monotonic microseconds, for waits that are not message time. */
 RMQI_FUNC int64_t rmqi_mono_us(void);
 
 /* ---- encodings (rmq_store.c) -------------------------------------------- */
 RMQI_FUNC uint32_t rmqi_crc32(const void *buf, size_t len);   /* CRC-32/IEEE */
 RMQI_FUNC int32_t rmqi_jhash(const char *s, size_t len);      /* Java String.hashCode of UTF-8 s */
+RMQI_FUNC int32_t rmqi_jhash_cont(int32_t h, const char *s, size_t len); /* ... going on from h */
 RMQI_FUNC int rmqi_utf8_valid(const char *s, size_t len);
 
 #if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__

@@ -311,10 +311,13 @@ RMQI_FUNC int rmqi_utf8_valid(const char *s, size_t len)
 /* Java's String.hashCode runs over UTF-16 code units, so code points above
 ** U+FFFF count as their two surrogates. Malformed bytes hash as U+FFFD, as
 ** Java's UTF-8 decoder would read them. */
-RMQI_FUNC int32_t rmqi_jhash(const char *s, size_t len)
+RMQI_FUNC int32_t rmqi_jhash(const char *s, size_t len) { return rmqi_jhash_cont(0, s, len); }
+
+/* Java's hashCode is a left fold: the hash of a + b goes on from a's. */
+RMQI_FUNC int32_t rmqi_jhash_cont(int32_t h0, const char *s, size_t len)
 {
   const uint8_t *p = (const uint8_t *)s;
-  uint32_t h = 0;
+  uint32_t h = (uint32_t)h0;
   size_t i = 0;
   while (i < len) {
     uint32_t cp;
@@ -1190,8 +1193,8 @@ struct rmqi_store {
   int64_t ix_geo[8][2];       /* geometries (slots, entries) index files were made with */
   int nix_geo;
   atomic_int ix_failing;      /* the last attempt to index failed (logged once) */
+  int ix_opening;             /* the open's flush: sync the index, do not index */
   _Atomic int64_t ix_retry_us; /* run_due retries no sooner (monotonic us) */
-  char *ix_key;               /* "topic#key" of the record being indexed */
   _Atomic int64_t idx_done;   /* idx_pos, for readers without the lock */
   _Atomic int64_t ix_cp_ts;   /* the checkpoint's indexMsgTimestamp: end of the last full file synced */
   pthread_t ix_thread;
@@ -2834,14 +2837,19 @@ static void prefault_start(rmqi_store *s)
   if (pthread_create(&s->pf_thread, NULL, prefault_main, s) == 0) s->pf_running = 1;
 }
 
+RMQI_FUNC void rmqi_thread_stop(pthread_mutex_t *m, pthread_cond_t *c, int *stop, pthread_t t)
+{
+  pthread_mutex_lock(m);
+  *stop = 1;
+  pthread_cond_signal(c);
+  pthread_mutex_unlock(m);
+  pthread_join(t, NULL);
+}
+
 static void prefault_stop(rmqi_store *s)
 {
   if (!s->pf_running) return;
-  pthread_mutex_lock(&s->pf_lock);
-  s->pf_stop = 1;
-  pthread_cond_signal(&s->pf_cond);
-  pthread_mutex_unlock(&s->pf_lock);
-  pthread_join(s->pf_thread, NULL);
+  rmqi_thread_stop(&s->pf_lock, &s->pf_cond, &s->pf_stop, s->pf_thread);
   s->pf_running = 0;
 }
 
@@ -3664,7 +3672,6 @@ RMQI_FUNC int rmqi_store_run_due(rmqi_store *s, int64_t now, int64_t *next_ms)
 #define IX_SLOTS_USED 32
 #define IX_COUNT 36
 #define IX_NAME_LEN 17
-#define IX_KEY_MAX (256 + 1 + RMQ_PROPERTIES_MAX_LEN + 1)
 
 typedef struct ixfile {
   char name[IX_NAME_LEN + 1];
@@ -3691,24 +3698,19 @@ static inline int32_t ix_count(const ixfile *f)
   return c < 1 ? 1 : c > f->num ? f->num : c;
 }
 
-/* RocketMQ's indexKeyHashMethod: |String.hashCode()|, INT_MIN -> 0. */
-static int32_t ix_hash(const char *topic, size_t tl, const char *key, size_t kl, char *buf)
+/* RocketMQ's indexKeyHashMethod of "topic#key": |String.hashCode()|,
+** INT_MIN -> 0; `prefix` is the hash of "topic#" (rmqi_jhash). */
+static int32_t ix_hash(int32_t prefix, const char *key, size_t kl)
 {
-  memcpy(buf, topic, tl);
-  buf[tl] = '#';
-  memcpy(buf + tl + 1, key, kl);
-  int32_t h = rmqi_jhash(buf, tl + 1 + kl);
+  int32_t h = rmqi_jhash_cont(prefix, key, kl);
   return h == INT32_MIN ? 0 : h < 0 ? -h : h;
 }
 
+static int32_t ix_prefix(const char *topic, size_t tl) { return rmqi_jhash_cont(rmqi_jhash(topic, tl), "#", 1); }
+
 RMQI_FUNC int32_t rmqi_index_key_hash(const char *topic, size_t tl, const char *key, size_t kl)
 {
-  char stackbuf[512];
-  char *buf = tl + kl + 1 <= sizeof stackbuf ? stackbuf : rmqi_malloc(tl + kl + 1);
-  if (!buf) return -1;
-  int32_t h = ix_hash(topic, tl, key, kl, buf);
-  if (buf != stackbuf) rmqi_free(buf, tl + kl + 1);
-  return h;
+  return ix_hash(ix_prefix(topic, tl), key, kl);
 }
 
 static void ix_path(const rmqi_store *s, const ixfile *f, char *path)
@@ -3737,6 +3739,12 @@ static int ix_reserve(rmqi_store *s, ixfile *f, int64_t need)
     char path[4200];
     ix_path(s, f, path);
     return rmqi_errno(errno, "fallocate", path);
+  }
+  /* One call faults the new chunk in, not a fault (and an exit to the
+  ** hypervisor, on a VM) per page as the indexer reaches it. */
+  if (f->base) {
+    int64_t a = f->alloc & ~(int64_t)4095;
+    madvise(f->base + a, (size_t)(to - a), MADV_POPULATE_WRITE);
   }
   f->alloc = to;
   return RMQ_OK;
@@ -3834,6 +3842,8 @@ static int ix_create(rmqi_store *s)
   void *p = OS->mmap(NULL, (size_t)f->size, PROT_READ | PROT_WRITE, MAP_SHARED, f->fd, 0);
   if (p == MAP_FAILED) { rc = rmqi_errno(errno, "mmap", path); goto fail; }
   f->base = p;
+  /* The slot table is written at random: fault it all in at once. */
+  madvise(f->base, (size_t)f->alloc, MADV_POPULATE_WRITE);
   int64_t end_phy = prev ? ix_h64(prev, IX_END_PHY) : 0, end_ts = prev ? ix_h64(prev, IX_END_TS) : 0;
   if (end_phy > 0) { rmqi_put64(f->base + IX_BEGIN_PHY, (uint64_t)end_phy); rmqi_put64(f->base + IX_END_PHY, (uint64_t)end_phy); }
   if (end_ts > 0) { rmqi_put64(f->base + IX_BEGIN_TS, (uint64_t)end_ts); rmqi_put64(f->base + IX_END_TS, (uint64_t)end_ts); }
@@ -3910,17 +3920,17 @@ static int ix_add(rmqi_store *s, const rmqi_record *r, int64_t phys)
   if ((r->sys_flag & RMQI_SYSFLAG_TX_MASK) == RMQI_SYSFLAG_TX_ROLLBACK) return RMQ_OK;
   const char *v;
   size_t vl;
-  size_t tl = (size_t)r->topic_len;
+  int32_t prefix = ix_prefix(r->topic, (size_t)r->topic_len);
   int rc;
   if (rmqi_props_find(r->props, (size_t)r->props_len, "UNIQ_KEY", 8, &v, &vl) && vl > 0 &&
-      (rc = ix_put(s, ix_hash(r->topic, tl, v, vl, s->ix_key), phys, r->store_ts)))
+      (rc = ix_put(s, ix_hash(prefix, v, vl), phys, r->store_ts)))
     return rc;
   if (rmqi_props_find(r->props, (size_t)r->props_len, "KEYS", 4, &v, &vl)) {
     const char *end = v + vl;
     while (v < end) {
       const char *sp = memchr(v, ' ', (size_t)(end - v));
       size_t wl = sp ? (size_t)(sp - v) : (size_t)(end - v);
-      if (wl > 0 && (rc = ix_put(s, ix_hash(r->topic, tl, v, wl, s->ix_key), phys, r->store_ts))) return rc;
+      if (wl > 0 && (rc = ix_put(s, ix_hash(prefix, v, wl), phys, r->store_ts))) return rc;
       v += wl + 1;
     }
   }
@@ -4005,7 +4015,9 @@ static int ix_flush(rmqi_store *s)
 {
   if (s->o.read_only) return RMQ_OK;
   pthread_mutex_lock(&s->idx_lock);
-  int rc = ix_catch_up(s);
+  /* Not at open: a store with a long unindexed stretch (one from before
+  ** the index, or with it off) is indexed afterwards, not by the open. */
+  int rc = s->ix_opening ? RMQ_OK : ix_catch_up(s);
   ix_note(s, rc);
   int src = ix_sync(s);
   pthread_mutex_unlock(&s->idx_lock);
@@ -4260,11 +4272,7 @@ static void ix_start(rmqi_store *s)
 static void ix_stop_thread(rmqi_store *s)
 {
   if (!s->ix_running) return;
-  pthread_mutex_lock(&s->ix_wait_lock);
-  s->ix_stop = 1;
-  pthread_cond_signal(&s->ix_cond);
-  pthread_mutex_unlock(&s->ix_wait_lock);
-  pthread_join(s->ix_thread, NULL);
+  rmqi_thread_stop(&s->ix_wait_lock, &s->ix_cond, &s->ix_stop, s->ix_thread);
   s->ix_running = 0;
 }
 
@@ -4282,7 +4290,6 @@ RMQI_FUNC int rmqi_store_index_query(rmqi_store *s, const char *topic, const cha
                                      rmqi_index_fn fn, void *ctx)
 {
   int32_t hash = rmqi_index_key_hash(topic, strlen(topic), key, strlen(key));
-  if (hash < 0) return rmqi_err(RMQ_ENOMEM, "out of memory querying the index");
   pthread_mutex_lock(&s->idx_lock);
   /* Whatever is stored is found: index what is not yet. */
   int rc = ix_catch_up(s);
@@ -5174,7 +5181,6 @@ static void store_free(rmqi_store *s)
   ttab_free(s);
   for (int i = 0; i < s->nix; i++) ix_free(s->ix[i]);
   rmqi_free(s->ix, (size_t)s->ixcap * sizeof *s->ix);
-  rmqi_free(s->ix_key, IX_KEY_MAX);
   rmqi_strfree(s->ix_dir);
   pthread_mutex_destroy(&s->idx_lock);
   pthread_mutex_destroy(&s->ix_wait_lock);
@@ -5297,8 +5303,7 @@ RMQI_FUNC int rmqi_store_open(const char *dir, const rmq_broker_options *o, cons
   s->cq_root = path_join(dir, "consumequeue");
   s->cfg_dir = path_join(dir, "config");
   s->ix_dir = path_join(dir, "index");
-  s->ix_key = rmqi_malloc(IX_KEY_MAX);
-  if (!s->dir || !s->cl_dir || !s->cq_root || !s->cfg_dir || !s->ix_dir || !s->ix_key) {
+  if (!s->dir || !s->cl_dir || !s->cq_root || !s->cfg_dir || !s->ix_dir) {
     rc = rmqi_err(RMQ_ENOMEM, "out of memory");
     goto out_free;
   }
@@ -5355,7 +5360,10 @@ RMQI_FUNC int rmqi_store_open(const char *dir, const rmq_broker_options *o, cons
   ** CommitLog files it cut were synced as it cut them; the queues it
   ** rewrote are synced here. Nothing else is read or synced. */
   atomic_store(&s->last_store_ts, 0);
-  if ((rc = rmqi_store_flush_all(s))) goto out_free;
+  s->ix_opening = 1;
+  rc = rmqi_store_flush_all(s);
+  s->ix_opening = 0;
+  if (rc) goto out_free;
   if (marked >= 0) {
     snprintf(path, sizeof path, "%s/" REBUILD_MARK, dir);
     OS->unlink(path);

@@ -173,6 +173,12 @@ static inline void rm_tree(const char *dir)
   if (nftw(dir, bench_rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0) fail_errno(dir);
 }
 
+/* rm_tree when dir exists. */
+static inline void rm_if(const char *dir)
+{
+  if (access(dir, F_OK) == 0) rm_tree(dir);
+}
+
 static double bench_du_total;
 
 static inline int bench_du_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)

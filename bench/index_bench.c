@@ -65,7 +65,7 @@ static void bench_send(void)
   for (int k = 0; k < 5; k++) {
     for (int idx = 1; idx >= 0; idx--) {
       snprintf(dir, sizeof dir, "%s/index-bench-send-%d", g_root, idx);
-      rm_tree(dir);
+      rm_if(dir);
       rmq_broker *b = open_store(dir, idx, 0);
       double r = send_keyed(b, n, 0);
       rmq_broker_stats st;
@@ -81,7 +81,7 @@ static void bench_send(void)
         off[k] = r;
       }
       rmq_broker_stats_free(&st);
-      rm_tree(dir);
+      rm_if(dir);
     }
   }
   double ratio[5];
@@ -104,7 +104,7 @@ static void bench_lookup(void)
   long n = getenv("INDEX_N") ? atol(getenv("INDEX_N")) : 10000000;
   char dir[4200];
   snprintf(dir, sizeof dir, "%s/index-bench-10m", g_root);
-  rm_tree(dir);
+  rm_if(dir);
   rmq_broker *b = open_store(dir, 1, 0);
   /* Keep a sample of ids to look up. */
   enum { SAMPLE = 20000 };
@@ -144,11 +144,16 @@ static void bench_lookup(void)
   t0 = now_s();
   b = open_store(dir, 1, 0);
   printf("reopen %.3f s\n", now_s() - t0);
-  /* Lookups, each a random sampled message. */
+  /* Lookups, each a random sampled message: a first pass over the sample
+  ** from a fresh open (page faults into the index and the log), then a
+  ** second, warm. */
   uint64_t seed = 88172645463325252ull;
   long rounds = 20000;
-  t0 = now_s();
   long found = 0;
+  double cold = 0;
+  for (int pass = 0; pass < 2; pass++) {
+  found = 0;
+  t0 = now_s();
   for (long i = 0; i < rounds; i++) {
     seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17;
     int k = (int)(seed % (uint64_t)ns);
@@ -158,6 +163,8 @@ static void bench_lookup(void)
     if ((rc = rmq_broker_query_message(b, "IndexBench", key, 32, 0, INT64_MAX, &q))) fail_rmq("query", rc);
     found += (long)q.n;
     rmq_query_result_free(&q);
+  }
+  if (pass == 0) cold = (double)rounds / (now_s() - t0);
   }
   double by_key = (double)rounds / (now_s() - t0);
   if (found != rounds) fail("query by key", "a key was not found exactly once");
@@ -177,8 +184,8 @@ static void bench_lookup(void)
     rmq_message_ext_free(e);
   }
   double by_uniq = (double)rounds / (now_s() - t0);
-  printf("lookups with %ld stored: by key %.0f/s, by msgId (UNIQ_KEY) %.0f/s, by offsetMsgId %.0f/s\n", n, by_key,
-         by_uniq, by_off);
+  printf("lookups with %ld stored: by key %.0f/s (first pass after the open: %.0f/s), by msgId (UNIQ_KEY) %.0f/s, "
+         "by offsetMsgId %.0f/s\n", n, by_key, cold, by_uniq, by_off);
 
   /* Stats: 100 topics x 8 queues, 10 groups with offsets. */
   rmq_pull_consumer *c[10];
@@ -238,7 +245,7 @@ static void bench_lookup(void)
          "reading the files: %.0f MB/s (%.2f x)\n", (double)cr.bytes / 1e6 / chk_s, (double)cr.bytes / 1e6,
          (long long)cr.records, (long long)cr.units, (long long)cr.index_entries, (long long)cr.problems,
          bytes / 1e6 / read_s, ((double)cr.bytes / chk_s) / (bytes / read_s));
-  rm_tree(dir);
+  rm_if(dir);
 }
 
 int main(void)

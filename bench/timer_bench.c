@@ -47,11 +47,6 @@ static rmq_broker *open_at(const char *dir, int service)
   return b;
 }
 
-static void rm_if(const char *dir)
-{
-  if (access(dir, F_OK) == 0) rm_tree(dir);
-}
-
 static void close_broker(rmq_broker *b)
 {
   int rc = rmq_broker_close(b);

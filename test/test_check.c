@@ -118,7 +118,7 @@ static void test_body_flip(void **state)
 static void test_unit_and_entry(void **state)
 {
   (void)state;
-  char path[1024], cq[1200], ix[1200];
+  char path[1024], cq[1200], ix[1400];
   tu_store_path(path, sizeof path, "chk-unit");
   build(path);
   /* Queue of message 10: its unit's size field is wrong. */

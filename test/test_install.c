@@ -2,8 +2,9 @@
 ** test_install.c -- packaging: `make install` to one PREFIX, then to a
 ** second (and with its own LIBDIR) from the same build directory; each
 ** install's rmq.pc must name the directories it was installed to, the
-** header and the rmq(3) reference must be there, and a program built from
-** the second install's rmq.pc (pkg-config when present) must link and run.
+** header, the rmq(3) reference and rmqadmin must be there (rmqadmin runs),
+** and a program built from the second install's rmq.pc (pkg-config when
+** present) must link and run.
 ** The Makefile compiles this file with RMQ_SRC_DIR and RMQ_BUILD_DIR.
 */
 #include "test_util.h"
@@ -90,6 +91,11 @@ static void test_install_two_prefixes(void **state)
   assert_true(file_has(path, "rmq_broker_open"));
   snprintf(path, sizeof path, "%s/librmq.so", blib);
   assert_int_equal(access(path, F_OK), 0);
+  /* rmqadmin is installed beside them and runs. */
+  snprintf(path, sizeof path, "%s/bin/rmqadmin", bp);
+  assert_int_equal(access(path, X_OK), 0);
+  assert_int_equal(sh("'%s' -h | grep -q '^   checkStore '%s%s", path, "", ""), 0);
+  assert_int_equal(sh("'%s' help topicStatus | grep -q -- '-t,--topic'%s%s", path, "", ""), 0);
 
   /* A program built from the second install's rmq.pc links and runs. */
   char src[1200], exe[1200];

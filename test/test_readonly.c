@@ -7,7 +7,6 @@
 #include "test_util.h"
 
 #include <inttypes.h>
-#include <sys/prctl.h>
 
 /* A listing of every file under dir with size and mtime, to prove a
 ** read-only open changed nothing. */
@@ -223,20 +222,7 @@ static void test_held_store(void **state)
   (void)state;
   char path[1024];
   tu_store_path(path, sizeof path, "ro-held");
-  int fds[2];
-  assert_int_equal(pipe(fds), 0);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    close(fds[0]);
-    prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
-    writer_child(path, 0, fds[1]);
-    _exit(9);
-  }
-  close(fds[1]);
-  char ch;
-  assert_int_equal(read(fds[0], &ch, 1), 1);
-  close(fds[0]);
+  pid_t pid = tu_start_child(writer_child, path, 0);
   usleep(50000);
   /* A writer is refused and told who holds it; a reader opens. */
   rmq_broker *b;
@@ -267,9 +253,7 @@ static void test_held_store(void **state)
     rmq_pull_consumer_destroy(c);
     ok(rmq_broker_close(b));
   }
-  assert_int_equal(kill(pid, SIGKILL), 0);
-  int st;
-  assert_int_equal(waitpid(pid, &st, 0), pid);
+  tu_reap_killed(pid);
   assert_int_equal(rmq_store_lock_owner(path), 0);
   ok(rmq_broker_open(path, NULL, &b));
   ok(rmq_broker_close(b));

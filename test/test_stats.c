@@ -34,16 +34,23 @@ static const rmq_group_stats *find_group(const rmq_broker_stats *st, const char 
   return NULL;
 }
 
+/* A store on a hand clock set to T0, no service threads. */
+static rmq_broker *open_clocked(char *path, size_t n, const char *tag, tu_clock *clk)
+{
+  tu_store_path(path, n, tag);
+  rmq_broker_options o;
+  tu_clock_opts(&o, 1 << 20, clk, T0);
+  rmq_broker *b;
+  ok(rmq_broker_open(path, &o, &b));
+  return b;
+}
+
 static void test_put_rates(void **state)
 {
   (void)state;
   char path[1024];
-  tu_store_path(path, sizeof path, "stats-rates");
   tu_clock clk;
-  rmq_broker_options o;
-  tu_clock_opts(&o, 1 << 20, &clk, T0);
-  rmq_broker *b;
-  ok(rmq_broker_open(path, &o, &b));
+  rmq_broker *b = open_clocked(path, sizeof path, "stats-rates", &clk);
   ok(rmq_topic_create(b, "RateTopic", 2));
   rmq_producer *p;
   ok(rmq_producer_create(b, "pg", NULL, &p));
@@ -105,12 +112,8 @@ static void test_consumer_lag(void **state)
 {
   (void)state;
   char path[1024];
-  tu_store_path(path, sizeof path, "stats-lag");
   tu_clock clk;
-  rmq_broker_options o;
-  tu_clock_opts(&o, 1 << 20, &clk, T0);
-  rmq_broker *b;
-  ok(rmq_broker_open(path, &o, &b));
+  rmq_broker *b = open_clocked(path, sizeof path, "stats-lag", &clk);
   ok(rmq_topic_create(b, "LagTopic", 2));
   rmq_producer *p;
   ok(rmq_producer_create(b, "pg", NULL, &p));
@@ -171,12 +174,8 @@ static void test_pending(void **state)
 {
   (void)state;
   char path[1024];
-  tu_store_path(path, sizeof path, "stats-pending");
   tu_clock clk;
-  rmq_broker_options o;
-  tu_clock_opts(&o, 1 << 20, &clk, T0);
-  rmq_broker *b;
-  ok(rmq_broker_open(path, &o, &b));
+  rmq_broker *b = open_clocked(path, sizeof path, "stats-pending", &clk);
   rmq_producer *p;
   ok(rmq_producer_create(b, "pg", NULL, &p));
   rmq_transaction_listener l = {on_exec_unknown, on_check_unknown, NULL};

@@ -22,6 +22,7 @@
 #include <pthread.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <cmocka.h>
 
@@ -277,9 +278,9 @@ static inline void tu_prop_copy(const rmq_message_ext *e, const char *name, char
 ** fd when it reaches the point to be killed at, and waits there. */
 typedef void (*tu_child_fn)(const char *path, int arg, int fd);
 
-/* Runs child(path, arg, fd) in a forked process, waits for its byte, kills
-** it with SIGKILL and reaps it: a crash at exactly that point. */
-static inline void tu_kill_child(tu_child_fn child, const char *path, int arg)
+/* Runs child(path, arg, fd) in a forked process (killed with the test if
+** the test dies first) and returns its pid once it wrote its byte. */
+static inline pid_t tu_start_child(tu_child_fn child, const char *path, int arg)
 {
   int fds[2];
   assert_int_equal(pipe(fds), 0);
@@ -287,6 +288,7 @@ static inline void tu_kill_child(tu_child_fn child, const char *path, int arg)
   assert_true(pid >= 0);
   if (pid == 0) {
     close(fds[0]);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     child(path, arg, fds[1]);
     _exit(9);
   }
@@ -294,10 +296,22 @@ static inline void tu_kill_child(tu_child_fn child, const char *path, int arg)
   char c;
   assert_int_equal(read(fds[0], &c, 1), 1);
   close(fds[0]);
+  return pid;
+}
+
+/* Kills a child with SIGKILL and reaps it. */
+static inline void tu_reap_killed(pid_t pid)
+{
   assert_int_equal(kill(pid, SIGKILL), 0);
   int st;
   assert_int_equal(waitpid(pid, &st, 0), pid);
   assert_true(WIFSIGNALED(st));
+}
+
+/* tu_start_child, then a SIGKILL at its byte: a crash at exactly that point. */
+static inline void tu_kill_child(tu_child_fn child, const char *path, int arg)
+{
+  tu_reap_killed(tu_start_child(child, path, arg));
 }
 
 #endif

@@ -6445,12 +6445,26 @@ RMQ_API int rmq_broker_stats_get(rmq_broker *b, rmq_broker_stats *out)
       rmqi_queue *qq = rmqi_topic_queue(t, q);
       if (qq) ts->max_offset_sum += rmqi_queue_max_offset(qq);
     }
+    if (b->o.read_only) {
+      /* No counters run in a reader (the writer's are its own): the rates
+      ** from the store times of what the queues hold, a search a window. */
+      static const int64_t win[3] = {10000, 60000, 3600000};
+      for (int w = 0; w < 3; w++) {
+        int64_t n = 0;
+        for (int q = 0; q < ts->queue_nums; q++) {
+          rmqi_queue *qq = rmqi_topic_queue(t, q);
+          if (qq) n += rmqi_queue_max_offset(qq) - rmqi_queue_offset_by_time(b->st, qq, now - win[w] + 1);
+        }
+        ts->put_tps[w] = (double)n * 1000.0 / (double)win[w];
+        out->put_tps[w] += ts->put_tps[w];
+      }
+    }
   }
   out->ntopics = k;
   rmqi_stat *ps = rmqi_store_put_stat(b->st);
   out->put_nums = atomic_load(&ps->nums);
   out->put_size = atomic_load(&ps->size);
-  stat_tps3(b, ps, now, out->put_tps);
+  if (!b->o.read_only) stat_tps3(b, ps, now, out->put_tps);
   out->get_nums = atomic_load(&b->get_stat.nums);
   stat_tps3(b, &b->get_stat, now, out->get_tps);
   pthread_mutex_unlock(&b->stats_lock);
@@ -6671,11 +6685,12 @@ static void chk_queue(chk *c, rmqi_topic *t, int qid)
       if (size == INT32_MAX) continue;           /* a pad at a queue's head */
       if (phys >= 0 && phys < min_cl) continue;  /* its record went with retention */
       int64_t byte = off * RMQI_CQ_UNIT;
-      snprintf(file, sizeof file, "%s/consumequeue/%s/%d/%020" PRId64, rmqi_store_dir(b->st), topic, qid,
-               byte / cqs * cqs);
+#define CQ_FILE() snprintf(file, sizeof file, "%s/consumequeue/%s/%d/%020" PRId64, rmqi_store_dir(b->st), topic, qid, \
+                           byte / cqs * cqs)
       rmqi_record r;
       void *pin;
       if (!rmqi_store_record_at(b->st, phys, &r, &pin)) {
+        CQ_FILE();
         chk_report(c, file, byte % cqs, "unit of offset %" PRId64 " points at CommitLog offset %" PRId64
                    " (size %d), where no record starts", off, phys, size);
         continue;
@@ -6693,25 +6708,35 @@ static void chk_queue(chk *c, rmqi_topic *t, int qid)
         if (want != code) snprintf(why, sizeof why, "tag code %" PRId64 ", the record's tags hash to %" PRId64, code, want);
       }
       rmqi_store_unpin(pin);
-      if (*why) chk_report(c, file, byte % cqs, "unit of offset %" PRId64 " (CommitLog %" PRId64 "): %s", off, phys, why);
+      if (*why) {
+        CQ_FILE();
+        chk_report(c, file, byte % cqs, "unit of offset %" PRId64 " (CommitLog %" PRId64 "): %s", off, phys, why);
+      }
+#undef CQ_FILE
     }
   }
 }
 
 /* Does a key of the record (UNIQ_KEY, a word of KEYS) hash to h? */
+static int32_t key_hash_from(int32_t prefix, const char *k, size_t kl)
+{
+  int32_t x = rmqi_jhash_cont(prefix, k, kl);
+  return x == INT32_MIN ? 0 : x < 0 ? -x : x;
+}
+
 static int record_key_hash(const rmqi_record *r, int32_t h)
 {
   const char *v;
   size_t vl;
-  size_t tl = (size_t)r->topic_len;
-  if (rmqi_props_find(r->props, (size_t)r->props_len, "UNIQ_KEY", 8, &v, &vl) &&
-      rmqi_index_key_hash(r->topic, tl, v, vl) == h)
+  /* The hash of "topic#" once; each key's goes on from it. */
+  int32_t prefix = rmqi_jhash_cont(rmqi_jhash(r->topic, (size_t)r->topic_len), "#", 1);
+  if (rmqi_props_find(r->props, (size_t)r->props_len, "UNIQ_KEY", 8, &v, &vl) && key_hash_from(prefix, v, vl) == h)
     return 1;
   if (!rmqi_props_find(r->props, (size_t)r->props_len, "KEYS", 4, &v, &vl)) return 0;
   for (const char *p = v, *end = v + vl; p < end;) {
     const char *sp = memchr(p, ' ', (size_t)(end - p));
     size_t wl = sp ? (size_t)(sp - p) : (size_t)(end - p);
-    if (wl && rmqi_index_key_hash(r->topic, tl, p, wl) == h) return 1;
+    if (wl && key_hash_from(prefix, p, wl) == h) return 1;
     p += wl + 1;
   }
   return 0;

@@ -1433,6 +1433,10 @@ typedef struct rmq_broker_stats {
 ** second: counters are kept as messages move, windows sampled by the
 ** service thread (or rmq_broker_run_due); the call reads them, one
 ** ConsumeQueue unit and one record per queue with a lag, and statvfs.
+** On a read_only broker (another process's store, say) no counter ran:
+** put_nums, put_size, get_nums and the get rates are 0, and the put rates
+** are the messages stored in each window by their store times (a binary
+** search of each queue: a few hundred record reads a queue).
 ** Free with rmq_broker_stats_free(). Any thread.
 ** Errors: RMQ_EINVAL (out NULL), RMQ_ENOMEM. */
 RMQ_API int rmq_broker_stats_get(rmq_broker *b, rmq_broker_stats *out);

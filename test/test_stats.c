@@ -104,6 +104,21 @@ static void test_put_rates(void **state)
   rmq_broker_stats_free(&st);
   rmq_producer_destroy(p);
   ok(rmq_broker_close(b));
+  /* A reader (rmqadmin's open) runs no counters: its put rates come from
+  ** the store times, 100 messages at T0 and 50 at T0 + 10 s. */
+  rmq_broker_options o;
+  tu_clock_opts(&o, 1 << 20, &clk, T0 + 15000);
+  o.read_only = 1;
+  ok(rmq_broker_open(path, &o, &b));
+  ok(rmq_broker_stats_get(b, &st));
+  t = find_topic(&st, "RateTopic");
+  assert_int_equal(t->put_nums, 0);
+  assert_true(t->put_tps[RMQ_TPS_10S] > 4.99 && t->put_tps[RMQ_TPS_10S] < 5.01);
+  assert_true(t->put_tps[RMQ_TPS_1MIN] > 2.49 && t->put_tps[RMQ_TPS_1MIN] < 2.51);
+  assert_true(t->put_tps[RMQ_TPS_1H] > 150.0 / 3600 - 0.001 && t->put_tps[RMQ_TPS_1H] < 150.0 / 3600 + 0.001);
+  assert_true(st.put_tps[RMQ_TPS_10S] > 4.99 && st.put_tps[RMQ_TPS_10S] < 5.01);
+  rmq_broker_stats_free(&st);
+  ok(rmq_broker_close(b));
   tu_store_remove(path);
 }
 

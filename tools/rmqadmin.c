@@ -1382,8 +1382,9 @@ static const command commands[] = {
    "Deletes the group's offsets and its %RETRY% and %DLQ% topics.",
    {{'g', "groupName", ARG_STR, 1, "subscription group name"}}},
   {"brokerStatus", "Fetch broker runtime status data.", 0, cmd_broker_status,
-   "The store's runtime figures, then one line per topic and per (group, topic). Counters and TPS\n"
-   "count from this open, so they read 0 here; the offsets, sizes and lags are the store's.",
+   "The store's runtime figures, then one line per topic and per (group, topic). Put TPS are\n"
+   "counted from the store times of the messages in each window; counters since an open and get\n"
+   "TPS live in the process using the store, so they read 0 here; offsets, sizes and lags are the store's.",
    {{0}}},
   {"cleanExpiredCQ", "Clean expired ConsumeQueue on broker.", 1, cmd_clean_expired_cq,
    "rmq deletes ConsumeQueue files with the CommitLog files they point into, so none is left over;\n"

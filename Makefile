@@ -98,7 +98,7 @@ $(B)/librmq.so: $(B)/librmq.so.$(VERSION)
 $(B)/rmq-demo: $(EXAMPLES) $(wildcard examples/*.h) $(B)/librmq.a
 	$(CC) $(BASE_CFLAGS) $(CFLAGS) -I. -o $@ $(EXAMPLES) $(B)/librmq.a $(LDLIBS)
 
-demo: deps-lib $(B)/rmq-demo
+demo: deps-lib $(B)/rmq-demo $(B)/rmqadmin
 	$(B)/rmq-demo all
 
 # --------------------------------------------------------------------------

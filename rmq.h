@@ -1304,8 +1304,11 @@ typedef struct rmq_query_result {
 ** of range), RMQ_ETOPIC, RMQ_ENOMEM, RMQ_EIO (indexing what was not yet). */
 RMQ_API int rmq_broker_query_message(rmq_broker *b, const char *topic, const char *key, int max_num,
                                      int64_t begin_ms, int64_t end_ms, rmq_query_result *r);
-/* Ends a query result's views. NULL, or a result already freed or zeroed,
-** is a no-op. */
+/* Ends a query result's views and frees what it owns (the views, the
+** array, the hold on their CommitLog files); the result is zeroed. NULL,
+** or a result already freed or zeroed, is a no-op. Any thread, one call
+** per result, not while another thread reads its views; the broker must
+** still be open. */
 RMQ_API void rmq_query_result_free(rmq_query_result *r);
 
 /* RocketMQ's viewMessage(offsetMsgId): the message whose offsetMsgId (32
@@ -1437,9 +1440,13 @@ typedef struct rmq_broker_stats {
 ** put_nums, put_size, get_nums and the get rates are 0, and the put rates
 ** are the messages stored in each window by their store times (a binary
 ** search of each queue: a few hundred record reads a queue).
-** Free with rmq_broker_stats_free(). Any thread.
-** Errors: RMQ_EINVAL (out NULL), RMQ_ENOMEM. */
+** Everything *out points to (names, topic, group and queue arrays) is
+** owned by it, independent of the broker, until rmq_broker_stats_free().
+** On an error *out is zeroed and owns nothing. Any thread.
+** Errors: RMQ_EINVAL (b not an open broker, out NULL), RMQ_ENOMEM. */
 RMQ_API int rmq_broker_stats_get(rmq_broker *b, rmq_broker_stats *out);
+/* Frees what a stats result owns and zeroes it; NULL or a zeroed result is
+** a no-op. Any thread, once per result, not while another thread reads it. */
 RMQ_API void rmq_broker_stats_free(rmq_broker_stats *st);
 
 /* ------------------------------------------------------------------------- */

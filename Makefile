@@ -4,6 +4,8 @@
 #   make demo       build and run the quick-start demo on ./demo-store
 #   make test       run the cmocka suite, then again under ASan + UBSan
 #   make tsan       run the concurrency tests under ThreadSanitizer
+#   make powercut / ioerr / stress   the durability proofs at full length
+#                   (test/README.md); make test runs a sample of each
 #   make bench      run the benchmarks (and, in the development tree, ../shared/peers:
 #                   SQLite and LMDB as queues, for the ratios; skipped when absent)
 #   make amalgamation   write build/rmq-amalgamation.c
@@ -38,11 +40,11 @@ TESTS   := $(patsubst test/%.c,%,$(wildcard test/test_*.c))
 EXAMPLES:= $(wildcard examples/*.c)
 BENCHES := $(patsubst bench/%.c,%,$(wildcard bench/*.c))
 # Tests that exercise threads; they also run under ThreadSanitizer.
-TSAN_TESTS ?= test_consumer test_producer test_disk test_retention test_order test_group test_delay test_retry test_sql92 test_transaction test_timer test_index test_stats
+TSAN_TESTS ?= test_consumer test_producer test_disk test_retention test_order test_group test_delay test_retry test_sql92 test_transaction test_timer test_index test_stats test_stress
 
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-.PHONY: all deps deps-lib lib demo test test-plain test-asan tsan bench amalgamation install uninstall clean fuzz FORCE
+.PHONY: all deps deps-lib lib demo test test-plain test-asan tsan powercut ioerr stress bench amalgamation install uninstall clean fuzz FORCE
 .DEFAULT_GOAL := all
 
 all: deps lib $(B)/rmq-demo $(B)/rmqadmin tests
@@ -193,6 +195,19 @@ tsan: deps $(patsubst %,$(B)/test-tsan/%,$(filter $(TESTS),$(TSAN_TESTS)))
 	@TSAN_OPTIONS=halt_on_error=1 \
 	  $(call RUN_TESTS,$(patsubst %,$(B)/test-tsan/%,$(filter $(TESTS),$(TSAN_TESTS))),tsan test binaries)
 
+# Durability proofs at full length (test/README.md): the power-cut workload
+# cut at every sync point and every tenth write call, in every mode with
+# both flush types (hours); ENOSPC and EIO at every call of the I/O-error
+# workload; the ThreadSanitizer stress for STRESS_SECONDS (default 600).
+powercut: deps $(B)/test/test_powercut
+	RMQ_CUT_SYNC_EVERY=1 RMQ_CUT_WRITE_EVERY=10 RMQ_CUT_RMQSTORE_EVERY=50 $(B)/test/test_powercut
+
+ioerr: deps $(B)/test/test_ioerr
+	RMQ_IOERR_EVERY=1 $(B)/test/test_ioerr
+
+stress: deps $(B)/test-tsan/test_stress
+	RMQ_STRESS_SECONDS=$(or $(STRESS_SECONDS),600) TSAN_OPTIONS=halt_on_error=1 $(B)/test-tsan/test_stress
+
 # --------------------------------------------------------------------------
 # Amalgamation
 # --------------------------------------------------------------------------
@@ -273,15 +288,47 @@ clean:
 
 # --------------------------------------------------------------------------
 # Fuzzing (clang's libFuzzer, with ASan + UBSan): make fuzz [FUZZ_RUNS=n]
-# fuzz/seeds/<target>/ holds the starting cases (for SQL92: every row of
-# test/test_sql92.c's table, one file each: the expression, then name=value lines).
+#   [FUZZ_JOBS=n]. FUZZ_RUNS counts per job; with FUZZ_JOBS > 1 libFuzzer runs
+#   that many processes at once (-jobs/-workers), logs in $(B)/fuzz/fuzz-<n>.log.
+# Targets (fuzz/README.md): fuzz_sql92 (the SQL92 filter), fuzz_record (the
+# record decoder and property parsing), fuzz_store (opening a damaged store,
+# given as an archive of its files). fuzz/seeds/<target>/ holds the starting
+# cases (for SQL92: every row of test/test_sql92.c's table, one file each:
+# the expression, then name=value lines); `make fuzz-seeds` remakes those of
+# fuzz_store and fuzz_record (fuzz/mkseeds.sh).
 # --------------------------------------------------------------------------
 FUZZ_RUNS ?= 1000000
+FUZZ_JOBS ?= 1
+FUZZ_TIMEOUT ?= 30
+FUZZ_TARGETS := $(patsubst fuzz/%.c,%,$(wildcard fuzz/fuzz_*.c))
+FUZZ_MAXLEN_fuzz_sql92 := 512
+FUZZ_MAXLEN_fuzz_record := 4096
+FUZZ_MAXLEN_fuzz_store := 65536
+# fuzz_record includes rmq.c itself, to reach its static decoders.
+FUZZ_SRC_fuzz_record := rmq_store.c rmq_filter.c
+# A 16 MB quarantine (ASan's default 256 MB) lets freed blocks be reused
+# sooner: fuzz_store allocates a 32 KB directory buffer per opendir, and
+# fresh pages for each cost it more than half its speed.
+FUZZ_ENV := ASAN_OPTIONS=quarantine_size_mb=16$(if $(ASAN_OPTIONS),:$(ASAN_OPTIONS))
+FUZZ_SEED_TMP ?= /dev/shm/rmq-fuzz-seeds
+
 $(B)/fuzz/%: fuzz/%.c $(LIB_SRC) $(LIB_HDR)
 	@mkdir -p $(@D)
-	clang -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I. -o $@ $< $(LIB_SRC) -pthread -lm
+	clang -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I. -o $@ $< \
+	  $(or $(FUZZ_SRC_$*),$(LIB_SRC)) -pthread -lm
 
-fuzz: $(patsubst fuzz/%.c,$(B)/fuzz/%,$(wildcard fuzz/*.c))
-	@for f in $^; do echo "== $$f"; mkdir -p $(B)/fuzz/corpus-$$(basename $$f); \
-	  seeds=fuzz/seeds/$$(basename $$f); [ -d $$seeds ] || seeds=; \
-	  $$f -runs=$(FUZZ_RUNS) -max_len=512 $(B)/fuzz/corpus-$$(basename $$f) $$seeds || exit 1; done
+# One target: corpus in $(B)/fuzz/corpus-<t>, seeds read but not written.
+FUZZ_RUN = echo "== $(B)/fuzz/$(1)" && mkdir -p $(B)/fuzz/corpus-$(1) && cd $(B)/fuzz && \
+	$(FUZZ_ENV) ./$(1) -runs=$(FUZZ_RUNS) -max_len=$(or $(FUZZ_MAXLEN_$(1)),4096) -timeout=$(FUZZ_TIMEOUT) \
+	  $(if $(filter-out 1,$(FUZZ_JOBS)),-jobs=$(FUZZ_JOBS) -workers=$(FUZZ_JOBS)) \
+	  corpus-$(1) $(if $(wildcard fuzz/seeds/$(1)),$(CURDIR)/fuzz/seeds/$(1))
+
+fuzz: $(patsubst %,$(B)/fuzz/%,$(FUZZ_TARGETS))
+	@$(foreach t,$(FUZZ_TARGETS),($(call FUZZ_RUN,$(t))) &&) true
+
+$(B)/fuzz-mkseeds: fuzz/mkseeds.c $(B)/librmq.a
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) -I. -o $@ $< $(B)/librmq.a $(LDLIBS)
+
+.PHONY: fuzz-seeds
+fuzz-seeds: $(B)/rmq-demo $(B)/fuzz-mkseeds
+	sh fuzz/mkseeds.sh $(B) $(FUZZ_SEED_TMP)

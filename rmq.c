@@ -834,6 +834,7 @@ static int tx_check_due(rmq_broker *b, int64_t now, int64_t *next);
 static int timer_load(rmq_broker *b);
 static int timer_due(rmq_broker *b, int64_t now, int64_t *next, int force_snapshot);
 static void broker_free_txtm(rmq_broker *b);
+static void offsets_free(rmq_broker *b);
 
 RMQ_API int rmq_broker_open(const char *dir, const rmq_broker_options *opts, rmq_broker **out)
 {
@@ -898,6 +899,7 @@ out_store:
   rmqi_store_close(b->st);
   broker_free_txtm(b);
   gstats_free(b);
+  offsets_free(b); /* loaded before a later step failed */
 out_free:
   rmqi_strfree(b->broker_name);
   rmqi_strfree(b->store_host);
@@ -4484,17 +4486,17 @@ static void rebalance_group(rmq_broker *b, const char *group)
     int idx = -1;
     for (int k = 0; k < nclust; k++)
       if (clust[k] == c) idx = k;
-    /* Count first, so the block is exactly ntarget long (freed with that size). */
+    /* Count first, so the block is exactly ntarget long (freed with that
+    ** size), and fill it before the puller can see it (it reads the target
+    ** under mu, maybe for an earlier rebalance not yet applied). A topic
+    ** made, deleted or resized between the passes changes the count: the
+    ** block is counted and filled again, never left with empty entries. */
     int na = 0;
+    assign *a = NULL;
     for (int pass = 0; pass < 2; pass++) {
       if (pass == 1) {
-        assign *a = rmqi_calloc((size_t)(na ? na : 1), sizeof *a);
+        a = rmqi_calloc((size_t)(na ? na : 1), sizeof *a);
         if (!a) { rmqi_log(&b->env, RMQ_LOG_ERROR, "rebalance of %s: out of memory", c->client_id); break; }
-        pthread_mutex_lock(&c->mu);
-        rmqi_free(c->target, (size_t)(c->ntarget ? c->ntarget : 1) * sizeof *c->target);
-        c->target = a;
-        c->ntarget = na;
-        pthread_mutex_unlock(&c->mu);
       }
       int k = 0;
       for (int s = 0; s < c->nsubs; s++) {
@@ -4503,13 +4505,23 @@ static void rebalance_group(rmq_broker *b, const char *group)
         int st = 0, cnt = nq;
         if (c->o.message_model == RMQ_CLUSTERING) allocate_averagely(nq, nclust, idx, &st, &cnt);
         for (int q = st; q < st + cnt; q++) {
-          if (pass == 1 && k < na) { c->target[k].sb = &c->subs[s]; c->target[k].qid = q; }
+          if (pass == 1 && k < na) { a[k].sb = &c->subs[s]; a[k].qid = q; }
           k++;
         }
       }
-      if (pass == 0) na = k;
+      if (pass == 1 && k != na) {
+        rmqi_free(a, (size_t)(na ? na : 1) * sizeof *a);
+        a = NULL;
+        pass = 0; /* the next pass fills a block of the new count */
+      }
+      na = k;
     }
     pthread_mutex_lock(&c->mu);
+    if (a) {
+      rmqi_free(c->target, (size_t)(c->ntarget ? c->ntarget : 1) * sizeof *c->target);
+      c->target = a;
+      c->ntarget = na;
+    }
     c->target_gen++;
     pthread_mutex_unlock(&c->mu);
   }

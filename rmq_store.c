@@ -392,6 +392,28 @@ RMQI_FUNC int rmqi_record_decode(const uint8_t *buf, size_t avail, int check_crc
   return RMQ_OK;
 }
 
+/* After a crash the last records written may be torn: the disk kept some
+** of their sectors and not others, and a CommitLog is written once over
+** zeros, so what was not kept reads as zeros. The body CRC covers the body
+** and the lengths cover the layout; zeros elsewhere in the header make the
+** magic, a length or PHYSICALOFFSET wrong. Left: zeros in the topic or the
+** properties, which no CRC covers. A topic never holds a NUL; properties
+** always end with the 0x02 after their last pair, and a whole zeroed
+** sector (64 NULs in a row is far beyond any real property) means a tear
+** inside them. Returns what is wrong, or NULL. */
+static const char *record_torn(const rmqi_record *r)
+{
+  if (memchr(r->topic, 0, (size_t)r->topic_len)) return "NUL bytes in the topic";
+  if (r->props_len > 0 && r->props[r->props_len - 1] != 2) return "the properties do not end with 0x02";
+  int run = 0;
+  for (int i = 0; i < r->props_len; i++) {
+    run = r->props[i] ? 0 : run + 1;
+    if (run >= 64) return "a zeroed sector in the properties";
+  }
+  if (r->store_ts == 0) return "no store timestamp";
+  return NULL;
+}
+
 /* RocketMQ's string2messageProperties: segments split on 0x02; kept when at
 ** least 3 bytes long with the first 0x01 neither first nor last; the last of
 ** duplicate names wins. */
@@ -891,6 +913,10 @@ static int mfile_open(const char *dir, int64_t start, int64_t size, int create, 
       goto out_close;
     }
     if (OS->ftruncate(f->fd, size) != 0) { rc = rmqi_errno(errno, "ftruncate", path); goto out_close; }
+    /* The size durable before the name is: a power cut must not leave a
+    ** named file of 0 bytes before whole ones (an open refuses a short
+    ** CommitLog file that is not the last). Metadata only, once a file. */
+    if (OS->fsync(f->fd) != 0) { rc = rmqi_errno(errno, "fsync", path); goto out_close; }
   }
   void *p = map_file(f->fd, size, huge, &f->huge);
   if (p == MAP_FAILED) { rc = rmqi_errno(errno, "mmap", path); goto out_close; }
@@ -1085,7 +1111,9 @@ struct rmqi_store {
   int cp_fd;
 
   /* topic_lock: topic table writes and topics.json. Lookups are lock-free:
-  ** the table array is published with release and outgrown ones are kept. */
+  ** the table array is published with release and outgrown ones are kept.
+  ** Taken before pf_lock and cq_flush_lock (a topic's deletion holds it
+  ** while it removes the topic's files). */
   pthread_mutex_t topic_lock;
   _Atomic(rmqi_topic **) ttab;
   int tcap, tcount;
@@ -1162,6 +1190,13 @@ struct rmqi_store {
   ** cleared by disk_check, read by every put. */
   atomic_int disk_full;
   atomic_int disk_used_pct;
+  /* Set for good by a failed sync of a store file: the
+  ** pages it covered may be gone from the disk while the page cache calls
+  ** them clean, so no later sync may be taken to cover them. Sends, flushes
+  ** and the checkpoint stop; reads go on; close leaves `abort`, so the next
+  ** open recovers from what the disk really holds. */
+  atomic_int failed;
+  char failed_why[512];
   int64_t next_disk_check;   /* cq_flush_lock */
   /* Retention: deleteWhen as a bit per hour; the CommitLog minimum the
   ** ConsumeQueues were last cleaned against (cq_flush_lock). */
@@ -1203,6 +1238,31 @@ struct rmqi_store {
   pthread_mutex_t ix_wait_lock;
   pthread_cond_t ix_cond;
 };
+
+static int store_failed_err(rmqi_store *s)
+{
+  return rmqi_err(RMQ_EIO, "the store %s is not writable since a sync failed (%s): what that sync covered may "
+                  "not be on disk; close and reopen the broker to recover", s->dir, s->failed_why);
+}
+
+/* rc is the error of a sync of a store file (sync 1): marks the store
+** failed (see rmqi_store.failed), once, and returns rc. With sync 0 only an
+** EIO marks it. */
+static int store_fail(rmqi_store *s, int rc, int sync)
+{
+  if (rc == RMQ_OK || (!sync && rc != RMQ_EIO)) return rc;
+  char why[512];
+  snprintf(why, sizeof why, "%s", rmq_errmsg());
+  int was = 0;
+  if (atomic_compare_exchange_strong(&s->failed, &was, 1)) {
+    snprintf(s->failed_why, sizeof s->failed_why, "%s", why);
+    rmqi_log(s->env, RMQ_LOG_ERROR, "store %s is no longer writable: %s (sends and flushes fail from now on; "
+             "close and reopen to recover)", s->dir, why);
+  }
+  rmqi_err(rc, "%s", why); /* the caller's error stays the one it reports */
+  return rc;
+}
+
 
 static int mfile_reserve(rmqi_store *s, const char *dir, mfile *f, int64_t need, int64_t step)
 {
@@ -1985,7 +2045,9 @@ RMQI_FUNC int rmqi_topic_delete(rmqi_store *s, const char *name)
   if (journal_compact(s) != RMQ_OK)
     rmqi_log(s->env, RMQ_LOG_WARN, "topic %s deleted, but topics.json not rewritten (%s); the next open does it",
              name, rmq_errmsg());
-  pthread_mutex_unlock(&s->topic_lock);
+  /* topic_lock stays held until its directory is gone: a topic of the same
+  ** name made meanwhile (a create, an auto-creating send) would have its
+  ** new files removed with it. */
   /* The prefaulter makes no more files for it. */
   pthread_mutex_lock(&s->pf_lock);
   for (int i = 0; i < s->ncq_want;)
@@ -2014,6 +2076,7 @@ RMQI_FUNC int rmqi_topic_delete(rmqi_store *s, const char *name)
   if (cq_topic_dir_remove(s, name) != RMQ_OK)
     rmqi_log(s->env, RMQ_LOG_WARN, "topic %s deleted, but its consume queue files stay (%s); the next open removes them",
              name, rmq_errmsg());
+  pthread_mutex_unlock(&s->topic_lock);
   rmqi_log(s->env, RMQ_LOG_INFO, "topic %s deleted (its records before commitlog offset %" PRId64 " are gone)", name, phys);
   return RMQ_OK;
 }
@@ -2441,6 +2504,8 @@ static int cl_write(rmqi_store *s, mfile *f, int64_t pos, const void *buf, size_
     if (w <= 0) {
       char path[4200];
       snprintf(path, sizeof path, "%s/%020" PRId64, s->cl_dir, f->start);
+      /* Not sticky: a failed write takes back what it placed (put_undo) and
+      ** nothing acknowledged depends on it; the next put writes there again. */
       return rmqi_errno(w < 0 ? errno : EIO, "pwrite", path);
     }
     b += w;
@@ -2466,12 +2531,21 @@ static int cl_reserve(rmqi_store *s, int64_t idx, int64_t end)
   return mfile_reserve(s, s->cl_dir, f, end - f->start, CL_CHUNK);
 }
 
-/* A failed pass 2 leaves nothing published; records [0, i) took queue
-** offsets that go back. */
-static void put_undo(rmqi_put *p, int i)
+/* A failed pass 2 leaves nothing published: records [0, i) give back the
+** queue offsets they took, and their units are zeroed, so that none is left
+** past its queue's end for a later flush to make durable (the next put to
+** the queue would overwrite it, a close or a crash would not). */
+static void put_undo(rmqi_store *s, rmqi_put *p, int i)
 {
-  while (i-- > 0)
-    if (p[i].q) p[i].q->next_offset--;
+  while (i-- > 0) {
+    if (!p[i].q) continue;
+    uint8_t *u;
+    if (cq_unit_ptr_mode(s, p[i].q, p[i].queue_offset, &u, 1) == RMQ_OK) {
+      if (u) unit_write(u, 0, 0, 0);
+      else cq_unit_pwrite(s, p[i].q, p[i].queue_offset, 0, 0, 0);
+    }
+    p[i].q->next_offset--;
+  }
 }
 
 /* Stores into every 4 KiB page of [p, p + len) from this thread, changing
@@ -2534,6 +2608,7 @@ RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
 {
   int rc = RMQ_OK;
   if (s->o.read_only) return rmqi_err(RMQ_EREADONLY, "%s was opened read-only", s->dir);
+  if (atomic_load_explicit(&s->failed, memory_order_relaxed)) return store_failed_err(s);
   const int via_map = s->o.flush_disk_type != RMQ_SYNC_FLUSH; /* see cl_write */
   if (atomic_load_explicit(&s->disk_full, memory_order_relaxed)) {
     disk_check(s); /* it may have been freed since */
@@ -2598,7 +2673,7 @@ RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
       uint8_t blank[8];
       rmqi_put32(blank, (uint32_t)(p[i].phys_offset - pos));
       rmqi_put32(blank + 4, RMQI_MAGIC_BLANK);
-      if ((rc = cl_write(s, f, pos, blank, 8))) { put_undo(p, i); goto out_unlock; }
+      if ((rc = cl_write(s, f, pos, blank, 8))) { put_undo(s, p, i); goto out_unlock; }
       /* Retention ages a file from its last write, on the broker's clock:
       ** its mtime says the same to the next open (and to RocketMQ). */
       atomic_store(&f->last_ts, now);
@@ -2615,14 +2690,14 @@ RMQI_FUNC int rmqi_store_put(rmqi_store *s, rmqi_put *p, int n)
     rmqi_put64(rec + RMQI_OFF_PHYSOFFSET, (uint64_t)pos);
     rmqi_put64(rec + store_ts_off(rec), (uint64_t)now);
     mfile *f = mvec_at(&s->cl, cl_index(s, pos));
-    if ((rc = cl_write(s, f, pos, rec, p[i].size))) { put_undo(p, i); goto out_unlock; }
+    if ((rc = cl_write(s, f, pos, rec, p[i].size))) { put_undo(s, p, i); goto out_unlock; }
     if (p[i].q) {
       uint8_t *u;
       /* The file exists and the unit's blocks are allocated (pass 1). */
       rc = cq_unit_ptr_mode(s, p[i].q, qoff, &u, 1);
       if (!rc && u) unit_write(u, pos, (int32_t)p[i].size, p[i].tags_code);
       else if (!rc) rc = cq_unit_pwrite(s, p[i].q, qoff, pos, (int32_t)p[i].size, p[i].tags_code);
-      if (rc) { put_undo(p, i); goto out_unlock; }
+      if (rc) { put_undo(s, p, i); goto out_unlock; }
       p[i].q->next_offset++;
       atomic_store_explicit(&p[i].q->last_phys, pos, memory_order_relaxed);
       /* Not for a queue's first chunk: a queue with a few messages must
@@ -3229,7 +3304,8 @@ static int flush_once(rmqi_store *s, int gather, int64_t cap)
     ** at hand, so the checkpoint keeps the older one. */
     ts = atomic_load(&s->flushed_ts);
   }
-  int rc = cl_sync_range(s, from, target);
+  if (atomic_load(&s->failed)) return store_failed_err(s);
+  int rc = store_fail(s, cl_sync_range(s, from, target), 1);
   if (rc == RMQ_OK) {
     pthread_mutex_lock(&s->flush_lock);
     if (target > atomic_load(&s->flushed)) {
@@ -3271,6 +3347,7 @@ static int wait_flushed_cap(rmqi_store *s, int64_t end, int64_t cap, int timeout
   int64_t until = rmqi_mono_us() + (int64_t)timeout_ms * 1000;
   for (;;) {
     if (atomic_load(&s->flushed) >= end) return RMQ_OK;
+    if (atomic_load(&s->failed)) return store_failed_err(s);
     int idle = 0;
     if (atomic_compare_exchange_strong(&s->flush_leader, &idle, 1)) {
       int rc = flush_once(s, 1, cap);
@@ -3310,6 +3387,7 @@ static int ix_flush(rmqi_store *s);
 
 static int cq_flush(rmqi_store *s)
 {
+  if (atomic_load(&s->failed)) return store_failed_err(s);
   int64_t ts = atomic_load(&s->last_store_ts);
   int irc = ix_flush(s);
   if (irc) return irc;
@@ -3327,11 +3405,11 @@ static int cq_flush(rmqi_store *s)
         snprintf(tdir, sizeof tdir, "%s/%s", s->cq_root, t->name);
         int rc = fsync_dir(tdir);
         if (!rc) rc = fsync_dir(s->cq_root);
-        if (rc) { atomic_store(&q->parents_dirty, 1); return rc; }
+        if (rc) { atomic_store(&q->parents_dirty, 1); return store_fail(s, rc, 1); }
       }
       if (atomic_exchange(&q->dir_dirty, 0)) {
         int rc = fsync_dir(q->dir);
-        if (rc) { atomic_store(&q->dir_dirty, 1); return rc; }
+        if (rc) { atomic_store(&q->dir_dirty, 1); return store_fail(s, rc, 1); }
       }
       if (max <= q->flushed_units) continue;
       int64_t a = q->flushed_units * RMQI_CQ_UNIT / s->cq_size - q->first_file;
@@ -3340,7 +3418,7 @@ static int cq_flush(rmqi_store *s)
         mfile *f = mvec_at(&q->cq, k);
         if (!f || f->gone) continue;
         int rc = cq_sync(s, f);
-        if (rc) return rc;
+        if (rc) return store_fail(s, rc, 1);
       }
       q->flushed_units = max;
     }
@@ -3364,7 +3442,7 @@ static int checkpoint_write(rmqi_store *s)
   char path[4200];
   snprintf(path, sizeof path, "%s/checkpoint", s->dir);
   if (OS->pwrite(s->cp_fd, b, sizeof b, 0) != (ssize_t)sizeof b) return rmqi_errno(errno, "pwrite", path);
-  if (OS->fdatasync(s->cp_fd) != 0) return rmqi_errno(errno, "fdatasync", path);
+  if (OS->fdatasync(s->cp_fd) != 0) return store_fail(s, rmqi_errno(errno, "fdatasync", path), 1);
   return RMQ_OK;
 }
 
@@ -3868,7 +3946,7 @@ static int ix_roll(rmqi_store *s)
     if (old->dirty && OS->fdatasync(old->fd) != 0) {
       char path[4200];
       ix_path(s, old, path);
-      return rmqi_errno(errno, "fdatasync", path);
+      return store_fail(s, rmqi_errno(errno, "fdatasync", path), 1);
     }
     old->dirty = 0;
     int64_t ts = ix_h64(old, IX_END_TS);
@@ -4002,7 +4080,7 @@ static int ix_sync(rmqi_store *s)
     if (OS->fdatasync(f->fd) != 0) {
       char path[4200];
       ix_path(s, f, path);
-      return rmqi_errno(errno, "fdatasync", path);
+      return store_fail(s, rmqi_errno(errno, "fdatasync", path), 1);
     }
     f->dirty = 0;
   }
@@ -4852,10 +4930,27 @@ static int file_starts_intact(rmqi_store *s, int64_t idx)
 static int64_t resync(rmqi_store *s, const mfile *f, int64_t from)
 {
   int64_t lim = last_nonzero(f, from); /* a record's magic lies inside the data */
+  int64_t data_end = f->fd >= 0 ? from : INT64_MAX; /* [q, data_end) is known to be data */
   for (int64_t q = from; q + 91 <= f->size && q + 8 <= lim; q++) {
+    if (q >= data_end) {
+      /* Holes are skipped unread (SEEK_DATA): reading one byte by byte
+      ** costs time in proportion to the file's reserved size and, on tmpfs,
+      ** as much memory, since a read through the mapping fills a hole (a
+      ** damaged 1 GiB file took seconds). The magic has no zero byte, so
+      ** it lies wholly in data: a record starts at least 4 bytes before. */
+      off_t d = OS->lseek(f->fd, (off_t)q, SEEK_DATA);
+      if (d < 0 && errno == ENXIO) break;
+      off_t h = d < 0 ? -1 : OS->lseek(f->fd, d, SEEK_HOLE);
+      data_end = h < 0 ? INT64_MAX : (int64_t)h;
+      if (d > q + 4) q = (int64_t)d - 4;
+      if (q + 91 > f->size || q + 8 > lim) break;
+    }
+    if (q + 8 > data_end) { q = data_end - 1; continue; } /* the magic would reach into a hole */
     uint32_t magic = rmqi_get32(f->base + q + 4);
-    if ((magic != RMQI_MAGIC_V1 && magic != RMQI_MAGIC_V2) || (int64_t)rmqi_get64(f->base + q + 28) != f->start + q)
-      continue;
+    if (magic != RMQI_MAGIC_V1 && magic != RMQI_MAGIC_V2) continue;
+    int64_t ph = 0; /* PHYSICALOFFSET; bytes in a hole are zeros, not read */
+    for (int k = 0; k < 8; k++) ph = (int64_t)((uint64_t)ph << 8 | (q + 28 + k < data_end ? f->base[q + 28 + k] : 0));
+    if (ph != f->start + q) continue;
     rmqi_record r;
     if (rmqi_record_decode(f->base + q, (size_t)(f->size - q), 1, &r) == RMQ_OK) return q;
   }
@@ -4960,6 +5055,9 @@ static int recover(rmqi_store *s, int abnormal, int rebuild)
                             " (renamed?); open refused, nothing changed", s->cl_dir, f->start, r.phys_offset);
           }
           snprintf(whybuf, sizeof whybuf, "PHYSICALOFFSET %" PRId64 " stored at %" PRId64, r.phys_offset, f->start + p);
+          bad = whybuf;
+        } else if (abnormal && (bad = record_torn(&r)) != NULL) {
+          snprintf(whybuf, sizeof whybuf, "torn record: %s", bad);
           bad = whybuf;
         }
       }
@@ -5069,11 +5167,12 @@ static int recover(rmqi_store *s, int abnormal, int rebuild)
         int64_t phys = (int64_t)rmqi_get64(u);
         int32_t size = (int32_t)rmqi_get32(u + 8);
         /* Past the cut, or not the unit of this queue's record there
-        ** (garbage after the queue's end). A unit below the CommitLog's
-        ** first file is a record that expired (RocketMQ keeps the queue's
-        ** last file): it stays. */
+        ** (garbage after the queue's end), or zeros (a torn sector of the
+        ** queue file left a hole under units written after it). A unit
+        ** below the CommitLog's first file is a record that expired
+        ** (RocketMQ keeps the queue's last file): it stays. */
         if (size != INT32_MAX &&
-            (phys > end - size || (phys >= s->cl_base && !unit_matches(s, q, max - 1, u, end)))) {
+            (size <= 0 || phys > end - size || (phys >= s->cl_base && !unit_matches(s, q, max - 1, u, end)))) {
           if (!s->o.read_only) {
             memset(u, 0, RMQI_CQ_UNIT);
             q->rec_dirty = 1;

@@ -951,18 +951,36 @@ static void test_eio_on_fdatasync(void **state)
     assert_int_equal(rmq_broker_flush(b), RMQ_EIO);
     assert_non_null(strstr(rmq_errmsg(), "fdatasync"));
 
+    /* A failed sync is never retried as if it had succeeded: the kernel
+    ** may have dropped the pages it covered and now calls them clean, so the
+    ** store takes no more writes, although a sync would now succeed. */
     rmqi_os_reset();
     atomic_store(&g_fail_armed, 0);
+    assert_int_equal(send_id(p, m, 2, 100, 0, &r), RMQ_EIO);
+    assert_non_null(strstr(rmq_errmsg(), "not writable"));
+    assert_int_equal(rmq_broker_flush(b), RMQ_EIO);
+    rmq_msg_free(m);
+    seen got[8];
+    /* Reads go on: what was appended stays readable. */
+    assert_int_equal(pull_all(b, "Eio", got, 8), 2);
+    rmq_producer_destroy(p);
+    /* Close reports it and leaves `abort`: the next open recovers from
+    ** what the disk holds, with every send that returned OK. */
+    assert_int_equal(rmq_broker_close(b), RMQ_EIO);
+    ok(rmq_broker_open(store, &o, &b));
+    rmq_recovery_info ri;
+    ok(rmq_broker_recovery_info(b, &ri));
+    assert_int_equal(ri.abnormal, 1);
+    ok(rmq_producer_create(b, NULL, NULL, &p));
+    ok(rmq_msg_create(&m, "Eio", NULL, NULL, 0));
     ok(send_id(p, m, 2, 100, 0, &r));
     assert_int_equal(r.send_status, RMQ_SEND_OK);
     ok(rmq_broker_flush(b));
     rmq_msg_free(m);
     rmq_producer_destroy(p);
-    seen got[8];
     size_t n = pull_all(b, "Eio", got, 8);
-    /* What the code does: the record whose flush failed was appended before
-    ** the sync, so it stays readable (the error said "not durable", not
-    ** "absent"); every send that returned OK is there. */
+    /* The record whose flush failed was appended before the sync and the
+    ** page cache still held it, so this recovery found it whole. */
     assert_int_equal(n, 3);
     for (size_t i = 0; i < n; i++) assert_int_equal(got[i].id, i);
     ok(rmq_broker_close(b));
@@ -1148,7 +1166,9 @@ static void test_prefaulter_and_range_sync(void **state)
   atomic_store(&g_fail_armed, 0);
   rmq_msg_free(m);
   rmq_producer_destroy(p);
-  ok(rmq_broker_close(b));
+  /* The failed sync leaves the store not writable (close says so and
+  ** leaves `abort`); the next open recovers every message. */
+  assert_int_equal(rmq_broker_close(b), RMQ_EIO);
   rmqi_os_reset();
   ok(rmq_broker_open(store, &o, &b));
   static seen got[N + 1];

@@ -35,16 +35,16 @@
     if (rc_ != RMQ_OK) fail_msg("%s -> %d (%s): %s", #expr, rc_, rmq_errstr(rc_), rmq_errmsg()); \
   } while (0)
 
-static int tu_rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+static inline int tu_rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
   (void)st; (void)flag; (void)ftw;
   return remove(path);
 }
 
-static void tu_rm_rf(const char *dir) { nftw(dir, tu_rm_one, 16, FTW_DEPTH | FTW_PHYS); }
+static inline void tu_rm_rf(const char *dir) { nftw(dir, tu_rm_one, 16, FTW_DEPTH | FTW_PHYS); }
 
 /* A fresh empty directory under $TMPDIR (or /tmp); buf receives its path. */
-static void tu_tmpdir(char *buf, size_t n, const char *tag)
+static inline void tu_tmpdir(char *buf, size_t n, const char *tag)
 {
   const char *base = getenv("TMPDIR");
   if (!base || !*base) base = "/tmp";
@@ -54,14 +54,14 @@ static void tu_tmpdir(char *buf, size_t n, const char *tag)
 
 /* A store directory path inside a fresh temp dir (the store itself is made
 ** by rmq_broker_open). */
-static void tu_store_path(char *buf, size_t n, const char *tag)
+static inline void tu_store_path(char *buf, size_t n, const char *tag)
 {
   char d[512];
   tu_tmpdir(d, sizeof d, tag);
-  snprintf(buf, n, "%s/store", d);
+  if (snprintf(buf, n, "%s/store", d) >= (int)n) fail_msg("store path too long: %s/store", d);
 }
 
-static void tu_store_remove(const char *store_path)
+static inline void tu_store_remove(const char *store_path)
 {
   char d[1024];
   snprintf(d, sizeof d, "%s", store_path);
@@ -75,11 +75,11 @@ typedef struct tu_clock {
   _Atomic int64_t now_ms;
 } tu_clock;
 
-static int64_t tu_clock_read(void *ctx) { return atomic_load(&((tu_clock *)ctx)->now_ms); }
+static inline int64_t tu_clock_read(void *ctx) { return atomic_load(&((tu_clock *)ctx)->now_ms); }
 
-static void tu_clock_advance(tu_clock *c, int64_t ms) { atomic_fetch_add(&c->now_ms, ms); }
+static inline void tu_clock_advance(tu_clock *c, int64_t ms) { atomic_fetch_add(&c->now_ms, ms); }
 
-static int64_t tu_mono_ms(void)
+static inline int64_t tu_mono_ms(void)
 {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -87,7 +87,7 @@ static int64_t tu_mono_ms(void)
 }
 
 /* Waits up to timeout_ms for *counter >= want, polling every 2 ms. */
-static int tu_wait_atleast(atomic_int *counter, int want, int timeout_ms)
+static inline int tu_wait_atleast(atomic_int *counter, int want, int timeout_ms)
 {
   int64_t end = tu_mono_ms() + timeout_ms;
   while (atomic_load(counter) < want) {
@@ -126,7 +126,7 @@ typedef struct tu_log {
   int count;
 } tu_log;
 
-static void tu_log_fn(void *ctx, int level, const char *msg)
+static inline void tu_log_fn(void *ctx, int level, const char *msg)
 {
   static __thread int busy;
   (void)level;
@@ -230,12 +230,20 @@ static inline int tu_body_check(const void *body, size_t len, uint64_t *id)
 /* Runs ../shared/tools/rmqstore.py check on the store (RMQSTORE_PY may name
 ** the script); a missing python3 or script is a printed note, anything else
 ** a failure. */
-static inline void tu_rmqstore_check(const char *store)
+static inline const char *tu_rmqstore_script(void)
 {
-  static const char *cands[] = {"../shared/tools/rmqstore.py", "/work/shared/tools/rmqstore.py", NULL};
+  static const char *cands[] = {"../shared/tools/rmqstore.py", "../../../shared/tools/rmqstore.py",
+                                "/work/shared/tools/rmqstore.py", NULL};
   const char *script = getenv("RMQSTORE_PY");
   for (int i = 0; (!script || access(script, R_OK) != 0) && cands[i]; i++) script = cands[i];
-  if (!script || access(script, R_OK) != 0 || system("python3 -c pass >/dev/null 2>&1") != 0) {
+  if (!script || access(script, R_OK) != 0 || system("python3 -c pass >/dev/null 2>&1") != 0) return NULL;
+  return script;
+}
+
+static inline void tu_rmqstore_check(const char *store)
+{
+  const char *script = tu_rmqstore_script();
+  if (!script) {
     print_message("note: python3 or rmqstore.py not available; store check of %s skipped\n", store);
     return;
   }

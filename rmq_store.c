@@ -3928,6 +3928,9 @@ static int ix_create(rmqi_store *s)
   if (end_ts > 0) { rmqi_put64(f->base + IX_BEGIN_TS, (uint64_t)end_ts); rmqi_put64(f->base + IX_END_TS, (uint64_t)end_ts); }
   rmqi_put32(f->base + IX_COUNT, 1);
   f->dirty = 1;
+  /* The seeded header (and the size) durable before the name: a power cut
+  ** must not leave a named file whose header reads zeros. */
+  if (OS->msync(f->base, IX_HEADER, MS_SYNC) != 0) { rc = rmqi_errno(errno, "msync", path); goto fail; }
   if ((rc = fsync_dir(s->ix_dir)) || (rc = ix_push(s, f))) goto fail;
   rmqi_log(s->env, RMQ_LOG_INFO, "index: new file %s", path);
   return RMQ_OK;
@@ -4285,10 +4288,35 @@ static int ix_truncate(rmqi_store *s, int64_t cut)
 }
 
 /* Open: the index files, repaired, and where indexing resumes. */
+/* A header a crash did not keep (zeros, or torn: an indexCount out of
+** range) leaves nothing in its file to trust: the file becomes empty,
+** seeded from the one before, and its records are indexed again. */
+static void ix_repair_headers(rmqi_store *s)
+{
+  for (int i = 0; i < s->nix; i++) {
+    ixfile *f = s->ix[i];
+    int32_t raw = (int32_t)rmqi_get32(f->base + IX_COUNT);
+    if (raw >= 1 && raw <= f->num) continue;
+    ixfile *pf = i > 0 ? s->ix[i - 1] : NULL;
+    memset(f->base, 0, (size_t)(IX_HEADER + f->slots * 4));
+    if (pf) {
+      rmqi_put64(f->base + IX_BEGIN_PHY, (uint64_t)ix_h64(pf, IX_END_PHY));
+      rmqi_put64(f->base + IX_END_PHY, (uint64_t)ix_h64(pf, IX_END_PHY));
+      rmqi_put64(f->base + IX_BEGIN_TS, (uint64_t)ix_h64(pf, IX_END_TS));
+      rmqi_put64(f->base + IX_END_TS, (uint64_t)ix_h64(pf, IX_END_TS));
+    }
+    rmqi_put32(f->base + IX_COUNT, 1);
+    f->dirty = 1;
+    rmqi_log(s->env, RMQ_LOG_WARN, "recovery: index file %s had a damaged header (indexCount %d): emptied, its "
+             "records indexed again", f->name, raw);
+  }
+}
+
 static int ix_load(rmqi_store *s, int abnormal)
 {
   int rc = ix_list(s);
   if (rc || s->o.read_only) return rc;
+  ix_repair_headers(s);
   int64_t e = -1; /* the newest entry's CommitLog offset */
   for (int i = s->nix - 1; i >= 0 && e < 0; i--)
     if (ix_count(s->ix[i]) > 1) e = ix_h64(s->ix[i], IX_END_PHY);
@@ -5161,11 +5189,25 @@ static int recover(rmqi_store *s, int abnormal, int rebuild)
       if (!q) continue;
       int64_t max = cq_scan_max(s, q);
       int64_t min = (q->first_file * s->cq_size) / RMQI_CQ_UNIT;
+      /* The scan dispatched this queue's records up to the log's end: every
+      ** unit after the last of them is garbage, whatever it says (a torn
+      ** sector can leave a unit with half its offset zeroed, which would
+      ** pass for an expired record below). */
+      const int64_t dispatched = q->next_offset;
       while (max > min) {
         uint8_t *u = cq_unit_at(s, q, max - 1);
         if (!u) break;
         int64_t phys = (int64_t)rmqi_get64(u);
         int32_t size = (int32_t)rmqi_get32(u + 8);
+        if (dispatched > 0 && max > dispatched) {
+          if (!s->o.read_only) {
+            memset(u, 0, RMQI_CQ_UNIT);
+            q->rec_dirty = 1;
+          }
+          ri->cq_units_dropped++;
+          max--;
+          continue;
+        }
         /* Past the cut, or not the unit of this queue's record there
         ** (garbage after the queue's end), or zeros (a torn sector of the
         ** queue file left a hole under units written after it). A unit

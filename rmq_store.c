@@ -4290,13 +4290,16 @@ static int ix_truncate(rmqi_store *s, int64_t cut)
 /* Open: the index files, repaired, and where indexing resumes. */
 /* A header a crash did not keep (zeros, or torn: an indexCount out of
 ** range) leaves nothing in its file to trust: the file becomes empty,
-** seeded from the one before, and its records are indexed again. */
-static void ix_repair_headers(rmqi_store *s)
+** seeded from the one before, and its records are indexed again (from its
+** begin offset, returned; -1 when the newest file's header was whole). */
+static int64_t ix_repair_headers(rmqi_store *s)
 {
+  int64_t from = -1;
   for (int i = 0; i < s->nix; i++) {
     ixfile *f = s->ix[i];
     int32_t raw = (int32_t)rmqi_get32(f->base + IX_COUNT);
     if (raw >= 1 && raw <= f->num) continue;
+    if (i == s->nix - 1) from = i > 0 ? ix_h64(s->ix[i - 1], IX_END_PHY) : 0;
     ixfile *pf = i > 0 ? s->ix[i - 1] : NULL;
     memset(f->base, 0, (size_t)(IX_HEADER + f->slots * 4));
     if (pf) {
@@ -4307,16 +4310,17 @@ static void ix_repair_headers(rmqi_store *s)
     }
     rmqi_put32(f->base + IX_COUNT, 1);
     f->dirty = 1;
-    rmqi_log(s->env, RMQ_LOG_WARN, "recovery: index file %s had a damaged header (indexCount %d): emptied, its "
-             "records indexed again", f->name, raw);
+    rmqi_log(s->env, RMQ_LOG_WARN, "recovery: index file %s had a damaged header (indexCount %d): emptied%s",
+             f->name, raw, i == s->nix - 1 ? ", its records indexed again" : " (its keys are no longer found)");
   }
+  return from;
 }
 
 static int ix_load(rmqi_store *s, int abnormal)
 {
   int rc = ix_list(s);
   if (rc || s->o.read_only) return rc;
-  ix_repair_headers(s);
+  const int64_t repaired = ix_repair_headers(s);
   int64_t e = -1; /* the newest entry's CommitLog offset */
   for (int i = s->nix - 1; i >= 0 && e < 0; i--)
     if (ix_count(s->ix[i]) > 1) e = ix_h64(s->ix[i], IX_END_PHY);
@@ -4339,6 +4343,11 @@ static int ix_load(rmqi_store *s, int abnormal)
     s->idx_skip = e + 1;
   } else {
     s->idx_pos = rmqi_store_min_phys(s);
+    s->idx_skip = 0;
+  }
+  if (repaired >= 0 && s->idx_pos > repaired) {
+    int64_t minp = rmqi_store_min_phys(s);
+    s->idx_pos = repaired > minp ? repaired : minp;
     s->idx_skip = 0;
   }
   /* A newest file of another geometry is read but not written. */

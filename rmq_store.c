@@ -4206,6 +4206,19 @@ static int ix_list(rmqi_store *s)
   return rc;
 }
 
+/* Points every slot at the newest of entries [1, upto) with its hash (the
+** entries keep their own chain links). */
+static void ix_rebuild_slots(ixfile *f, int32_t upto)
+{
+  uint8_t *slots = f->base + IX_HEADER;
+  memset(slots, 0, (size_t)f->slots * 4);
+  for (int32_t n = 1; n < upto; n++) {
+    int32_t h = (int32_t)rmqi_get32(ix_entry(f, n));
+    if (h >= 0) rmqi_put32(slots + (int64_t)(h % f->slots) * 4, (uint32_t)n);
+  }
+  f->dirty = 1;
+}
+
 /* Open after a crash: drops every entry pointing at or after `cut` (the
 ** recovery may have cut those records, and whatever the page cache lost is
 ** re-indexed from there). Files wholly after it go; in the file holding
@@ -4249,11 +4262,7 @@ static int ix_truncate(rmqi_store *s, int64_t cut)
         if (rebuild) {
           rmqi_log(s->env, RMQ_LOG_WARN, "index %s: a hash chain was broken by the crash; rebuilding its slots from "
                    "%d entries", f->name, lo - 1);
-          memset(slots, 0, (size_t)f->slots * 4);
-          for (int32_t n = 1; n < lo; n++) {
-            int32_t h = (int32_t)rmqi_get32(ix_entry(f, n));
-            if (h >= 0) rmqi_put32(slots + (int64_t)(h % f->slots) * 4, (uint32_t)n);
-          }
+          ix_rebuild_slots(f, lo);
         }
         int32_t used = 0;
         for (int64_t k = 0; k < f->slots; k++) used += rmqi_get32(slots + k * 4) != 0;
@@ -4292,13 +4301,56 @@ static int ix_truncate(rmqi_store *s, int64_t cut)
 ** range) leaves nothing in its file to trust: the file becomes empty,
 ** seeded from the one before, and its records are indexed again (from its
 ** begin offset, returned; -1 when the newest file's header was whole). */
-static int64_t ix_repair_headers(rmqi_store *s)
+static int64_t ix_repair_headers(rmqi_store *s, int abnormal)
 {
   int64_t from = -1;
   for (int i = 0; i < s->nix; i++) {
     ixfile *f = s->ix[i];
     int32_t raw = (int32_t)rmqi_get32(f->base + IX_COUNT);
-    if (raw >= 1 && raw <= f->num) continue;
+    if (raw >= 1 && raw <= f->num) {
+      if (abnormal && i == s->nix - 1) {
+        /* Entries the count holds may not have been kept (a newer header
+        ** sector than theirs): the first one that cannot be (zeros, an
+        ** offset going back, a link not to an older entry) ends the file;
+        ** the records from the last whole entry's on are indexed again. */
+        int64_t last = -1;
+        int32_t n = 1;
+        for (; n < raw; n++) {
+          const uint8_t *e = ix_entry(f, n);
+          int64_t phy = (int64_t)rmqi_get64(e + 4);
+          int32_t prev = (int32_t)rmqi_get32(e + 16);
+          int zero = rmqi_get32(e) == 0 && phy == 0 && rmqi_get32(e + 12) == 0 && prev == 0;
+          if (phy < last || prev < 0 || prev >= n || (zero && n > 1)) break;
+          last = phy;
+        }
+        if (n < raw) {
+          rmqi_log(s->env, RMQ_LOG_WARN, "recovery: index %s: entry %d of %d was not kept by the crash; the file "
+                   "ends before it, the records after it are indexed again", f->name, n, raw);
+          int64_t end_phy = n > 1 ? last : ix_h64(f, IX_BEGIN_PHY);
+          rmqi_put32(f->base + IX_COUNT, (uint32_t)n);
+          rmqi_put64(f->base + IX_END_PHY, (uint64_t)end_phy);
+          raw = n;
+          ix_rebuild_slots(f, raw);
+          if (from < 0 || end_phy < from) from = end_phy;
+        }
+        /* The header's count may be older than the slots (another sector):
+        ** a slot naming an entry the count does not hold would chain the
+        ** entries written again to garbage, and zeroing it would lose the
+        ** older entries of its chain. The slots are made again from the
+        ** entries the count holds. */
+        uint8_t *slots = f->base + IX_HEADER;
+        int bad = 0;
+        for (int64_t k = 0; k < f->slots && !bad; k++) {
+          int32_t v = (int32_t)rmqi_get32(slots + k * 4);
+          bad = v < 0 || v >= raw;
+        }
+        if (bad) {
+          rmqi_log(s->env, RMQ_LOG_WARN, "recovery: index %s: slots past its %d entries; slots rebuilt", f->name, raw);
+          ix_rebuild_slots(f, raw);
+        }
+      }
+      continue;
+    }
     if (i == s->nix - 1) from = i > 0 ? ix_h64(s->ix[i - 1], IX_END_PHY) : 0;
     ixfile *pf = i > 0 ? s->ix[i - 1] : NULL;
     memset(f->base, 0, (size_t)(IX_HEADER + f->slots * 4));
@@ -4320,7 +4372,7 @@ static int ix_load(rmqi_store *s, int abnormal)
 {
   int rc = ix_list(s);
   if (rc || s->o.read_only) return rc;
-  const int64_t repaired = ix_repair_headers(s);
+  const int64_t repaired = ix_repair_headers(s, abnormal);
   int64_t e = -1; /* the newest entry's CommitLog offset */
   for (int i = s->nix - 1; i >= 0 && e < 0; i--)
     if (ix_count(s->ix[i]) > 1) e = ix_h64(s->ix[i], IX_END_PHY);

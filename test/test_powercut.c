@@ -141,6 +141,7 @@ static void *pc_checker(void *arg)
         else r->py_checked++;
       }
     }
+    if (k.why[0]) fprintf(stderr, "cut failed: %s (%s): %s\n", img.dir, sim_mode_name[r->mode], k.why);
     pthread_mutex_lock(&sim.mu);
     r->checked++;
     if (k.why[0] && !r->k.why[0]) {

@@ -5260,31 +5260,20 @@ static int recover(rmqi_store *s, int abnormal, int rebuild)
         if (!u) break;
         int64_t phys = (int64_t)rmqi_get64(u);
         int32_t size = (int32_t)rmqi_get32(u + 8);
-        if (dispatched > 0 && max > dispatched) {
-          if (!s->o.read_only) {
-            memset(u, 0, RMQI_CQ_UNIT);
-            q->rec_dirty = 1;
-          }
-          ri->cq_units_dropped++;
-          max--;
-          continue;
+        /* Else garbage: past the cut, not the unit of this queue's record
+        ** there, or zeros (a torn sector left a hole under units written
+        ** after it). A unit below the CommitLog's first file is a record
+        ** that expired (RocketMQ keeps the queue's last file): it stays. */
+        int garbage = (dispatched > 0 && max > dispatched) ||
+                      (size != INT32_MAX && (size <= 0 || phys > end - size ||
+                                             (phys >= s->cl_base && !unit_matches(s, q, max - 1, u, end))));
+        if (!garbage) break;
+        if (!s->o.read_only) {
+          memset(u, 0, RMQI_CQ_UNIT);
+          q->rec_dirty = 1;
         }
-        /* Past the cut, or not the unit of this queue's record there
-        ** (garbage after the queue's end), or zeros (a torn sector of the
-        ** queue file left a hole under units written after it). A unit
-        ** below the CommitLog's first file is a record that expired
-        ** (RocketMQ keeps the queue's last file): it stays. */
-        if (size != INT32_MAX &&
-            (size <= 0 || phys > end - size || (phys >= s->cl_base && !unit_matches(s, q, max - 1, u, end)))) {
-          if (!s->o.read_only) {
-            memset(u, 0, RMQI_CQ_UNIT);
-            q->rec_dirty = 1;
-          }
-          ri->cq_units_dropped++;
-          max--;
-          continue;
-        }
-        break;
+        ri->cq_units_dropped++;
+        max--;
       }
       if (q->next_offset > max) max = q->next_offset;
       q->next_offset = max;

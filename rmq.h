@@ -777,7 +777,12 @@ RMQ_API void rmq_producer_destroy(rmq_producer *p);
 ** RMQ_ENOMEM (e.g. the thread's first send could not make its buffers).
 ** Under SYNC_FLUSH an RMQ_EIO / RMQ_ENOSPC of the flush comes after the
 ** record is stored. A flush timeout is not an error: RMQ_OK with
-** r->send_status = RMQ_FLUSH_DISK_TIMEOUT. */
+** r->send_status = RMQ_FLUSH_DISK_TIMEOUT. A failed sync (fsync, fdatasync
+** or msync of any store file) is never retried as if a later one covered
+** it: the store becomes not writable, and this and every later send and
+** flush fail with RMQ_EIO ("not writable since a sync failed") while reads
+** go on, until the broker is closed (which returns the error and leaves the
+** store to be recovered) and opened again. */
 RMQ_API int rmq_producer_send(rmq_producer *p, const rmq_msg *m, rmq_send_result *r);
 
 /* Sends m to queue `queue_id` of its topic. As rmq_producer_send, plus

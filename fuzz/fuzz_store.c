@@ -46,6 +46,7 @@
 #include <unistd.h>
 
 #include "rmq.h"
+#include "archive.h"
 
 /* Bounds that keep one run cheap whatever the sizes say: files are sparse,
 ** so only what is written costs memory. */
@@ -116,7 +117,6 @@ static void *fz_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
   return realloc(ptr, nsize);
 }
 
-static uint32_t get32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
 
 /* Removes dirfd's entry `name`, a tree when is_dir (d_type saves a failed
 ** unlink per directory: every system call counts at this rate). */
@@ -167,19 +167,13 @@ static int materialise(const uint8_t *data, size_t size)
   if (size == 0) return 0;
   int mode = data[0];
   size_t i = 1;
-  for (int k = 0; k < FZ_MAX_ENTRIES && i < size; k++) {
-    size_t plen = data[i++];
-    if (plen == 0 || size - i < plen + 10) break;
-    char rel[256];
-    memcpy(rel, data + i, plen);
-    rel[plen] = 0;
-    i += plen;
-    uint32_t fsize = get32(data + i), off = get32(data + i + 4);
-    size_t dlen = (size_t)data[i + 8] << 8 | data[i + 9];
-    i += 10;
-    if (dlen > size - i) dlen = size - i;
-    const uint8_t *content = data + i;
-    i += dlen;
+  rmqa_entry e;
+  for (int k = 0; k < FZ_MAX_ENTRIES && rmqa_next(data, size, &i, &e); k++) {
+    char *rel = e.path;
+    size_t plen = e.path_len;
+    uint32_t fsize = e.size, off = e.off;
+    size_t dlen = e.data_len;
+    const uint8_t *content = e.data;
     int is_dir;
     if (!prepare_path(rel, plen, &is_dir)) continue;
     char full[600];

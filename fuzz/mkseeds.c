@@ -47,6 +47,7 @@
 #include <unistd.h>
 
 #include "rmq.h"
+#include "archive.h"
 
 static void die(const char *what)
 {
@@ -57,7 +58,6 @@ static void die(const char *what)
 static void put32(uint8_t *p, uint32_t v) { p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v; }
 static void put64(uint8_t *p, uint64_t v) { put32(p, (uint32_t)(v >> 32)); put32(p + 4, (uint32_t)v); }
 static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
-static uint32_t get32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
 
 static void mkdirs(const char *path)
 {
@@ -210,26 +210,16 @@ static int cmd_unpack(const char *archive, const char *dir)
   fclose(f);
   mkdirs(dir);
   size_t i = 1;
-  while (i < n) {
-    size_t pl = d[i++];
-    if (!pl || n - i < pl + 10) break;
-    char rel[256];
-    memcpy(rel, d + i, pl);
-    rel[pl] = 0;
-    i += pl;
-    uint32_t size = get32(d + i), off = get32(d + i + 4);
-    size_t len = (size_t)d[i + 8] << 8 | d[i + 9];
-    i += 10;
-    if (len > n - i) len = n - i;
-    if (strstr(rel, "..") || rel[0] == '/') { i += len; continue; }
-    if (rel[pl - 1] == '/') {
+  rmqa_entry e;
+  while (rmqa_next(d, n, &i, &e)) {
+    if (strstr(e.path, "..") || e.path[0] == '/') continue;
+    if (e.path[e.path_len - 1] == '/') {
       char p[1024];
-      snprintf(p, sizeof p, "%s/%s", dir, rel);
+      snprintf(p, sizeof p, "%s/%s", dir, e.path);
       mkdirs(p);
     } else {
-      write_at(dir, rel, size, off, d + i, len);
+      write_at(dir, e.path, e.size, e.off, e.data, e.data_len);
     }
-    i += len;
   }
   printf("unpacked %s (mode %d) into %s\n", archive, n ? d[0] : 0, dir);
   return 0;

@@ -4208,10 +4208,37 @@ static int ix_list(rmqi_store *s)
 
 /* Points every slot at the newest of entries [1, upto) with its hash (the
 ** entries keep their own chain links). */
+/* The next data region of fd's file within [from, to): its start, and its
+** end in *end; -1 when the rest is a hole. Holes read as zeros, and a
+** pass over a mapped hole either allocates it (tmpfs) or faults in a page
+** per 4 KiB: a default index file's slots are 20 MB, mostly hole. Without
+** SEEK_DATA (fd < 0, or unsupported) the whole range is one region. */
+static int64_t data_next(int fd, int64_t from, int64_t to, int64_t *end)
+{
+  if (from >= to) return -1;
+  off_t d = fd >= 0 ? OS->lseek(fd, (off_t)from, SEEK_DATA) : -1;
+  if (d < 0 && fd >= 0 && errno == ENXIO) return -1;
+  off_t h = d >= 0 ? OS->lseek(fd, d, SEEK_HOLE) : -1;
+  if (d < 0 || h < d) {
+    *end = to;
+    return from;
+  }
+  if ((int64_t)d >= to) return -1;
+  *end = (int64_t)h < to ? (int64_t)h : to;
+  return (int64_t)d;
+}
+
+/* Zeroes [from, to) of fd's file mapped at base, holes left alone. */
+static void zero_mapped(int fd, uint8_t *base, int64_t from, int64_t to)
+{
+  int64_t e;
+  for (int64_t d; (d = data_next(fd, from, to, &e)) >= 0; from = e) memset(base + d, 0, (size_t)(e - d));
+}
+
 static void ix_rebuild_slots(ixfile *f, int32_t upto)
 {
   uint8_t *slots = f->base + IX_HEADER;
-  memset(slots, 0, (size_t)f->slots * 4);
+  zero_mapped(f->fd, f->base, IX_HEADER, IX_HEADER + (int64_t)f->slots * 4);
   for (int32_t n = 1; n < upto; n++) {
     int32_t h = (int32_t)rmqi_get32(ix_entry(f, n));
     if (h >= 0) rmqi_put32(slots + (int64_t)(h % f->slots) * 4, (uint32_t)n);
@@ -4245,8 +4272,12 @@ static int ix_truncate(rmqi_store *s, int64_t cut)
       if (lo < count) {
         int rebuild = 0;
         uint8_t *slots = f->base + IX_HEADER;
-        for (int64_t k = 0; k < f->slots && !rebuild; k++) {
+        /* Slots in holes are 0 and stay so: only the data is walked. */
+        int64_t sf = IX_HEADER, st = IX_HEADER + (int64_t)f->slots * 4, se;
+        for (int64_t d; !rebuild && (d = data_next(f->fd, sf, st, &se)) >= 0; sf = se)
+        for (int64_t k = (d - IX_HEADER) / 4; k < (se - IX_HEADER + 3) / 4 && !rebuild; k++) {
           int32_t v = (int32_t)rmqi_get32(slots + k * 4);
+          if (v == 0) continue;
           while (v >= lo && v < count) {
             const uint8_t *e = ix_entry(f, v);
             int32_t prev = (int32_t)rmqi_get32(e + 16);
@@ -4265,7 +4296,9 @@ static int ix_truncate(rmqi_store *s, int64_t cut)
           ix_rebuild_slots(f, lo);
         }
         int32_t used = 0;
-        for (int64_t k = 0; k < f->slots; k++) used += rmqi_get32(slots + k * 4) != 0;
+        sf = IX_HEADER;
+        for (int64_t d; (d = data_next(f->fd, sf, st, &se)) >= 0; sf = se)
+          for (int64_t k = (d - IX_HEADER) / 4; k < (se - IX_HEADER + 3) / 4; k++) used += rmqi_get32(slots + k * 4) != 0;
         const uint8_t *last = ix_entry(f, lo - 1);
         int64_t last_phy = (int64_t)rmqi_get64(last + 4);
         int64_t last_ts = ix_h64(f, IX_BEGIN_TS) + (int64_t)rmqi_get32(last + 12) * 1000;
@@ -4338,12 +4371,13 @@ static int64_t ix_repair_headers(rmqi_store *s, int abnormal)
         ** entries written again to garbage, and zeroing it would lose the
         ** older entries of its chain. The slots are made again from the
         ** entries the count holds. */
-        uint8_t *slots = f->base + IX_HEADER;
         int bad = 0;
-        for (int64_t k = 0; k < f->slots && !bad; k++) {
-          int32_t v = (int32_t)rmqi_get32(slots + k * 4);
-          bad = v < 0 || v >= raw;
-        }
+        int64_t sf = IX_HEADER, st = IX_HEADER + (int64_t)f->slots * 4, se;
+        for (int64_t d; !bad && (d = data_next(f->fd, sf, st, &se)) >= 0; sf = se)
+          for (int64_t k = d & ~(int64_t)3; k < se && !bad; k += 4) {
+            int32_t v = (int32_t)rmqi_get32(f->base + k);
+            bad = v < 0 || v >= raw;
+          }
         if (bad) {
           rmqi_log(s->env, RMQ_LOG_WARN, "recovery: index %s: slots past its %d entries; slots rebuilt", f->name, raw);
           ix_rebuild_slots(f, raw);
@@ -4353,7 +4387,7 @@ static int64_t ix_repair_headers(rmqi_store *s, int abnormal)
     }
     if (i == s->nix - 1) from = i > 0 ? ix_h64(s->ix[i - 1], IX_END_PHY) : 0;
     ixfile *pf = i > 0 ? s->ix[i - 1] : NULL;
-    memset(f->base, 0, (size_t)(IX_HEADER + f->slots * 4));
+    zero_mapped(f->fd, f->base, 0, IX_HEADER + (int64_t)f->slots * 4);
     if (pf) {
       rmqi_put64(f->base + IX_BEGIN_PHY, (uint64_t)ix_h64(pf, IX_END_PHY));
       rmqi_put64(f->base + IX_END_PHY, (uint64_t)ix_h64(pf, IX_END_PHY));
@@ -5083,6 +5117,11 @@ static const uint8_t *scan_at(scan_buf *sb, mfile *f, int64_t p, int64_t n)
     sb->cap = want;
   }
   int64_t len = f->size - p < (int64_t)sb->cap ? f->size - p : (int64_t)sb->cap;
+  /* Only the data region at p is read (and at least the n bytes asked):
+  ** a hole reads as zeros, but copying megabytes of them is most of a
+  ** small store's open, and the scan stops at the first zero anyway. */
+  off_t hole = OS->lseek(f->fd, (off_t)p, SEEK_HOLE);
+  if (hole >= (off_t)p && (int64_t)hole - p < len) len = (int64_t)hole - p > n ? (int64_t)hole - p : n;
   int64_t got = 0;
   while (got < len) {
     ssize_t r = OS->pread(f->fd, sb->b + got, (size_t)(len - got), (off_t)(p + got));

@@ -486,13 +486,13 @@ static char *jstring(jp *p)
         if (v < 0x80) { u[0] = (char)v; n = 1; }
         else if (v < 0x800) { u[0] = (char)(0xC0 | (v >> 6)); u[1] = (char)(0x80 | (v & 0x3F)); n = 2; }
         else { u[0] = (char)(0xE0 | (v >> 12)); u[1] = (char)(0x80 | ((v >> 6) & 0x3F)); u[2] = (char)(0x80 | (v & 0x3F)); n = 3; }
-        for (int i = 0; i < n; i++) rmqi_buf_printf(&b, "%c", u[i]);
+        rmqi_buf_add(&b, u, (size_t)n);
         continue;
       }
       default: break; /* \" \\ \/ */
       }
     }
-    rmqi_buf_printf(&b, "%c", c);
+    rmqi_buf_add(&b, &c, 1);
   }
   if (p->s >= p->e || b.oom) { p->rc = b.oom ? RMQ_ENOMEM : RMQ_ECORRUPT; rmqi_buf_free(&b); return NULL; }
   p->s++;
@@ -4712,6 +4712,22 @@ static int load_cqs(rmqi_store *s, int *rebuild)
           }
           if (mvec_len(&q->cq) == 0) {
             q->first_file = starts[i] / s->cq_size;
+            /* A record takes more than 64 bytes: a log of L bytes holds
+            ** under L / 64 units. A queue file beyond that is no head lost
+            ** but a damaged name; making the "missing" files before it
+            ** would make millions. It goes (a reader would take its units
+            ** for the queue's: RocketMQ too), and the queue is rebuilt. */
+            if (q->first_file > 0 && s->cl_base == 0 && mvec_len(&s->cl) > 0 &&
+                q->first_file > (int64_t)mvec_len(&s->cl) * (s->cl_size / 64) / (s->cq_size / RMQI_CQ_UNIT) + 1) {
+              char fp[4200];
+              snprintf(fp, sizeof fp, "%s/%020" PRId64, q->dir, starts[i]);
+              rmqi_log(s->env, RMQ_LOG_WARN, "%s: beyond any unit the commitlog can hold; %s, the queue is rebuilt", fp,
+                       s->o.read_only ? "ignored" : "removed");
+              if (!s->o.read_only && OS->unlink(fp) != 0) { rc = rmqi_errno(errno, "unlink", fp); break; }
+              q->first_file = 0;
+              *rebuild = 1;
+              continue;
+            }
             if (q->first_file > 0 && s->cl_base == 0 && mvec_len(&s->cl) > 0 && !s->o.read_only) {
               /* ConsumeQueue files are deleted only after the CommitLog's
               ** head (rmq and RocketMQ alike): with the log whole from 0,

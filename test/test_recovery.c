@@ -371,6 +371,9 @@ static void test_lost_consume_queue_rebuilt(void **state)
   static const struct { const char *what; int truncate_to; int64_t rebuilt; } cases[] = {
     {"consumequeue/<topic>/2 deleted", -1, CQ_N / 4},
     {"its first file cut to 30 units", 600, 64 - 30},
+    /* A damaged name: a queue file 10^5 files in, past any unit the
+    ** 4-file log can hold, is ignored (not 10^5 head files made). */
+    {"its files replaced by one named 128000000", -2, CQ_N / 4},
   };
   for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
     print_message("  case: %s\n", cases[ci].what);
@@ -381,10 +384,17 @@ static void test_lost_consume_queue_rebuilt(void **state)
     o.mapped_file_size_consume_queue = 20 * 64; /* 100 units a queue: two files */
     static seen sent[CQ_N], got[CQ_N + 1];
     populate(store, &o, "Cq", 4, CQ_N, 16, 100, sent);
-    if (cases[ci].truncate_to < 0) {
+    if (cases[ci].truncate_to == -1) {
       snprintf(path, sizeof path, "%s/consumequeue/Cq/2", store);
       tu_rm_rf(path);
       assert_false(file_exists(path));
+    } else if (cases[ci].truncate_to == -2) {
+      char far[2048];
+      snprintf(path, sizeof path, "%s/consumequeue/Cq/2/%020d", store, 1280);
+      assert_int_equal(unlink(path), 0);
+      snprintf(path, sizeof path, "%s/consumequeue/Cq/2/%020d", store, 0);
+      snprintf(far, sizeof far, "%s/consumequeue/Cq/2/%020d", store, 128000000);
+      assert_int_equal(rename(path, far), 0);
     } else {
       snprintf(path, sizeof path, "%s/consumequeue/Cq/2/%020d", store, 0);
       assert_int_equal(truncate(path, cases[ci].truncate_to), 0);
@@ -401,6 +411,8 @@ static void test_lost_consume_queue_rebuilt(void **state)
       snprintf(path, sizeof path, "%s/consumequeue/Cq/2/%020d", store, f * 1280);
       assert_true(file_exists(path));
     }
+    snprintf(path, sizeof path, "%s/consumequeue/Cq/2/%020d", store, 128000000);
+    assert_false(file_exists(path));
 
     /* Queue 2 in order, at the offsets the sends returned. */
     rmq_pull_consumer *c;

@@ -460,6 +460,12 @@ static char *jstring(jp *p)
   rmqi_buf b = {0};
   p->s++; /* opening quote */
   while (p->s < p->e && *p->s != '"') {
+    const char *run = p->s;
+    while (p->s < p->e && *p->s != '"' && *p->s != '\\') p->s++;
+    if (p->s > run) { /* plain characters, at once */
+      rmqi_buf_add(&b, run, (size_t)(p->s - run));
+      continue;
+    }
     char c = *p->s++;
     if (c == '\\') {
       if (p->s >= p->e) break;
@@ -5125,19 +5131,23 @@ static const uint8_t *scan_at(scan_buf *sb, mfile *f, int64_t p, int64_t n)
 {
   if (p >= sb->start && p + n <= sb->start + sb->len) return sb->b + (p - sb->start);
   if (n > f->size - p || n > 4 * (int64_t)SCAN_BUF) return NULL;
-  size_t want = n > SCAN_BUF ? (size_t)n : SCAN_BUF;
+  int64_t len = f->size - p < (int64_t)SCAN_BUF ? f->size - p : (int64_t)SCAN_BUF;
+  /* Only the data region at p is read (and at least the n bytes asked):
+  ** a hole reads as zeros, but copying megabytes of them is most of a
+  ** small store's open, and the scan stops at the first zero anyway. The
+  ** buffer grows with what is read, up to SCAN_BUF. */
+  off_t hole = OS->lseek(f->fd, (off_t)p, SEEK_HOLE);
+  if (hole >= (off_t)p && (int64_t)hole - p < len) len = (int64_t)hole - p;
+  if (len < n) len = n;
+  size_t want = ((size_t)len + 65535) & ~(size_t)65535;
   if (want > sb->cap) {
+    if (want < sb->cap * 2) want = sb->cap * 2;
+    if (want < (size_t)len) want = (size_t)len;
     uint8_t *nb = rmqi_realloc(sb->b, sb->cap, want);
     if (!nb) return NULL;
     sb->b = nb;
     sb->cap = want;
   }
-  int64_t len = f->size - p < (int64_t)sb->cap ? f->size - p : (int64_t)sb->cap;
-  /* Only the data region at p is read (and at least the n bytes asked):
-  ** a hole reads as zeros, but copying megabytes of them is most of a
-  ** small store's open, and the scan stops at the first zero anyway. */
-  off_t hole = OS->lseek(f->fd, (off_t)p, SEEK_HOLE);
-  if (hole >= (off_t)p && (int64_t)hole - p < len) len = (int64_t)hole - p > n ? (int64_t)hole - p : n;
   int64_t got = 0;
   while (got < len) {
     ssize_t r = OS->pread(f->fd, sb->b + got, (size_t)(len - got), (off_t)(p + got));

@@ -4372,20 +4372,29 @@ static int64_t ix_repair_headers(rmqi_store *s, int abnormal)
           ix_rebuild_slots(f, raw);
           if (from < 0 || end_phy < from) from = end_phy;
         }
-        /* The header's count may be older than the slots (another sector):
-        ** a slot naming an entry the count does not hold would chain the
-        ** entries written again to garbage, and zeroing it would lose the
-        ** older entries of its chain. The slots are made again from the
-        ** entries the count holds. */
+        /* Slots and entries live in other sectors, and the crash may have
+        ** kept either one's newer version. A slot newer than the count
+        ** (naming an entry it does not hold) would chain the entries
+        ** written again to garbage, and zeroing it would lose the older
+        ** entries of its chain; a slot older than its entries (naming one
+        ** before the newest of its hash, or none) hides them from every
+        ** lookup. Either way the slots are made again from the entries
+        ** the count holds. Every slot names the newest entry of its hash
+        ** or is 0 when no entry has it. */
         int bad = 0;
         int64_t sf = IX_HEADER, st = IX_HEADER + (int64_t)f->slots * 4, se;
         for (int64_t d; !bad && (d = data_next(f->fd, sf, st, &se)) >= 0; sf = se)
           for (int64_t k = d & ~(int64_t)3; k < se && !bad; k += 4) {
             int32_t v = (int32_t)rmqi_get32(f->base + k);
-            bad = v < 0 || v >= raw;
+            bad = v < 0 || v >= raw || (v > 0 && (int32_t)rmqi_get32(ix_entry(f, v)) % f->slots != (k - IX_HEADER) / 4);
           }
+        for (int32_t m = 1; m < raw && !bad; m++) {
+          int32_t h = (int32_t)rmqi_get32(ix_entry(f, m));
+          bad = h >= 0 && (int32_t)rmqi_get32(f->base + IX_HEADER + (int64_t)(h % f->slots) * 4) < m;
+        }
         if (bad) {
-          rmqi_log(s->env, RMQ_LOG_WARN, "recovery: index %s: slots past its %d entries; slots rebuilt", f->name, raw);
+          rmqi_log(s->env, RMQ_LOG_WARN, "recovery: index %s: slots older or newer than its %d entries; slots rebuilt",
+                   f->name, raw);
           ix_rebuild_slots(f, raw);
         }
       }

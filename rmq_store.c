@@ -4568,12 +4568,28 @@ RMQI_FUNC int rmqi_store_index_each(rmqi_store *s, rmqi_index_each_fn fn, void *
     int32_t count = ix_count(f);
     if (ix_h32(f, IX_COUNT) != count)
       rc = fn(ctx, path, IX_COUNT, -1, -1, "header indexCount out of range");
-    for (int32_t n = 1; n < count && !rc; n++) {
-      const uint8_t *e = ix_entry(f, n);
-      int32_t prev = (int32_t)rmqi_get32(e + 16);
-      int64_t off = e - f->base;
-      if (prev < 0 || prev >= n) rc = fn(ctx, path, off, -1, -1, "prevIndex does not point at an older entry");
-      else rc = fn(ctx, path, off, (int32_t)rmqi_get32(e), (int64_t)rmqi_get64(e + 4), NULL);
+    /* Entries in a hole are zeros: one problem for the run, not one per
+    ** entry (a damaged count can claim 20 million of them). */
+    const int64_t ebase = ix_entry(f, 0) - f->base, eend = ebase + (int64_t)count * IX_ENTRY;
+    for (int32_t n = 1; n < count && !rc;) {
+      int64_t off = ebase + (int64_t)n * IX_ENTRY, de;
+      int64_t d = data_next(f->fd, off, eend, &de);
+      if (d < 0) d = de = eend;
+      int32_t m = (int32_t)((d - ebase) / IX_ENTRY);
+      if (m > n) {
+        rc = fn(ctx, path, off, -1, -1, "entries the header counts are a hole (zeros)");
+        n = m;
+        continue;
+      }
+      int32_t last = (int32_t)((de - ebase + IX_ENTRY - 1) / IX_ENTRY);
+      if (last > count) last = count;
+      for (; n < last && !rc; n++) {
+        const uint8_t *e = ix_entry(f, n);
+        int32_t prev = (int32_t)rmqi_get32(e + 16);
+        int64_t eoff = e - f->base;
+        if (prev < 0 || prev >= n) rc = fn(ctx, path, eoff, -1, -1, "prevIndex does not point at an older entry");
+        else rc = fn(ctx, path, eoff, (int32_t)rmqi_get32(e), (int64_t)rmqi_get64(e + 4), NULL);
+      }
     }
   }
   pthread_mutex_unlock(&s->idx_lock);
@@ -4848,13 +4864,15 @@ static int zero_block(const uint8_t *b, size_t n)
   return acc == 0;
 }
 
-/* The end of the last nonzero byte of f in [from, f->size), or `from` when
+/* The end of the last nonzero byte of f in [from, to), or `from` when
 ** there is none. Only the file's data regions are read (SEEK_DATA and
 ** SEEK_HOLE): a file's unwritten tail is a hole, and reading a hole would
 ** cost its whole reserved size in reads (and, on tmpfs, in memory). */
-static int64_t last_nonzero_fd(const mfile *f, int fd, int64_t from)
+static int64_t last_nonzero_fd(const mfile *f, int fd, int64_t from, int64_t to)
 {
-  int64_t lo = from, hi = f->size; /* the last data region found */
+  if (to > f->size) to = f->size;
+  if (from >= to) return from;
+  int64_t lo = from, hi = to; /* the last data region found */
   if (fd >= 0) {
     off_t d = OS->lseek(fd, (off_t)from, SEEK_DATA);
     if (d < 0 && errno == ENXIO) return from;
@@ -4863,14 +4881,14 @@ static int64_t last_nonzero_fd(const mfile *f, int fd, int64_t from)
       ** through it, and through earlier ones when it is all zeros. */
       int64_t rl[64][2];
       int nr = 0;
-      while (d >= 0 && d < f->size) {
+      while (d >= 0 && d < to) {
         off_t h = OS->lseek(fd, d, SEEK_HOLE);
-        if (h < 0 || h > f->size) h = (off_t)f->size;
+        if (h < 0 || h > to) h = (off_t)to;
         if (nr == 64) { memmove(rl, rl + 1, sizeof rl[0] * 63); nr = 63; }
         rl[nr][0] = d < from ? from : d;
         rl[nr][1] = h;
         nr++;
-        if (h >= f->size) break;
+        if (h >= to) break;
         d = OS->lseek(fd, h, SEEK_DATA);
       }
       for (int r = nr - 1; r >= 0; r--) {
@@ -4907,13 +4925,16 @@ static uint8_t *cq_unit_at(rmqi_store *s, rmqi_queue *q, int64_t off)
   return f->base + (byte - f->start);
 }
 
-static int64_t last_nonzero(const mfile *f, int64_t from) { return last_nonzero_fd(f, f->fd, from); }
+static int64_t last_nonzero(const mfile *f, int64_t from) { return last_nonzero_fd(f, f->fd, from, f->size); }
 
-static int64_t cq_scan_max(rmqi_store *s, rmqi_queue *q)
+static int64_t cq_scan_max_below(rmqi_store *s, rmqi_queue *q, int64_t limit)
 {
   int nf = mvec_len(&q->cq);
   for (int k = nf - 1; k >= 0; k--) {
     mfile *f = mvec_at(&q->cq, k);
+    if (f->start / RMQI_CQ_UNIT >= limit) continue;
+    int64_t to = limit - f->start / RMQI_CQ_UNIT < f->size / RMQI_CQ_UNIT ? (limit - f->start / RMQI_CQ_UNIT) * RMQI_CQ_UNIT
+                                                                          : f->size;
     if (cq_need_create(s, f) != RMQ_OK) {
       rmqi_log(s->env, RMQ_LOG_WARN, "%s", rmq_errmsg());
       continue;
@@ -4921,12 +4942,14 @@ static int64_t cq_scan_max(rmqi_store *s, rmqi_queue *q)
     char path[4400];
     snprintf(path, sizeof path, "%s/%020" PRId64, f->dir, f->start);
     int fd = OS->open(path, O_RDONLY, 0); /* for SEEK_DATA: the tail is never read */
-    int64_t e = last_nonzero_fd(f, fd, 0);
+    int64_t e = last_nonzero_fd(f, fd, 0, to);
     if (fd >= 0) OS->close(fd);
     if (e > 0) return f->start / RMQI_CQ_UNIT + (e - 1) / RMQI_CQ_UNIT + 1;
   }
   return nf ? (q->first_file * s->cq_size) / RMQI_CQ_UNIT : 0;
 }
+
+static int64_t cq_scan_max(rmqi_store *s, rmqi_queue *q) { return cq_scan_max_below(s, q, INT64_MAX); }
 
 static int64_t cq_scan_min(rmqi_store *s, rmqi_queue *q, int64_t max)
 {
@@ -5342,6 +5365,17 @@ static int recover(rmqi_store *s, int abnormal, int rebuild)
                       (size != INT32_MAX && (size <= 0 || phys > end - size ||
                                              (phys >= s->cl_base && !unit_matches(s, q, max - 1, u, end))));
         if (!garbage) break;
+        static const uint8_t zero_unit[RMQI_CQ_UNIT];
+        if (!memcmp(u, zero_unit, RMQI_CQ_UNIT)) {
+          /* A run of zero units, most likely a hole a stray byte far into a
+          ** sparse file made the queue claim: skipped to the last nonzero
+          ** unit below it in one search, not visited one by one. */
+          int64_t below = cq_scan_max_below(s, q, max - 1);
+          if (below < min) below = min;
+          ri->cq_units_dropped += max - below;
+          max = below;
+          continue;
+        }
         if (!s->o.read_only) {
           memset(u, 0, RMQI_CQ_UNIT);
           q->rec_dirty = 1;

@@ -1475,7 +1475,9 @@ typedef void (*rmq_check_fn)(void *ctx, const char *file, int64_t offset, const 
 ** against the record it points at (offset, size, topic, queue, queue
 ** offset, tag code), every index entry (it points at a record holding its
 ** key's hash). Reads only. Best on a read-only open. fn (may be NULL) gets
-** each problem; *out (may be NULL) the counts. Any thread.
+** each problem (a run of index entries in a hole of the file, zeros a
+** damaged count claims, is one problem); *out (may be NULL) the counts.
+** Any thread.
 ** Errors: RMQ_ECORRUPT (problems were found), RMQ_ENOMEM, RMQ_EIO. */
 RMQ_API int rmq_broker_check(rmq_broker *b, rmq_check_fn fn, void *ctx, rmq_check_result *out);
 

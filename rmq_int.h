@@ -293,6 +293,10 @@ RMQI_FUNC int64_t rmqi_queue_max_offset(const rmqi_queue *q);
 ** A copy, because idle ConsumeQueue files are unmapped at any time. Any
 ** thread. */
 RMQI_FUNC int rmqi_queue_read_units(rmqi_queue *q, int64_t offset, uint8_t *buf, int max);
+/* The first offset in [off, end) whose unit lies in data of its file, not
+** in a hole (a hole reads as zero units); end when none. Opens the file
+** for SEEK_DATA; reads nothing. For rmq_broker_check. */
+RMQI_FUNC int64_t rmqi_queue_next_data(rmqi_queue *q, int64_t off, int64_t end);
 /* The queue offset of the first message stored at or after ts (ms). */
 RMQI_FUNC int64_t rmqi_queue_offset_by_time(rmqi_store *s, rmqi_queue *q, int64_t ts);
 

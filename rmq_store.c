@@ -3039,6 +3039,7 @@ RMQI_FUNC int64_t rmqi_store_recovery_from(rmqi_store *s) { return s->scan_from;
 RMQI_FUNC int rmqi_store_cq_file_size(rmqi_store *s) { return s->cq_size; }
 
 static int64_t last_nonzero(const mfile *f, int64_t from);
+static int64_t data_next(int fd, int64_t from, int64_t to, int64_t *end);
 static int64_t resync(rmqi_store *s, const mfile *f, int64_t from);
 
 RMQI_FUNC int rmqi_store_check_log(rmqi_store *s, rmqi_check_cb *cb)
@@ -3160,6 +3161,28 @@ RMQI_FUNC int rmqi_queue_read_units(rmqi_queue *q, int64_t offset, uint8_t *buf,
   }
   cq_evict(s);
   return (int)k;
+}
+
+RMQI_FUNC int64_t rmqi_queue_next_data(rmqi_queue *q, int64_t off, int64_t end)
+{
+  rmqi_store *s = q->topic->s;
+  while (off < end) {
+    int64_t byte = off * RMQI_CQ_UNIT;
+    mfile *f = mvec_at(&q->cq, byte / s->cq_size - q->first_file);
+    if (!f || f->gone) return off;
+    char path[4400];
+    snprintf(path, sizeof path, "%s/%020" PRId64, f->dir, f->start);
+    int fd = OS->open(path, O_RDONLY, 0);
+    if (fd < 0) return off;
+    int64_t e, d = data_next(fd, byte - f->start, f->size, &e);
+    OS->close(fd);
+    if (d >= 0) {
+      int64_t u = (f->start + d) / RMQI_CQ_UNIT;
+      return u > off ? (u < end ? u : end) : off;
+    }
+    off = (f->start + f->size) / RMQI_CQ_UNIT; /* a file holds whole units */
+  }
+  return end;
 }
 
 RMQI_FUNC int64_t rmqi_queue_offset_by_time(rmqi_store *s, rmqi_queue *q, int64_t ts)
@@ -5369,8 +5392,16 @@ static int recover(rmqi_store *s, int abnormal, int rebuild)
         if (!memcmp(u, zero_unit, RMQI_CQ_UNIT)) {
           /* A run of zero units, most likely a hole a stray byte far into a
           ** sparse file made the queue claim: skipped to the last nonzero
-          ** unit below it in one search, not visited one by one. */
-          int64_t below = cq_scan_max_below(s, q, max - 1);
+          ** unit below it, not visited one by one. Within the unit's page
+          ** (read already) by looking; below it by one SEEK_DATA search. */
+          const uint8_t *pg = (const uint8_t *)((uintptr_t)u & ~(uintptr_t)4095);
+          const uint8_t *v = u;
+          int64_t o = max - 1;
+          while (o > min && v - RMQI_CQ_UNIT >= pg && !memcmp(v - RMQI_CQ_UNIT, zero_unit, RMQI_CQ_UNIT)) {
+            v -= RMQI_CQ_UNIT;
+            o--;
+          }
+          int64_t below = o > min && v - RMQI_CQ_UNIT >= pg ? o : cq_scan_max_below(s, q, o);
           if (below < min) below = min;
           ri->cq_units_dropped += max - below;
           max = below;

@@ -2444,7 +2444,10 @@ static int cq_unit_ptr_mode(rmqi_store *s, rmqi_queue *q, int64_t off, uint8_t *
     mfile *f = cq_file_new(q, (q->first_file + mvec_len(&q->cq)) * s->cq_size, s->cq_size);
     if (!f) return rmqi_err(RMQ_ENOMEM, "out of memory adding a file to %s", q->dir);
     pthread_mutex_lock(cq_lock(s, q));
-    rc = cq_cold(s, cold_ok) ? cq_create_unmapped(f) : cq_map(s, f, 1);
+    /* Files before the one wanted (a record far ahead of its queue: a
+    ** rebuild of damage) are made but not mapped: tens of thousands of
+    ** mappings at once would meet vm.max_map_count. */
+    rc = cq_cold(s, cold_ok) || mvec_len(&q->cq) < fidx ? cq_create_unmapped(f) : cq_map(s, f, 1);
     if (!rc && (rc = mvec_push(&q->cq, f))) cq_unmap(s, f);
     pthread_mutex_unlock(cq_lock(s, q));
     if (rc) { rmqi_free(f, sizeof *f); return rc; }
@@ -4797,7 +4800,8 @@ static int load_cqs(rmqi_store *s, int *rebuild)
               for (int64_t k = 0; k < nhead && !rc; k++) {
                 mfile *h = cq_file_new(q, k * s->cq_size, s->cq_size);
                 if (!h) { rc = rmqi_err(RMQ_ENOMEM, "out of memory"); break; }
-                if (!(rc = cq_need_create(s, h)) && (rc = mvec_push(&q->cq, h))) cq_file_free(s, h);
+                /* Made, not mapped: there may be many (see the bound above). */
+                if (!(rc = cq_create_unmapped(h)) && (rc = mvec_push(&q->cq, h))) cq_file_free(s, h);
                 else if (rc) rmqi_free(h, sizeof *h);
               }
               if (!rc) rc = fsync_dir(q->dir);

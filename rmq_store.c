@@ -2502,7 +2502,22 @@ static inline int store_ts_off(const uint8_t *rec)
 static int cl_write(rmqi_store *s, mfile *f, int64_t pos, const void *buf, size_t len)
 {
   if (s->o.flush_disk_type != RMQ_SYNC_FLUSH) {
-    memcpy(f->base + (pos - f->start), buf, len);
+    /* The page cache (and so the disk, after a power cut) may see a record
+    ** half copied: memcpy stores the head and the tail of a few hundred
+    ** bytes before its middle. Left so, a cut kept a record whose header
+    ** and body (the CRC's only span) were whole and whose properties were
+    ** partly zeros: recovery kept it, a message never sent (seen in the
+    ** ASYNC torn512 power-cut sample). TOTALSIZE and MAGIC go last, after a
+    ** full fence (x86 lets a fast-string copy's stores pass each other):
+    ** whoever sees them sees the rest of the record. */
+    uint8_t *d = f->base + (pos - f->start);
+    if (len > 8) {
+      memcpy(d + 8, (const uint8_t *)buf + 8, len - 8);
+      atomic_thread_fence(memory_order_seq_cst);
+      memcpy(d, buf, 8);
+    } else {
+      memcpy(d, buf, len);
+    }
     return RMQ_OK;
   }
   const uint8_t *b = buf;
@@ -5054,10 +5069,40 @@ static int dispatch(rmqi_store *s, const rmqi_record *r, int64_t pos, int *creat
   rc = queue_make(t, r->queue_id);
   if (rc) return rc;
   rmqi_queue *q = rmqi_topic_queue(t, r->queue_id);
+  /* A queue without files whose first record comes far in (its head files
+  ** deleted, or a damaged QUEUEOFFSET): only the file holding the record is
+  ** made, the units before it padded, as RocketMQ's fillPreBlank does. Made
+  ** from 0 on, that was every file before it (10^4 and more, seconds). */
+  /* Records of a queue lie in the log in offset order, each of 91 bytes or
+  ** more: from the record of the queue's last unit to this one, the offset
+  ** grows by at most the bytes between over 91. A larger jump is a damaged
+  ** QUEUEOFFSET, left unindexed like the one above rather than filling the
+  ** gap with empty files (seconds for 10^5 small files). Only when that
+  ** last unit's record is there and says it is this queue's. */
+  if (r->queue_offset > q->next_offset && q->next_offset > 0) {
+    int64_t last = q->next_offset - 1;
+    const uint8_t *lu = cq_unit_at(s, q, last);
+    int64_t lphys = lu ? (int64_t)rmqi_get64(lu) : -1;
+    if (lu && lphys < pos && unit_matches(s, q, last, lu, pos) && r->queue_offset - last > (pos - lphys) / 91) {
+      rmqi_log(s->env, RMQ_LOG_WARN, "recovery: record at %" PRId64 " of %.*s claims queue offset %" PRId64
+               " (queue %d's offset %" PRId64 " is at %" PRId64 ", too near for that); not indexed", pos,
+               r->topic_len, r->topic, r->queue_offset, r->queue_id, last, lphys);
+      return RMQ_OK;
+    }
+  }
+  int64_t pad_from = -1;
+  if (mvec_len(&q->cq) == 0 && q->next_offset == 0 && r->queue_offset * RMQI_CQ_UNIT >= s->cq_size) {
+    q->first_file = r->queue_offset * RMQI_CQ_UNIT / s->cq_size;
+    pad_from = q->first_file * s->cq_size / RMQI_CQ_UNIT;
+  }
   if (r->queue_offset * RMQI_CQ_UNIT / s->cq_size < q->first_file) return RMQ_OK; /* cleaned up */
   uint8_t *u;
   rc = cq_unit_ptr(s, q, r->queue_offset, &u);
   if (rc) return rc;
+  for (int64_t o = pad_from; pad_from >= 0 && o < r->queue_offset; o++) {
+    uint8_t *pu; /* the same mapped file as u: no failure left */
+    if (cq_unit_ptr(s, q, o, &pu) == RMQ_OK) unit_write(pu, 0, INT32_MAX, 0);
+  }
   int64_t tags_code = 0;
   const char *tv;
   size_t tl;

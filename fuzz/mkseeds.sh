@@ -37,10 +37,11 @@ rm "$T/small-noqueues/config/rmq_queues.txt"
 $M pack "$T/small-noqueues" $S/small-noqueues
 $M small "$T/tiny" tiny
 $M check "$T/tiny"
-$M pack "$T/tiny" $S/tiny
-# The same, opened writable only (mode 1) and read-only only (mode 2).
-$M pack "$T/tiny" $S/tiny-rw 1
-$M pack "$T/tiny" $S/tiny-ro 2
+# Opened read-only then writable (mode 3), writable only (mode 0, as the
+# other seeds), read-only only (mode 1).
+$M pack "$T/tiny" $S/tiny 3
+$M pack "$T/tiny" $S/tiny-rw 0
+$M pack "$T/tiny" $S/tiny-ro 1
 
 # A RocketMQ 4.9/5.x layout, constructed by mkseeds (not written by a
 # running RocketMQ: see mkseeds.c), after a clean shutdown and a crash.

@@ -1075,6 +1075,26 @@ static void test_damaged_headers_and_units(void **state)
   ok(rmq_broker_close(b));
   tu_store_remove(store);
 
+  /* A QUEUEOFFSET that jumps further than the log between it and its
+  ** queue's previous record could hold (but within the log's bound above):
+  ** unindexed too, no empty files up to it. */
+  tu_store_path(store, sizeof store, "hdr");
+  populate(store, &o, "Hdr", 2, HDR_N, 100, 200, g_hdr_sent);
+  int64_t cl_bytes = (g_hdr_sent[HDR_N - 1].phys / CL_SIZE + 1) * CL_SIZE;
+  int jump = HDR_N - 7;
+  assert_true(cl_bytes / 91 > 10 * (HDR_CQ / 20)); /* room for 10 files */
+  patch_cl(store, g_hdr_sent[jump].phys + 20, (uint64_t)(cl_bytes / 91), 8);
+  make_abort(store);
+  b = hdr_open(store, &o, &log);
+  assert_non_null(strstr(log.text, "too near for that"));
+  snprintf(p, sizeof p, "%s/consumequeue/Hdr/%d", store, g_hdr_sent[jump].qid);
+  assert_true(tu_count_files(p) <= 2);
+  n = hdr_pull(b, 0, got);
+  n += hdr_pull(b, 1, got + n);
+  assert_int_equal(n, HDR_N - 1);
+  ok(rmq_broker_close(b));
+  tu_store_remove(store);
+
   /* Garbage units after a queue's end are dropped with the rebuild, so the
   ** next send takes the next offset and leaves no hole. */
   tu_store_path(store, sizeof store, "hdr");
@@ -1214,6 +1234,74 @@ static void test_expired_head_keeps_queue_offsets(void **state)
   tu_store_remove(store);
 }
 
+/* A queue rebuilt with its head gone (CommitLog head files deleted, the
+** ConsumeQueues lost) starts at the file holding its first surviving
+** offset, the units before it padded (RocketMQ's fillPreBlank): no file is
+** made for the offsets below. */
+static void test_rebuild_late_queue_padded(void **state)
+{
+  (void)state;
+  char store[1024], p[2048];
+  tu_store_path(store, sizeof store, "latequeue");
+  rmq_broker_options o;
+  tu_small_opts(&o, NULL);
+  o.mapped_file_size_consume_queue = 64 * 20;
+  rmq_broker *b;
+  ok(rmq_broker_open(store, &o, &b));
+  ok(rmq_topic_create(b, "Late", 1));
+  rmq_producer *pr;
+  ok(rmq_producer_create(b, NULL, NULL, &pr));
+  rmq_msg *m;
+  ok(rmq_msg_create(&m, "Late", "TagL", "hello", 5));
+  enum { N = 3000 };
+  int64_t first_kept = -1;
+  for (int i = 0; i < N; i++) {
+    rmq_send_result r;
+    ok(rmq_producer_send(pr, m, &r));
+    if (first_kept < 0 && r.commit_log_offset >= TU_CL_SIZE) first_kept = r.queue_offset;
+  }
+  rmq_msg_free(m);
+  rmq_producer_destroy(pr);
+  ok(rmq_broker_close(b));
+  assert_true(first_kept >= 64 * 3); /* past the first three queue files */
+  cl_file(p, sizeof p, store, 0);
+  assert_int_equal(unlink(p), 0);
+  snprintf(p, sizeof p, "%s/consumequeue", store);
+  tu_rm_rf(p);
+
+  for (int pass = 0; pass < 2; pass++) { /* the rebuild, then a clean reopen */
+    ok(rmq_broker_open(store, &o, &b));
+    int64_t min, max;
+    ok(rmq_topic_queue_offsets(b, "Late", 0, &min, &max));
+    assert_int_equal(min, first_kept);
+    assert_int_equal(max, N);
+    snprintf(p, sizeof p, "%s/consumequeue/Late/0", store);
+    assert_int_equal(tu_count_files(p), (N - 1) / 64 - first_kept / 64 + 1);
+    snprintf(p, sizeof p, "%s/consumequeue/Late/0/%020" PRId64, store, first_kept / 64 * 64 * 20);
+    uint8_t unit[20];
+    if (first_kept % 64) { /* the file's first unit is a pad */
+      tu_read_exact(p, 0, unit, sizeof unit);
+      static const uint8_t pad[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0x7F, 0xFF, 0xFF, 0xFF};
+      assert_memory_equal(unit, pad, sizeof pad); /* offset 0, size INT32_MAX */
+    }
+    rmq_pull_consumer *pc;
+    ok(rmq_pull_consumer_create(b, "LateGroup", &pc));
+    rmq_message_queue mq = tu_mq("Late", 0);
+    rmq_pull_result r;
+    ok(rmq_pull_consumer_pull(pc, &mq, "*", first_kept, 4, &r));
+    assert_int_equal(r.pull_status, RMQ_PULL_FOUND);
+    assert_int_equal(r.n, 4);
+    assert_int_equal(r.msgs[0].queue_offset, first_kept);
+    ok(rmq_pull_consumer_pull(pc, &mq, "*", 0, 4, &r)); /* below the queue: moved to its start */
+    assert_int_not_equal(r.pull_status, RMQ_PULL_FOUND);
+    assert_int_equal(r.next_begin_offset, first_kept);
+    rmq_pull_consumer_destroy(pc);
+    ok(rmq_broker_close(b));
+  }
+  tu_rmqstore_check(store);
+  tu_store_remove(store);
+}
+
 /* Recovery reads the log through a buffer: records that cross its 4 MiB
 ** boundary, and one larger than it (a 4 MiB body), come out whole. */
 static void test_rebuild_reads_large_records(void **state)
@@ -1293,6 +1381,7 @@ int main(void)
     cmocka_unit_test(test_damaged_headers_and_units),
     cmocka_unit_test(test_expired_head_keeps_queue_offsets),
     cmocka_unit_test(test_rebuild_reads_large_records),
+    cmocka_unit_test(test_rebuild_late_queue_padded),
   };
   (void)tu_wait_atleast; /* shared helpers this file has no use for */
   (void)tu_clock_read;

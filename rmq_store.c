@@ -726,6 +726,7 @@ typedef struct mfile {
 ** huge folios are sealed read-only in chunks of SEAL_CHUNK (see seal). */
 #define HUGE_BYTES (2 << 20)
 #define CL_CHUNK HUGE_BYTES
+#define CL_MAX_OFFSET (INT64_C(1) << 61) /* above any offset a store reaches */
 #define SEAL_CHUNK (64 << 10)
 /* The prefaulter keeps a window of about 20 ms of the current send rate
 ** faulted in ahead, between these bounds: a folio populated ahead is dirty
@@ -4872,6 +4873,11 @@ static int load_commitlog(rmqi_store *s)
     s->cl_base = starts[0];
     atomic_store(&s->min_phys, starts[0]);
   }
+  /* A 20-digit name reads up to INT64_MAX: offsets that near it would
+  ** overflow the next file's start. No store writes 2^61 bytes. */
+  if (n > 0 && starts[n - 1] > CL_MAX_OFFSET)
+    rc = rmqi_err(RMQ_ECORRUPT, "%s: file %020" PRId64 " is past any offset a store reaches (%lld); open refused, "
+                  "nothing changed", s->cl_dir, starts[n - 1], (long long)CL_MAX_OFFSET);
   for (int i = 0; i < n && !rc; i++) {
     if (starts[i] != s->cl_base + (int64_t)i * s->cl_size) {
       rc = rmqi_err(RMQ_ECORRUPT, "%s: file %020" PRId64 " does not follow the previous one (expected %020" PRId64 ")",

@@ -809,6 +809,21 @@ static void fix_cl_renamed(const char *store)
   move_file(store, "commitlog/00000000000000196608", "commitlog/00000000000000000000");
 }
 
+/* A CommitLog file named near INT64_MAX: the next file's start would
+** overflow (found by fuzz_store: a send after such an open). */
+static void dmg_cl_far(const char *store)
+{
+  char p[2048];
+  store_file(p, sizeof p, store, "commitlog/09223372036854710000");
+  write_file(p, "x", 1);
+}
+static void fix_cl_far(const char *store)
+{
+  char p[2048];
+  store_file(p, sizeof p, store, "commitlog/09223372036854710000");
+  assert_int_equal(unlink(p), 0);
+}
+
 /* A directory where consumerOffset.json should be. */
 static void dmg_offsets_dir(const char *store)
 {
@@ -886,6 +901,7 @@ static const bad_case k_bad[] = {
   {"junk names in commitlog/ and consumequeue/", dmg_cl_junk, RMQ_OK, NULL, NULL, BAD_N, 1, 0},
   {"middle CommitLog file cut short", dmg_cl_mid_short, RMQ_ECORRUPT, "expected 65536", NULL, 0, 0, 0},
   {"first CommitLog file renamed after the last", dmg_cl_renamed, RMQ_ECORRUPT, "renamed?", fix_cl_renamed, BAD_N, 1, 0},
+  {"a CommitLog file named near INT64_MAX", dmg_cl_far, RMQ_ECORRUPT, "past any offset", fix_cl_far, BAD_N, 1, 0},
   {"topics.json and .bak garbage", dmg_topics_both, RMQ_ECORRUPT, "topics.json", NULL, 0, 0, 0},
   {"topics.json garbage, no .bak", dmg_topics_nobak, RMQ_ECORRUPT, "topics.json", NULL, 0, 0, 0},
   {"topics.json empty, .bak good", dmg_topics_empty, RMQ_OK, NULL, NULL, BAD_N, 1, 0},

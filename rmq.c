@@ -3487,7 +3487,7 @@ static int tx_check_due(rmq_broker *b, int64_t now, int64_t *next)
     int64_t iv;
     if (has_imm && parse_long(imm, strlen(imm), &iv) && iv >= 0 && iv < INT64_MAX / 1000) immunity = iv * 1000;
     if (!rec_prop(&r, "PGROUP", group, sizeof group)) group[0] = 0;
-    int64_t age = now - r.born_ts;
+    int64_t age = rmqi_sub_sat(now, r.born_ts);
     int kind = -1;
     if (checks >= b->o.transaction_check_max) kind = TXC_DISCARD;
     else if (age > keep_ms) kind = -2; /* older than the files are kept: RocketMQ skips it */
@@ -3982,7 +3982,7 @@ static int timer_due(rmq_broker *b, int64_t now, int64_t *next, int force_snapsh
     tm_pop(b);
     b->tm_dirty = 1;
   }
-  if (b->tm_n && b->tm_heap[0].due - now < *next) *next = b->tm_heap[0].due - now;
+  if (b->tm_n && rmqi_sub_sat(b->tm_heap[0].due, now) < *next) *next = rmqi_sub_sat(b->tm_heap[0].due, now);
   int rc2 = RMQ_OK;
   tm_snap_reap(b, force_snapshot);
   tm_snap *snap = NULL;
@@ -4826,9 +4826,13 @@ static int send_back_pinned(rmq_push_consumer *c, const rmq_message_ext *e, int 
     return rmqi_err(RMQ_ECORRUPT, "message %s is unreadable", e->msg_id);
   /* The view's count: the record's, or an orderly consumer's in-memory one. */
   int32_t recon = e->reconsume_times;
+  /* A damaged record's count may be anything: kept in [0, INT32_MAX - 1]
+  ** so that the next one, and the level from it, are numbers too. */
+  if (recon < 0) recon = 0;
+  if (recon > INT32_MAX - 1) recon = INT32_MAX - 1;
   int max = c->o.max_reconsume_times < 0 ? 16 : c->o.max_reconsume_times;
   int to_dlq = recon >= max || level < 0;
-  if (level <= 0) level = 3 + recon;
+  if (level <= 0) level = recon > 1000 ? 1000 : 3 + recon;
   if (level > rmqi_store_delay_levels(b->st)) level = rmqi_store_delay_levels(b->st);
   char retry[160], dlq[160];
   snprintf(retry, sizeof retry, "%%RETRY%%%s", c->group);
@@ -4949,8 +4953,8 @@ static void *worker_main(void *arg)
       if (i < ok || sent_back[i]) { p->done[r->first + i] = 1; continue; }
       if (p->dropped) continue; /* not consumed: the queue's next owner delivers it */
       if (e->reconsume_times >= max_re) {
-        rmqi_log(&c->b->env, RMQ_LOG_WARN, "consumer %s: message %s failed %d times; giving it up", c->client_id, e->msg_id,
-                 e->reconsume_times + 1);
+        rmqi_log(&c->b->env, RMQ_LOG_WARN, "consumer %s: message %s failed %lld times; giving it up", c->client_id,
+                 e->msg_id, (long long)e->reconsume_times + 1);
         p->done[r->first + i] = 1;
         continue;
       }
@@ -6539,7 +6543,7 @@ RMQ_API int rmq_broker_stats_get(rmq_broker *b, rmq_broker_stats *out)
       g->diff_total += qs->lag;
     }
     g->nqueues = m->nqueues - qstart[m->ngroups];
-    g->consumer_delay_ms = oldest ? (now > oldest ? now - oldest : 0) : 0;
+    g->consumer_delay_ms = oldest && now > oldest ? rmqi_sub_sat(now, oldest) : 0;
     m->ngroups++;
   }
   rmqi_free(offs, (size_t)noffs * sizeof *offs);

@@ -77,6 +77,19 @@ RMQI_FUNC int32_t rmqi_jhash(const char *s, size_t len);      /* Java String.has
 RMQI_FUNC int32_t rmqi_jhash_cont(int32_t h, const char *s, size_t len); /* ... going on from h */
 RMQI_FUNC int rmqi_utf8_valid(const char *s, size_t len);
 
+/* Times and offsets read from a store may be anything a damaged record
+** holds (STORETIMESTAMP and BORNTIMESTAMP lie outside the body CRC): sums
+** and differences with them saturate instead of overflowing. */
+static inline int64_t rmqi_add_sat(int64_t a, int64_t b)
+{
+  int64_t r;
+  return __builtin_add_overflow(a, b, &r) ? (b > 0 ? INT64_MAX : INT64_MIN) : r;
+}
+static inline int64_t rmqi_sub_sat(int64_t a, int64_t b)
+{
+  int64_t r;
+  return __builtin_sub_overflow(a, b, &r) ? (b < 0 ? INT64_MAX : INT64_MIN) : r;
+}
 #if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 /* Big-endian fields as one byte swap and one unaligned access each. */
 static inline void rmqi_put32(uint8_t *p, uint32_t v) { v = __builtin_bswap32(v); memcpy(p, &v, 4); }

@@ -4023,7 +4023,7 @@ static int ix_put(rmqi_store *s, int32_t hash, int64_t phys, int64_t ts)
   int32_t prev = (int32_t)rmqi_get32(slot);
   if (prev <= 0 || prev > count) prev = 0;
   int64_t begin = ix_h64(f, IX_BEGIN_TS);
-  int64_t diff = begin <= 0 ? 0 : (ts - begin) / 1000;
+  int64_t diff = begin <= 0 || ts <= begin ? 0 : (ts - begin) / 1000;
   if (diff < 0) diff = 0;
   if (diff > INT32_MAX) diff = INT32_MAX;
   rmqi_put32(e, (uint32_t)hash);
@@ -5116,7 +5116,7 @@ static int dispatch(rmqi_store *s, const rmqi_record *r, int64_t pos, int *creat
   /* A delayed message's unit carries its deliver time (queue id = level - 1),
   ** as RocketMQ's checkMessageAndReturnSize computes it. */
   if (t->name_len == sizeof RMQI_SCHEDULE_TOPIC - 1 && !strcmp(name, RMQI_SCHEDULE_TOPIC))
-    tags_code = r->store_ts + rmqi_store_delay_ms(s, r->queue_id + 1);
+    tags_code = rmqi_add_sat(r->store_ts, rmqi_store_delay_ms(s, r->queue_id + 1));
   if ((int64_t)rmqi_get64(u) != pos || (int32_t)rmqi_get32(u + 8) != (int32_t)r->total ||
       (int64_t)rmqi_get64(u + 12) != tags_code) {
     unit_write(u, pos, (int32_t)r->total, tags_code);

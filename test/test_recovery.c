@@ -1111,6 +1111,24 @@ static void test_damaged_headers_and_units(void **state)
   ok(rmq_broker_close(b));
   tu_store_remove(store);
 
+  /* STORETIMESTAMP and BORNTIMESTAMP lie outside the CRC too: a record
+  ** claiming a time near INT64_MIN is re-indexed after the crash without
+  ** an overflow (UBSan; found by fuzz_store in the index's time delta). */
+  tu_store_path(store, sizeof store, "hdr");
+  populate(store, &o, "Hdr", 2, HDR_N, 100, 200, g_hdr_sent);
+  patch_cl(store, g_hdr_sent[HDR_N - 1].phys + 56, 0x8000000000000001ull, 8); /* STORETIMESTAMP (IPv4) */
+  patch_cl(store, g_hdr_sent[HDR_N - 2].phys + 36, 0x8000000000000001ull, 8); /* BORNTIMESTAMP */
+  make_abort(store);
+  b = hdr_open(store, &o, &log);
+  n = hdr_pull(b, 0, got);
+  n += hdr_pull(b, 1, got + n);
+  assert_int_equal(n, HDR_N);
+  rmq_broker_stats st;
+  ok(rmq_broker_stats_get(b, &st));
+  rmq_broker_stats_free(&st);
+  ok(rmq_broker_close(b));
+  tu_store_remove(store);
+
   /* Garbage units after a queue's end are dropped with the rebuild, so the
   ** next send takes the next offset and leaves no hole. */
   tu_store_path(store, sizeof store, "hdr");

@@ -3626,7 +3626,7 @@ static int64_t tm_record_due(rmq_broker *b, int64_t phys, int32_t size, char *un
   int64_t out = -1;
   if (rec && rmqi_record_decode(rec, (size_t)size, 0, &r) == RMQ_OK && rec_prop(&r, "TIMER_OUT_MS", v, sizeof v) &&
       parse_long(v, strlen(v), &out))
-    out += b->o.timer_precision_ms;
+    out = rmqi_add_sat(out, b->o.timer_precision_ms); /* TIMER_OUT_MS may be any long */
   else
     out = -1;
   if (uniq && (out < 0 || !rec_prop(&r, "UNIQ_KEY", uniq, ucap))) uniq[0] = 0;
@@ -3885,7 +3885,7 @@ static int timer_load(rmq_broker *b)
       mark = (int64_t)rmqi_get64(p + 16);
       for (uint64_t i = 0; i < cnt && !rc; i++) {
         int64_t out = (int64_t)rmqi_get64(p + 32 + i * 16), qoff = (int64_t)rmqi_get64(p + 40 + i * 16);
-        if (qoff >= min && qoff < max) rc = tm_push(b, out + pr, qoff);
+        if (qoff >= min && qoff < max) rc = tm_push(b, rmqi_add_sat(out, pr), qoff);
       }
       b->tm_read = rd < min ? min : rd > max ? max : rd;
     }
@@ -3907,7 +3907,7 @@ static int timer_load(rmq_broker *b)
     size_t dropped = 0;
     if (!rc && s.n) qsort(s.v, s.n, sizeof *s.v, tm_hit_cmp);
     for (size_t i = 0; i < b->tm_n && !rc && s.n; i++) {
-      tm_hit key = {.out = b->tm_heap[i].due - pr};
+      tm_hit key = {.out = rmqi_sub_sat(b->tm_heap[i].due, pr)};
       /* The time first: only a message due then is read for its id. */
       size_t lo = 0, hi = s.n;
       while (lo < hi) {

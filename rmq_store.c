@@ -4349,7 +4349,7 @@ static int ix_truncate(rmqi_store *s, int64_t cut)
           for (int64_t k = (d - IX_HEADER) / 4; k < (se - IX_HEADER + 3) / 4; k++) used += rmqi_get32(slots + k * 4) != 0;
         const uint8_t *last = ix_entry(f, lo - 1);
         int64_t last_phy = (int64_t)rmqi_get64(last + 4);
-        int64_t last_ts = ix_h64(f, IX_BEGIN_TS) + (int64_t)rmqi_get32(last + 12) * 1000;
+        int64_t last_ts = rmqi_add_sat(ix_h64(f, IX_BEGIN_TS), (int64_t)rmqi_get32(last + 12) * 1000);
         void *pin;
         rmqi_record r;
         if (rmqi_store_record_at(s, last_phy, &r, &pin)) last_ts = r.store_ts;
@@ -4569,7 +4569,7 @@ RMQI_FUNC int rmqi_store_index_query(rmqi_store *s, const char *topic, const cha
       int32_t n = (int32_t)rmqi_get32(f->base + IX_HEADER + (int64_t)(hash % f->slots) * 4);
       while (n > 0 && n < count) {
         const uint8_t *e = ix_entry(f, n);
-        int64_t t = fb + (int64_t)rmqi_get32(e + 8 + 4) * 1000;
+        int64_t t = rmqi_add_sat(fb, (int64_t)rmqi_get32(e + 8 + 4) * 1000); /* a header may say anything */
         if ((int32_t)rmqi_get32(e) == hash && (rc = fn(ctx, (int64_t)rmqi_get64(e + 4)))) break;
         if (t < lo) break;
         int32_t prev = (int32_t)rmqi_get32(e + 16);

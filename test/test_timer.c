@@ -388,6 +388,70 @@ static void crash_case(int snap, const char *tag)
 static void test_crash_after_snapshot(void **state) { (void)state; crash_case(1, "timer-crash-snap"); }
 static void test_crash_without_snapshot(void **state) { (void)state; crash_case(0, "timer-crash-nosnap"); }
 
+/* TIMER_OUT_MS lies outside the body CRC and may read as any long: a
+** stored 9223372036854775807 is a time never due, not an overflow (UBSan
+** caught `out + precision` in review, the path fuzz_store reaches). */
+static void test_damaged_timer_out(void **state)
+{
+  (void)state;
+  fx f;
+  fx_init(&f, "timer-damaged-out");
+  rmq_msg *m;
+  ok(rmq_msg_create(&m, TOPIC, "TagX", "t000001", 7));
+  ok(rmq_msg_set_deliver_time_ms(m, T0 + 60000));
+  rmq_send_result r;
+  ok(rmq_producer_send(f.p, m, &r));
+  rmq_msg_free(m);
+  fx_close(&f);
+  /* The record at r.commit_log_offset: its properties rebuilt at the same
+  ** length, TIMER_OUT_MS = INT64_MAX, UNIQ_KEY 6 characters shorter. */
+  char cl[2048], snap[2048];
+  snprintf(cl, sizeof cl, "%s/commitlog/%020lld", f.path, 0LL);
+  snprintf(snap, sizeof snap, "%s/config/rmq_timer.bin", f.path);
+  unlink(snap); /* the heap is then read from the records */
+  uint8_t rec[1024];
+  tu_read_exact(cl, r.commit_log_offset, rec, 4);
+  size_t total = (size_t)rec[0] << 24 | (size_t)rec[1] << 16 | (size_t)rec[2] << 8 | rec[3];
+  assert_true(total < sizeof rec);
+  tu_read_exact(cl, r.commit_log_offset, rec, total);
+  size_t body = (size_t)rec[84] << 24 | (size_t)rec[85] << 16 | (size_t)rec[86] << 8 | rec[87];
+  size_t at = 88 + body, tl = rec[at];
+  size_t pl = (size_t)rec[at + 1 + tl] << 8 | rec[at + 2 + tl];
+  uint8_t *props = rec + at + 3 + tl;
+  char out[1024];
+  size_t n = 0;
+  for (size_t i = 0; i < pl;) {
+    const uint8_t *se = memchr(props + i, 2, pl - i);
+    size_t len = se ? (size_t)(se - (props + i)) : pl - i;
+    const char *pair = (const char *)props + i;
+    if (len > 13 && !memcmp(pair, "TIMER_OUT_MS\1", 13)) n += (size_t)sprintf(out + n, "TIMER_OUT_MS\1%s\2", "9223372036854775807");
+    else if (len > 9 && !memcmp(pair, "UNIQ_KEY\1", 9)) {
+      memcpy(out + n, pair, len - 6);
+      n += len - 6;
+      out[n++] = 2;
+    } else {
+      memcpy(out + n, pair, len);
+      n += len;
+      out[n++] = 2;
+    }
+    i += len + 1;
+  }
+  assert_int_equal(n, pl);
+  memcpy(props, out, pl);
+  int fd = open(cl, O_WRONLY);
+  assert_true(fd >= 0);
+  assert_int_equal(pwrite(fd, rec, total, (off_t)r.commit_log_offset), (ssize_t)total);
+  close(fd);
+
+  f.clk.now_ms = T0 + 10 * DAY_MS;
+  fx_open(&f);
+  ok(rmq_broker_run_due(f.b, NULL));
+  static dl g[4];
+  assert_int_equal(take(&f, g, 4), 0); /* never due */
+  fx_close(&f);
+  tu_store_remove(f.path);
+}
+
 /* ---- the real clock ---------------------------------------------------- */
 
 static int64_t now_ms(void)
@@ -478,6 +542,7 @@ int main(void)
     cmocka_unit_test(test_rocketmq_timercheck),
     cmocka_unit_test(test_crash_after_snapshot),
     cmocka_unit_test(test_crash_without_snapshot),
+    cmocka_unit_test(test_damaged_timer_out),
     cmocka_unit_test(test_real_clock_on_time),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

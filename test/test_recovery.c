@@ -1050,6 +1050,17 @@ static size_t hdr_pull(rmq_broker *b, int qid, seen *out)
   return n;
 }
 
+/* Both queues read back hold `want` messages; then b is closed and the store
+** removed. */
+static void hdr_expect_and_remove(rmq_broker *b, const char *store, size_t want, seen *got)
+{
+  size_t n = hdr_pull(b, 0, got);
+  n += hdr_pull(b, 1, got + n);
+  assert_int_equal(n, want);
+  ok(rmq_broker_close(b));
+  tu_store_remove(store);
+}
+
 static void test_damaged_headers_and_units(void **state)
 {
   (void)state;
@@ -1105,11 +1116,7 @@ static void test_damaged_headers_and_units(void **state)
   assert_non_null(strstr(log.text, "too near for that"));
   snprintf(p, sizeof p, "%s/consumequeue/Hdr/%d", store, g_hdr_sent[jump].qid);
   assert_true(tu_count_files(p) <= 2);
-  n = hdr_pull(b, 0, got);
-  n += hdr_pull(b, 1, got + n);
-  assert_int_equal(n, HDR_N - 1);
-  ok(rmq_broker_close(b));
-  tu_store_remove(store);
+  hdr_expect_and_remove(b, store, HDR_N - 1, got);
 
   /* STORETIMESTAMP and BORNTIMESTAMP lie outside the CRC too: a record
   ** claiming a time near INT64_MIN is re-indexed after the crash without
@@ -1182,11 +1189,7 @@ static void test_damaged_headers_and_units(void **state)
   assert_true(ri.bytes_skipped > 0);
   assert_int_equal(ri.bytes_truncated, 0);
   assert_int_equal(ri.commitlog_max_offset, g_hdr_sent[HDR_N - 1].phys + g_hdr_sent[HDR_N - 1].size);
-  n = hdr_pull(b, 0, got);
-  n += hdr_pull(b, 1, got + n);
-  assert_int_equal(n, HDR_N - 1);
-  ok(rmq_broker_close(b));
-  tu_store_remove(store);
+  hdr_expect_and_remove(b, store, HDR_N - 1, got);
 
   /* After a clean close the units before the last three CommitLog files
   ** are trusted, but one that points at another queue's record does not

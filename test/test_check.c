@@ -139,16 +139,7 @@ static void test_unit_and_entry(void **state)
                      (uint8_t)(g_res[10].store_size >> 8), (uint8_t)g_res[10].store_size};
   poke(cq, qo * 20 + 8, good, 4);
   ok(check(path, &s, &r));
-  char dir[1100];
-  snprintf(dir, sizeof dir, "%s/index", path);
-  DIR *d = opendir(dir);
-  assert_non_null(d);
-  struct dirent *e;
-  ix[0] = 0;
-  while ((e = readdir(d)))
-    if (strlen(e->d_name) == 17) snprintf(ix, sizeof ix, "%s/%s", dir, e->d_name);
-  closedir(d);
-  assert_true(ix[0] != 0);
+  tu_index_file(path, ix, sizeof ix);
   /* Entry 5's phyOffset -> record 99's offset (it has no key of entry 5's hash). */
   int64_t entry = 40 + 101 * 4 + 5 * 20;
   uint8_t phy[8];

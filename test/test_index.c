@@ -526,16 +526,8 @@ static void test_time_range_and_offsets(void **state)
   /* A damaged header's beginTimestamp near INT64_MAX: entry times (begin +
   ** timeDiff seconds) saturate rather than overflow (UBSan), and a lookup
   ** still ends. */
-  char dir[1100], ix[1400];
-  snprintf(dir, sizeof dir, "%s/index", path);
-  DIR *d = opendir(dir);
-  assert_non_null(d);
-  struct dirent *de;
-  ix[0] = 0;
-  while ((de = readdir(d)))
-    if (de->d_name[0] != '.') snprintf(ix, sizeof ix, "%s/%s", dir, de->d_name);
-  closedir(d);
-  assert_true(ix[0]);
+  char ix[1400];
+  tu_index_file(path, ix, sizeof ix);
   static const uint8_t far_ts[8] = {0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x00};
   int fd = open(ix, O_WRONLY);
   assert_true(fd >= 0);

@@ -119,6 +119,21 @@ static inline int tu_count_files(const char *dir)
   return n;
 }
 
+/* The path of an index file of store (the one readdir lists last; a
+** 17-digit name), or fails the test when there is none. */
+static inline void tu_index_file(const char *store, char *buf, size_t n)
+{
+  char dir[1100];
+  snprintf(dir, sizeof dir, "%s/index", store);
+  DIR *d = opendir(dir);
+  assert_non_null(d);
+  buf[0] = 0;
+  for (struct dirent *e; (e = readdir(d));)
+    if (strlen(e->d_name) == 17) snprintf(buf, n, "%s/%s", dir, e->d_name);
+  closedir(d);
+  assert_true(buf[0]);
+}
+
 /* Collects log lines (thread-safe) so tests can look for recovery reports. */
 typedef struct tu_log {
   char text[16384];

@@ -40,6 +40,8 @@ TESTS   := $(patsubst test/%.c,%,$(wildcard test/test_*.c))
 EXAMPLES:= $(wildcard examples/*.c)
 BENCHES := $(patsubst bench/%.c,%,$(wildcard bench/*.c))
 # Tests that exercise threads; they also run under ThreadSanitizer.
+# test/tsan.supp says why each suppression is there.
+TSAN_OPTS = halt_on_error=1:suppressions=$(CURDIR)/test/tsan.supp
 TSAN_TESTS ?= test_consumer test_producer test_disk test_retention test_order test_group test_delay test_retry test_sql92 test_transaction test_timer test_index test_stats test_stress
 
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -188,11 +190,11 @@ test-plain: $(TEST_BINS)
 	@$(call RUN_TESTS,$(TEST_BINS),test binaries)
 
 test-asan: $(TEST_ASAN_BINS)
-	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	@export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1; \
 	  $(call RUN_TESTS,$(TEST_ASAN_BINS),asan+ubsan test binaries)
 
 tsan: deps $(patsubst %,$(B)/test-tsan/%,$(filter $(TESTS),$(TSAN_TESTS)))
-	@TSAN_OPTIONS=halt_on_error=1 \
+	@export TSAN_OPTIONS=$(TSAN_OPTS); \
 	  $(call RUN_TESTS,$(patsubst %,$(B)/test-tsan/%,$(filter $(TESTS),$(TSAN_TESTS))),tsan test binaries)
 
 # Durability proofs at full length (test/README.md): the power-cut workload
@@ -206,7 +208,7 @@ ioerr: deps $(B)/test/test_ioerr
 	RMQ_IOERR_EVERY=1 $(B)/test/test_ioerr
 
 stress: deps $(B)/test-tsan/test_stress
-	RMQ_STRESS_SECONDS=$(or $(STRESS_SECONDS),600) TSAN_OPTIONS=halt_on_error=1 $(B)/test-tsan/test_stress
+	RMQ_STRESS_SECONDS=$(or $(STRESS_SECONDS),600) TSAN_OPTIONS=$(TSAN_OPTS) $(B)/test-tsan/test_stress
 
 # --------------------------------------------------------------------------
 # Amalgamation

@@ -40,9 +40,9 @@ TESTS   := $(patsubst test/%.c,%,$(wildcard test/test_*.c))
 EXAMPLES:= $(wildcard examples/*.c)
 BENCHES := $(patsubst bench/%.c,%,$(wildcard bench/*.c))
 # Tests that exercise threads; they also run under ThreadSanitizer.
+TSAN_TESTS ?= test_consumer test_producer test_disk test_retention test_order test_group test_delay test_retry test_sql92 test_transaction test_timer test_index test_stats test_stress
 # test/tsan.supp says why each suppression is there.
 TSAN_OPTS = halt_on_error=1:suppressions=$(CURDIR)/test/tsan.supp
-TSAN_TESTS ?= test_consumer test_producer test_disk test_retention test_order test_group test_delay test_retry test_sql92 test_transaction test_timer test_index test_stats test_stress
 
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 

@@ -6328,9 +6328,13 @@ static void stats_sample_all(rmq_broker *b, int64_t now)
   pthread_mutex_unlock(&b->stats_lock);
   size_t n = 0;
   if (rmqi_topic_list(b->st, NULL, 0, &n) || n == 0) return;
-  rmq_topic_info *ti = rmqi_calloc(n, sizeof *ti);
+  /* Topics made between the two calls: the second one counts them in n
+  ** but fills only cap; a topic missed here is sampled next round. */
+  size_t cap = n + 16;
+  rmq_topic_info *ti = rmqi_calloc(cap, sizeof *ti);
   if (!ti) return;
-  if (rmqi_topic_list(b->st, ti, n, &n) == RMQ_OK) {
+  if (rmqi_topic_list(b->st, ti, cap, &n) == RMQ_OK) {
+    if (n > cap) n = cap;
     pthread_mutex_lock(&b->stats_lock);
     for (size_t i = 0; i < n; i++) {
       rmqi_topic *t = rmqi_topic_find(b->st, ti[i].topic_name);
@@ -6338,7 +6342,7 @@ static void stats_sample_all(rmq_broker *b, int64_t now)
     }
     pthread_mutex_unlock(&b->stats_lock);
   }
-  rmqi_free(ti, n * sizeof *ti);
+  rmqi_free(ti, cap * sizeof *ti);
 }
 
 typedef struct stats_mem {

@@ -1569,6 +1569,7 @@ static int reput_pinned(rmq_broker *b, const uint8_t *rec, int64_t phys, int32_t
   if (!t && (rc = rmqi_topic_create(b->st, topic, b->o.default_topic_queue_nums < 4 ? b->o.default_topic_queue_nums : 4, &t)))
     return rc;
   int nq = rmqi_topic_nqueues(t);
+  if (nq < 1) return rmqi_err(RMQ_ENOTOPIC, "topic %s has no queues", topic);
   if (qid < 0 || qid >= nq) qid = (qid < 0 ? 0 : qid) % nq; /* the topic shrank meanwhile */
   rmqi_put put = {0};
   put.size = (uint32_t)record_rebuild(&b->reput, &b->reput_cap, rec, &r, topic, qid, r.props, (size_t)r.props_len,
@@ -2289,6 +2290,8 @@ static int producer_topic(rmq_producer *p, const char *name, rmqi_topic **out)
     int rc = rmqi_topic_create(p->b->st, name, nq, &t);
     if (rc) return rc;
   }
+  /* Only a damaged store's recovery could leave one with no queues. */
+  if (rmqi_topic_nqueues(t) < 1) return rmqi_err(RMQ_ENOTOPIC, "topic %s has no queues", name);
   atomic_store_explicit(&p->last_topic, t, memory_order_release);
   *out = t;
   return RMQ_OK;
@@ -3144,6 +3147,7 @@ static int tx_copy_put(rmq_broker *b, rmqi_put *put, const uint8_t *rec, const r
     if (!t && (rc = rmqi_topic_create(b->st, topic, b->o.default_topic_queue_nums < 4 ? b->o.default_topic_queue_nums : 4, &t)))
       return rc;
     int nq = rmqi_topic_nqueues(t);
+    if (nq < 1) return rmqi_err(RMQ_ENOTOPIC, "topic %s has no queues", topic);
     if (qid < 0 || qid >= nq) qid = (qid < 0 ? 0 : qid) % nq;
     /* RocketMQ builds the stored properties before it clears REAL_TOPIC,
     ** REAL_QID and TRAN_MSG: the COMMIT record keeps them all. */
@@ -3683,6 +3687,10 @@ static int tm_reput(rmq_broker *b, int64_t phys, int32_t size, int64_t now)
   if (!t && (rc = rmqi_topic_create(b->st, topic, b->o.default_topic_queue_nums < 4 ? b->o.default_topic_queue_nums : 4, &t)))
     goto out;
   int qid = atoi(qs), nq = rmqi_topic_nqueues(t);
+  if (nq < 1) {
+    rc = rmqi_err(RMQ_ENOTOPIC, "topic %s has no queues", topic);
+    goto out;
+  }
   if (qid < 0 || qid >= nq) qid = (qid < 0 ? 0 : qid) % nq;
   rmqi_buf pb = {0};
   static const char *const drop[] = {"TIMER_ENQUEUE_MS", "TIMER_DEQUEUE_MS", NULL};

@@ -1720,7 +1720,11 @@ static int topic_make(rmqi_store *s, const char *name, int nqueues, int perm, rm
     t->name_len = strlen(t->name);
     t->perm = perm;
     t->s = s;
-    if ((rc = queues_make(t, nqueues)) || (rc = ttab_insert(s, t))) { topic_free(t); return rc; }
+    if ((rc = queues_make(t, nqueues))) { topic_free(t); return rc; }
+    /* The count before the table: lookups run without the lock, and a
+    ** sender that found it with no queues would divide by zero. */
+    if (nqueues > 0) atomic_store(&t->nqueues, nqueues);
+    if ((rc = ttab_insert(s, t))) { topic_free(t); return rc; }
   } else if ((rc = queues_make(t, nqueues))) {
     return rc; /* the structs made are unused until the count says so */
   }

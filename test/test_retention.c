@@ -875,6 +875,65 @@ static void test_group_delete(void **state)
   tu_store_remove(store);
 }
 
+/* A topic deleted and made again while threads send to it: each send is
+** taken or finds no topic, and one that finds the topic finds its queues
+** (test_stress met a topic looked up in the moment between its
+** publication and its queue count: a division by zero in the round robin). */
+typedef struct flip {
+  rmq_producer *p;
+  atomic_int stop;
+  atomic_long sent, missed;
+  int bad_rc;
+} flip;
+
+static void *flip_sender(void *arg)
+{
+  flip *f = arg;
+  rmq_msg *m;
+  if (rmq_msg_create(&m, "Flip", "T", "x", 1)) { f->bad_rc = -1000; return NULL; }
+  while (!atomic_load(&f->stop)) {
+    int rc = rmq_producer_send_oneway(f->p, m);
+    if (rc == RMQ_OK) atomic_fetch_add(&f->sent, 1);
+    else if (rc == RMQ_ENOTOPIC) atomic_fetch_add(&f->missed, 1);
+    else { f->bad_rc = rc; break; }
+  }
+  rmq_msg_free(m);
+  return NULL;
+}
+
+static void test_topic_flips_while_sending(void **state)
+{
+  (void)state;
+  char store[1024];
+  tu_store_path(store, sizeof store, "tflip");
+  rmq_broker_options o;
+  opts(&o, NULL);
+  o.auto_create_topic_enable = 0; /* the flipper makes it: sends only look it up */
+  rmq_broker *b;
+  ok(rmq_broker_open(store, &o, &b));
+  flip f = {0};
+  ok(rmq_producer_create(b, "FlipProducer", NULL, &f.p));
+  pthread_t th[3];
+  for (int i = 0; i < 3; i++) assert_int_equal(pthread_create(&th[i], NULL, flip_sender, &f), 0);
+  int cycles = 0;
+  for (int64_t end = tu_mono_ms() + 1500; tu_mono_ms() < end || cycles < 50; cycles++) {
+    ok(rmq_topic_create(b, "Flip", 1 + cycles % 8));
+    ok(rmq_topic_delete(b, "Flip"));
+  }
+  atomic_store(&f.stop, 1);
+  for (int i = 0; i < 3; i++) pthread_join(th[i], NULL);
+  assert_int_equal(f.bad_rc, 0);
+  assert_true(atomic_load(&f.missed) > 0);
+  rmq_producer_destroy(f.p);
+  ok(rmq_broker_close(b));
+  ok(rmq_broker_open(store, &o, &b));
+  rmq_check_result cr;
+  ok(rmq_broker_check(b, NULL, NULL, &cr));
+  assert_int_equal(cr.problems, 0);
+  ok(rmq_broker_close(b));
+  tu_store_remove(store);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -886,6 +945,7 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_topic_delete, setup_os, teardown_os),
     cmocka_unit_test_setup_teardown(test_topic_delete_cut_short, setup_os, teardown_os),
     cmocka_unit_test_setup_teardown(test_group_delete, setup_os, teardown_os),
+    cmocka_unit_test_setup_teardown(test_topic_flips_while_sending, setup_os, teardown_os),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

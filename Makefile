@@ -292,9 +292,10 @@ clean:
 # Fuzzing (clang's libFuzzer, with ASan + UBSan): make fuzz [FUZZ_RUNS=n]
 #   [FUZZ_JOBS=n]. FUZZ_RUNS counts per job; with FUZZ_JOBS > 1 libFuzzer runs
 #   that many processes at once (-jobs/-workers), logs in $(B)/fuzz/fuzz-<n>.log.
-# Targets (fuzz/README.md): fuzz_sql92 (the SQL92 filter), fuzz_record (the
-# record decoder and property parsing), fuzz_store (opening a damaged store,
-# given as an archive of its files). fuzz/seeds/<target>/ holds the starting
+# Targets (fuzz/README.md): fuzz_sql92 (the SQL92 filter), fuzz_json (the
+# config files' JSON), fuzz_record (the record decoder and property
+# parsing), fuzz_store (opening a damaged store, given as an archive of its
+# files). fuzz/seeds/<target>/ holds the starting
 # cases (for SQL92: every row of test/test_sql92.c's table, one file each:
 # the expression, then name=value lines); `make fuzz-seeds` remakes those of
 # fuzz_store and fuzz_record (fuzz/mkseeds.sh).
@@ -306,6 +307,7 @@ FUZZ_TARGETS := $(patsubst fuzz/%.c,%,$(wildcard fuzz/fuzz_*.c))
 FUZZ_MAXLEN_fuzz_sql92 := 512
 FUZZ_MAXLEN_fuzz_record := 4096
 FUZZ_MAXLEN_fuzz_store := 65536
+FUZZ_MAXLEN_fuzz_json := 65536
 # fuzz_record includes rmq.c itself, to reach its static decoders.
 FUZZ_SRC_fuzz_record := rmq_store.c rmq_filter.c
 # A 16 MB quarantine (ASan's default 256 MB) lets freed blocks be reused

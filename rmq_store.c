@@ -4396,17 +4396,29 @@ static int64_t ix_repair_headers(rmqi_store *s, int abnormal)
       if (abnormal && i == s->nix - 1) {
         /* Entries the count holds may not have been kept (a newer header
         ** sector than theirs): the first one that cannot be (zeros, an
-        ** offset going back, a link not to an older entry) ends the file;
-        ** the records from the last whole entry's on are indexed again. */
+        ** offset going back, a link other than the one it was written
+        ** with) ends the file; the records from the last whole entry's on
+        ** are indexed again. An entry is 20 bytes and a sector 512, so a
+        ** cut can keep an entry's hash and offset and lose its time and
+        ** link, whose zeros would pass for the first of its hash: each
+        ** link must name exactly the entry before it of its hash (as
+        ** RocketMQ writes them too). Without the memory to track that, the
+        ** whole file is indexed again. */
+        int32_t *newest = rmqi_calloc((size_t)f->slots, sizeof *newest);
         int64_t last = -1;
         int32_t n = 1;
-        for (; n < raw; n++) {
-          const uint8_t *e = ix_entry(f, n);
-          int64_t phy = (int64_t)rmqi_get64(e + 4);
-          int32_t prev = (int32_t)rmqi_get32(e + 16);
-          int zero = rmqi_get32(e) == 0 && phy == 0 && rmqi_get32(e + 12) == 0 && prev == 0;
-          if (phy < last || prev < 0 || prev >= n || (zero && n > 1)) break;
-          last = phy;
+        if (newest) {
+          for (; n < raw; n++) {
+            const uint8_t *e = ix_entry(f, n);
+            int32_t h = (int32_t)rmqi_get32(e);
+            int64_t phy = (int64_t)rmqi_get64(e + 4);
+            int32_t prev = (int32_t)rmqi_get32(e + 16);
+            int zero = h == 0 && phy == 0 && rmqi_get32(e + 12) == 0 && prev == 0;
+            if (h < 0 || phy < last || prev != newest[h % f->slots] || (zero && n > 1)) break;
+            newest[h % f->slots] = n;
+            last = phy;
+          }
+          rmqi_free(newest, (size_t)f->slots * sizeof *newest);
         }
         if (n < raw) {
           rmqi_log(s->env, RMQ_LOG_WARN, "recovery: index %s: entry %d of %d was not kept by the crash; the file "

@@ -663,19 +663,54 @@ static int64_t stale_clock(void *ctx)
   return atomic_fetch_add(&g_stale_now, 100);
 }
 
+/* A store of 1,000 keyed messages on the stale clock, closed; *o its options. */
+static void crash_store(char *path, size_t n, const char *tag, rmq_broker_options *o)
+{
+  tu_store_path(path, n, tag);
+  idx_opts(o, 97, 4000);
+  o->log_level = RMQ_LOG_NONE;
+  o->clock = stale_clock;
+  rmq_broker *b;
+  ok(rmq_broker_open(path, o, &b));
+  send_keyed(b, TOPIC, 0, 1000, NULL);
+  ok(rmq_broker_close(b));
+}
+
+/* The next open is after a crash. */
+static void mark_crashed(const char *path)
+{
+  char abort_path[1100];
+  snprintf(abort_path, sizeof abort_path, "%s/abort", path);
+  int fd = open(abort_path, O_WRONLY | O_CREAT, 0644);
+  assert_true(fd >= 0);
+  close(fd);
+}
+
+/* Every entry of the store's one index file is on its slot's chain;
+** returns whether entry `want` is one of them. */
+static int chains_whole(const char *path, int32_t want)
+{
+  ref_file f[2];
+  assert_int_equal(ref_load(path, 97, 4000, f, 2), 1);
+  int found = 0;
+  for (int32_t n = 1; n < f[0].count; n++) {
+    int32_t hn = (int32_t)be32(ref_entry(&f[0], n));
+    int32_t v = (int32_t)be32(f[0].data + 40 + (int64_t)(hn % 97) * 4);
+    while (v > n) v = (int32_t)be32(ref_entry(&f[0], v) + 16);
+    if (v != n) fail_msg("entry %d (hash %d) is not on its slot's chain", n, hn);
+    found |= n == want;
+  }
+  ref_free(f, 1);
+  return found;
+}
+
 static void test_crash_stale_slot(void **state)
 {
   (void)state;
   char path[1024];
-  tu_store_path(path, sizeof path, "idx-stale");
   rmq_broker_options o;
-  idx_opts(&o, 97, 4000);
-  o.log_level = RMQ_LOG_NONE;
-  o.clock = stale_clock;
+  crash_store(path, sizeof path, "idx-stale", &o);
   rmq_broker *b;
-  ok(rmq_broker_open(path, &o, &b));
-  send_keyed(b, TOPIC, 0, 1000, NULL);
-  ok(rmq_broker_close(b));
   /* The first record of the newest CommitLog file: recovery re-indexes
   ** from about there; the entry hidden lies below it. */
   int64_t cut = last_record(path) / TU_CL_SIZE * TU_CL_SIZE;
@@ -692,11 +727,7 @@ static void test_crash_stale_slot(void **state)
   assert_int_equal(pwrite(fd, ref_entry(&f[0], c) + 16, 4, slot - f[0].data), 4); /* the slot names c's prev */
   close(fd);
   ref_free(f, 1);
-  char abort_path[1100];
-  snprintf(abort_path, sizeof abort_path, "%s/abort", path);
-  fd = open(abort_path, O_WRONLY | O_CREAT, 0644);
-  assert_true(fd >= 0);
-  close(fd);
+  mark_crashed(path);
 
   ok(rmq_broker_open(path, &o, &b));
   for (int i = 0; i < 1000; i += 7) {
@@ -706,14 +737,7 @@ static void test_crash_stale_slot(void **state)
   }
   expect_key(b, TOPIC, "order-50", 50);
   ok(rmq_broker_close(b));
-  assert_int_equal(ref_load(path, 97, 4000, f, 2), 1);
-  for (int32_t n = 1; n < f[0].count; n++) {
-    int32_t hn = (int32_t)be32(ref_entry(&f[0], n));
-    int32_t v = (int32_t)be32(f[0].data + 40 + (int64_t)(hn % 97) * 4);
-    while (v > n) v = (int32_t)be32(ref_entry(&f[0], v) + 16);
-    if (v != n) fail_msg("entry %d (hash %d) is not on its slot's chain", n, hn);
-  }
-  ref_free(f, 1);
+  chains_whole(path, 0);
   ref_verify(path, TU_CL_SIZE, 97, 4000);
   tu_rmqstore_check(path);
   tu_store_remove(path);
@@ -730,15 +754,9 @@ static void test_crash_torn_entry_link(void **state)
 {
   (void)state;
   char path[1024];
-  tu_store_path(path, sizeof path, "idx-torn-link");
   rmq_broker_options o;
-  idx_opts(&o, 97, 4000);
-  o.log_level = RMQ_LOG_NONE;
-  o.clock = stale_clock;
+  crash_store(path, sizeof path, "idx-torn-link", &o);
   rmq_broker *b;
-  ok(rmq_broker_open(path, &o, &b));
-  send_keyed(b, TOPIC, 0, 1000, NULL);
-  ok(rmq_broker_close(b));
   ref_file f[2];
   assert_int_equal(ref_load(path, 97, 4000, f, 2), 1);
   /* A late entry with an older one of its hash (so its link is not 0). */
@@ -756,11 +774,7 @@ static void test_crash_torn_entry_link(void **state)
   assert_int_equal(pwrite(fd, zeros, rest, ent0 + (int64_t)(t + 1) * 20), (ssize_t)rest);
   close(fd);
   ref_free(f, 1);
-  char abort_path[1100];
-  snprintf(abort_path, sizeof abort_path, "%s/abort", path);
-  fd = open(abort_path, O_WRONLY | O_CREAT, 0644);
-  assert_true(fd >= 0);
-  close(fd);
+  mark_crashed(path);
 
   ok(rmq_broker_open(path, &o, &b));
   for (int i = 0; i < 1000; i++) {
@@ -770,17 +784,7 @@ static void test_crash_torn_entry_link(void **state)
   }
   ok(rmq_broker_close(b));
   /* Every entry is on its slot's chain, the older one of the torn entry's too. */
-  assert_int_equal(ref_load(path, 97, 4000, f, 2), 1);
-  int found_older = 0;
-  for (int32_t n = 1; n < f[0].count; n++) {
-    int32_t hn = (int32_t)be32(ref_entry(&f[0], n));
-    int32_t v = (int32_t)be32(f[0].data + 40 + (int64_t)(hn % 97) * 4);
-    while (v > n) v = (int32_t)be32(ref_entry(&f[0], v) + 16);
-    if (v != n) fail_msg("entry %d (hash %d) is not on its slot's chain", n, hn);
-    found_older |= n == older;
-  }
-  assert_true(found_older);
-  ref_free(f, 1);
+  assert_true(chains_whole(path, older));
   ref_verify(path, TU_CL_SIZE, 97, 4000);
   tu_rmqstore_check(path);
   tu_store_remove(path);

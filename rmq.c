@@ -6076,6 +6076,30 @@ static int is_user_topic(const char *t)
   return !is_system_topic(t) && strncmp(t, "%RETRY%", 7) != 0 && strncmp(t, "%DLQ%", 5) != 0;
 }
 
+/* The store's topics as one list, which the caller frees with
+** rmqi_free(*ti, *cap * sizeof **ti). Topics made between the count and the
+** fill are counted by the second call but only cap fit: n is clamped, and a
+** topic missed is one made during the call. */
+static int topics_snapshot(rmq_broker *b, rmq_topic_info **ti, size_t *n, size_t *cap, const char *doing)
+{
+  *ti = NULL;
+  *n = *cap = 0;
+  size_t nt = 0;
+  int rc = rmqi_topic_list(b->st, NULL, 0, &nt);
+  if (rc) return rc;
+  size_t c = nt + 16;
+  rmq_topic_info *v = rmqi_calloc(c, sizeof *v);
+  if (!v) return rmqi_err(RMQ_ENOMEM, "out of memory %s", doing);
+  if ((rc = rmqi_topic_list(b->st, v, c, &nt))) {
+    rmqi_free(v, c * sizeof *v);
+    return rc;
+  }
+  *ti = v;
+  *n = nt > c ? c : nt;
+  *cap = c;
+  return RMQ_OK;
+}
+
 RMQ_API int rmq_broker_query_message_by_uniq_key(rmq_broker *b, const char *topic, const char *msg_id,
                                                  rmq_message_ext **out)
 {
@@ -6086,14 +6110,7 @@ RMQ_API int rmq_broker_query_message_by_uniq_key(rmq_broker *b, const char *topi
   if (topic && (rc = check_lookup_topic(topic))) return rc;
   rmq_topic_info *ti = NULL;
   size_t nt = 1, cap = 0;
-  if (!topic) {
-    if ((rc = rmqi_topic_list(b->st, NULL, 0, &nt))) return rc;
-    cap = nt + 16;
-    ti = rmqi_calloc(cap, sizeof *ti);
-    if (!ti) return rmqi_err(RMQ_ENOMEM, "out of memory listing topics");
-    if ((rc = rmqi_topic_list(b->st, ti, cap, &nt))) goto done;
-    if (nt > cap) nt = cap;
-  }
+  if (!topic && (rc = topics_snapshot(b, &ti, &nt, &cap, "listing topics"))) return rc;
   /* The best hit so far: earliest stored, a user topic's before any other. */
   int64_t best_phys = -1, best_ts = 0;
   int best_user = 0;
@@ -6334,15 +6351,10 @@ static void stats_sample_all(rmq_broker *b, int64_t now)
   stat_sample(&b->get_stat, now);
   for (gstat *g = b->gstats; g; g = g->next) stat_sample(&g->st, now);
   pthread_mutex_unlock(&b->stats_lock);
-  size_t n = 0;
-  if (rmqi_topic_list(b->st, NULL, 0, &n) || n == 0) return;
-  /* Topics made between the two calls: the second one counts them in n
-  ** but fills only cap; a topic missed here is sampled next round. */
-  size_t cap = n + 16;
-  rmq_topic_info *ti = rmqi_calloc(cap, sizeof *ti);
-  if (!ti) return;
-  if (rmqi_topic_list(b->st, ti, cap, &n) == RMQ_OK) {
-    if (n > cap) n = cap;
+  /* A topic made during the call is sampled next round. */
+  size_t n, cap;
+  rmq_topic_info *ti;
+  if (topics_snapshot(b, &ti, &n, &cap, "sampling statistics") == RMQ_OK) {
     pthread_mutex_lock(&b->stats_lock);
     for (size_t i = 0; i < n; i++) {
       rmqi_topic *t = rmqi_topic_find(b->st, ti[i].topic_name);
@@ -6431,13 +6443,7 @@ RMQ_API int rmq_broker_stats_get(rmq_broker *b, rmq_broker_stats *out)
   int rc = RMQ_OK;
   rmq_topic_info *ti = NULL;
   size_t nt = 0, ticap = 0;
-  if ((rc = rmqi_topic_list(b->st, NULL, 0, &nt))) goto fail;
-  ticap = nt + 16;
-  if (!(ti = rmqi_calloc(ticap, sizeof *ti)) || (rc = rmqi_topic_list(b->st, ti, ticap, &nt))) {
-    if (!rc) rc = rmqi_err(RMQ_ENOMEM, "out of memory taking statistics");
-    goto fail;
-  }
-  if (nt > ticap) nt = ticap;
+  if ((rc = topics_snapshot(b, &ti, &nt, &ticap, "taking statistics"))) goto fail;
   /* Strings first: names live in one block the result owns. */
   size_t need = 0;
   for (size_t i = 0; i < nt; i++) need += strlen(ti[i].topic_name) + 1;
@@ -6836,13 +6842,9 @@ RMQ_API int rmq_broker_check(rmq_broker *b, rmq_check_fn fn, void *ctx, rmq_chec
   c.cb.problem = chk_problem;
   int rc = rmqi_store_check_log(b->st, &c.cb);
   if (rc) return rc;
-  size_t nt = 0;
-  if ((rc = rmqi_topic_list(b->st, NULL, 0, &nt))) return rc;
-  size_t cap = nt + 16;
-  rmq_topic_info *ti = rmqi_calloc(cap, sizeof *ti);
-  if (!ti) return rmqi_err(RMQ_ENOMEM, "out of memory checking the store");
-  if ((rc = rmqi_topic_list(b->st, ti, cap, &nt))) { rmqi_free(ti, cap * sizeof *ti); return rc; }
-  if (nt > cap) nt = cap;
+  size_t nt, cap;
+  rmq_topic_info *ti;
+  if ((rc = topics_snapshot(b, &ti, &nt, &cap, "checking the store"))) return rc;
   for (size_t i = 0; i < nt; i++) {
     rmqi_topic *t = rmqi_topic_find(b->st, ti[i].topic_name);
     if (!t) continue;

@@ -5928,7 +5928,8 @@ static int queues_state_load(rmqi_store *s)
     long long mn, mx, first;
     if (sscanf(line, "%255[^\t]\t%d\t%lld\t%lld\t%lld\t%d", name, &qid, &mn, &mx, &first, &nfiles) != 6 ||
         qid < 0 || qid >= RMQ_MAX_QUEUE_NUMS || mn < 0 || mx < mn || first < 0 || nfiles < 1 ||
-        nfiles > (1 << 24) || (mx > 0 && (mx - 1) * RMQI_CQ_UNIT / cqs >= first + nfiles) || !*name ||
+        nfiles > (1 << 24) || mx > INT64_MAX / RMQI_CQ_UNIT || first > INT64_MAX / cqs - nfiles ||
+        (mx > 0 && (mx - 1) * RMQI_CQ_UNIT / cqs >= first + nfiles) || !*name ||
         strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, "..")) {
       why = "a line does not parse";
       break;

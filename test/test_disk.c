@@ -928,6 +928,65 @@ static void test_clean_open_uses_queue_state(void **state)
   tu_store_remove(store);
 }
 
+/* A queue state whose numbers are at the edge of 64 bits (a fuzzed file:
+** an end offset near INT64_MAX overflowed the bound check) is refused, and
+** the open goes the long way to the right offsets. */
+static void test_queue_state_huge_numbers(void **state)
+{
+  (void)state;
+  char store[1024], sp[1100];
+  tu_store_path(store, sizeof store, "hugestate");
+  rmq_broker_options o;
+  opts(&o, RMQ_ASYNC_FLUSH, 0);
+  o.mapped_file_size_consume_queue = 20 * 128;
+  o.mapped_file_size_commit_log = 1 << 20;
+  rmq_broker *b;
+  rmq_producer *p;
+  ok(rmq_broker_open(store, &o, &b));
+  ok(rmq_topic_create(b, "Fast0", 8));
+  ok(rmq_producer_create(b, NULL, NULL, &p));
+  for (int i = 0; i < 300; i++) ok(send_one(p, "Fast0", (uint64_t)i, 120, NULL));
+  rmq_producer_destroy(p);
+  ok(rmq_broker_close(b));
+  qsnap want, got;
+  ok(rmq_broker_open(store, &o, &b));
+  snap(b, &want, 1);
+  ok(rmq_broker_close(b));
+  assert_int_equal(want.n, 300);
+
+  snprintf(sp, sizeof sp, "%s/config/rmq_queues.txt", store);
+  char head[256];
+  FILE *f = fopen(sp, "r");
+  assert_non_null(f);
+  assert_non_null(fgets(head, sizeof head, f));
+  fclose(f);
+  static const char *const bad[] = {
+    "Fast0\t0\t0\t9223372036854775806\t0\t1\n",         /* the fuzzer's: (mx - 1) * 20 */
+    "Fast0\t0\t0\t461168601842738791\t3602879701896396\t1\n", /* mx * 20 */
+    "Fast0\t0\t0\t5\t9223372036854775800\t4\n",         /* (first + k) * file size */
+    "Fast0\t0\t0\t5\t72057594037927935\t1\n",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    f = fopen(sp, "w");
+    assert_non_null(f);
+    fputs(head, f);
+    fputs(bad[i], f);
+    assert_int_equal(fclose(f), 0);
+    rmq_recovery_info ri;
+    ok(rmq_broker_open(store, &o, &b));
+    ok(rmq_broker_recovery_info(b, &ri));
+    assert_true(ri.records_scanned > 0); /* the state was not used */
+    snap(b, &got, 1);
+    assert_int_equal(got.n, want.n);
+    for (int q = 0; q < 8; q++) {
+      assert_int_equal(got.mn[q], want.mn[q]);
+      assert_int_equal(got.mx[q], want.mx[q]);
+    }
+    ok(rmq_broker_close(b));
+  }
+  tu_store_remove(store);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -942,6 +1001,7 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_many_queues_few_mappings, setup_os, teardown_os),
     cmocka_unit_test_setup_teardown(test_clean_open_uses_queue_state, setup_os, teardown_os),
     cmocka_unit_test_setup_teardown(test_sends_to_cold_queues, setup_os, teardown_os),
+    cmocka_unit_test_setup_teardown(test_queue_state_huge_numbers, setup_os, teardown_os),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6477,7 +6477,7 @@ RMQ_API int rmq_broker_stats_get(rmq_broker *b, rmq_broker_stats *out)
     stat_tps3(b, st, now, ts->put_tps);
     for (int q = 0; q < ts->queue_nums; q++) {
       rmqi_queue *qq = rmqi_topic_queue(t, q);
-      if (qq) ts->max_offset_sum += rmqi_queue_max_offset(qq);
+      if (qq) ts->max_offset_sum = rmqi_add_sat(ts->max_offset_sum, rmqi_queue_max_offset(qq));
     }
     if (b->o.read_only) {
       /* No counters run in a reader (the writer's are its own): the rates
@@ -6487,7 +6487,7 @@ RMQ_API int rmq_broker_stats_get(rmq_broker *b, rmq_broker_stats *out)
         int64_t n = 0;
         for (int q = 0; q < ts->queue_nums; q++) {
           rmqi_queue *qq = rmqi_topic_queue(t, q);
-          if (qq) n += rmqi_queue_max_offset(qq) - rmqi_queue_offset_by_time(b->st, qq, now - win[w] + 1);
+          if (qq) n = rmqi_add_sat(n, rmqi_queue_max_offset(qq) - rmqi_queue_offset_by_time(b->st, qq, now - win[w] + 1));
         }
         ts->put_tps[w] = (double)n * 1000.0 / (double)win[w];
         out->put_tps[w] += ts->put_tps[w];
@@ -6558,7 +6558,7 @@ RMQ_API int rmq_broker_stats_get(rmq_broker *b, rmq_broker_stats *out)
         if (qs->oldest_unconsumed_timestamp && (!oldest || qs->oldest_unconsumed_timestamp < oldest))
           oldest = qs->oldest_unconsumed_timestamp;
       }
-      g->diff_total += qs->lag;
+      g->diff_total = rmqi_add_sat(g->diff_total, qs->lag); /* damaged offsets can be near 2^61 */
     }
     g->nqueues = m->nqueues - qstart[m->ngroups];
     g->consumer_delay_ms = oldest && now > oldest ? rmqi_sub_sat(now, oldest) : 0;

@@ -1874,7 +1874,7 @@ static int journal_replay(rmqi_store *s)
       break;
     }
     rmqi_topic *t;
-    rc = topic_make(s, tn->str, (int)w->inum, perm ? (int)perm->inum : 6, &t);
+    rc = topic_make(s, tn->str, (int)w->inum, perm && perm->inum >= 0 && perm->inum <= 7 ? (int)perm->inum : 6, &t);
     if (!rc) t->configured = 1;
     rmqi_json_free(j);
     at = (size_t)(nl - text) + 1;
@@ -4039,7 +4039,7 @@ static int ix_put(rmqi_store *s, int32_t hash, int64_t phys, int64_t ts)
     rmqi_put64(f->base + IX_BEGIN_PHY, (uint64_t)phys);
     rmqi_put64(f->base + IX_BEGIN_TS, (uint64_t)ts);
   }
-  if (prev == 0) rmqi_put32(f->base + IX_SLOTS_USED, (uint32_t)(ix_h32(f, IX_SLOTS_USED) + 1));
+  if (prev == 0) rmqi_put32(f->base + IX_SLOTS_USED, (uint32_t)ix_h32(f, IX_SLOTS_USED) + 1u); /* a damaged count wraps, no UB */
   rmqi_put32(f->base + IX_COUNT, (uint32_t)(count + 1));
   rmqi_put64(f->base + IX_END_PHY, (uint64_t)phys);
   rmqi_put64(f->base + IX_END_TS, (uint64_t)ts);
@@ -4675,20 +4675,21 @@ static int load_topics(rmqi_store *s)
   if (rc) return rc;
   const rmqi_json *dv = rmqi_json_get(j, "dataVersion");
   const rmqi_json *ctr = rmqi_json_get(dv, "counter");
-  if (ctr) s->topics_version = s->topics_loaded_version = ctr->inum;
+  /* Each persist adds 1: a damaged counter is kept where that cannot overflow. */
+  if (ctr) s->topics_version = s->topics_loaded_version = ctr->inum < 0 ? 0 : ctr->inum > INT64_MAX / 2 ? INT64_MAX / 2 : ctr->inum;
   const rmqi_json *tab = rmqi_json_get(j, "topicConfigTable");
   for (const rmqi_json *t = tab ? tab->child : NULL; t; t = t->next) {
     const rmqi_json *w = rmqi_json_get(t, "writeQueueNums"), *r = rmqi_json_get(t, "readQueueNums");
     const rmqi_json *perm = rmqi_json_get(t, "perm");
-    int nq = (int)(w ? w->inum : 0);
-    if (r && r->inum > nq) nq = (int)r->inum;
-    if (!t->key || !*t->key || strlen(t->key) > 255 || strchr(t->key, '/') || nq < 1 || nq > RMQ_MAX_QUEUE_NUMS) {
+    int64_t nq64 = w ? w->inum : 0;
+    if (r && r->inum > nq64) nq64 = r->inum;
+    if (!t->key || !*t->key || strlen(t->key) > 255 || strchr(t->key, '/') || nq64 < 1 || nq64 > RMQ_MAX_QUEUE_NUMS) {
       rmqi_log(s->env, RMQ_LOG_WARN, "topics.json: skipping invalid entry '%s'", t->key ? t->key : "");
       continue;
     }
     if (!strcmp(t->key, ".") || !strcmp(t->key, "..")) continue;
     rmqi_topic *tp;
-    rc = topic_make(s, t->key, nq, perm ? (int)perm->inum : 6, &tp);
+    rc = topic_make(s, t->key, (int)nq64, perm && perm->inum >= 0 && perm->inum <= 7 ? (int)perm->inum : 6, &tp);
     if (rc) break;
     /* An older .bak may lack a later queue count: then the log decides. */
     tp->configured = !damaged;
@@ -4797,6 +4798,18 @@ static int load_cqs(rmqi_store *s, int *rebuild)
         for (int i = 0; i < n && !rc; i++) {
           if (starts[i] % s->cq_size) {
             rmqi_log(s->env, RMQ_LOG_WARN, "%s/%020" PRId64 ": name is not a multiple of the file size; ignored", q->dir, starts[i]);
+            continue;
+          }
+          /* A unit (20 bytes) per record (64 and more): a queue's bytes stay
+          ** below the log's bound. A name past it would overflow the sums
+          ** of starts, sizes and units. */
+          if (starts[i] > CL_MAX_OFFSET - s->cq_size) {
+            char fp[4200];
+            snprintf(fp, sizeof fp, "%s/%020" PRId64, q->dir, starts[i]);
+            rmqi_log(s->env, RMQ_LOG_WARN, "%s: beyond any offset a store reaches; %s, the queue is rebuilt", fp,
+                     s->o.read_only ? "ignored" : "removed");
+            if (!s->o.read_only && OS->unlink(fp) != 0) { rc = rmqi_errno(errno, "unlink", fp); break; }
+            *rebuild = 1;
             continue;
           }
           if (mvec_len(&q->cq) == 0) {
@@ -5928,7 +5941,7 @@ static int queues_state_load(rmqi_store *s)
     long long mn, mx, first;
     if (sscanf(line, "%255[^\t]\t%d\t%lld\t%lld\t%lld\t%d", name, &qid, &mn, &mx, &first, &nfiles) != 6 ||
         qid < 0 || qid >= RMQ_MAX_QUEUE_NUMS || mn < 0 || mx < mn || first < 0 || nfiles < 1 ||
-        nfiles > (1 << 24) || mx > INT64_MAX / RMQI_CQ_UNIT || first > INT64_MAX / cqs - nfiles ||
+        nfiles > (1 << 24) || mx > CL_MAX_OFFSET / RMQI_CQ_UNIT || first > CL_MAX_OFFSET / cqs - nfiles ||
         (mx > 0 && (mx - 1) * RMQI_CQ_UNIT / cqs >= first + nfiles) || !*name ||
         strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, "..")) {
       why = "a line does not parse";

@@ -987,6 +987,242 @@ static void test_queue_state_huge_numbers(void **state)
   tu_store_remove(store);
 }
 
+/* Writes n bytes to path (made or truncated), or fails the test. */
+static void put_file(const char *path, const void *data, size_t n)
+{
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, data, n), (ssize_t)n);
+  assert_int_equal(close(fd), 0);
+}
+
+/* A ConsumeQueue file named near INT64_MAX (a multiple of the file size,
+** with a unit in it) made the open's queue scan overflow start + size; it is
+** now beyond any offset a store reaches: removed (ignored when read-only),
+** and the queue rebuilt from the CommitLog. */
+static void test_cq_name_near_max(void **state)
+{
+  (void)state;
+  char store[1024], path[1400];
+  tu_store_path(store, sizeof store, "cqmax");
+  rmq_broker_options o;
+  opts(&o, RMQ_ASYNC_FLUSH, 0);
+  o.mapped_file_size_consume_queue = 20 * 128;
+  o.mapped_file_size_commit_log = 1 << 20;
+  rmq_broker *b;
+  rmq_producer *p;
+  ok(rmq_broker_open(store, &o, &b));
+  ok(rmq_topic_create(b, "Fast0", 8));
+  ok(rmq_producer_create(b, NULL, NULL, &p));
+  for (int i = 0; i < 300; i++) ok(send_one(p, "Fast0", (uint64_t)i, 120, NULL));
+  rmq_producer_destroy(p);
+  ok(rmq_broker_close(b));
+  qsnap want, got;
+  ok(rmq_broker_open(store, &o, &b));
+  snap(b, &want, 1);
+  ok(rmq_broker_close(b));
+
+  int64_t cqs = 20 * 128, name = INT64_MAX / cqs * cqs; /* name + cqs > INT64_MAX */
+  static uint8_t unit[20 * 128];
+  memset(unit + sizeof unit - 20, 0x11, 20);
+  snprintf(path, sizeof path, "%s/consumequeue/Fast0/0/%020" PRId64, store, name);
+  for (int ro = 1; ro >= 0; ro--) {
+    put_file(path, unit, sizeof unit);
+    snprintf(path + strlen(store), sizeof path - strlen(store), "/config/rmq_queues.txt");
+    unlink(path); /* the state lists no such file: the long way reads the directory */
+    snprintf(path, sizeof path, "%s/consumequeue/Fast0/0/%020" PRId64, store, name);
+    o.read_only = ro;
+    ok(rmq_broker_open(store, &o, &b));
+    snap(b, &got, 1);
+    assert_int_equal(got.n, want.n);
+    for (int q = 0; q < 8; q++) {
+      assert_int_equal(got.mn[q], want.mn[q]);
+      assert_int_equal(got.mx[q], want.mx[q]);
+    }
+    ok(rmq_broker_close(b));
+    struct stat st;
+    assert_int_equal(stat(path, &st) == 0, ro); /* kept by a reader, removed by a writer */
+  }
+  tu_store_remove(store);
+
+  /* The same file as a queue's only one, with no CommitLog file to bound
+  ** its name: the queue scan read its last unit at (name + cqs) / 20 - 1. */
+  o.read_only = 0;
+  ok(rmq_broker_open(store, &o, &b));
+  ok(rmq_broker_close(b));
+  snprintf(path, sizeof path, "%s/consumequeue/Far", store);
+  assert_int_equal(mkdir(path, 0755), 0);
+  snprintf(path, sizeof path, "%s/consumequeue/Far/0", store);
+  assert_int_equal(mkdir(path, 0755), 0);
+  for (int ro = 1; ro >= 0; ro--) {
+    snprintf(path, sizeof path, "%s/consumequeue/Far/0/%020" PRId64, store, name);
+    put_file(path, unit, sizeof unit);
+    snprintf(path, sizeof path, "%s/config/rmq_queues.txt", store);
+    unlink(path);
+    o.read_only = ro;
+    ok(rmq_broker_open(store, &o, &b));
+    int64_t mn, mx;
+    ok(rmq_topic_queue_offsets(b, "Far", 0, &mn, &mx));
+    assert_int_equal(mn, 0);
+    assert_int_equal(mx, 0);
+    ok(rmq_broker_close(b));
+  }
+  tu_store_remove(store);
+}
+
+/* topics.json's dataVersion counter at 20 digits (strtoll saturates it to
+** INT64_MAX): each topic change adds 1 to it. */
+static void test_topics_counter_huge(void **state)
+{
+  (void)state;
+  char store[1024], path[1200];
+  tu_store_path(store, sizeof store, "tcounter");
+  rmq_broker_options o;
+  opts(&o, RMQ_ASYNC_FLUSH, 0);
+  rmq_broker *b;
+  ok(rmq_broker_open(store, &o, &b));
+  ok(rmq_topic_create(b, "A", 2));
+  ok(rmq_broker_close(b));
+  snprintf(path, sizeof path, "%s/config/topics.json", store);
+  static const char topics[] = "{\"dataVersion\":{\"counter\":99999999999999999999,\"timestamp\":0},"
+                               "\"topicConfigTable\":{\"A\":{\"topicName\":\"A\",\"readQueueNums\":2,"
+                               "\"writeQueueNums\":2,\"perm\":4294967298},"
+                               "\"Z\":{\"topicName\":\"Z\",\"readQueueNums\":2,\"writeQueueNums\":4294967298}}}";
+  put_file(path, topics, sizeof topics - 1);
+  ok(rmq_broker_open(store, &o, &b));
+  ok(rmq_topic_create(b, "B", 3)); /* persists: the counter + 1 */
+  ok(rmq_topic_delete(b, "B"));
+  rmq_topic_info ti[4];
+  size_t n;
+  ok(rmq_topic_list(b, ti, 4, &n));
+  assert_int_equal(n, 1);
+  assert_string_equal(ti[0].topic_name, "A");
+  assert_int_equal(ti[0].write_queue_nums, 2);
+  assert_int_equal(ti[0].perm, 6); /* 4294967298 is no perm (cast to int it was 2) */
+  ok(rmq_broker_close(b));
+  ok(rmq_broker_open(store, &o, &b)); /* Z, 2^32 + 2 queues, was skipped; A stays */
+  ok(rmq_topic_list(b, ti, 4, &n));
+  assert_int_equal(n, 1);
+  ok(rmq_broker_close(b));
+  tu_store_remove(store);
+}
+
+/* An index file whose hashSlotCount is INT32_MAX: the next key in an empty
+** slot adds 1 to it. */
+static void test_index_slot_count_huge(void **state)
+{
+  (void)state;
+  char store[1024], path[1400];
+  tu_store_path(store, sizeof store, "ixslots");
+  rmq_broker_options o;
+  opts(&o, RMQ_ASYNC_FLUSH, 0);
+  rmq_broker *b;
+  rmq_producer *p;
+  rmq_msg *m;
+  rmq_send_result r;
+  ok(rmq_broker_open(store, &o, &b));
+  ok(rmq_topic_create(b, "K", 1));
+  ok(rmq_producer_create(b, NULL, NULL, &p));
+  ok(rmq_msg_create(&m, "K", NULL, "one", 3));
+  ok(rmq_msg_set_keys(m, "first"));
+  ok(rmq_producer_send(p, m, &r));
+  rmq_msg_free(m);
+  rmq_producer_destroy(p);
+  ok(rmq_broker_close(b));
+  tu_index_file(store, path, sizeof path);
+  static const uint8_t big[4] = {0x7F, 0xFF, 0xFF, 0xFF};
+  int fd = open(path, O_WRONLY);
+  assert_true(fd >= 0);
+  assert_int_equal(pwrite(fd, big, 4, 32), 4);
+  assert_int_equal(close(fd), 0);
+  ok(rmq_broker_open(store, &o, &b));
+  ok(rmq_producer_create(b, NULL, NULL, &p));
+  ok(rmq_msg_create(&m, "K", NULL, "two", 3));
+  ok(rmq_msg_set_keys(m, "second"));
+  ok(rmq_producer_send(p, m, &r));
+  rmq_msg_free(m);
+  rmq_producer_destroy(p);
+  rmq_query_result q;
+  ok(rmq_broker_query_message(b, "K", "second", 64, 0, INT64_MAX, &q));
+  assert_int_equal(q.n, 1);
+  assert_memory_equal(q.msgs[0].body, "two", 3);
+  rmq_query_result_free(&q);
+  ok(rmq_broker_query_message(b, "K", "first", 64, 0, INT64_MAX, &q));
+  assert_int_equal(q.n, 1);
+  rmq_query_result_free(&q);
+  ok(rmq_broker_close(b));
+  tu_store_remove(store);
+}
+
+/* A queue state giving 100 queues a max offset near the bound (2^61 / 20)
+** each: the statistics' sums over queues saturate at INT64_MAX. (The state is
+** used: each queue's one file lies below 2^61.) */
+static void test_lag_sums_saturate(void **state)
+{
+  (void)state;
+  char store[1024], path[1400];
+  tu_store_path(store, sizeof store, "lagsum");
+  rmq_broker_options o;
+  opts(&o, RMQ_ASYNC_FLUSH, 0);
+  rmq_broker *b;
+  ok(rmq_broker_open(store, &o, &b));
+  ok(rmq_broker_close(b));
+  /* The header as the close wrote it (this CommitLog, this file size). */
+  snprintf(path, sizeof path, "%s/config/rmq_queues.txt", store);
+  static char text[100 * 80 + 256];
+  FILE *f = fopen(path, "r");
+  assert_non_null(f);
+  assert_non_null(fgets(text, 256, f));
+  fclose(f);
+  long long minp, end;
+  int cqs, ncl;
+  assert_int_equal(sscanf(text, "rmq-queues 1 %lld %lld %d %d", &minp, &end, &cqs, &ncl), 4);
+  size_t len = strlen(text);
+  enum { NQ = 100 };
+  const int64_t mx = ((INT64_C(1) << 61) - 2 * cqs) / 20, first = (mx - 1) * 20 / cqs; /* the file ends below 2^61 */
+  static uint8_t unit[20 * 2048];
+  assert_true((size_t)cqs <= sizeof unit);
+  unit[7] = 1;
+  unit[11] = 50;
+  for (int q = 0; q < NQ; q++) {
+    len += (size_t)snprintf(text + len, sizeof text - len, "L\t%d\t0\t%" PRId64 "\t%" PRId64 "\t1\n", q, mx, first);
+    snprintf(path, sizeof path, "%s/consumequeue/L", store);
+    mkdir(path, 0755);
+    snprintf(path, sizeof path, "%s/consumequeue/L/%d", store, q);
+    assert_int_equal(mkdir(path, 0755), 0);
+    snprintf(path, sizeof path, "%s/consumequeue/L/%d/%020" PRId64, store, q, first * cqs);
+    put_file(path, unit, (size_t)cqs);
+  }
+  snprintf(path, sizeof path, "%s/config/rmq_queues.txt", store);
+  put_file(path, text, len);
+  snprintf(path, sizeof path, "%s/config/consumerOffset.json", store);
+  static const char offs[] = "{\"offsetTable\":{\"L@G\":{0:0}}}";
+  put_file(path, offs, sizeof offs - 1);
+  ok(rmq_broker_open(store, &o, &b));
+  int64_t mn, max;
+  ok(rmq_topic_queue_offsets(b, "L", 99, &mn, &max));
+  assert_int_equal(max, mx);
+  rmq_broker_stats st;
+  ok(rmq_broker_stats_get(b, &st));
+  int found = 0;
+  for (size_t i = 0; i < st.ntopics; i++)
+    if (!strcmp(st.topics[i].topic, "L")) {
+      assert_int_equal(st.topics[i].max_offset_sum, INT64_MAX);
+      found++;
+    }
+  for (size_t i = 0; i < st.ngroups; i++)
+    if (!strcmp(st.groups[i].group, "G")) {
+      assert_int_equal(st.groups[i].nqueues, NQ);
+      assert_int_equal(st.groups[i].queues[0].lag, mx);
+      assert_int_equal(st.groups[i].diff_total, INT64_MAX);
+      found++;
+    }
+  assert_int_equal(found, 2);
+  rmq_broker_stats_free(&st);
+  ok(rmq_broker_close(b));
+  tu_store_remove(store);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -1002,6 +1238,11 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_clean_open_uses_queue_state, setup_os, teardown_os),
     cmocka_unit_test_setup_teardown(test_sends_to_cold_queues, setup_os, teardown_os),
     cmocka_unit_test_setup_teardown(test_queue_state_huge_numbers, setup_os, teardown_os),
+    cmocka_unit_test_setup_teardown(test_cq_name_near_max, setup_os, teardown_os),
+    cmocka_unit_test_setup_teardown(test_topics_counter_huge, setup_os, teardown_os),
+    cmocka_unit_test_setup_teardown(test_index_slot_count_huge, setup_os, teardown_os),
+    cmocka_unit_test_setup_teardown(test_lag_sums_saturate, setup_os, teardown_os),
   };
+  if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

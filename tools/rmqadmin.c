@@ -90,6 +90,12 @@ struct admin {
 
 static void usage_line(FILE *f, const command *c);
 
+/* Sums of lags: offsets in a damaged store can be near 2^61 each. */
+static int64_t add_sat(int64_t a, int64_t b)
+{
+  return b > 0 && a > INT64_MAX - b ? INT64_MAX : b < 0 && a < INT64_MIN - b ? INT64_MIN : a + b;
+}
+
 /* A usage error: the message, the command's usage line, status 2. */
 static int usage_error(const admin *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int usage_error(const admin *a, const char *fmt, ...)
@@ -1052,7 +1058,7 @@ static int progress_of_group(admin *a, const rmq_broker_stats *st, const char *g
       int64_t last = co >= 1 ? store_time_at(a, g->topic, qs[q].queue_id, co - 1) : 0;
       char when[80] = "N/A";
       if (last > 0) ymd_hms(when, sizeof when, last);
-      diff_total += bo - co;
+      diff_total = add_sat(diff_total, bo - co);
       if (ip)
         printf("%-64.64s  %-32.32s  %-4d  %-20" PRId64 "  %-20" PRId64 "  %-20s %-20" PRId64 " %-20d %s\n", g->topic,
                a->opts.broker_name, qs[q].queue_id, bo, co, "N/A", bo - co, 0, when);
@@ -1101,8 +1107,8 @@ static int progress_all(admin *a, const rmq_broker_stats *st)
     group_row *r = group_add(rows, &n, g->group);
     r->tps += g->get_tps[RMQ_TPS_1MIN];
     for (size_t q = 0; q < g->nqueues; q++)
-      r->diff += (g->queues[q].broker_offset < 0 ? 0 : g->queues[q].broker_offset) -
-                 (g->queues[q].consumer_offset < 0 ? 0 : g->queues[q].consumer_offset);
+      r->diff = add_sat(r->diff, (g->queues[q].broker_offset < 0 ? 0 : g->queues[q].broker_offset) -
+                                     (g->queues[q].consumer_offset < 0 ? 0 : g->queues[q].consumer_offset));
   }
   qsort(rows, n, sizeof *rows, cmp_group_row);
   printf("%-64s  %-6s  %-24s %-5s  %-14s  %-7s  %s\n", "#Group", "#Count", "#Version", "#Type", "#Model", "#TPS",

@@ -886,6 +886,14 @@ static void *map_file(int fd, int64_t size, int huge, int *got)
 ** bytes and maps it shared. A created file's directory entry is fsynced
 ** (unless sync_dir is 0: the caller has the next flush do it) so a send that
 ** lands in it is durable with its name. */
+/* A file's mtime in ms; any time a filesystem holds (touch can set one past
+** year 292 million) stays in range. */
+static int64_t mtime_ms(const struct stat *st)
+{
+  int64_t sec = (int64_t)st->st_mtim.tv_sec, lim = INT64_MAX / 1000 - 1;
+  return (sec > lim ? lim : sec < -lim ? -lim : sec) * 1000 + st->st_mtim.tv_nsec / 1000000;
+}
+
 static int mfile_open(const char *dir, int64_t start, int64_t size, int create, int sync_dir, int huge, mfile **out)
 {
   char path[4200];
@@ -910,7 +918,7 @@ static int mfile_open(const char *dir, int64_t start, int64_t size, int create, 
     if (size == 0) { rc = rmqi_err(RMQ_ECORRUPT, "%s is empty", path); goto out_close; }
     f->base = rp;
     atomic_store(&f->refs, 1);
-    atomic_store(&f->last_ts, (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000);
+    atomic_store(&f->last_ts, mtime_ms(&st));
     *out = f;
     return RMQ_OK;
   }
@@ -932,7 +940,7 @@ static int mfile_open(const char *dir, int64_t start, int64_t size, int create, 
   /* A file made now ages from its roll (the writer sets it, on the broker's
   ** clock); one found, from its mtime. */
   atomic_store(&f->last_ts, create && st.st_size == 0 ? INT64_MAX / 4
-                                                      : (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000);
+                                                      : mtime_ms(&st));
   if (create && sync_dir && st.st_size == 0) {
     rc = fsync_dir(dir);
     if (rc) goto out_unmap;
@@ -3565,7 +3573,7 @@ static int cl_delete_expired(rmqi_store *s, int64_t now, int at_once, int *rc)
     mfile *f = mvec_at(&s->cl, i);
     int64_t end = f->start + f->size;
     if (end >= published || end > flushed) break;
-    int64_t age = now - atomic_load(&f->last_ts);
+    int64_t age = rmqi_sub_sat(now, atomic_load(&f->last_ts)); /* an mtime may be anything */
     if (!at_once && age < keep_ms) break;
     char path[4200];
     snprintf(path, sizeof path, "%s/%020" PRId64, s->cl_dir, f->start);

@@ -464,7 +464,19 @@ static void fill_and_free(const char *mnt, int flush, int service, int mark)
     }
     if (rc != RMQ_ENOSPC) { fprintf(stderr, "fill: %d %s\n", rc, rmq_errmsg()); _exit(4); }
     if (!!strstr(rmq_errmsg(), "disk is full") != mark) { fprintf(stderr, "fill: %s\n", rmq_errmsg()); _exit(12); }
-    if (send_one(p, "Disk", id++, 4000, NULL) != RMQ_ENOSPC) _exit(5);
+    /* The disk stays full. What failed may have been one queue's next
+    ** ConsumeQueue chunk while the next send goes to another queue with
+    ** room, or the file system may give back blocks it had reserved (ext4,
+    ** once the service thread's flush writes them): a few more sends may
+    ** fit (seen once, ext4 with the service thread, in a make test run); then
+    ** ENOSPC again. */
+    int more = 0;
+    while ((rc = send_one(p, "Disk", id++, 4000, NULL)) == RMQ_OK) {
+      acked++;
+      if (++more > 64) break;
+    }
+    if (rc != RMQ_ENOSPC) { fprintf(stderr, "still full: %d after %d more sends\n", rc, more); _exit(5); }
+    if (more) fprintf(stderr, "  %d more send(s) fit after the first ENOSPC\n", more);
     if (unlink(filler) != 0) _exit(6);
     for (int i = 0; i < 100; i++, id++) {
       if ((rc = send_one(p, "Disk", id, 4000, NULL)) != RMQ_OK) {

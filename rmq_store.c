@@ -1882,7 +1882,7 @@ static int journal_replay(rmqi_store *s)
       break;
     }
     rmqi_topic *t;
-    rc = topic_make(s, tn->str, (int)w->inum, perm && perm->inum >= 0 && perm->inum <= 7 ? (int)perm->inum : 6, &t);
+    rc = topic_make(s, tn->str, (int)w->inum, perm && perm->inum >= 0 && perm->inum <= INT32_MAX ? (int)perm->inum : 6, &t);
     if (!rc) t->configured = 1;
     rmqi_json_free(j);
     at = (size_t)(nl - text) + 1;
@@ -4697,7 +4697,7 @@ static int load_topics(rmqi_store *s)
     }
     if (!strcmp(t->key, ".") || !strcmp(t->key, "..")) continue;
     rmqi_topic *tp;
-    rc = topic_make(s, t->key, (int)nq64, perm && perm->inum >= 0 && perm->inum <= 7 ? (int)perm->inum : 6, &tp);
+    rc = topic_make(s, t->key, (int)nq64, perm && perm->inum >= 0 && perm->inum <= INT32_MAX ? (int)perm->inum : 6, &tp);
     if (rc) break;
     /* An older .bak may lack a later queue count: then the log decides. */
     tp->configured = !damaged;

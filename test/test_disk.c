@@ -1099,6 +1099,7 @@ static void test_topics_counter_huge(void **state)
   static const char topics[] = "{\"dataVersion\":{\"counter\":99999999999999999999,\"timestamp\":0},"
                                "\"topicConfigTable\":{\"A\":{\"topicName\":\"A\",\"readQueueNums\":2,"
                                "\"writeQueueNums\":2,\"perm\":4294967298},"
+                               "\"P\":{\"topicName\":\"P\",\"readQueueNums\":1,\"writeQueueNums\":1,\"perm\":14},"
                                "\"Z\":{\"topicName\":\"Z\",\"readQueueNums\":2,\"writeQueueNums\":4294967298}}}";
   put_file(path, topics, sizeof topics - 1);
   ok(rmq_broker_open(store, &o, &b));
@@ -1107,14 +1108,17 @@ static void test_topics_counter_huge(void **state)
   rmq_topic_info ti[4];
   size_t n;
   ok(rmq_topic_list(b, ti, 4, &n));
-  assert_int_equal(n, 1);
+  assert_int_equal(n, 2);
   assert_string_equal(ti[0].topic_name, "A");
   assert_int_equal(ti[0].write_queue_nums, 2);
   assert_int_equal(ti[0].perm, 6); /* 4294967298 is no perm (cast to int it was 2) */
+  assert_string_equal(ti[1].topic_name, "P");
+  assert_int_equal(ti[1].perm, 14); /* PRIORITY | READ | WRITE, as RocketMQ wrote it */
   ok(rmq_broker_close(b));
-  ok(rmq_broker_open(store, &o, &b)); /* Z, 2^32 + 2 queues, was skipped; A stays */
+  ok(rmq_broker_open(store, &o, &b)); /* Z, 2^32 + 2 queues, was skipped; A and P stay */
   ok(rmq_topic_list(b, ti, 4, &n));
-  assert_int_equal(n, 1);
+  assert_int_equal(n, 2);
+  assert_int_equal(ti[1].perm, 14);
   ok(rmq_broker_close(b));
   tu_store_remove(store);
 }

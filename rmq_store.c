@@ -4949,6 +4949,20 @@ static int zero_block(const uint8_t *b, size_t n)
   return acc == 0;
 }
 
+/* The end of the last nonzero byte of base[lo, hi), or -1: bytes down to
+** a 4 KiB boundary, then whole blocks, then bytes. (Blocks only from an
+** aligned end made a region ending at an odd unit, 20 bytes, a byte loop.) */
+static int64_t last_nonzero_in(const uint8_t *base, int64_t lo, int64_t hi)
+{
+  int64_t i = hi;
+  for (; i > lo && (i & 4095); i--)
+    if (base[i - 1]) return i;
+  while (i - 4096 >= lo && zero_block(base + i - 4096, 4096)) i -= 4096;
+  for (; i > lo; i--)
+    if (base[i - 1]) return i;
+  return -1;
+}
+
 /* The end of the last nonzero byte of f in [from, to), or `from` when
 ** there is none. Only the file's data regions are read (SEEK_DATA and
 ** SEEK_HOLE): a file's unwritten tail is a hole, and reading a hole would
@@ -4977,23 +4991,15 @@ static int64_t last_nonzero_fd(const mfile *f, int fd, int64_t from, int64_t to)
         d = OS->lseek(fd, h, SEEK_DATA);
       }
       for (int r = nr - 1; r >= 0; r--) {
-        int64_t i = rl[r][1];
-        while (i - 4096 >= rl[r][0] && (i % 8) == 0 && zero_block(f->base + i - 4096, 4096)) i -= 4096;
-        for (int64_t k = i - 1; k >= rl[r][0]; k--)
-          if (f->base[k]) return k + 1;
+        int64_t e = last_nonzero_in(f->base, rl[r][0], rl[r][1]);
+        if (e >= 0) return e;
       }
       if (nr < 64) return from;
       hi = rl[0][0]; /* more regions than kept: read the rest plainly */
     }
   }
-  int64_t i = hi;
-  while (i - 4096 >= lo && (i % 8) == 0) {
-    if (!zero_block(f->base + i - 4096, 4096)) break;
-    i -= 4096;
-  }
-  for (int64_t k = i - 1; k >= lo; k--)
-    if (f->base[k]) return k + 1;
-  return from;
+  int64_t e = last_nonzero_in(f->base, lo, hi);
+  return e >= 0 ? e : from;
 }
 
 /* Last unit + 1 of a queue's files: units are written front to back, so

@@ -3205,7 +3205,7 @@ RMQI_FUNC int64_t rmqi_queue_next_data(rmqi_queue *q, int64_t off, int64_t end)
     snprintf(path, sizeof path, "%s/%020" PRId64, f->dir, f->start);
     int fd = OS->open(path, O_RDONLY, 0);
     if (fd < 0) return off;
-    int64_t e, d = data_next(fd, byte - f->start, f->size, &e);
+    int64_t d = data_next(fd, byte - f->start, f->size, NULL);
     OS->close(fd);
     if (d >= 0) {
       int64_t u = (f->start + d) / RMQI_CQ_UNIT;
@@ -4272,19 +4272,21 @@ static int ix_list(rmqi_store *s)
 ** end in *end; -1 when the rest is a hole. Holes read as zeros, and a
 ** pass over a mapped hole either allocates it (tmpfs) or faults in a page
 ** per 4 KiB: a default index file's slots are 20 MB, mostly hole. Without
-** SEEK_DATA (fd < 0, or unsupported) the whole range is one region. */
+** SEEK_DATA (fd < 0, or unsupported) the whole range is one region. end
+** NULL: the start only. (On tmpfs SEEK_HOLE walks the page cache through
+** the whole region, and a probe per batch of a long one is quadratic.) */
 static int64_t data_next(int fd, int64_t from, int64_t to, int64_t *end)
 {
   if (from >= to) return -1;
   off_t d = fd >= 0 ? OS->lseek(fd, (off_t)from, SEEK_DATA) : -1;
   if (d < 0 && fd >= 0 && errno == ENXIO) return -1;
-  off_t h = d >= 0 ? OS->lseek(fd, d, SEEK_HOLE) : -1;
+  off_t h = d >= 0 && end ? OS->lseek(fd, d, SEEK_HOLE) : (off_t)to;
   if (d < 0 || h < d) {
-    *end = to;
+    if (end) *end = to;
     return from;
   }
   if ((int64_t)d >= to) return -1;
-  *end = (int64_t)h < to ? (int64_t)h : to;
+  if (end) *end = (int64_t)h < to ? (int64_t)h : to;
   return (int64_t)d;
 }
 

@@ -940,6 +940,40 @@ static void test_clean_open_uses_queue_state(void **state)
   tu_store_remove(store);
 }
 
+/* A store of one topic, Fast0 (8 queues, 300 messages; 1 MiB CommitLog and
+** 128-unit ConsumeQueue files), closed, its options in *o, and its queues as
+** a reopen sees them in *want. */
+static void fast0_store(const char *store, rmq_broker_options *o, qsnap *want)
+{
+  opts(o, RMQ_ASYNC_FLUSH, 0);
+  o->mapped_file_size_consume_queue = 20 * 128;
+  o->mapped_file_size_commit_log = 1 << 20;
+  rmq_broker *b;
+  rmq_producer *p;
+  ok(rmq_broker_open(store, o, &b));
+  ok(rmq_topic_create(b, "Fast0", 8));
+  ok(rmq_producer_create(b, NULL, NULL, &p));
+  for (int i = 0; i < 300; i++) ok(send_one(p, "Fast0", (uint64_t)i, 120, NULL));
+  rmq_producer_destroy(p);
+  ok(rmq_broker_close(b));
+  ok(rmq_broker_open(store, o, &b));
+  snap(b, want, 1);
+  ok(rmq_broker_close(b));
+  assert_int_equal(want->n, 300);
+}
+
+/* Fast0's queues and messages in b are those of want. */
+static void fast0_expect(rmq_broker *b, const qsnap *want)
+{
+  qsnap got;
+  snap(b, &got, 1);
+  assert_int_equal(got.n, want->n);
+  for (int q = 0; q < 8; q++) {
+    assert_int_equal(got.mn[q], want->mn[q]);
+    assert_int_equal(got.mx[q], want->mx[q]);
+  }
+}
+
 /* A queue state whose numbers are at the edge of 64 bits (a fuzzed file:
 ** an end offset near INT64_MAX overflowed the bound check) is refused, and
 ** the open goes the long way to the right offsets. */
@@ -949,22 +983,9 @@ static void test_queue_state_huge_numbers(void **state)
   char store[1024], sp[1100];
   tu_store_path(store, sizeof store, "hugestate");
   rmq_broker_options o;
-  opts(&o, RMQ_ASYNC_FLUSH, 0);
-  o.mapped_file_size_consume_queue = 20 * 128;
-  o.mapped_file_size_commit_log = 1 << 20;
   rmq_broker *b;
-  rmq_producer *p;
-  ok(rmq_broker_open(store, &o, &b));
-  ok(rmq_topic_create(b, "Fast0", 8));
-  ok(rmq_producer_create(b, NULL, NULL, &p));
-  for (int i = 0; i < 300; i++) ok(send_one(p, "Fast0", (uint64_t)i, 120, NULL));
-  rmq_producer_destroy(p);
-  ok(rmq_broker_close(b));
-  qsnap want, got;
-  ok(rmq_broker_open(store, &o, &b));
-  snap(b, &want, 1);
-  ok(rmq_broker_close(b));
-  assert_int_equal(want.n, 300);
+  qsnap want;
+  fast0_store(store, &o, &want);
 
   snprintf(sp, sizeof sp, "%s/config/rmq_queues.txt", store);
   char head[256];
@@ -988,12 +1009,7 @@ static void test_queue_state_huge_numbers(void **state)
     ok(rmq_broker_open(store, &o, &b));
     ok(rmq_broker_recovery_info(b, &ri));
     assert_true(ri.records_scanned > 0); /* the state was not used */
-    snap(b, &got, 1);
-    assert_int_equal(got.n, want.n);
-    for (int q = 0; q < 8; q++) {
-      assert_int_equal(got.mn[q], want.mn[q]);
-      assert_int_equal(got.mx[q], want.mx[q]);
-    }
+    fast0_expect(b, &want);
     ok(rmq_broker_close(b));
   }
   tu_store_remove(store);
@@ -1018,21 +1034,9 @@ static void test_cq_name_near_max(void **state)
   char store[1024], path[1400];
   tu_store_path(store, sizeof store, "cqmax");
   rmq_broker_options o;
-  opts(&o, RMQ_ASYNC_FLUSH, 0);
-  o.mapped_file_size_consume_queue = 20 * 128;
-  o.mapped_file_size_commit_log = 1 << 20;
   rmq_broker *b;
-  rmq_producer *p;
-  ok(rmq_broker_open(store, &o, &b));
-  ok(rmq_topic_create(b, "Fast0", 8));
-  ok(rmq_producer_create(b, NULL, NULL, &p));
-  for (int i = 0; i < 300; i++) ok(send_one(p, "Fast0", (uint64_t)i, 120, NULL));
-  rmq_producer_destroy(p);
-  ok(rmq_broker_close(b));
-  qsnap want, got;
-  ok(rmq_broker_open(store, &o, &b));
-  snap(b, &want, 1);
-  ok(rmq_broker_close(b));
+  qsnap want;
+  fast0_store(store, &o, &want);
 
   int64_t cqs = 20 * 128, name = INT64_MAX / cqs * cqs; /* name + cqs > INT64_MAX */
   static uint8_t unit[20 * 128];
@@ -1045,12 +1049,7 @@ static void test_cq_name_near_max(void **state)
     snprintf(path, sizeof path, "%s/consumequeue/Fast0/0/%020" PRId64, store, name);
     o.read_only = ro;
     ok(rmq_broker_open(store, &o, &b));
-    snap(b, &got, 1);
-    assert_int_equal(got.n, want.n);
-    for (int q = 0; q < 8; q++) {
-      assert_int_equal(got.mn[q], want.mn[q]);
-      assert_int_equal(got.mx[q], want.mx[q]);
-    }
+    fast0_expect(b, &want);
     ok(rmq_broker_close(b));
     struct stat st;
     assert_int_equal(stat(path, &st) == 0, ro); /* kept by a reader, removed by a writer */
